@@ -1,0 +1,51 @@
+"""`cimnas <command>`: each module in `cimnas.commands` contributes its sub-commands.
+
+A command module defines `register(subparsers)` which adds parsers and sets `func` on them
+(`parser.set_defaults(func=handler)`); a handler takes the parsed args and returns an exit code.
+`CimnasError` (bad user input) becomes one line on stderr and exit code 2, with no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import pkgutil
+import sys
+
+from cimnas.errors import CimnasError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # argparse's own errors: one line, exit 2
+        sys.stderr.write(f"cimnas: error: {message} (see `{self.prog} --help`)\n")
+        sys.exit(2)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    import cimnas.commands as commands
+
+    parser = _Parser(prog="cimnas", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+    for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
+        module = importlib.import_module(f"cimnas.commands.{info.name}")
+        if hasattr(module, "register"):
+            module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except CimnasError as e:
+        sys.stderr.write(f"cimnas: error: {e}\n")
+        return 2
+    except KeyboardInterrupt:
+        sys.stderr.write("cimnas: interrupted; finished work is saved, re-run with --resume to continue\n")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

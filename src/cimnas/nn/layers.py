@@ -1,0 +1,176 @@
+"""Quantized and slimmable layers.
+
+`QConv2d` / `QLinear` receive an input quantizer and a weight quantizer (STYLE.md, larq).
+Every conv/FC layer in cimnas models is one of these (float layers use identity quantizers), so
+hardware effects and super-net slicing apply to all of them the same way:
+
+- slicing: `layer.active_in` / `layer.active_out` (None = all) select the first channels of the
+  weight, as in slimmable networks; the super-net sets them per sub-net.
+- hardware hook: `layer.weight_override` (None = off) replaces the quantized weight in the
+  forward pass with a tensor the hardware model computed (mapped, noisy, faulty conductances read
+  back as weights). It is set once per Monte-Carlo trial, never per batch, and needs no deep copy.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cimnas.nn.quantizers import Identity, Quantizer
+
+
+class _QMixin:
+    input_quantizer: Quantizer
+    weight_quantizer: Quantizer
+    weight: nn.Parameter
+    bias: nn.Parameter | None
+
+    def _init_q(self, input_quantizer, weight_quantizer):
+        self.input_quantizer = input_quantizer if input_quantizer is not None else Identity()
+        self.weight_quantizer = weight_quantizer if weight_quantizer is not None else Identity()
+        self.active_in: int | None = None
+        self.active_out: int | None = None
+        self.weight_override: torch.Tensor | None = None
+
+    def active_weight(self) -> torch.Tensor:
+        """The real-valued weight of the active (sliced) channels."""
+        w = self.weight
+        if self.active_out is not None:
+            w = w[: self.active_out]
+        if self.active_in is not None:
+            w = w[:, : self.active_in]
+        return w
+
+    def active_bias(self) -> torch.Tensor | None:
+        if self.bias is None or self.active_out is None:
+            return self.bias
+        return self.bias[: self.active_out]
+
+    def quantized_weight(self) -> torch.Tensor:
+        """The weight the layer computes with (quantized, sliced), before hardware effects."""
+        return self.weight_quantizer(self.active_weight())
+
+    def effective_weight(self) -> torch.Tensor:
+        if self.weight_override is not None:
+            return self.weight_override
+        return self.quantized_weight()
+
+
+class QConv2d(_QMixin, nn.Conv2d):
+    """Conv2d with input/weight quantizers, channel slicing and a hardware weight hook.
+
+    y = conv(q_in(x), q_w(W)[:c_out, :c_in]) (+ b)
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1,
+                 padding: int | None = None, bias: bool = False,
+                 input_quantizer: Quantizer | None = None, weight_quantizer: Quantizer | None = None):
+        if padding is None:
+            padding = kernel_size // 2
+        super().__init__(in_channels, out_channels, kernel_size, stride=stride, padding=padding, bias=bias)
+        self._init_q(input_quantizer, weight_quantizer)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.input_quantizer(x)
+        return F.conv2d(x, self.effective_weight(), self.active_bias(), self.stride, self.padding)
+
+
+class QLinear(_QMixin, nn.Linear):
+    """Linear with input/weight quantizers, feature slicing and a hardware weight hook."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True,
+                 input_quantizer: Quantizer | None = None, weight_quantizer: Quantizer | None = None):
+        super().__init__(in_features, out_features, bias=bias)
+        self._init_q(input_quantizer, weight_quantizer)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.input_quantizer(x)
+        return F.linear(x, self.effective_weight(), self.active_bias())
+
+
+class SlimmableBatchNorm2d(nn.BatchNorm2d):
+    """BatchNorm2d whose first `active` channels are used (running stats and affine sliced).
+
+    For non-uniform super-nets the running statistics are recalibrated per sub-net before
+    evaluation (slimmable networks / once-for-all), see cimnas.nn.supernet.
+    """
+
+    def __init__(self, num_features: int, **kw):
+        super().__init__(num_features, **kw)
+        self.active: int | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        c = x.shape[1]
+        if c == self.num_features:
+            return super().forward(x)
+        if self.training and self.track_running_stats:
+            self.num_batches_tracked.add_(1)
+        momentum = self.momentum
+        if self.training and momentum is None:  # cumulative moving average
+            momentum = 1.0 / float(self.num_batches_tracked)
+        use_batch = self.training or not self.track_running_stats
+        return F.batch_norm(
+            x,
+            self.running_mean[:c] if self.running_mean is not None else None,
+            self.running_var[:c] if self.running_var is not None else None,
+            self.weight[:c] if self.affine else None,
+            self.bias[:c] if self.affine else None,
+            use_batch,
+            momentum if momentum is not None else 0.0,
+            self.eps,
+        )
+
+
+class SlimmableBatchNorm1d(nn.BatchNorm1d):
+    """BatchNorm1d sliced to the incoming feature count (same rules as SlimmableBatchNorm2d)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        c = x.shape[1]
+        if c == self.num_features:
+            return super().forward(x)
+        if self.training and self.track_running_stats:
+            self.num_batches_tracked.add_(1)
+        momentum = self.momentum
+        if self.training and momentum is None:
+            momentum = 1.0 / float(self.num_batches_tracked)
+        return F.batch_norm(
+            x, self.running_mean[:c], self.running_var[:c],
+            self.weight[:c] if self.affine else None, self.bias[:c] if self.affine else None,
+            self.training or not self.track_running_stats, momentum if momentum is not None else 0.0, self.eps,
+        )
+
+
+def match_channels(x: torch.Tensor, channels: int) -> torch.Tensor:
+    """Zero-pad or truncate the channel dim of `x` to `channels` (option-A shortcut; HAWIS keeps
+    residual additions of mismatched widths free of floating-point ops this way)."""
+    c = x.shape[1]
+    if c == channels:
+        return x
+    if c > channels:
+        return x[:, :channels]
+    pad = x.new_zeros((x.shape[0], channels - c) + tuple(x.shape[2:]))
+    return torch.cat([x, pad], dim=1)
+
+
+class ThermometerEncoding(nn.Module):
+    """Thermometer code of an input in [0, 1]: channel c becomes `levels` binary planes
+    [x_c > (i + 0.5) / levels] for i in 0..levels-1 (the HAWIS authors' public code uses 32 levels
+    with thresholds (i + 0.5) * 8 / 255 on RGB, i.e. 96 binary channels for CIFAR).
+    """
+
+    def __init__(self, levels: int = 32):
+        super().__init__()
+        self.levels = int(levels)
+        self.register_buffer("thresholds", (torch.arange(self.levels) + 0.5) / self.levels, persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # (N, C, H, W) -> (N, C * levels, H, W), values in {0, 1}
+        t = self.thresholds.view(1, 1, -1, 1, 1)
+        out = (x.unsqueeze(2) > t).to(x.dtype)
+        return out.flatten(1, 2)
+
+
+def quant_layers(model: nn.Module) -> list[tuple[str, QConv2d | QLinear]]:
+    """All (name, layer) pairs of QConv2d / QLinear in forward-definition order."""
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, QConv2d | QLinear)]

@@ -1,0 +1,221 @@
+"""Quantizers: autograd functions wrapped in small nn.Modules (larq style).
+
+Every quantizer maps a real tensor to a tensor of a few levels in the forward pass and passes a
+(straight-through) gradient in the backward pass. Layers receive quantizers; they never hard-code
+them. Each quantizer also exposes `to_integer(x) -> (codes, scale)` with `codes * scale == q(x)`
+and integer `codes`, so the hardware model can map values onto devices and DACs:
+`bits` is the number of magnitude bits of `codes` (the sign is carried by the differential pair
+for weights; activations are unsigned).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from cimnas.errors import CimnasError
+from cimnas.registry import Registry
+
+QUANTIZERS = Registry("quantizer")
+
+
+# ---------------------------------------------------------------- autograd functions
+class _RoundSTE(torch.autograd.Function):
+    """round(x) with identity gradient (straight-through estimator, Bengio et al. 2013)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return torch.round(x)
+
+    @staticmethod
+    def backward(ctx, g):
+        return g
+
+
+class _BinaryActFn(torch.autograd.Function):
+    """I_b = round(clip(x, 0, 1)) (DoReFa, HAWIS II-A); gradient passed where 0 <= x <= 1."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return torch.round(torch.clamp(x, 0.0, 1.0))
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        return g * ((x >= 0) & (x <= 1)).to(g.dtype)
+
+
+class _SignFn(torch.autograd.Function):
+    """sign(w) with sign(0) = +1 (so weights take exactly two values); identity gradient."""
+
+    @staticmethod
+    def forward(ctx, w):
+        return torch.where(w >= 0, torch.ones_like(w), -torch.ones_like(w))
+
+    @staticmethod
+    def backward(ctx, g):
+        return g
+
+
+def round_ste(x: torch.Tensor) -> torch.Tensor:
+    return _RoundSTE.apply(x)
+
+
+# ---------------------------------------------------------------- modules
+class Quantizer(nn.Module):
+    """Base class. `bits` is None for a pass-through (float) quantizer."""
+
+    bits: int | None = None
+    #: True for weight quantizers whose codes are signed (differential pair on the crossbar).
+    signed: bool = False
+
+    def to_integer(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError(f"{type(self).__name__} has no integer form")
+
+    def extra_repr(self) -> str:
+        return f"bits={self.bits}"
+
+
+@QUANTIZERS.register("identity", "no quantization (float)")
+class Identity(Quantizer):
+    """Pass-through: y = x. Used for float layers so every layer has the same interface."""
+
+    bits = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+
+@QUANTIZERS.register("binary_act", "activation binarization round(clip(x,0,1)), HAWIS/DoReFa")
+class BinaryActivation(Quantizer):
+    """I_b = round(clip(x, 0, 1)) in {0, 1} (HAWIS Sec. II-A, DoReFa 1-bit activations).
+
+    Gradient: straight-through, zeroed outside [0, 1] (clipped STE).
+    """
+
+    bits = 1
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _BinaryActFn.apply(x)
+
+    def to_integer(self, x):
+        return self.forward(x), torch.tensor(1.0, device=x.device)
+
+
+@QUANTIZERS.register("binary_weight", "weight binarization sign(w)*E|w|, HAWIS/DoReFa")
+class BinaryWeight(Quantizer):
+    """W_b = sign(W) * E(|W|) with one scale per tensor (HAWIS Sec. II-A, DoReFa/XNOR).
+
+    Gradient: straight-through to W (the scale is treated as a constant, as in DoReFa).
+    """
+
+    bits = 1
+    signed = True
+
+    def scale(self, w: torch.Tensor) -> torch.Tensor:
+        return w.detach().abs().mean()
+
+    def forward(self, w: torch.Tensor) -> torch.Tensor:
+        return _SignFn.apply(w) * self.scale(w)
+
+    def to_integer(self, w):
+        return torch.where(w >= 0, 1.0, -1.0).to(w.dtype), self.scale(w)
+
+
+@QUANTIZERS.register("dorefa_weight", "k-bit DoReFa weights (the 8-bit baseline)")
+class DoReFaWeight(Quantizer):
+    """k-bit DoReFa weights: w_t = tanh(w) / (2 max|tanh w|) + 1/2,  w_q = 2 quant_k(w_t) - 1,
+    quant_k(x) = round((2^k - 1) x) / (2^k - 1)  (Zhou et al. 2016, Eq. 9). Values are odd
+    multiples of 1/(2^k - 1) in [-1, 1]; the integer code 2q - (2^k - 1) has k magnitude bits.
+    """
+
+    signed = True
+
+    def __init__(self, bits: int = 8):
+        super().__init__()
+        if not 1 <= int(bits) <= 16:
+            raise CimnasError(f"dorefa_weight bits must be in 1..16, got {bits}")
+        self.bits = int(bits)
+
+    def _levels(self) -> int:
+        return 2**self.bits - 1
+
+    def forward(self, w: torch.Tensor) -> torch.Tensor:
+        t = torch.tanh(w)
+        t = t / (2 * t.detach().abs().max().clamp_min(1e-12)) + 0.5
+        n = self._levels()
+        return 2 * round_ste(t * n) / n - 1
+
+    def to_integer(self, w):
+        n = self._levels()
+        q = self.forward(w.detach())
+        return torch.round((q + 1) * n / 2) * 2 - n, torch.tensor(1.0 / n, device=w.device)
+
+
+@QUANTIZERS.register("dorefa_act", "k-bit DoReFa activations")
+class DoReFaActivation(Quantizer):
+    """k-bit activations: a_q = round((2^k - 1) clip(x, 0, 1)) / (2^k - 1); clipped STE."""
+
+    def __init__(self, bits: int = 8):
+        super().__init__()
+        if not 1 <= int(bits) <= 16:
+            raise CimnasError(f"dorefa_act bits must be in 1..16, got {bits}")
+        self.bits = int(bits)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n = 2**self.bits - 1
+        return round_ste(torch.clamp(x, 0.0, 1.0) * n) / n
+
+    def to_integer(self, x):
+        n = 2**self.bits - 1
+        return torch.round(torch.clamp(x, 0.0, 1.0) * n), torch.tensor(1.0 / n, device=x.device)
+
+
+@QUANTIZERS.register("fixed_point", "signed fixed point with integer and fraction bits (UAE)")
+class FixedPoint(Quantizer):
+    """Signed fixed point: step = 2^-frac, range [-2^(int-1), 2^(int-1) - step] (int >= 1) or
+    [-1/2, 1/2 - step] for int = 0 (the convention of UAE/NACIM's public code, REFERENCE-FACTS).
+    q(x) = clip(round(x / step) * step). Gradient: straight-through inside the range, 0 outside.
+    """
+
+    signed = True
+
+    def __init__(self, int_bits: int = 1, frac_bits: int = 6):
+        super().__init__()
+        if int_bits < 0 or frac_bits < 0 or int_bits + frac_bits < 1 or int_bits + frac_bits > 31:
+            raise CimnasError(
+                f"fixed_point needs int_bits >= 0, frac_bits >= 0 and 1 <= int+frac <= 31, "
+                f"got int_bits={int_bits}, frac_bits={frac_bits}"
+            )
+        self.int_bits, self.frac_bits = int(int_bits), int(frac_bits)
+        self.bits = self.int_bits + self.frac_bits
+        self.step = 2.0**-self.frac_bits
+        half = 2.0 ** (self.int_bits - 1) if self.int_bits >= 1 else 0.5
+        self.lo, self.hi = -half, half - self.step
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        xc = torch.clamp(x, self.lo, self.hi)
+        return round_ste(xc / self.step) * self.step
+
+    def to_integer(self, x):
+        return torch.round(torch.clamp(x, self.lo, self.hi) / self.step), torch.tensor(self.step, device=x.device)
+
+    def extra_repr(self) -> str:
+        return f"int_bits={self.int_bits}, frac_bits={self.frac_bits}"
+
+
+def make_quantizer(spec: str | dict | None) -> Quantizer:
+    """Build a quantizer from a name ('binary_act') or {'name': ..., **kwargs}; None -> identity."""
+    if spec is None:
+        return Identity()
+    if isinstance(spec, str):
+        return QUANTIZERS.create(spec)
+    spec = dict(spec)
+    name = spec.pop("name", None)
+    if name is None:
+        raise CimnasError("a quantizer spec needs a 'name'; valid: " + ", ".join(QUANTIZERS.names()))
+    try:
+        return QUANTIZERS.create(name, **spec)
+    except TypeError as e:
+        raise CimnasError(f"bad arguments for quantizer {name!r}: {e}") from e
