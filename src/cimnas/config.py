@@ -34,6 +34,9 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
+        non_none = [a for a in args if a is not type(None)]
+        if len(non_none) == 1:
+            return _coerce(value, non_none[0], key)
         errors = []
         for a in args:
             if a is type(None):
@@ -117,7 +120,7 @@ def from_dict(cls: type[T], data: dict, prefix: str = "") -> T:
     unknown = [k for k in data if k not in names]
     if unknown:
         raise CimnasError(
-            f"unknown config key {prefix}{unknown[0]!r}; valid keys here: {', '.join(names)}"
+            f"unknown config key {prefix + unknown[0]!r}; valid keys here: {', '.join(names)}"
         )
     kwargs = {k: _coerce(v, hints[k], prefix + k) for k, v in data.items()}
     return cls(**kwargs)

@@ -46,12 +46,13 @@ class _BinaryActFn(torch.autograd.Function):
         return g * ((x >= 0) & (x <= 1)).to(g.dtype)
 
 
-class _SignFn(torch.autograd.Function):
-    """sign(w) with sign(0) = +1 (so weights take exactly two values); identity gradient."""
+class _BinaryWeightFn(torch.autograd.Function):
+    """sign(w) * mean|w| with sign(0) = +1 (exactly two values); identity gradient (DoReFa)."""
 
     @staticmethod
     def forward(ctx, w):
-        return torch.where(w >= 0, torch.ones_like(w), -torch.ones_like(w))
+        alpha = w.abs().mean()
+        return torch.where(w >= 0, alpha, -alpha)
 
     @staticmethod
     def backward(ctx, g):
@@ -107,7 +108,7 @@ class BinaryActivation(Quantizer):
 class BinaryWeight(Quantizer):
     """W_b = sign(W) * E(|W|) with one scale per tensor (HAWIS Sec. II-A, DoReFa/XNOR).
 
-    Gradient: straight-through to W (the scale is treated as a constant, as in DoReFa).
+    Gradient: straight-through, dL/dW = dL/dW_b (DoReFa's 1-bit weight rule).
     """
 
     bits = 1
@@ -117,7 +118,7 @@ class BinaryWeight(Quantizer):
         return w.detach().abs().mean()
 
     def forward(self, w: torch.Tensor) -> torch.Tensor:
-        return _SignFn.apply(w) * self.scale(w)
+        return _BinaryWeightFn.apply(w)
 
     def to_integer(self, w):
         return torch.where(w >= 0, 1.0, -1.0).to(w.dtype), self.scale(w)
