@@ -1,0 +1,35 @@
+"""The CLI shell: sub-command discovery and one-line errors with exit code 2."""
+
+import pytest
+
+from cimnas.cli import build_parser, main
+from cimnas.errors import CimnasError
+
+
+def test_unknown_command_is_one_line_exit_2(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["no-such-command"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("cimnas: error:") and "\n" not in err
+
+
+def test_cimnas_error_becomes_exit_2(monkeypatch, capsys):
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+
+    def handler(args):
+        raise CimnasError("bad thing; do the other thing")
+
+    p = sub.add_parser("boom-test")
+    p.set_defaults(func=handler)
+    monkeypatch.setattr("cimnas.cli.build_parser", lambda: parser)
+    assert main(["boom-test"]) == 2
+    assert capsys.readouterr().err == "cimnas: error: bad thing; do the other thing\n"
+
+
+def test_help_lists_commands(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--help"])
+    assert e.value.code == 0
+    assert "COMMAND" in capsys.readouterr().out
