@@ -1,0 +1,236 @@
+"""Non-uniform slimmable super-net (HAWIS III-A, III-B; slimmable networks, once-for-all).
+
+The super-net is the binarized baseline widened uniformly to `r_max` (HAWIS: 5x). Any per-layer
+width vector selects a sub-net by slicing the first channels of every weight
+(`model.set_widths`, which sets `active_in` / `active_out` on every QConv2d / QLinear and BN);
+residual additions with mismatched widths are zero-padded / truncated inside the model
+(`match_channels`); the classifier's outputs stay fixed.
+
+Batch-norm statistics cannot be shared between non-uniform sub-nets, so `recalibrate_bn` resets
+them and re-estimates them as a cumulative average (momentum=None) over a few training batches
+in train mode before a sub-net is evaluated.
+
+Training follows the sandwich rule (HAWIS Eq. 1): the losses of several sub-nets on the same
+batch are summed (gradients accumulate), then one optimizer step is taken.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from cimnas.errors import CimnasError
+
+
+def quantize_width(channels: float, d: int) -> int:
+    """HAWIS Eq. 8 rounding: round(c / d) * d (half-up, as cimnas.search.spaces), at least d."""
+    return max(int(d), int(math.floor(channels / d + 0.5)) * int(d))
+
+
+class SuperNet(nn.Module):
+    """A binarized model built at the maximum widths plus sub-net selection (HAWIS stage A/B).
+
+    Args:
+        model: a width-searchable cimnas model (`base_widths`, `widths`, `set_widths`,
+            `arch_meta`) built at the maximum widths.
+        r_min, r_max: bounds of the per-layer expansion ratio (HAWIS Eq. 7).
+        d: channel granularity (HAWIS Eq. 8).
+    """
+
+    def __init__(self, model: nn.Module, *, r_min: float = 1.0, r_max: float = 5.0, d: int = 4):
+        super().__init__()
+        for attr in ("base_widths", "set_widths", "arch_meta"):
+            if not hasattr(model, attr):
+                raise CimnasError(f"model {type(model).__name__} is not width-searchable (no {attr}); "
+                                  "choose a model that accepts a width list")
+        if r_min > r_max:
+            raise CimnasError(f"r_min ({r_min}) > r_max ({r_max}); set r_min <= r_max")
+        if d < 1:
+            raise CimnasError(f"channel granularity d must be >= 1 (got {d})")
+        self.model = model
+        self.r_min, self.r_max, self.d = float(r_min), float(r_max), int(d)
+        self.base_widths: list[int] = [int(w) for w in model.base_widths]
+        self.max_widths: list[int] = [int(w) for w in _current_widths(model)]
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def build(cls, name: str, *, in_channels: int, num_classes: int, image_size: int,
+              r_min: float = 1.0, r_max: float = 5.0, d: int = 4, **kw) -> SuperNet:
+        """Build the binarized baseline `name` widened to r_max (max widths are Eq. 8 of r_max)."""
+        from cimnas.nn.models import build_model
+
+        probe = build_model(name, in_channels=in_channels, num_classes=num_classes, image_size=image_size,
+                            precision="binary", **kw)
+        widths = [quantize_width(b * r_max, d) for b in probe.base_widths]
+        model = build_model(name, in_channels=in_channels, num_classes=num_classes, image_size=image_size,
+                            precision="binary", widths=widths, **kw)
+        return cls(model, r_min=r_min, r_max=r_max, d=d)
+
+    # ------------------------------------------------------------------ selection
+    @property
+    def num_layers(self) -> int:
+        """Number of searchable layers (HAWIS: L - 1, the classifier is fixed)."""
+        return len(self.base_widths)
+
+    def check_widths(self, widths: Sequence[int]) -> list[int]:
+        widths = [int(w) for w in widths]
+        if len(widths) != self.num_layers:
+            raise CimnasError(f"width vector has {len(widths)} entries; this model needs {self.num_layers}")
+        for i, (w, m) in enumerate(zip(widths, self.max_widths, strict=True)):
+            if not 1 <= w <= m:
+                raise CimnasError(f"width {w} of layer {i} is outside [1, {m}] (the super-net's width)")
+        return widths
+
+    def set_widths(self, widths: Sequence[int]) -> None:
+        self.model.set_widths(self.check_widths(widths))
+
+    def widths(self) -> list[int]:
+        return list(_current_widths(self.model))
+
+    @contextmanager
+    def subnet(self, widths: Sequence[int]) -> Iterator[SuperNet]:
+        """Context in which the super-net computes as the sub-net `widths`."""
+        prev = self.widths()
+        self.set_widths(widths)
+        try:
+            yield self
+        finally:
+            self.model.set_widths(prev)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+    # ------------------------------------------------------------------ width sampling
+    def ratio_widths(self, r: float | Sequence[float]) -> list[int]:
+        """Eq. 7/8: channels round(c_base * r / d) * d per layer, capped at the super-net width."""
+        rs = [float(r)] * self.num_layers if isinstance(r, int | float) else [float(v) for v in r]
+        return [min(m, quantize_width(b * v, self.d)) for b, v, m in zip(self.base_widths, rs, self.max_widths,
+                                                                            strict=True)]
+
+    def largest(self) -> list[int]:
+        return self.ratio_widths(self.r_max)
+
+    def smallest(self) -> list[int]:
+        return self.ratio_widths(self.r_min)
+
+    def sample_uniform(self, generator: torch.Generator) -> list[int]:
+        """One ratio for all layers, uniform in [r_min, r_max]."""
+        r = self.r_min + (self.r_max - self.r_min) * float(torch.rand((), generator=generator))
+        return self.ratio_widths(r)
+
+    def sample_nonuniform(self, generator: torch.Generator) -> list[int]:
+        """An independent uniform ratio per layer."""
+        u = torch.rand(self.num_layers, generator=generator).tolist()
+        return self.ratio_widths([self.r_min + (self.r_max - self.r_min) * v for v in u])
+
+    def morph(self, widths: Sequence[int], generator: torch.Generator, max_steps: int = 2) -> list[int]:
+        """Random width jitter (HAWIS B^3): each layer moves by up to `max_steps` * d channels,
+        staying inside [r_min, r_max] widths."""
+        lo, hi = self.smallest(), self.largest()
+        steps = torch.randint(-max_steps, max_steps + 1, (self.num_layers,), generator=generator).tolist()
+        return [min(h, max(low, int(w) + s * self.d)) for w, s, low, h in zip(widths, steps, lo, hi, strict=True)]
+
+    # ------------------------------------------------------------------ training
+    def slimmable_step(self, x: torch.Tensor, y: torch.Tensor, widths_list: Sequence[Sequence[int]],
+                       optimizer: torch.optim.Optimizer,
+                       regularizer: Callable[[nn.Module], torch.Tensor] | None = None) -> float:
+        """One sandwich-rule step (Eq. 1): sum of the sub-nets' losses on one batch, one optimizer step."""
+        self.train()
+        optimizer.zero_grad(set_to_none=True)
+        prev = self.widths()
+        total = 0.0
+        try:
+            for widths in widths_list:
+                self.set_widths(widths)
+                loss = F.cross_entropy(self.model(x), y)
+                loss.backward()
+                total += float(loss.detach())
+        finally:
+            self.model.set_widths(prev)
+        if regularizer is not None:
+            reg = regularizer(self.model)
+            if isinstance(reg, torch.Tensor) and reg.requires_grad:
+                reg.backward()
+        optimizer.step()
+        return total / max(1, len(widths_list))
+
+    def sandwich_widths(self, generator: torch.Generator, n_random: int = 2) -> list[list[int]]:
+        """Largest, smallest and `n_random` random non-uniform sub-nets (sandwich rule)."""
+        return [self.largest(), self.smallest()] + [self.sample_nonuniform(generator) for _ in range(n_random)]
+
+    # ------------------------------------------------------------------ batch norm
+    def bn_layers(self) -> list[_BatchNorm]:
+        return [m for m in self.model.modules() if isinstance(m, _BatchNorm)]
+
+    @torch.no_grad()
+    def recalibrate_bn(self, widths: Sequence[int], batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+                       num_batches: int, device: torch.device | str | None = None) -> int:
+        """Reset BN running stats and re-estimate them for sub-net `widths` as a cumulative average
+        over up to `num_batches` batches in train mode. Leaves the super-net set to `widths` and in
+        eval mode. Returns the number of batches used."""
+        self.set_widths(widths)
+        bns = self.bn_layers()
+        momenta = [bn.momentum for bn in bns]
+        for bn in bns:
+            bn.reset_running_stats()
+            bn.momentum = None
+        self.train()
+        used = 0
+        try:
+            for x, _ in batches:
+                if used >= num_batches:
+                    break
+                if device is not None:
+                    x = x.to(device)
+                self.model(x)
+                used += 1
+        finally:
+            for bn, m in zip(bns, momenta, strict=True):
+                bn.momentum = m
+            self.eval()
+        return used
+
+    # ------------------------------------------------------------------ extraction
+    @torch.no_grad()
+    def extract_subnet(self, widths: Sequence[int]) -> nn.Module:
+        """A standalone model built with `widths`, holding the super-net's sliced weights and
+        (current) BN statistics; it computes exactly as the super-net does with `widths` set."""
+        from cimnas.nn.models import rebuild_model
+
+        widths = self.check_widths(widths)
+        meta = dict(self.model.arch_meta)
+        meta["widths"] = list(widths)
+        if "width_mult" in meta:
+            meta["width_mult"] = 1.0
+        sub = rebuild_model(meta)
+        src = self.model.state_dict()
+        dst = sub.state_dict()
+        for key, target in dst.items():
+            if key not in src:
+                raise CimnasError(f"cannot extract sub-net: super-net has no tensor {key!r}")
+            s = src[key]
+            if s.dim() != target.dim():
+                raise CimnasError(f"cannot extract sub-net: {key!r} has rank {s.dim()} vs {target.dim()}")
+            if s.dim() == 0:
+                target.copy_(s)
+                continue
+            index = tuple(slice(0, n) for n in target.shape)
+            target.copy_(s[index])
+        p = next(self.model.parameters(), None)
+        if p is not None:
+            sub.to(p.device)
+        sub.train(self.training)
+        return sub
+
+
+def _current_widths(model: nn.Module) -> list[int]:
+    w = getattr(model, "widths", None)
+    if w is None:
+        raise CimnasError(f"model {type(model).__name__} does not report its widths")
+    return [int(v) for v in (w() if callable(w) else w)]
