@@ -1,0 +1,172 @@
+"""Model zoo: `MODELS` registry, `build_model`, `rebuild_model`, `load_model`, named architectures.
+
+    model = build_model("resnet20", in_channels=3, num_classes=10, image_size=32,
+                        widths="hawis-a", precision="binary")
+
+- `widths`: a list (one entry per searchable layer, `model.base_widths` order) or the name of a
+  published architecture (`named_widths`); overrides `width_mult` (uniform U-kx widening).
+- `precision`: "float" | "binary" (float model, then `cimnas.nn.refactor.refactor` with
+  `refactor` options, HAWIS III-A-1) | "kbit" (DoReFa `bits`-bit weights and activations on every
+  conv/FC, first and last included: the Quan-8bit baseline).
+- `model.arch_meta` holds the name and every build argument (plain JSON); `rebuild_model`
+  builds the same structure from it; checkpoints store it (`save_model_checkpoint`).
+
+Every module in this package is imported, so a file that registers a model with
+`@MODELS.register` (e.g. `uae_cnn.py`) is picked up automatically.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import pkgutil
+from collections.abc import Sequence
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from cimnas.errors import CimnasError
+from cimnas.nn.models._common import MODELS, NAMED_WIDTHS, WidthSearchable, image_hw, named_widths, uniform_widths
+
+PRECISIONS = ("float", "binary", "kbit")
+CHECKPOINT_FORMAT = "cimnas-checkpoint-v1"
+
+
+def _import_all() -> None:
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+        importlib.import_module(f"{__name__}.{info.name}")
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, tuple | list):
+        return [_jsonable(x) for x in v]
+    if isinstance(v, dict):
+        return {str(k): _jsonable(x) for k, x in v.items()}
+    if isinstance(v, torch.Tensor):
+        return v.tolist()
+    return v
+
+
+def _call_builder(name: str, fn, args: dict) -> nn.Module:
+    params = inspect.signature(fn).parameters
+    takes_kw = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    call = {k: v for k, v in args.items() if k in params or takes_kw or k not in ("precision", "bits")}
+    unknown = [k for k in call if k not in params and not takes_kw]
+    if unknown:
+        valid = [k for k in params if k not in ("in_channels", "num_classes", "image_size", "widths")]
+        raise CimnasError(f"model {name!r} has no option(s) {unknown}; its options: {', '.join(valid) or 'none'}")
+    try:
+        return fn(**call)
+    except TypeError as e:
+        raise CimnasError(f"bad arguments for model {name!r}: {e}") from e
+
+
+def build_model(name: str, *, in_channels: int, num_classes: int, image_size: int | Sequence[int],
+                widths: Sequence[int] | str | None = None, width_mult: float = 1.0, precision: str = "float",
+                bits: int = 8, refactor: Any = None, seed: int | None = None, **kw: Any) -> nn.Module:
+    """Build a registered model (see module docstring). `seed` (optional) seeds the weight init;
+    it is not part of `arch_meta` (a checkpoint restores the weights)."""
+    from cimnas.nn.refactor import RefactorOptions, quantize_kbit
+    from cimnas.nn.refactor import refactor as refactor_fn
+
+    fn = MODELS.get(name)
+    if precision not in PRECISIONS:
+        raise CimnasError(f"unknown precision {precision!r}; choose one of: {', '.join(PRECISIONS)}")
+    for what, v in (("in_channels", in_channels), ("num_classes", num_classes)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise CimnasError(f"{what} must be a positive integer, got {v!r}")
+    h, w = image_hw(image_size)
+    size = h if h == w else (h, w)
+    if refactor is not None and precision != "binary":
+        raise CimnasError("refactor options apply only to precision='binary'; drop them or set precision: binary")
+    opts = RefactorOptions.from_any(refactor) if precision == "binary" else None
+
+    base_args = dict(in_channels=in_channels, num_classes=num_classes, image_size=size, precision=precision,
+                     bits=bits, **kw)
+    rng = torch.random.fork_rng() if seed is not None else nullcontext()
+    with rng:
+        if seed is not None:
+            torch.manual_seed(int(seed))
+        resolved = widths
+        if isinstance(widths, str):
+            resolved = named_widths(name, widths)
+        elif widths is None and width_mult != 1.0:
+            probe = _call_builder(name, fn, dict(base_args, widths=None))
+            if not isinstance(probe, WidthSearchable):
+                raise CimnasError(f"model {name!r} has no width vector; width_mult does not apply")
+            resolved = uniform_widths(probe.base_widths, width_mult)
+        elif widths is not None:
+            resolved = list(widths)
+        model = _call_builder(name, fn, dict(base_args, widths=resolved))
+        model.input_shape = (in_channels, h, w)
+        if precision == "binary":
+            refactor_fn(model, opts, model.input_shape)
+        elif precision == "kbit":
+            quantize_kbit(model, bits)
+    model.arch_meta = _jsonable({
+        "name": name, "in_channels": in_channels, "num_classes": num_classes, "image_size": size,
+        "widths": widths, "width_mult": width_mult, "precision": precision, "bits": bits,
+        "refactor": None if opts is None else opts.__dict__.copy(), **kw,
+    })
+    return model
+
+
+def rebuild_model(arch_meta: dict) -> nn.Module:
+    """Build the structure described by `model.arch_meta` again (fresh weights)."""
+    if not isinstance(arch_meta, dict) or "name" not in arch_meta:
+        raise CimnasError("arch metadata must be a dict with a 'name'; the checkpoint may not be a cimnas one")
+    meta = dict(arch_meta)
+    name = meta.pop("name")
+    for k in ("in_channels", "num_classes", "image_size"):
+        if k not in meta:
+            raise CimnasError(f"arch metadata lacks {k!r}; the checkpoint is incomplete")
+    return build_model(name, **meta)
+
+
+def save_model_checkpoint(path: str | Path, model: nn.Module, dataset_info: dict, config: dict | None = None,
+                          epoch: int = 0, optimizer_state: dict | None = None, metrics: dict | None = None) -> None:
+    """Atomically save the cimnas-checkpoint-v1 payload (docs/architecture.md)."""
+    from cimnas.utils.io import save_checkpoint
+
+    if not hasattr(model, "arch_meta"):
+        raise CimnasError("model has no arch_meta; build it with cimnas.nn.models.build_model")
+    ds = {k: _jsonable(dataset_info.get(k)) for k in ("name", "in_channels", "image_size", "num_classes")}
+    save_checkpoint(path, {
+        "format": CHECKPOINT_FORMAT, "arch": dict(model.arch_meta), "state_dict": model.state_dict(),
+        "dataset": ds, "config": config or {}, "epoch": int(epoch), "optimizer": optimizer_state,
+        "metrics": metrics or {},
+    })
+
+
+def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
+    """Rebuild and load a checkpoint saved by `save_model_checkpoint` -> (model, checkpoint dict)."""
+    from cimnas.utils.io import load_checkpoint
+
+    ckpt = load_checkpoint(path, map_location=map_location)
+    if ckpt.get("format") != CHECKPOINT_FORMAT or "arch" not in ckpt or "state_dict" not in ckpt:
+        raise CimnasError(f"{path} is not a {CHECKPOINT_FORMAT} model checkpoint (format "
+                          f"{ckpt.get('format')!r}); point to a checkpoint written by cimnas")
+    model = rebuild_model(ckpt["arch"])
+    try:
+        model.load_state_dict(ckpt["state_dict"], strict=True)
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()
+        raise CimnasError(f"checkpoint {path} does not match its architecture "
+                          f"({first[1].strip() if len(first) > 1 else first[0]}); re-create it") from e
+    model.to(map_location)
+    return model, ckpt
+
+
+def list_models() -> list[dict]:
+    """Name, one-line doc and named architectures of every registered model."""
+    docs = MODELS.describe()
+    return [{"name": n, "doc": docs[n], "named_architectures": sorted(NAMED_WIDTHS.get(n, {}))} for n in docs]
+
+
+_import_all()
+
+__all__ = ["MODELS", "NAMED_WIDTHS", "PRECISIONS", "WidthSearchable", "build_model", "list_models", "load_model",
+           "named_widths", "rebuild_model", "save_model_checkpoint"]

@@ -1,0 +1,119 @@
+"""CIFAR-style ResNet-20/32/56/110 (He et al. 2016, Sec. 4.2) with option-A shortcuts.
+
+    x (N, C, H, W)
+    -> conv3x3(w0) -> BN -> ReLU                                   stem, (N, w0, H, W)
+    -> 3 stages x n basic blocks (n = (depth - 2) / 6), 16/32/64 base widths,
+       the first block of stages 2 and 3 has stride 2               (N, c, H/4, W/4)
+    -> global avg-pool -> flatten -> FC(num_classes)
+
+Basic block: out = BN(conv(ReLU(BN(conv(x))))) + shortcut(x), then ReLU. The shortcut is
+option A: stride subsample and `match_channels` (zero-pad or truncate), so residual adds of any
+width pair need no parameters and, once binarized, no floating-point multiplications.
+
+The width vector has one entry per conv (ResNet-20: 1 + 18 = 19); the FC output is fixed.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from cimnas.nn.layers import QConv2d, QLinear, SlimmableBatchNorm2d, match_channels
+from cimnas.nn.models._common import (
+    MODELS,
+    WidthSearchable,
+    check_widths,
+    image_hw,
+    init_weights,
+    set_active,
+    traced_shape,
+)
+
+
+class BasicBlockA(nn.Module):
+    """3x3 conv - BN - act - 3x3 conv - BN, plus an option-A shortcut, then act."""
+
+    def __init__(self, c_in: int, c_mid: int, c_out: int, stride: int):
+        super().__init__()
+        self.stride = int(stride)
+        self.conv1 = QConv2d(c_in, c_mid, 3, stride=stride)
+        self.bn1 = SlimmableBatchNorm2d(c_mid)
+        self.act1 = nn.ReLU()
+        self.conv2 = QConv2d(c_mid, c_out, 3)
+        self.bn2 = SlimmableBatchNorm2d(c_out)
+        self.act2 = nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.act1(self.bn1(self.conv1(x)))  # (N, c_mid, H/s, W/s)
+        out = self.bn2(self.conv2(out))  # (N, c_out, H/s, W/s)
+        sc = x[:, :, :: self.stride, :: self.stride] if self.stride > 1 else x
+        return self.act2(out + match_channels(sc, out.shape[1]))
+
+
+class CifarResNet(WidthSearchable):
+    """ResNet-(6n+2) for small images with per-conv widths (HAWIS ResNet-20/32 backbone)."""
+
+    def __init__(self, depth: int, in_channels: int, num_classes: int, image_size,
+                 widths: list[int] | None = None):
+        super().__init__()
+        n = (depth - 2) // 6
+        base = [16] + [16] * (2 * n) + [32] * (2 * n) + [64] * (2 * n)
+        name = f"resnet{depth}"
+        widths = base if widths is None else check_widths(name, widths, len(base), "conv layer")
+        self._init_widths(name, base, widths)
+        h, w = image_hw(image_size)
+
+        self.conv1 = QConv2d(in_channels, widths[0], 3)
+        self.bn1 = SlimmableBatchNorm2d(widths[0])
+        self.act1 = nn.ReLU()
+        blocks, self._convs = [], ["conv1"]
+        c, i = widths[0], 1
+        for stage in range(3):
+            for b in range(n):
+                stride = 2 if stage > 0 and b == 0 else 1
+                blocks.append(BasicBlockA(c, widths[i], widths[i + 1], stride))
+                k = len(blocks) - 1
+                self._convs += [f"blocks.{k}.conv1", f"blocks.{k}.conv2"]
+                c, i = widths[i + 1], i + 2
+        self.blocks = nn.Sequential(*blocks)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        feat = traced_shape(self._features, (in_channels, h, w))
+        self.fc = QLinear(feat[0] * feat[1] * feat[2], num_classes)
+        init_weights(self)
+
+    def _features(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.act1(self.bn1(self.conv1(x)))  # (N, w0, H, W)
+        x = self.blocks(x)  # (N, c_last, H/4, W/4)
+        return self.pool(x)  # (N, c_last, 1, 1); Identity after topology modification
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.flatten(self._features(x), 1))
+
+    def _apply_widths(self, widths: list[int]) -> None:
+        set_active(self.conv1, None, widths[0])
+        stream = widths[0]
+        for k in range(len(self.blocks)):
+            c1, c2 = widths[1 + 2 * k], widths[2 + 2 * k]
+            set_active(self._layer(f"blocks.{k}.conv1"), stream, c1)
+            set_active(self._layer(f"blocks.{k}.conv2"), c1, c2)
+            stream = c2
+        spatial = self._fc_spatial("fc", self._built_widths[-1])
+        set_active(self.fc, stream * spatial, None)
+
+    def fusion_pairs(self) -> list[tuple[str, str]]:
+        # bn1 of each block feeds only conv2; the stem BN and bn2 feed residual adds.
+        return [(f"blocks.{k}.bn1", f"blocks.{k}.conv2") for k in range(len(self.blocks))]
+
+
+def _register(depth: int) -> None:
+    def build(*, in_channels: int, num_classes: int, image_size, widths=None) -> CifarResNet:
+        return CifarResNet(depth, in_channels, num_classes, image_size, widths)
+
+    build.__name__ = f"resnet{depth}"
+    n_conv = 1 + 6 * ((depth - 2) // 6)
+    MODELS.register(f"resnet{depth}", f"CIFAR ResNet-{depth}, option-A shortcuts, "
+                                      f"{n_conv} per-conv widths (base 16/32/64)")(build)
+
+
+for _depth in (20, 32, 56, 110):
+    _register(_depth)
