@@ -265,14 +265,11 @@ class Context:
                            widths=widths, precision=precision, **opts).to(self.device)
 
     def energy(self, model: nn.Module) -> dict:
-        from cimnas.hardware.energy import estimate
-        from cimnas.nn.counting import count_ops, trace_layers
+        from cimnas.hardware.energy import estimate_model
 
-        layers = trace_layers(model, self.input_shape)
-        est = estimate(layers, self.spec)
-        ops = count_ops(layers)
-        return {"energy_uj": float(est["energy_uj"]), "biops": int(ops["biops"]), "flops": int(ops["flops"]),
-                "params": int(ops["params"])}
+        est = estimate_model(model, self.input_shape, self.spec)
+        return {"energy_uj": float(est["energy_uj"]), "latency_us": float(est["latency_us"]),
+                "crossbars": int(est["crossbars"]), "biops": int(est["biops"]), "flops": int(est["flops"])}
 
 
 def make_context(cfg: HawisConfig, run: RunFolder) -> Context:
@@ -375,17 +372,9 @@ def _progress(it: Any, total: int, desc: str) -> Any:
 # ============================================================================ stage B
 def make_agent(name: str, state_dim: int, options: dict, seed: int) -> Any:
     """A DDPG or random agent with `options` as fields of its config dataclass."""
-    from cimnas.config import from_dict
+    from cimnas.search.agents import make_agent as _make
 
-    if name == "ddpg":
-        from cimnas.search.agents.ddpg import DDPGAgent, DDPGConfig
-
-        cfg = from_dict(DDPGConfig, options, prefix="search.agent_options.")
-        cfg.validate()
-        return DDPGAgent(state_dim, cfg, seed=seed)
-    from cimnas.search.agents.random import RandomAgent, RandomConfig
-
-    return RandomAgent(state_dim, from_dict(RandomConfig, options, prefix="search.agent_options."), seed=seed)
+    return _make(name, state_dim, options, seed)
 
 
 def searchable_geoms(ctx: Context) -> tuple[list[Any], list[int]]:
@@ -433,7 +422,7 @@ def mc_accuracies(ctx: Context, model: nn.Module, split: Any, trials: int, seed:
     from cimnas.hardware.defects import DefectConfig
 
     d = ctx.cfg.defects
-    defects = DefectConfig(sa0_rate=d.sa0_rate, sa1_rate=d.sa1_rate, sigma=d.sigma)
+    defects = DefectConfig(sa0=d.sa0_rate, sa1=d.sa1_rate, sigma_variation=d.sigma)
     out = montecarlo.evaluate_trials(model, split, ctx.spec, defects, trials, seed)
     if isinstance(out, dict):
         for key in ("accuracies", "per_trial", "accs"):
