@@ -1,0 +1,216 @@
+"""Fused deployment form of a fully binarized network: integer accumulations and comparators.
+
+A binarized layer computes y = alpha * Z (+ b) with the integer pre-activation
+Z = sum_k x_k s_k, x_k in {0, 1} (binary inputs), s_k in {-1, +1} (weight signs), alpha = E|W|
+(HAWIS II-A), i.e. a popcount difference on the crossbar. When a BatchNorm's output reaches only
+the next layer's binarizer round(clip(., 0, 1)), BN and binarization fold into one per-channel
+comparator on Z (HAWIS II-A: "BN and activation binarization can be fused and realized by a
+simple comparison"). With s_c = gamma_c / sqrt(var_c + eps) (eval-mode BN):
+
+    out_c = round(clip(s_c (alpha Z + b_c - mu_c) + beta_c, 0, 1)) = [s_c (alpha Z + b_c - mu_c) + beta_c > 1/2]
+    T_c = ((1/2 - beta_c) / s_c + mu_c - b_c) / alpha
+    s_c > 0:  out = [Z >= floor(T_c) + 1]          (comparator Z >= theta_c)
+    s_c < 0:  out = [Z <= ceil(T_c) - 1]           (flipped comparator Z <= theta_c)
+    s_c = 0 (gamma 0) or alpha = 0: out = [s_c (b_c - mu_c) + beta_c > 1/2], a constant.
+
+(round(0.5) = 0 in PyTorch, so the binarizer is the strict comparison "> 1/2".) Thresholds are
+clipped to [-(fan_in + 1), fan_in + 1], so they are integers of log2(fan_in) + 2 bits.
+
+BNs whose output feeds a residual add (ResNet stem and block outputs, 1x1 shortcuts) become
+an integer-affine map per channel, y_c = (s_c alpha) Z + (beta_c + s_c (b_c - mu_c)). The residual
+stream is then a sum of per-channel integer-affine terms with *different* real scales, which
+has no exact single-integer form; so the residual path is kept exact in float: the adds run in
+floating point and the next layer binarizes the sum with the float comparison [x > 1/2]. All
+conv/FC accumulations are integers (held in float tensors, exact below 2^24). The classifier
+emits alpha * Z + b (logits; argmax could compare integers when b = 0).
+
+Which BNs feed only a binarizer is declared by the model (`fusion_pairs()`, cimnas models);
+BNs of other models are fused as integer-affine maps, which is always exact. The fused model
+equals the original in eval mode; in float32 the original's own rounding can flip values lying
+within ~1e-6 of a threshold, so exact agreement is checked in float64.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from cimnas.errors import CimnasError
+from cimnas.nn.layers import QConv2d, QLinear
+from cimnas.nn.quantizers import BinaryActivation, BinaryWeight
+from cimnas.nn.refactor import ThermometerInput, _replace, execution_order
+
+
+class BinaryCode(nn.Module):
+    """The binarizer as a comparator: [x > 1/2] == round(clip(x, 0, 1)) (float input)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x > 0.5).to(x.dtype)
+
+
+class _IntegerLayer(nn.Module):
+    """Shared part of the fused conv / FC: binary input codes, ±1 weight codes, integer Z."""
+
+    def _init(self, layer: QConv2d | QLinear, emit_integer: bool) -> None:
+        if not isinstance(layer.weight_quantizer, BinaryWeight) or not isinstance(
+                layer.input_quantizer, BinaryActivation | ThermometerInput):
+            raise CimnasError("fuse_model needs a fully binarized model (precision 'binary' with "
+                              "binarize_first and binarize_last); a layer has "
+                              f"{type(layer.weight_quantizer).__name__}/{type(layer.input_quantizer).__name__}")
+        w = layer.active_weight().detach()
+        signs, alpha = layer.weight_quantizer.to_integer(w)
+        self.register_buffer("signs", signs.clone())  # ±1 codes of the active weight
+        self.alpha = float(alpha)  # weight scale E|W|
+        b = layer.active_bias()
+        self.register_buffer("bias", None if b is None else b.detach().clone())
+        self.input_code = (copy.deepcopy(layer.input_quantizer) if isinstance(layer.input_quantizer, ThermometerInput)
+                           else BinaryCode())
+        self.emit_integer = emit_integer
+        self.fan_in = int(signs[0].numel())
+
+    def _emit(self, z: torch.Tensor) -> torch.Tensor:
+        if self.emit_integer:
+            return z
+        out = self.alpha * z
+        if self.bias is not None:
+            out = out + (self.bias.view(1, -1, 1, 1) if z.dim() == 4 else self.bias)
+        return out
+
+
+class IntegerConv2d(_IntegerLayer):
+    """Z = conv({0,1} codes, ±1 codes): an integer popcount difference per output position."""
+
+    def __init__(self, layer: QConv2d, emit_integer: bool):
+        super().__init__()
+        self._init(layer, emit_integer)
+        self.stride, self.padding = layer.stride, layer.padding
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        bits = self.input_code(x)
+        z = torch.round(F.conv2d(bits, self.signs.to(bits.dtype), None, self.stride, self.padding))
+        return self._emit(z)
+
+
+class IntegerLinear(_IntegerLayer):
+    """Z = {0,1} codes @ ±1 codes^T."""
+
+    def __init__(self, layer: QLinear, emit_integer: bool):
+        super().__init__()
+        self._init(layer, emit_integer)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        bits = self.input_code(x)
+        return self._emit(torch.round(F.linear(bits, self.signs.to(bits.dtype))))
+
+
+def _bn_affine(bn: _BatchNorm, c: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(s, mu, beta) of the first c channels of an eval-mode BN, in float64."""
+    if bn.running_mean is None:
+        raise CimnasError("fuse_model needs BatchNorm layers with running statistics (track_running_stats)")
+    mu = bn.running_mean[:c].detach().double()
+    var = bn.running_var[:c].detach().double()
+    gamma = bn.weight[:c].detach().double() if bn.affine else torch.ones_like(mu)
+    beta = bn.bias[:c].detach().double() if bn.affine else torch.zeros_like(mu)
+    return gamma / torch.sqrt(var + bn.eps), mu, beta
+
+
+class ThresholdComparator(nn.Module):
+    """BN + binarization folded into per-channel integer comparators on Z (module docstring).
+
+    mode +1: out = [Z >= theta]; mode -1: out = [Z <= theta]; mode 0: out = constant.
+    """
+
+    def __init__(self, bn: _BatchNorm, layer: _IntegerLayer, channels: int):
+        super().__init__()
+        s, mu, beta = _bn_affine(bn, channels)
+        b = layer.bias.double() if layer.bias is not None else torch.zeros_like(mu)
+        alpha = layer.alpha
+        mode = torch.sign(s) if alpha > 0 else torch.zeros_like(s)
+        const = (s * (b - mu) + beta > 0.5).double()  # value where the comparator is constant
+        safe_s = torch.where(s == 0, torch.ones_like(s), s)
+        t = ((0.5 - beta) / safe_s + mu - b) / (alpha if alpha > 0 else 1.0)
+        theta = torch.where(s > 0, torch.floor(t) + 1, torch.ceil(t) - 1)
+        bound = layer.fan_in + 1
+        theta = torch.where(torch.isfinite(theta), theta, torch.sign(theta) * bound).clamp(-bound, bound)
+        self.register_buffer("theta", torch.where(mode == 0, torch.zeros_like(theta), theta).long())
+        self.register_buffer("mode", mode.to(torch.int8))
+        self.register_buffer("const", const.to(torch.int8))
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        shape = (1, -1, 1, 1) if z.dim() == 4 else (1, -1)
+        theta = self.theta.view(shape).to(z.dtype)
+        mode = self.mode.view(shape)
+        ge, le = z >= theta, z <= theta
+        out = torch.where(mode > 0, ge, torch.where(mode < 0, le, self.const.view(shape).bool()))
+        return out.to(z.dtype)
+
+
+class IntegerAffine(nn.Module):
+    """BN on an integer accumulation as one per-channel affine map y = scale Z + offset (float)."""
+
+    def __init__(self, bn: _BatchNorm, layer: _IntegerLayer, channels: int):
+        super().__init__()
+        s, mu, beta = _bn_affine(bn, channels)
+        b = layer.bias.double() if layer.bias is not None else torch.zeros_like(mu)
+        self.register_buffer("scale", s * layer.alpha)
+        self.register_buffer("offset", beta + s * (b - mu))
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        shape = (1, -1, 1, 1) if z.dim() == 4 else (1, -1)
+        return (self.scale.view(shape) * z.double() + self.offset.view(shape)).to(z.dtype)
+
+
+@torch.no_grad()
+def fuse_model(model: nn.Module, input_shape: tuple[int, ...] | None = None) -> nn.Module:
+    """A copy of a fully binarized model computing with integer accumulations and comparators.
+
+    Every QConv2d/QLinear becomes an IntegerConv2d/IntegerLinear; each BN right after one becomes
+    a ThresholdComparator (declared by `model.fusion_pairs()` and its consumer binarizes) or an
+    IntegerAffine map. The copy is in eval mode; the original is untouched.
+    """
+    if input_shape is None:
+        input_shape = getattr(model, "input_shape", None)
+        if input_shape is None:
+            raise CimnasError("fuse_model needs input_shape=(C, H, W) for a model without .input_shape")
+    order = execution_order(model, tuple(input_shape))
+    pairs = dict(model.fusion_pairs()) if hasattr(model, "fusion_pairs") else {}
+    fused = copy.deepcopy(model).eval()
+
+    producer: dict[str, str] = {}  # bn name -> name of the layer executed right before it
+    last = None
+    for name, m in order:
+        if isinstance(m, QConv2d | QLinear):
+            last = (name, m)
+        elif isinstance(m, _BatchNorm) and last is not None:
+            producer[name] = last[0]
+            last = None
+    followed = set(producer.values())
+
+    int_layers: dict[str, _IntegerLayer] = {}
+    for name, m in order:
+        if isinstance(m, QConv2d | QLinear):
+            cls = IntegerConv2d if isinstance(m, QConv2d) else IntegerLinear
+            int_layers[name] = cls(m, emit_integer=name in followed)
+            _replace(fused, name, int_layers[name])
+    for bn_name, layer_name in producer.items():
+        bn = model.get_submodule(bn_name)
+        layer = int_layers[layer_name]
+        channels = int(layer.signs.shape[0])
+        consumer = pairs.get(bn_name)
+        binarized = consumer is not None and isinstance(
+            model.get_submodule(consumer).input_quantizer, BinaryActivation)
+        new = (ThresholdComparator if binarized else IntegerAffine)(bn, layer, channels)
+        _replace(fused, bn_name, new.to(layer.signs.device))
+    fused.fused = True
+    return fused
+
+
+def comparator_bits(fused: nn.Module) -> int:
+    """Largest comparator width in bits (sign + magnitude of the integer thresholds)."""
+    bounds = [m.theta.abs().max().item() for m in fused.modules() if isinstance(m, ThresholdComparator)]
+    return 1 + math.ceil(math.log2(max(bounds) + 1)) if bounds else 0
