@@ -75,7 +75,8 @@ class ModelConfig:
             MODELS.get(self.name)
         if isinstance(self.widths, list):
             bad = [w for w in self.widths if w <= 0]
-            check(not bad, f"config key 'model.widths': widths must be positive integers, got {bad[0]}")
+            if bad:
+                raise CimnasError(f"config key 'model.widths': widths must be positive integers, got {bad[0]}")
             check(len(self.widths) > 0, "config key 'model.widths': empty list; use null for the 1x widths")
         check(self.width_mult > 0, f"config key 'model.width_mult' must be > 0, got {self.width_mult}")
         check(1 <= self.bits <= 16, f"config key 'model.bits' must be in 1..16, got {self.bits}")
@@ -137,10 +138,11 @@ def load_splits(cfg: DataConfig, device: torch.device) -> Any:
 def build_from_config(cfg: ModelConfig, splits: Any) -> nn.Module:
     """build_model(...) for the dataset's shape; refactor options apply to precision=binary."""
     from cimnas.nn import models
+    from cimnas.nn.refactor import RefactorOptions
 
     refactor = None
     if cfg.precision == "binary":
-        refactor = models.RefactorOptions(topology_mod=cfg.topology_mod, thermometer=cfg.thermometer,
+        refactor = RefactorOptions(topology_mod=cfg.topology_mod, thermometer=cfg.thermometer,
                                           thermometer_levels=cfg.thermometer_levels)
     return models.build_model(cfg.name, in_channels=splits.in_channels, num_classes=splits.num_classes,
                               image_size=splits.image_size, widths=cfg.widths, width_mult=cfg.width_mult,
