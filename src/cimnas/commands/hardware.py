@@ -1,0 +1,245 @@
+"""`cimnas energy`, `cimnas robustness`, `cimnas presets`: the crossbar hardware model from the CLI."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from cimnas.errors import CimnasError, check
+
+
+def _spec_args(p) -> None:
+    p.add_argument("--preset", default="mnsim-default", help="crossbar preset (see `cimnas presets`)")
+    p.add_argument("--spec", default=None, help="YAML file of CrossbarSpec fields (instead of --preset)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="spec.FIELD=VALUE",
+                   help="override a CrossbarSpec field, e.g. --set spec.rows=128 (repeatable)")
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("energy", help="crossbar energy / latency / area of one inference (MNSIM-style)")
+    p.add_argument("--model", default="resnet20", help="registered model name")
+    p.add_argument("--width-mult", type=float, default=1.0, help="uniform widening U-kx")
+    p.add_argument("--widths", default=None, help="comma-separated per-layer widths (overrides --width-mult)")
+    p.add_argument("--arch", default=None, help='JSON file with a "widths" or "arch" key (e.g. best_arch.json)')
+    p.add_argument("--bits", type=int, default=1, help="1 = fully binary (HAWIS); k > 1 = k-bit DoReFa")
+    p.add_argument("--dataset", default=None, help="take input shape / classes from this dataset")
+    p.add_argument("--input-shape", default="3x32x32", help="C x H x W when --dataset is not given")
+    p.add_argument("--num-classes", type=int, default=10)
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    _spec_args(p)
+    p.set_defaults(func=cmd_energy)
+
+    r = subparsers.add_parser("robustness", help="Monte-Carlo accuracy under ReRAM defects (HAWIS Fig. 3)")
+    r.add_argument("--checkpoint", action="append", required=True, help="model checkpoint (repeat for --sweep)")
+    r.add_argument("--labels", default=None, help="comma-separated curve labels, one per checkpoint")
+    r.add_argument("--sa0", type=float, default=0.0, help="stuck-at-0 rate (stuck at Gmax)")
+    r.add_argument("--sa1", type=float, default=0.0, help="stuck-at-1 rate (stuck at Gmin)")
+    r.add_argument("--sigma", type=float, default=0.0, help="lognormal resistance variation sigma (HAWIS Eq. 3)")
+    r.add_argument("--gaussian", type=float, default=0.0, help="additive weight-noise sigma (UAE Eq. 1)")
+    r.add_argument("--mode", default="absolute", help="gaussian mode: absolute | relative | bitsliced")
+    r.add_argument("--trials", type=int, default=10)
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--dataset", default=None, help="dataset (default: the checkpoint's)")
+    r.add_argument("--data-dir", default=None)
+    r.add_argument("--split", default="test", choices=["test", "search_eval", "train"])
+    r.add_argument("--max-samples", type=int, default=None, help="evaluate at most this many samples")
+    r.add_argument("--batch-size", type=int, default=512)
+    r.add_argument("--device", default="cpu")
+    r.add_argument("--sweep", action="store_true", help="sweep SA0, SA1 and variation levels (Fig. 3)")
+    r.add_argument("--sa0-levels", default=None, help="comma-separated SA0 rates for --sweep")
+    r.add_argument("--sa1-levels", default=None, help="comma-separated SA1 rates for --sweep")
+    r.add_argument("--sigma-levels", default=None, help="comma-separated variation sigmas for --sweep")
+    r.add_argument("--out", default=None, help="folder for robustness.json and robustness.png (--sweep)")
+    r.add_argument("--json", action="store_true")
+    _spec_args(r)
+    r.set_defaults(func=cmd_robustness)
+
+    s = subparsers.add_parser("presets", help="list crossbar presets and their fields")
+    s.add_argument("name", nargs="?", default=None)
+    s.set_defaults(func=cmd_presets)
+
+
+# ---------------------------------------------------------------- energy
+def _parse_shape(text: str) -> tuple[int, int, int]:
+    try:
+        parts = tuple(int(v) for v in text.lower().replace(",", "x").split("x"))
+    except ValueError:
+        parts = ()
+    check(len(parts) == 3 and all(v > 0 for v in parts), f"--input-shape must look like 3x32x32, got {text!r}")
+    return parts  # type: ignore[return-value]
+
+
+def _int_list(text: str, what: str) -> list[int]:
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError as e:
+        raise CimnasError(f"{what} must be comma-separated integers, got {text!r}") from e
+
+
+def _arch_widths(path: str) -> list[int]:
+    from cimnas.utils.io import read_json
+
+    data = read_json(path)
+    w = data.get("widths") if isinstance(data, dict) else None
+    if w is None and isinstance(data, dict) and isinstance(data.get("arch"), dict):
+        w = data["arch"].get("widths")
+    if w is None and isinstance(data, dict) and isinstance(data.get("arch"), list):
+        w = data["arch"]
+    check(isinstance(w, list) and all(isinstance(v, int) and not isinstance(v, bool) for v in w),
+          f'{path}: expected a JSON object with a "widths" (or "arch") list of integers')
+    return w
+
+
+def build_energy_model(args):
+    """The model described by the energy command's arguments, and its input shape."""
+    from cimnas.nn.models import build_model
+
+    if args.dataset:
+        from cimnas.data import DATASETS
+
+        ds = DATASETS.create(args.dataset)
+        shape = (ds.in_channels, ds.image_size, ds.image_size)
+        num_classes = ds.num_classes
+    else:
+        shape, num_classes = _parse_shape(args.input_shape), args.num_classes
+    check(args.bits >= 1, f"--bits must be >= 1, got {args.bits}")
+    widths = None
+    if args.arch:
+        widths = _arch_widths(args.arch)
+    elif args.widths:
+        widths = _int_list(args.widths, "--widths")
+    precision = "binary" if args.bits == 1 else "kbit"
+    try:
+        model = build_model(args.model, in_channels=shape[0], num_classes=num_classes, image_size=shape[1],
+                            widths=widths, width_mult=args.width_mult, precision=precision, bits=args.bits)
+    except CimnasError as e:
+        where = f"architecture file {args.arch}" if args.arch else "widths"
+        raise CimnasError(f"{where} does not fit model {args.model}: {e}") from e
+    return model, shape
+
+
+def cmd_energy(args) -> int:
+    from cimnas.hardware.crossbar import load_spec
+    from cimnas.hardware.energy import estimate_model
+
+    spec = load_spec(args.preset, args.overrides, args.spec)
+    model, shape = build_energy_model(args)
+    res = estimate_model(model, shape, spec)
+    keys = ("name", "in_channels", "out_channels", "kernel_size", "utilization", "energy_uj", "latency_us",
+            "area_mm2", "crossbars", "biops", "flops", "row_tiles", "col_tiles", "weight_bits", "act_bits")
+    out = {"model": args.model, "preset": spec.name, "input_shape": list(shape),
+           **{k: res[k] for k in ("energy_uj", "latency_us", "area_mm2", "crossbars", "biops", "flops")},
+           "energy_breakdown": res["energy_breakdown"],
+           "layers": [{k: lay[k] for k in keys} for lay in res["layers"]]}
+    if args.json:
+        print(json.dumps(out, indent=2))
+        return 0
+    print(f"{args.model} on {spec.name} ({spec.rows}x{spec.columns}), input {'x'.join(map(str, shape))}")
+    print(f"{'layer':<22}{'Cin':>6}{'Cout':>6}{'k':>3}{'xbars':>7}{'util':>7}{'energy uJ':>11}{'lat us':>9}")
+    for r in out["layers"]:
+        print(f"{r['name']:<22}{r['in_channels']:>6}{r['out_channels']:>6}{r['kernel_size']:>3}{r['crossbars']:>7}"
+              f"{r['utilization']:>7.2f}{r['energy_uj']:>11.3f}{r['latency_us']:>9.2f}")
+    print(f"total: energy {out['energy_uj']:.2f} uJ, latency {out['latency_us']:.1f} us, area "
+          f"{out['area_mm2']:.2f} mm^2, {out['crossbars']} crossbars, BiOps {out['biops']:.3g}, "
+          f"FLOPs {out['flops']:.3g}")
+    print("energy share: " + ", ".join(f"{k} {100 * v:.1f}%" for k, v in out["energy_breakdown"].items()))
+    return 0
+
+
+# ---------------------------------------------------------------- robustness
+def _float_list(text: str | None, what: str) -> list[float] | None:
+    if text is None:
+        return None
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError as e:
+        raise CimnasError(f"{what} must be comma-separated numbers, got {text!r}") from e
+
+
+def cmd_robustness(args) -> int:
+    from cimnas.data import load_dataset
+    from cimnas.hardware.crossbar import load_spec
+    from cimnas.hardware.defects import DefectConfig
+    from cimnas.hardware.montecarlo import DEFAULT_SWEEP, evaluate_trials, robustness_sweep
+    from cimnas.nn.models import load_model
+
+    spec = load_spec(args.preset, args.overrides, args.spec)
+    check(args.trials >= 1, f"--trials must be >= 1, got {args.trials}")
+    defects = DefectConfig(args.sa0, args.sa1, args.sigma, args.gaussian, args.mode)
+    defects.validate()
+    labels = args.labels.split(",") if args.labels else [Path(c).parent.name or Path(c).stem for c in args.checkpoint]
+    check(len(labels) == len(args.checkpoint),
+          f"--labels has {len(labels)} names for {len(args.checkpoint)} checkpoints")
+    check(len(set(labels)) == len(labels), "curve labels must be distinct; pass --labels")
+    sweep = None
+    if args.sweep:
+        sweep = {"sa0": _float_list(args.sa0_levels, "--sa0-levels") or DEFAULT_SWEEP["sa0"],
+                 "sa1": _float_list(args.sa1_levels, "--sa1-levels") or DEFAULT_SWEEP["sa1"],
+                 "variation": _float_list(args.sigma_levels, "--sigma-levels") or DEFAULT_SWEEP["variation"]}
+        for kind, levels in sweep.items():
+            for lv in levels:
+                check(lv >= 0 and (kind == "variation" or lv <= 1), f"{kind} level {lv} out of range")
+        if args.out:
+            out = Path(args.out)
+            check(not (out / "robustness.json").exists(),
+                  f"{out / 'robustness.json'} exists; choose a new --out folder")
+    models, dataset = {}, args.dataset
+    for label, path in zip(labels, args.checkpoint, strict=True):
+        model, ckpt = load_model(path)
+        models[label] = model
+        dataset = dataset or ckpt.get("dataset", {}).get("name")
+    check(dataset is not None, "the checkpoint names no dataset; pass --dataset")
+    splits = load_dataset(dataset, data_dir=args.data_dir, seed=0)
+    split = getattr(splits, args.split)
+    progress = sys.stderr.isatty()
+    if sweep is None:
+        results = {}
+        for label, model in models.items():
+            res = evaluate_trials(model, split, spec, defects, args.trials, args.seed, args.batch_size,
+                                  args.device, max_samples=args.max_samples, progress=progress)
+            results[label] = res.to_dict()
+        payload = {"dataset": dataset, "split": args.split, "trials": args.trials, "seed": args.seed,
+                   "defects": vars(defects), "preset": spec.name, "models": results}
+        if args.json:
+            print(json.dumps(payload, indent=2))
+        else:
+            print(f"{'model':<20}{'mean %':>8}{'std':>7}{'min':>7}{'p5':>7}{'max':>7}"
+                  f"  ({args.trials} trials, {dataset})")
+            for label, r in results.items():
+                print(f"{label:<20}{100 * r['mean']:>8.2f}{100 * r['std']:>7.2f}{100 * r['min']:>7.2f}"
+                      f"{100 * r['p5']:>7.2f}{100 * r['max']:>7.2f}")
+        return 0
+    res = robustness_sweep(models, split, spec, sweep, args.trials, args.seed, args.batch_size, args.device,
+                           max_samples=args.max_samples, progress=progress)
+    res.update(dataset=dataset, split=args.split, checkpoints=dict(zip(labels, args.checkpoint, strict=True)))
+    if args.out:
+        from cimnas.reports.robustness_plot import plot_robustness
+        from cimnas.utils.io import write_json
+
+        out = Path(args.out)
+        write_json(out / "robustness.json", res)
+        plot_robustness(res, out / "robustness.png", title=f"{dataset}: accuracy under ReRAM defects")
+    if args.json:
+        print(json.dumps(res, indent=2))
+    else:
+        for kind, block in res["kinds"].items():
+            print(f"{kind}: levels {block['levels']}")
+            for label, rows in block["models"].items():
+                print(f"  {label:<18}" + " ".join(f"{100 * r['mean']:6.2f}+-{100 * r['std']:.2f}" for r in rows))
+        if args.out:
+            print(f"wrote {Path(args.out) / 'robustness.json'} and robustness.png")
+    return 0
+
+
+def cmd_presets(args) -> int:
+    from cimnas.hardware.crossbar import list_presets, load_spec
+
+    if args.name:
+        print(json.dumps(load_spec(args.name).to_dict(), indent=2))
+        return 0
+    for name in list_presets():
+        s = load_spec(name)
+        print(f"{name:<18} {s.rows}x{s.columns}, Gmax {s.g_max_s:g} S, Gmin {s.g_min_s:g} S, "
+              f"{s.read_voltage_v:g} V, ADC {s.adc_bits} b, DAC {s.dac_bits} b, {s.bits_per_cell} b/cell")
+    return 0

@@ -1,0 +1,172 @@
+"""Analytical energy / latency / area of one inference, per layer, in the MNSIM-2.0 style.
+
+Per conv / FC layer (geometry from `cimnas.nn.counting.LayerGeom`):
+
+- tiling (`tile_layer`): whole k x k kernels are packed per crossbar, floor(rows / k^2) input
+  channels per tile (MNSIM: 28 for 3x3 on 256 rows), so row tiles = ceil(C_in / that);
+  column tiles = ceil(C_out * slices / columns) with slices = weight_bits / bits_per_cell.
+  `crossbars` counts logical tiles (a differential pos/neg pair is one tile, as HAWIS Fig. 5).
+- per output position and input-bit cycle (cycles = ceil(act_bits / dac_bits), bit-serial DAC):
+  * row groups: an ADC of b bits resolves at most 2^b - 1 unit currents, so at most
+    parallel_rows = floor((2^adc_bits - 1) / (cell_levels * (2^dac_bits - 1))) rows are read at
+    once (63 for the default 6-bit ADC, 1-bit cells, 1-bit DAC); a tile of R used rows is read in
+    ceil(R / parallel_rows) groups. This is what makes the ADC count grow with C_in * C_out.
+  * ADC (or sense-amp) conversions = groups x used columns x arrays;
+  * cell reads = used rows x used columns x arrays; DAC conversions = used rows x column tiles x arrays;
+  * shift-adds: one per conversion (significance shift, pos - neg, group/tile accumulation);
+  * comparators: one per output value (fused BN + sign threshold of a BNN, requantizer otherwise);
+  * buffers: inputs read once per column tile (k*k*C_in*act_bits bits), partial sums written
+    and read once per row tile (C_out * psum_bits bits).
+- latency: layers run one after the other; tiles of a layer run in parallel; per position and
+  cycle a tile needs groups x (t_read + columns_per_adc x t_adc) + t_digital.
+- area: arrays x (cells + ADCs + DACs) + digital periphery per tile.
+
+REFERENCE-FACTS.md: in MNSIM, ADCs and buffers are > 97 % of the energy, cells ~0.2-0.3 %.
+docs/hardware.md compares the width ratios of binary ResNet-20 with MNSIM-2.0 and HAWIS Table II.
+"""
+
+from __future__ import annotations
+
+import math
+import weakref
+from dataclasses import replace
+
+from torch import nn
+
+from cimnas.hardware.crossbar import CrossbarSpec
+from cimnas.nn.counting import LayerGeom, trace_layers
+from cimnas.nn.layers import QConv2d, QLinear
+
+COMPONENTS = ("cells", "dac", "adc", "shift_add", "comparator", "buffer")
+
+
+def layer_bits(g: LayerGeom, spec: CrossbarSpec) -> tuple[int, int]:
+    """(weight bits, activation bits) of a layer; float layers count as spec.float_weight_bits."""
+    wb = g.weight_bits if g.weight_bits is not None else spec.float_weight_bits
+    ab = g.act_bits if g.act_bits is not None else spec.float_weight_bits
+    return int(wb), int(ab)
+
+
+def parallel_rows(spec: CrossbarSpec) -> int:
+    """Rows read at once so that the column sum fits the ADC range (at least 1, at most spec.rows)."""
+    unit = spec.cell_levels * (2**spec.dac_bits - 1)
+    return max(1, min(spec.rows, (2**spec.adc_bits - 1) // unit))
+
+
+def tile_layer(g: LayerGeom, spec: CrossbarSpec) -> dict:
+    """Crossbar tiling of one layer: tiles, used rows / columns, row groups and utilization."""
+    wb, _ = layer_bits(g, spec)
+    slices = spec.slices(wb)
+    k2 = g.kernel_size * g.kernel_size
+    ch_per_tile = spec.channels_per_tile(g.kernel_size) if g.kind == "conv" else spec.rows
+    row_tiles = math.ceil(g.in_channels / ch_per_tile)
+    used_columns = g.out_channels * slices
+    col_tiles = math.ceil(used_columns / spec.columns)
+    pr = parallel_rows(spec)
+    full, rest = divmod(g.in_channels, ch_per_tile)
+    rows_full, rows_rest = ch_per_tile * k2, rest * k2
+    if g.kind != "conv":
+        rows_full, rows_rest = ch_per_tile, rest
+    # groups summed over row tiles, and the largest per tile (sets latency)
+    groups = full * math.ceil(rows_full / pr) + (math.ceil(rows_rest / pr) if rest else 0)
+    max_groups = math.ceil((rows_full if full else rows_rest) / pr)
+    crossbars = row_tiles * col_tiles
+    used_rows = g.rows
+    return {
+        "slices": slices, "row_tiles": row_tiles, "col_tiles": col_tiles, "crossbars": crossbars,
+        "arrays": crossbars * spec.arrays_per_tile, "used_rows": used_rows, "used_columns": used_columns,
+        "row_groups": groups, "max_row_groups": max_groups,
+        "utilization": used_rows * used_columns / (crossbars * spec.rows * spec.columns),
+    }
+
+
+def estimate_layer(g: LayerGeom, spec: CrossbarSpec) -> dict:
+    """Energy (uJ and per component pJ), latency (us), area (mm^2) and tiling of one layer."""
+    t = tile_layer(g, spec)
+    wb, ab = layer_bits(g, spec)
+    cycles = math.ceil(ab / spec.dac_bits)
+    arrays = spec.arrays_per_tile
+    P = g.positions
+    cols_in_tile = min(t["used_columns"], spec.columns)
+    # counts per output position, summed over cycles (Eq. in module docstring)
+    n_conv = t["row_groups"] * t["used_columns"] * arrays * cycles
+    n_cells = t["used_rows"] * t["used_columns"] * arrays * cycles
+    n_dac = t["used_rows"] * t["col_tiles"] * arrays * cycles
+    binary = wb == 1 and ab == 1
+    e_conv = spec.energy_sense_amp_pj if (binary and spec.bnn_readout == "sense_amp") else spec.energy_adc_pj
+    buffer_bits = t["used_rows"] * ab * t["col_tiles"] + 2 * t["row_tiles"] * g.out_channels * spec.psum_bits
+    parts_pj = {
+        "cells": P * n_cells * spec.cell_read_pj,
+        "dac": P * n_dac * spec.energy_dac_pj,
+        "adc": P * n_conv * e_conv,
+        "shift_add": P * n_conv * spec.energy_shift_add_pj,
+        "comparator": P * g.out_channels * spec.energy_comparator_pj,
+        "buffer": P * buffer_bits * spec.energy_buffer_pj_per_bit,
+    }
+    t_group = spec.read_latency_ns + min(spec.columns_per_adc, cols_in_tile) * spec.adc_latency_ns
+    latency_ns = P * cycles * (t["max_row_groups"] * t_group + spec.digital_latency_ns)
+    n_adc = math.ceil(spec.columns / spec.columns_per_adc)
+    area_um2 = t["arrays"] * (spec.rows * spec.columns * spec.area_cell_um2 + n_adc * spec.area_adc_um2
+                              + spec.rows * spec.area_dac_um2) + t["crossbars"] * spec.area_periphery_um2
+    macs = g.macs
+    return {
+        "name": g.name, "kind": g.kind, "in_channels": g.in_channels, "out_channels": g.out_channels,
+        "kernel_size": g.kernel_size, "weight_bits": wb, "act_bits": ab,
+        **t,
+        "energy_uj": sum(parts_pj.values()) * 1e-6,
+        "energy_pj": parts_pj,
+        "latency_us": latency_ns * 1e-3,
+        "area_mm2": area_um2 * 1e-6,
+        "biops": macs if g.is_binary else 0,
+        "flops": 0 if g.is_binary else macs,
+    }
+
+
+def estimate(layers: list[LayerGeom], spec: CrossbarSpec) -> dict:
+    """Per-layer and total energy (uJ), latency (us), area (mm^2), crossbars, BiOps, FLOPs."""
+    per = [estimate_layer(g, spec) for g in layers]
+    parts = {c: sum(r["energy_pj"][c] for r in per) for c in COMPONENTS}
+    total_pj = sum(parts.values()) or 1.0
+    return {
+        "energy_uj": sum(r["energy_uj"] for r in per),
+        "latency_us": sum(r["latency_us"] for r in per),
+        "area_mm2": sum(r["area_mm2"] for r in per),
+        "crossbars": sum(r["crossbars"] for r in per),
+        "biops": sum(r["biops"] for r in per),
+        "flops": sum(r["flops"] for r in per),
+        "energy_breakdown": {c: v / total_pj for c, v in parts.items()},
+        "layers": per,
+    }
+
+
+# ---------------------------------------------------------------- fast path for search loops
+_TRACE_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def model_geometry(model: nn.Module, input_shape: tuple[int, ...]) -> list[LayerGeom]:
+    """LayerGeom list of `model` at its current widths, tracing only once per (model, input shape).
+
+    Spatial sizes, kernels and strides do not change with widths, so after the first trace the
+    channel counts are refreshed from each layer's `active_in` / `active_out` (set by
+    `set_widths`), which costs microseconds instead of a forward pass.
+    """
+    key = tuple(int(s) for s in input_shape)
+    per_model = _TRACE_CACHE.setdefault(model, {})
+    if key not in per_model:
+        layers = trace_layers(model, key)
+        mods = dict(model.named_modules())
+        per_model[key] = [(g, mods[g.name]) for g in layers]
+        return layers
+    out = []
+    for g, m in per_model[key]:
+        assert isinstance(m, QConv2d | QLinear)
+        cin = m.active_in if m.active_in is not None else m.weight.shape[1]
+        cout = m.active_out if m.active_out is not None else m.weight.shape[0]
+        out.append(replace(g, in_channels=int(cin), out_channels=int(cout),
+                           weight_bits=m.weight_quantizer.bits, act_bits=m.input_quantizer.bits))
+    return out
+
+
+def estimate_model(model: nn.Module, input_shape: tuple[int, ...], spec: CrossbarSpec) -> dict:
+    """`estimate` of a model at its current widths (cached trace, see `model_geometry`)."""
+    return estimate(model_geometry(model, input_shape), spec)
