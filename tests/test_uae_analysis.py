@@ -187,3 +187,46 @@ def test_degenerate_element_and_bad_input():
         output_change(model, _x(), sigma=0.1, samples=1)
     with pytest.raises(CimnasError, match="noise mode"):
         output_change(model, _x(), sigma=0.1, samples=10, mode="pink")
+
+
+# ---------------------------------------------------------------- CLI
+@pytest.mark.parametrize("bad", [["--samples", "1"], ["--bins", "1"], ["--sigma", "-0.1"], ["--mode", "pink"]])
+def test_cli_bad_input_is_one_line_exit_2(bad, tmp_path, capsys):
+    from cimnas.cli import main
+
+    out = tmp_path / "run"
+    assert main(["uae", "analyze", "--dataset", "digits", "--out", str(out), *bad]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("cimnas: error:") and "\n" not in err
+    assert not out.exists()  # nothing written on bad input
+
+
+def test_cli_analyze_and_table1_end_to_end(tmp_path, capsys):
+    import json
+
+    from cimnas.cli import main
+
+    out = tmp_path / "an"
+    rc = main(["uae", "analyze", "--model", "mlp", "--dataset", "digits", "--samples", "300", "--epochs", "1",
+               "--train-limit", "300", "--bins", "20", "--out", str(out), "--json"])
+    assert rc == 0
+    res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert len(res["chi2"]) == 10 and len(res["std"]) == 10
+    assert res["chi2_mean"] == pytest.approx(sum(res["chi2"]) / 10)
+    assert (out / "analysis.json").is_file() and (out / "output_change_elem0.png").is_file()
+    assert (out / "model.pt").is_file()
+
+    cfg = tmp_path / "t1.yaml"
+    cfg.write_text(
+        "dataset: digits\ntrain_limit: 300\ntest_limit: 50\nseeds: [0, 1]\ntrain: {epochs: 1}\n"
+        "analysis: {samples: 200, bins: 20}\n"
+        "rows:\n  - {label: MLP-ReLU, model: mlp, kwargs: {hidden_sizes: [32]}}\n"
+        "  - {label: ResNet-56, model: resnet56, data: cifar10}\n")
+    t1 = tmp_path / "t1"
+    assert main(["uae", "table1", "--config", str(cfg), "--out", str(t1)]) == 0
+    table = json.loads((t1 / "table1.json").read_text())
+    assert [r["label"] for r in table["rows"]] == ["MLP-ReLU"] and table["rows"][0]["runs"] == 2
+    assert any("ResNet-56: skipped" in n for n in table["notes"])
+    assert "MLP-ReLU" in (t1 / "table1.md").read_text()
+    # a different config in the same folder is refused
+    assert main(["uae", "table1", "--config", str(cfg), "--out", str(t1), "--set", "seeds=[5]"]) == 2
