@@ -160,7 +160,7 @@ def train_epoch(model: nn.Module, split: Any, optimizer: torch.optim.Optimizer, 
         shared = None
     if shared is not None:
         return shared(model, split, optimizer, batch_size=batch_size, generator=generator, device=device,
-                      batch_context=batch_context, progress=progress)
+                      batch_context=batch_context, augment=True, progress=progress)
     model.train()
     total_loss, n = 0.0, 0
     for x, y in split.batches(batch_size, shuffle=True, generator=generator):

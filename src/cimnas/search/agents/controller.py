@@ -20,6 +20,8 @@ and the generator state, all as tensors (loads with weights_only=True).
 
 from __future__ import annotations
 
+import copy
+
 import torch
 from torch import nn
 
@@ -137,7 +139,8 @@ class LSTMController(nn.Module):
         n = len(self.decision_sizes)
         pend_d = torch.tensor([d for d, _ in self.pending], dtype=torch.long).reshape(-1, n)
         pend_a = torch.tensor([a for _, a in self.pending], dtype=torch.float64)
-        return {"model": super().state_dict(), "optimizer": self.optimizer.state_dict(),
+        # deep copies: a state dict must not alias the live weights / Adam moments
+        return {"model": copy.deepcopy(super().state_dict()), "optimizer": copy.deepcopy(self.optimizer.state_dict()),
                 "generator": self.generator.get_state(),
                 "baseline": torch.tensor(float("nan") if self.baseline is None else self.baseline, dtype=torch.float64),
                 "pending_decisions": pend_d, "pending_advantages": pend_a, "updates": self.updates,

@@ -1,0 +1,80 @@
+"""`cimnas uae search | final | report`: the UAE uncertainty-aware architecture search.
+
+`register_search(uae_subparsers)` is called by `commands/uae.py` (the `cimnas uae` parent).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def _search(args: argparse.Namespace) -> int:
+    from cimnas.config import load_config
+    from cimnas.uae.search import UAESearchConfig, load_run_config, run_search
+
+    if args.config is None:
+        cfg = load_run_config(args.out)
+        if args.set:
+            from cimnas.errors import CimnasError
+
+            raise CimnasError("--set needs --config (a resumed run keeps its saved config)")
+        if not args.resume:
+            from cimnas.errors import CimnasError
+
+            raise CimnasError("give --config FILE (or --resume to continue the run in --out)")
+    else:
+        cfg = load_config(UAESearchConfig, args.config, args.set)
+    result = run_search(cfg, args.out, resume=args.resume, run_final=not args.no_final)
+    print(json.dumps(result, indent=2) if args.json else _line(result))
+    return 0
+
+
+def _line(r: dict) -> str:
+    if "clean_acc" in r:
+        return (f"{r['label']}: clean {100 * r['clean_acc']:.2f}%  mean {100 * r['mean']:.2f}%  "
+                f"95%-min {100 * r['p95']:.2f}%  ({r['mc_samples']} MC samples, search {r['search_time_h']:.3f} h, "
+                f"{r['episodes']} episodes)")
+    return f"{r['label']}: best reward {r['best_reward']:.4f} after {r['episodes']} episodes ({r['arch_key']})"
+
+
+def _final(args: argparse.Namespace) -> int:
+    from cimnas.uae.search import final_evaluation, load_run_config
+
+    cfg = load_run_config(args.out)
+    result = final_evaluation(cfg, args.out)
+    print(json.dumps(result, indent=2) if args.json else _line(result))
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from cimnas.uae.report import make_figures, table3
+
+    for d in args.runs:
+        make_figures(d)
+    text = table3(args.runs)
+    if args.out:
+        Path(args.out).write_text(text + "\n")
+    print(text)
+    return 0
+
+
+def register_search(uae_subparsers: argparse._SubParsersAction) -> None:
+    """Add `search`, `final` and `report` under `cimnas uae`."""
+    p = uae_subparsers.add_parser("search", help="uncertainty-aware architecture search (UAE / NACIM / QuantNAS)")
+    p.add_argument("--config", help="YAML config (configs/uae/*.yaml); optional with --resume")
+    p.add_argument("--out", required=True, help="run folder")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out after a kill")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
+    p.add_argument("--no-final", action="store_true", help="stop after the search (run `final` later)")
+    p.add_argument("--json", action="store_true", help="print final.json")
+    p.set_defaults(func=_search)
+    p = uae_subparsers.add_parser("final", help="retrain the best child of a search run + Monte-Carlo evaluation")
+    p.add_argument("--out", required=True, help="run folder of a finished search")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_final)
+    p = uae_subparsers.add_parser("report", help="figures per run and a UAE Table-3 markdown table")
+    p.add_argument("--runs", nargs="+", required=True, help="run folders with final.json")
+    p.add_argument("--out", help="write the table to this file as well")
+    p.set_defaults(func=_report)

@@ -1,0 +1,71 @@
+"""Figures and the Table-3 layout for UAE search runs.
+
+`make_figures(run_dir)`: reward over episodes (with the running best) and clean vs noisy
+accuracy of every evaluated child. `table3(run_dirs)`: UAE Table 3 (method, K, accuracy without
+noise, Monte-Carlo mean and 95%-minimum, search time) from the runs' final.json files.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from cimnas.errors import CimnasError
+from cimnas.utils.io import read_json, read_jsonl
+
+
+def make_figures(run_dir: str | Path) -> list[Path]:
+    """Write figures/rewards.png and figures/clean_vs_noisy.png of one run; returns their paths."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    run_dir = Path(run_dir)
+    log = read_jsonl(run_dir / "episodes.jsonl")
+    if not log:
+        raise CimnasError(f"{run_dir} has no episodes.jsonl entries to plot")
+    figs = run_dir / "figures"
+    figs.mkdir(exist_ok=True)
+    ep = [r["episode"] for r in log]
+    rew = [r["reward"] for r in log]
+    best, run = [], float("-inf")
+    for r in rew:
+        run = max(run, r)
+        best.append(run)
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.scatter(ep, rew, s=8, alpha=0.6, label="reward")
+    ax.plot(ep, best, color="C3", label="best so far")
+    ax.set_xlabel("episode")
+    ax.set_ylabel("reward")
+    ax.set_title(f"{run_dir.name}: reward over episodes")
+    ax.legend()
+    fig.tight_layout()
+    p1 = figs / "rewards.png"
+    fig.savefig(p1, dpi=120)
+    plt.close(fig)
+    fresh = [r for r in log if not r["cache_hit"]]
+    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    clean = [r["clean_acc"] for r in fresh]
+    noisy = [r["noisy"].get("mean", r["clean_acc"]) for r in fresh]
+    ax.scatter(clean, noisy, s=10, alpha=0.7)
+    ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--")
+    ax.set_xlabel("clean accuracy (search_eval)")
+    ax.set_ylabel("mean accuracy under noise")
+    ax.set_title("children: clean vs noisy")
+    fig.tight_layout()
+    p2 = figs / "clean_vs_noisy.png"
+    fig.savefig(p2, dpi=120)
+    plt.close(fig)
+    return [p1, p2]
+
+
+def table3(run_dirs: list[str | Path]) -> str:
+    """Markdown table in the layout of UAE Table 3 (one row per run with a final.json)."""
+    rows = ["| Method | K | statistic | w/o noise | mean | 95%-min | search time (h) | episodes (unique) |",
+            "|---|---|---|---|---|---|---|---|"]
+    for d in run_dirs:
+        f = read_json(Path(d) / "final.json")
+        rows.append(f"| {f['label']} | {f['k']} | {f['statistic'] if f['k'] else '-'} | {100 * f['clean_acc']:.2f}% | "
+                    f"{100 * f['mean']:.2f}% | {100 * f['p95']:.2f}% | {f['search_time_h']:.3f} | "
+                    f"{f['episodes']} ({f['unique_children']}) |")
+    return "\n".join(rows)
