@@ -1,0 +1,93 @@
+"""Energy model: one tile by hand, monotone in width, HAWIS Fig. 5 tile count."""
+
+import math
+
+import pytest
+import torch
+
+from cimnas.hardware.crossbar import CrossbarSpec
+from cimnas.hardware.energy import estimate, estimate_layer, estimate_model, parallel_rows, tile_layer
+from cimnas.nn.counting import LayerGeom, trace_layers
+from cimnas.nn.layers import QConv2d, QLinear
+from cimnas.nn.quantizers import BinaryActivation, BinaryWeight
+
+
+def conv(cin, cout, k=3, hw=8, wb=1, ab=1):
+    return LayerGeom("c", "conv", cin, cout, k, 1, (hw, hw), (hw, hw), wb, ab)
+
+
+def test_112x112_conv_is_four_crossbars():
+    t = tile_layer(conv(112, 112), CrossbarSpec())
+    assert (t["row_tiles"], t["col_tiles"], t["crossbars"]) == (4, 1, 4)
+    assert t["utilization"] == pytest.approx(112 * 9 * 112 / (4 * 256 * 256))
+    assert tile_layer(conv(113, 112), CrossbarSpec())["crossbars"] == 5
+
+
+def test_one_tile_by_hand():
+    # 2x2 output positions, 3x3 kernel, 4 -> 5 channels, binary: one tile, 36 used rows
+    spec = CrossbarSpec(energy_cell_read_pj=0.001)
+    g = conv(4, 5, hw=2)
+    r = estimate_layer(g, spec)
+    assert r["crossbars"] == 1 and r["used_rows"] == 36 and r["used_columns"] == 5
+    P, arrays = 4, 2
+    groups = math.ceil(36 / parallel_rows(spec))  # 63 rows per 6-bit ADC read -> 1 group
+    assert groups == 1
+    e = r["energy_pj"]
+    assert e["cells"] == pytest.approx(P * 36 * 5 * arrays * 0.001)
+    assert e["dac"] == pytest.approx(P * 36 * 1 * arrays * 0.012)
+    assert e["adc"] == pytest.approx(P * groups * 5 * arrays * 10.0)
+    assert e["shift_add"] == pytest.approx(P * 5 * arrays * 0.2)
+    assert e["comparator"] == pytest.approx(P * 5 * 0.05)
+    assert e["buffer"] == pytest.approx(P * (36 * 1 + 2 * 1 * 5 * 16) * 0.2)
+    assert r["energy_uj"] == pytest.approx(sum(e.values()) * 1e-6)
+    assert r["latency_us"] == pytest.approx(P * 1 * (1 * (3.16 + 5 * 1.0) + 1.0) * 1e-3)
+    assert r["biops"] == 4 * 36 * 5 and r["flops"] == 0
+
+
+def test_multibit_slices_and_cycles():
+    spec = CrossbarSpec()
+    r1, r8 = estimate_layer(conv(16, 16), spec), estimate_layer(conv(16, 16, wb=8, ab=8), spec)
+    assert r8["slices"] == 8 and r8["used_columns"] == 128
+    # 8 weight slices x 8 input cycles -> 64x the conversions
+    assert r8["energy_pj"]["adc"] == pytest.approx(64 * r1["energy_pj"]["adc"])
+    assert r8["flops"] == r1["biops"]
+
+
+def test_sense_amp_cheaper_for_bnn():
+    g = conv(32, 32)
+    assert (estimate_layer(g, CrossbarSpec(bnn_readout="sense_amp"))["energy_uj"]
+            < estimate_layer(g, CrossbarSpec())["energy_uj"])
+
+
+def test_adc_and_buffers_dominate():
+    layers = [conv(64, 64, hw=8)]
+    b = estimate(layers, CrossbarSpec())["energy_breakdown"]
+    assert b["adc"] + b["buffer"] > 0.9 and b["cells"] < 0.05
+
+
+def _net(w):
+    return torch.nn.Sequential(
+        QConv2d(3, w, 3, input_quantizer=BinaryActivation(), weight_quantizer=BinaryWeight()),
+        QConv2d(w, w, 3, stride=2, input_quantizer=BinaryActivation(), weight_quantizer=BinaryWeight()),
+        torch.nn.Flatten(),
+        QLinear(w * 4 * 4, 10, input_quantizer=BinaryActivation(), weight_quantizer=BinaryWeight()),
+    )
+
+
+def test_energy_grows_with_width():
+    spec = CrossbarSpec()
+    e = [estimate(trace_layers(_net(w), (3, 8, 8)), spec)["energy_uj"] for w in (8, 16, 32, 64, 128)]
+    assert all(a < b for a, b in zip(e, e[1:], strict=False))
+
+
+def test_cached_geometry_follows_slicing():
+    spec = CrossbarSpec()
+    big = _net(64)
+    full = estimate_model(big, (3, 8, 8), spec)
+    layers = [m for m in big if isinstance(m, QConv2d | QLinear)]
+    layers[0].active_out = 16
+    layers[1].active_in, layers[1].active_out = 16, 16
+    layers[2].active_in = 16 * 16
+    fast = estimate_model(big, (3, 8, 8), spec)
+    ref = estimate(trace_layers(_net(16), (3, 8, 8)), spec)
+    assert fast["energy_uj"] == pytest.approx(ref["energy_uj"]) and fast["energy_uj"] < full["energy_uj"]
