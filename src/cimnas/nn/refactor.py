@@ -183,7 +183,8 @@ def _remove_classifier_pool(model: nn.Module, order) -> None:
 
 def _thermometer_first(model: nn.Module, order, levels: int) -> None:
     """Replace the first layer by one that takes `levels` binary planes per input channel."""
-    name, old = _q_layers(order)[0]
+    name = _q_layers(order)[0][0]
+    old = model.get_submodule(name)  # the current module (an earlier step may have rebuilt it)
     q = ThermometerInput(levels)
     if isinstance(old, QConv2d):
         new = QConv2d(old.in_channels * levels, old.out_channels, old.kernel_size[0], stride=old.stride[0],
@@ -202,7 +203,9 @@ def _first_mismatched_linear(model: nn.Module, input_shape: tuple[int, ...]) -> 
     found: list[tuple[str, int]] = []
 
     def pre(mod, args):
-        if mod.active_in is None and args[0].shape[-1] != mod.in_features:
+        q = mod.input_quantizer
+        expected = mod.in_features // q.levels if isinstance(q, ThermometerInput) else mod.in_features
+        if mod.active_in is None and args[0].shape[-1] != expected:
             found.append((names[mod], int(args[0].shape[-1])))
             raise _Stop
 
@@ -259,9 +262,9 @@ def refactor(model: nn.Module, options: RefactorOptions | dict | None = None,
             _replace(model, name, nn.Identity())
     if opts.topology_mod:
         _remove_classifier_pool(model, order)
+    rebuild_linear_inputs(model, input_shape)
     if opts.thermometer:
         _thermometer_first(model, order, opts.thermometer_levels)
-    rebuild_linear_inputs(model, input_shape)
 
     q = _q_layers(execution_order(model, input_shape))
     for i, (_, layer) in enumerate(q):
