@@ -158,7 +158,7 @@ class ReplayBuffer:
     def from_state_dict(cls, sd: dict) -> ReplayBuffer:
         buf = cls(int(sd["s"].shape[1]), int(sd["capacity"]))
         for k in ("s", "a", "r", "s2", "done"):
-            getattr(buf, k)[...] = sd[k].numpy()
+            getattr(buf, k)[...] = sd[k].detach().cpu().numpy()  # cpu: map_location may differ
         buf.ptr, buf.size = int(sd["ptr"]), int(sd["size"])
         return buf
 
@@ -336,4 +336,4 @@ class DDPGAgent:
         self.last_episode_len = int(sd["last_episode_len"])
         self.n_updates = int(sd["n_updates"])
         self.rng = rng_from_str(sd["rng"])
-        self.gen.set_state(sd["torch_gen"])
+        self.gen.set_state(sd["torch_gen"].cpu())
