@@ -112,6 +112,8 @@ def test_bad_names_and_options():
         resnet20(precision="kbit", bits=0)
     with pytest.raises(CimnasError, match="image_size"):
         resnet20(image_size=0)
+    with pytest.raises(CimnasError, match="too small"):
+        build_model("lenet5", in_channels=1, num_classes=3, image_size=1)
 
 
 def test_seeded_build_is_deterministic():
