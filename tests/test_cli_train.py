@@ -111,3 +111,27 @@ def test_datasets_command(capsys):
     assert {"digits", "mnist", "fashion-mnist", "cifar10", "imagenet"} <= names
     assert main(["datasets"]) == 0
     assert "digits" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("precision, bits", [("float", 8), ("kbit", 8)])
+def test_float_and_8bit_baselines_train_through_the_same_code(tmp_path, capsys, precision, bits):
+    name = "float" if precision == "float" else "8bit"
+    rc = train_cli(tmp_path / "run", "--config", f"configs/train/digits_{name}.yaml")
+    assert rc == 0, capsys.readouterr().err
+    final = json.loads((tmp_path / "run" / "final.json").read_text())
+    assert final["biops"] == 0 and final["flops"] > 0  # no 1-bit x 1-bit MACs in these baselines
+    assert final["arch"]["precision"] == precision and final["arch"]["bits"] == bits
+
+
+def test_shipped_configs_load():
+    from pathlib import Path
+
+    from cimnas.config import load_config
+    from cimnas.pipelines.train_run import TrainRunConfig
+
+    files = sorted(Path("configs/train").glob("*.yaml")) + sorted(Path("configs/ablation").glob("*.yaml"))
+    assert len(files) >= 7
+    cfgs = {f.stem: load_config(TrainRunConfig, f) for f in files}
+    assert not cfgs["base"].model.topology_mod and cfgs["tm"].model.topology_mod
+    assert cfgs["base"].train.regularizer == cfgs["tm"].train.regularizer == "l2"
+    assert cfgs["tm_ts"].train.regularizer == "two_side" and cfgs["tm_ts"].model.topology_mod

@@ -156,6 +156,7 @@ class DatasetSpec:
     how_to_get: str = ""
     files: tuple[str, ...] = field(default_factory=tuple)
     lazy_loader: Callable[..., Splits] | None = None
+    requires: str | None = None  # optional Python module the reader needs (e.g. torchvision)
 
     def resolve_dir(self, data_dir: str | Path | None) -> Path | None:
         if data_dir is not None:
@@ -164,6 +165,11 @@ class DatasetSpec:
 
     def availability(self, data_dir: str | Path | None = None) -> tuple[bool, str]:
         """(available, where or why not), without reading the data."""
+        if self.requires is not None:
+            import importlib.util
+
+            if importlib.util.find_spec(self.requires) is None:
+                return False, f"needs {self.requires} (pip install cimnas[{self.name}])"
         if not self.files:
             return True, "bundled"
         d = self.resolve_dir(data_dir)

@@ -133,4 +133,5 @@ def imagenet() -> DatasetSpec:
     return DatasetSpec(
         name="imagenet", in_channels=3, image_size=224, num_classes=1000, train_size=1281167,
         test_size=50000, search_fraction=0.1, augmentation=None, augment_default=True,
-        read=_not_in_memory, how_to_get=_HOW, files=("train", "val"), lazy_loader=load_imagenet)
+        read=_not_in_memory, how_to_get=_HOW, files=("train", "val"), lazy_loader=load_imagenet,
+        requires="torchvision")
