@@ -50,7 +50,7 @@ def hawis_reward(error: float, energy: float, baseline_energy: float, lam: float
     the reward is negative, rising towards 0 as error or energy fall. When Q(B*)/lambda < Q(A_b)
     the log is negative and the reward is *positive*; there a larger error gives a larger reward,
     so choose lambda <= Q(cand)/Q(A_b) over the widths searched (e.g. lambda <= r_min^2 for a
-    uniformly widened net) if that regime is unwanted. AMC's reward
+    uniformly widened net, since energy grows roughly with r^2) if that regime is unwanted. AMC's reward
     `-(100 - acc) * 0.01 * log(FLOPs)` has the same form, with log(cost) not normalised.
     """
     _check_inputs(error, energy, baseline_energy, lam)
