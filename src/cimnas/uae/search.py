@@ -25,6 +25,7 @@ be shipped to a worker unchanged.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -176,16 +177,22 @@ def build_child(arch: UAEArch, space: UAESpaceConfig, in_channels: int, num_clas
                              **space.model_kwargs(arch))
 
 
+@functools.lru_cache(maxsize=8)
+def _crossbar_spec(preset: str) -> Any:
+    from cimnas.hardware.crossbar import load_spec
+
+    return load_spec(preset)
+
+
 def child_energy_uj(model: torch.nn.Module, input_shape: tuple[int, int, int], preset: str) -> float | None:
     """Energy (uJ) of one inference from the shared hardware model; None if it is not installed."""
     try:
-        from cimnas.hardware.crossbar import load_spec
         from cimnas.hardware.energy import estimate
     except ImportError:
         return None
     from cimnas.nn.counting import trace_layers
 
-    return float(estimate(trace_layers(model, input_shape), load_spec(preset))["energy_uj"])
+    return float(estimate(trace_layers(model, input_shape), _crossbar_spec(preset))["energy_uj"])
 
 
 def _optimizer(model: torch.nn.Module, train: TrainSection, lr: float) -> torch.optim.Optimizer:
@@ -286,7 +293,8 @@ def _energy_ref(cfg: UAESearchConfig, splits: Any) -> float | None:
 
 
 def run_search(cfg: UAESearchConfig, out: str | Path, *, resume: bool = False, splits: Any = None,
-               on_episode: Callable[[int], None] | None = None, run_final: bool = True) -> dict:
+               on_episode: Callable[[int], None] | None = None, run_final: bool = True,
+               figures: bool = True) -> dict:
     """Run (or resume) a UAE search in run folder `out`; returns final.json's content (or the
     search summary when `run_final` is False). `splits` overrides the dataset (tests);
     `on_episode(i)` is called after episode i is logged (tests simulate a kill with it)."""
@@ -365,12 +373,10 @@ def run_search(cfg: UAESearchConfig, out: str | Path, *, resume: bool = False, s
     if not run_final:
         return summary
     result = final_evaluation(cfg, out, splits=splits)
-    try:
+    if figures:
         from cimnas.uae.report import make_figures
 
         make_figures(out)
-    except ImportError:
-        pass
     return result
 
 
