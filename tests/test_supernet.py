@@ -32,9 +32,9 @@ def test_max_widths_are_r_max_and_sampling_stays_in_bounds():
     lo, hi = net.smallest(), net.largest()
     for _ in range(20):
         for w in (net.sample_uniform(g), net.sample_nonuniform(g), net.morph(net.sample_nonuniform(g), g)):
-            assert all(a <= x <= b and x % 4 == 0 for a, x, b in zip(lo, w, hi))
+            assert all(a <= x <= b and x % 4 == 0 for a, x, b in zip(lo, w, hi, strict=True))
     u = net.sample_uniform(g)
-    ratios = {round(w / b * 4) for w, b in zip(u, net.base_widths)}  # one ratio for every layer
+    ratios = {round(w / b * 4) for w, b in zip(u, net.base_widths, strict=True)}  # one ratio for every layer
     assert len(ratios) <= 2
 
 
@@ -80,8 +80,8 @@ def test_bn_recalibration_is_cumulative_average_of_batches():
     means = []
     with torch.no_grad(), net.subnet(widths):
         for x, _ in batches:
-            h = {}
-            hook = first.register_forward_hook(lambda m, i, o: h.setdefault("o", o))
+            h: dict = {}
+            hook = first.register_forward_hook(lambda m, i, o, h=h: h.setdefault("o", o))
             net.eval()  # eval: the check itself must not touch the running stats
             net(x)
             hook.remove()

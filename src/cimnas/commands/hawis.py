@@ -1,0 +1,91 @@
+"""`cimnas hawis run|pretrain|search|retrain|report`: the HAWIS pipeline (stages A -> B -> C)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+STAGES = {
+    "run": ("pretrain", "search", "retrain", "report"),
+    "pretrain": ("pretrain",),
+    "search": ("pretrain", "search"),
+    "retrain": ("retrain",),
+}
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("hawis", help="HAWIS hardware-aware width search for fully binarized networks",
+                              description="HAWIS: stage A pretrains a slimmable binarized super-net, stage B "
+                                          "searches per-layer widths with a DDPG (or random) agent rewarded by "
+                                          "accuracy and crossbar energy (Eq. 5), stage C retrains the best widths "
+                                          "and measures accuracy, energy and robustness.")
+    sub = p.add_subparsers(dest="hawis_command", metavar="STAGE", parser_class=type(p))
+    sub.required = True
+    helps = {
+        "run": "stages A -> B -> C and the report into --out (resumable)",
+        "pretrain": "stage A only: slimmable pretraining of the super-net",
+        "search": "stage B (after A, which is skipped when done): the width search",
+        "retrain": "stage C only: retrain the best (or retrain.widths) architecture and evaluate it",
+    }
+    for name, text in helps.items():
+        q = sub.add_parser(name, help=text, description=text)
+        q.add_argument("--config", help="YAML config (configs/hawis/*.yaml); stage commands default to the "
+                                        "run folder's config.yaml")
+        q.add_argument("--out", required=True, help="run folder")
+        q.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                       help="override one config value (repeatable), e.g. --set search.episodes=10")
+        if name == "run":
+            q.add_argument("--resume", action="store_true",
+                           help="continue the run in --out (its config must match)")
+        q.set_defaults(func=_run_stage, stage=name)
+    r = sub.add_parser("report", help="regenerate figures and table.md of a run folder",
+                       description="Regenerate the Fig. 1/4/5-style plots and the Table II-style table.md.")
+    r.add_argument("run_dir", help="HAWIS run folder")
+    r.set_defaults(func=_report)
+
+
+def _run_stage(args: argparse.Namespace) -> int:
+    from cimnas.errors import CimnasError
+    from cimnas.pipelines.hawis import load_hawis_config, run_pipeline
+
+    config = args.config
+    resume = bool(getattr(args, "resume", False)) or args.stage != "run"
+    if config is None:
+        if args.stage == "run" and not (Path(args.out) / "config.yaml").is_file():
+            raise CimnasError("cimnas hawis run needs --config FILE (e.g. configs/hawis/demo.yaml)")
+        config = Path(args.out) / "config.yaml"
+        if not config.is_file():
+            raise CimnasError(f"no --config given and {args.out} holds no config.yaml")
+    cfg = load_hawis_config(config, args.overrides)
+    summary = run_pipeline(cfg, args.out, resume=resume, stages=STAGES[args.stage])
+    _print_summary(summary)
+    return 0
+
+
+def _print_summary(summary: dict) -> None:
+    out = sys.stdout
+    out.write(f"\nHAWIS run folder: {summary['run_dir']} ({summary['wall_s']:.0f} s)\n")
+    if "best" in summary:
+        b = summary["best"]
+        out.write(f"  search best (episode {b['episode']}): reward {b['reward']:+.4f}, held-out acc "
+                  f"{100 * b['accuracy']:.2f}%, energy {b['energy_uj']:.4g} uJ\n")
+    if "final" in summary:
+        f = summary["final"]
+        out.write(f"  final model: test accuracy {100 * f['test_accuracy']:.2f}%, energy {f['energy_uj']:.4g} uJ, "
+                  f"BiOps {f['biops']:,}, FLOPs {f['flops']:,}\n")
+        out.write(f"  widths: {f['widths']}\n")
+        if f.get("robustness"):
+            r = f["robustness"]
+            out.write(f"  robustness (SA0 {r['sa0_rate']}, SA1 {r['sa1_rate']}, sigma {r['sigma']}, "
+                      f"{r['trials']} trials): mean {100 * r['mean']:.2f}%, p5 {100 * r['p5']:.2f}%\n")
+    if summary.get("figures"):
+        out.write("  figures: " + ", ".join(summary["figures"]) + "\n")
+
+
+def _report(args: argparse.Namespace) -> int:
+    from cimnas.reports.hawis_plots import make_report
+
+    paths = make_report(args.run_dir)
+    sys.stdout.write("wrote " + ", ".join(paths) + "\n")
+    return 0

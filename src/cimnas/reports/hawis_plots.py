@@ -1,0 +1,130 @@
+"""HAWIS figures from a run folder (Agg backend): Fig. 1-, 4- and 5-style plots, plus table.md.
+
+- `fig1_pareto.png`: energy vs accuracy of every searched candidate (held-out accuracy), their
+  Pareto front, the final retrained model and the U-kx baselines (test accuracy when trained in
+  stage C, otherwise their energy as a vertical marker).
+- `fig4_channels_per_episode.png`: channels of one layer (report.fig4_layer) per episode.
+- `fig5_channels_per_layer.png`: channels per layer, searched vs U-kx (report.compare_uniform).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import yaml  # noqa: E402
+
+from cimnas.errors import CimnasError  # noqa: E402
+from cimnas.reports.tables import table_markdown  # noqa: E402
+from cimnas.utils.io import atomic_write_bytes, read_json, read_jsonl  # noqa: E402
+
+
+def _load(run: Path) -> dict:
+    if not (run / "config.yaml").is_file():
+        raise CimnasError(f"{run} is not a HAWIS run folder (no config.yaml)")
+    cfg = yaml.safe_load((run / "config.yaml").read_text()) or {}
+    return {
+        "cfg": cfg,
+        "episodes": read_jsonl(run / "episodes.jsonl"),
+        "pareto": read_json(run / "pareto.json") if (run / "pareto.json").is_file() else [],
+        "final": read_json(run / "final.json") if (run / "final.json").is_file() else {},
+        "stage_c": read_json(run / "stage_c.json") if (run / "stage_c.json").is_file() else {},
+        "space": read_json(run / "space.json") if (run / "space.json").is_file() else {},
+    }
+
+
+def fig1_pareto(data: dict, path: Path) -> None:
+    eps, final, stage_c = data["episodes"], data["final"], data["stage_c"]
+    fig, ax = plt.subplots(figsize=(6, 4.2))
+    if eps:
+        ax.scatter([e["energy_uj"] for e in eps], [100 * e["accuracy"] for e in eps], s=12, c="0.6",
+                   label="HAWIS candidates (held-out acc.)")
+    if data["pareto"]:
+        p = data["pareto"]
+        ax.plot([e["energy_uj"] for e in p], [100 * e["accuracy"] for e in p], "-o", c="#e0a000", ms=4,
+                label="Pareto front (held-out)")
+    uni = [(k, v) for k, v in stage_c.items() if k.startswith("U-")]
+    if uni:
+        uni.sort(key=lambda kv: kv[1]["energy_uj"])
+        ax.plot([v["energy_uj"] for _, v in uni], [100 * v["test_accuracy"] for _, v in uni], "-s", c="#1f77b4",
+                label="uniform U-kx (test acc.)")
+        for k, v in uni:
+            ax.annotate(k, (v["energy_uj"], 100 * v["test_accuracy"]), fontsize=7, xytext=(3, -9),
+                        textcoords="offset points")
+    for k, e in final.get("uniform_energy_uj", {}).items():
+        if k not in stage_c:
+            ax.axvline(e, color="#1f77b4", lw=0.6, ls=":")
+            ax.annotate(k, (e, ax.get_ylim()[0] if eps else 0), fontsize=7, rotation=90, color="#1f77b4")
+    for k, v in stage_c.items():
+        if k.startswith("pareto-"):
+            ax.plot(v["energy_uj"], 100 * v["test_accuracy"], "^", c="#e07000", ms=7)
+    if final:
+        ax.plot(final["energy_uj"], 100 * final["test_accuracy"], "*", c="#d62728", ms=14,
+                label="HAWIS final (test acc.)")
+    ax.set_xscale("log")
+    ax.set_xlabel("energy per inference (uJ)")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_title("Energy vs accuracy (HAWIS Fig. 1 style)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def fig4_channels(data: dict, path: Path) -> None:
+    eps = data["episodes"]
+    layer = int(data["cfg"].get("report", {}).get("fig4_layer", 1))
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    if eps:
+        layer = min(max(layer, 0), len(eps[0]["widths"]) - 1)
+        ax.plot([e["episode"] + 1 for e in eps], [e["widths"][layer] for e in eps], "-", lw=0.8, c="#e0a000")
+    ax.set_xlabel("episode")
+    ax.set_ylabel(f"#output channels, layer {layer + 1}")
+    ax.set_title("Channels of one layer per episode (HAWIS Fig. 4 style)")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def fig5_layers(data: dict, path: Path) -> None:
+    final, space = data["final"], data["space"]
+    k = float(data["cfg"].get("report", {}).get("compare_uniform", 4.0))
+    widths = final.get("widths") or (data["pareto"][-1]["widths"] if data["pareto"] else None)
+    fig, ax = plt.subplots(figsize=(7, 3.4))
+    if widths:
+        x = list(range(1, len(widths) + 1))
+        if space.get("base_widths"):
+            d = int(space.get("d", 1))
+            uni = [max(d, int(math.floor(b * k / d + 0.5)) * d) for b in space["base_widths"]]
+            ax.bar([i - 0.2 for i in x], uni, width=0.4, color="#1f77b4", label=f"U-{k:g}x")
+        ax.bar([i + 0.2 for i in x], widths, width=0.4, color="#e0a000", label="HAWIS (searched)")
+        ax.set_xticks(x)
+    ax.set_xlabel("layer")
+    ax.set_ylabel("#output channels")
+    ax.set_title("Channels per layer (HAWIS Fig. 5 style)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def make_report(run_dir: str | Path) -> list[str]:
+    """(Re)generate figures/ and table.md of a run folder; returns the written paths."""
+    run = Path(run_dir)
+    data = _load(run)
+    figs = run / "figures"
+    figs.mkdir(parents=True, exist_ok=True)
+    out = []
+    for name, fn in (("fig1_pareto.png", fig1_pareto), ("fig4_channels_per_episode.png", fig4_channels),
+                     ("fig5_channels_per_layer.png", fig5_layers)):
+        fn(data, figs / name)
+        out.append(str(figs / name))
+    atomic_write_bytes(run / "table.md", table_markdown(run).encode())
+    out.append(str(run / "table.md"))
+    return out
