@@ -77,9 +77,9 @@ class LognormalVariation(DefectModel):
     def perturb_conductances(self, ml, g_pos, g_neg, gen):
         if self.sigma == 0:
             return g_pos, g_neg
-        theta_p = _normal(g_pos.shape, gen, g_pos) * self.sigma
-        theta_n = _normal(g_neg.shape, gen, g_neg) * self.sigma
-        return g_pos * torch.exp(-theta_p), g_neg * torch.exp(-theta_n)
+        # one draw for both arrays; exp(-theta) computed in place (theta ~ N(0, sigma^2))
+        f = _normal((2, *g_pos.shape), gen, g_pos).mul_(-self.sigma).exp_()
+        return f[0].mul_(g_pos), f[1].mul_(g_neg)
 
 
 @DEFECTS.register("stuck_at", "stuck-at faults: SA0 -> Gmax (low R), SA1 -> Gmin (high R), per cell")
@@ -96,15 +96,16 @@ class StuckAt(DefectModel):
     def is_identity(self) -> bool:
         return self.sa0 == 0 and self.sa1 == 0
 
-    def _one(self, g: torch.Tensor, ml: MappedLayer, gen: torch.Generator) -> torch.Tensor:
-        u = _uniform(g.shape, gen, g)
-        g = torch.where(u < self.sa0, torch.full_like(g, ml.spec.g_max_s), g)
-        return torch.where((u >= self.sa0) & (u < self.sa0 + self.sa1), torch.full_like(g, ml.spec.g_min_s), g)
+    def _one(self, g: torch.Tensor, u: torch.Tensor, ml: MappedLayer) -> torch.Tensor:
+        # u < sa0 -> SA0 (Gmax); sa0 <= u < sa0 + sa1 -> SA1 (Gmin); else unchanged
+        stuck = torch.where(u < self.sa0, ml.spec.g_max_s, ml.spec.g_min_s).to(g.dtype)
+        return torch.where(u < self.sa0 + self.sa1, stuck, g)
 
     def perturb_conductances(self, ml, g_pos, g_neg, gen):
         if self.is_identity:
             return g_pos, g_neg
-        return self._one(g_pos, ml, gen), self._one(g_neg, ml, gen)
+        u = _uniform((2, *g_pos.shape), gen, g_pos)  # one independent draw per cell, both arrays
+        return self._one(g_pos, u[0], ml), self._one(g_neg, u[1], ml)
 
 
 @DEFECTS.register("gaussian", "additive Gaussian weight noise W + N(0, sigma) (UAE Eq. 1)")

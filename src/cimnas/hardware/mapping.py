@@ -67,8 +67,13 @@ class MappedLayer:
 
     def read_weight(self, g_pos: torch.Tensor | None = None, g_neg: torch.Tensor | None = None) -> torch.Tensor:
         """Effective weight tensor (layer layout) from conductances (the ideal ones by default)."""
-        codes = (self.slice_values(g_pos, g_neg) * self.significance()).sum(0)
-        return (codes * self.scale).reshape(self.weight_shape)
+        g_pos = self.g_pos if g_pos is None else g_pos
+        g_neg = self.g_neg if g_neg is None else g_neg
+        diff = g_pos - g_neg
+        diff = diff[0] if self.slices == 1 else (diff * self.significance()).sum(0)
+        # (G+ - G-) / (Gmax - Gmin) * L * scale; dividing first keeps ideal binary levels exactly +-1
+        diff = diff.div_(self.spec.g_max_s - self.spec.g_min_s).mul_(self.scale * self.spec.cell_levels)
+        return diff.reshape(self.weight_shape)
 
     def crossbar_forward(self, x_codes: torch.Tensor, adc: bool = False) -> torch.Tensor:
         """Matrix-vector products on the crossbars for unrolled integer inputs.
