@@ -504,9 +504,9 @@ def stage_search(ctx: Context, net: SuperNet, *, stop_after: int | None = None) 
 
 def _sync_jsonl(path: Path, records: list[dict]) -> None:
     """Make episodes.jsonl hold exactly the checkpointed records (repairs a torn or missing line)."""
-    on_disk = read_jsonl(path)
-    if on_disk[: len(records)] != records or len(on_disk) != len(records):
-        atomic_write_bytes(path, "".join(json.dumps(r) + "\n" for r in records).encode())
+    text = "".join(json.dumps(r) + "\n" for r in records)
+    if not path.is_file() or path.read_text() != text:
+        atomic_write_bytes(path, text.encode())
 
 
 def pareto_front(records: list[dict]) -> list[dict]:
