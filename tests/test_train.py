@@ -190,6 +190,24 @@ def test_resume_checks_config_and_checkpoint(tmp_path, tiny_models):
         tr.run_training(cfg, tmp_path / "empty", resume=True)
 
 
+def test_resume_before_first_checkpoint_starts_over(tmp_path, tiny_models):
+    cfg = small_cfg(tmp_path, "train.epochs=1")
+
+    def crash(epoch, record):  # simulate a kill between the metrics line and the checkpoint
+        (tmp_path / "run" / "checkpoint.pt").unlink()
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        tr.run_training(cfg, tmp_path / "run", on_epoch_end=crash)
+    with pytest.raises(CimnasError, match="already holds a run"):
+        tr.run_training(cfg, tmp_path / "run")
+    with pytest.raises(CimnasError, match="train.seed"):
+        tr.run_training(small_cfg(tmp_path, "train.epochs=1", "train.seed=9"), tmp_path / "run", resume=True)
+    final = tr.run_training(cfg, tmp_path / "run", resume=True)
+    rows = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    assert len(rows) == 1 and json.loads(rows[0])["test_acc"] == final["test_acc"]
+
+
 def test_config_validation(tmp_path):
     for bad, msg in [("train.epochs=0", "train.epochs"), ("train.milestones=[5,2]", "milestones"),
                      ("data.search_fraction=1.5", "search_fraction"), ("model.widths=[4,-1]", "positive"),

@@ -196,9 +196,12 @@ def run_training(cfg: TrainRunConfig, out_dir: str | Path, resume: bool = False,
         raise CimnasError(f"{out} already holds a run ({', '.join(found)}); pass --resume to continue it "
                           "or choose a new --out folder")
     ckpt = None
-    if resume:
-        if not (out / "checkpoint.pt").exists():
+    if resume and not (out / "checkpoint.pt").exists():
+        if not (out / "config.yaml").exists():
             raise CimnasError(f"nothing to resume in {out}: no checkpoint.pt; run without --resume")
+        # stopped before the first checkpoint: start again from epoch 0 with the same config
+        _check_resume_config(_read_config_yaml(out / "config.yaml"), cfg_dict, out)
+    elif resume:
         ckpt = load_checkpoint(out / "checkpoint.pt")
         if ckpt.get("format") != CHECKPOINT_FORMAT or "state_dict" not in ckpt or "config" not in ckpt:
             raise CimnasError(f"{out / 'checkpoint.pt'} is not a cimnas training checkpoint; remove it or "
@@ -256,6 +259,16 @@ def run_training(cfg: TrainRunConfig, out_dir: str | Path, resume: bool = False,
              "biops": ops["biops"], "flops": ops["flops"], "params": ops["params"], "layers": ops["layers"]}
     write_json(out / "final.json", final)
     return final
+
+
+def _read_config_yaml(path: Path) -> dict:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise CimnasError(f"{path} is not valid YAML; remove the run folder or fix the file") from e
+    if not isinstance(data, dict):
+        raise CimnasError(f"{path} does not hold a config mapping; remove the run folder or fix the file")
+    return data
 
 
 def checkpoint_payload(model: nn.Module, splits: Any, cfg_dict: dict, epoch: int, optimizer: Any,
