@@ -242,6 +242,10 @@ def _load_splits(cfg: UAESearchConfig, device: torch.device) -> Any:
                         augment=d.augment)
 
 
+#: config keys a resumed run may change: they do not alter finished episodes or their replay
+RESUME_MAY_CHANGE = ("search.episodes", "final.", "progress")
+
+
 def _prepare_folder(cfg: UAESearchConfig, out: Path, resume: bool) -> None:
     cfg_path = out / "config.yaml"
     if cfg_path.exists():
@@ -249,9 +253,14 @@ def _prepare_folder(cfg: UAESearchConfig, out: Path, resume: bool) -> None:
             raise CimnasError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
         saved = yaml.safe_load(cfg_path.read_text()) or {}
         diff = diff_configs(saved, to_dict(cfg))
-        if diff:
-            raise CimnasError(f"--resume with a config that differs from {cfg_path} in: {', '.join(diff)}; "
+        fixed = [k for k in diff if not k.startswith(RESUME_MAY_CHANGE)]
+        if fixed:
+            raise CimnasError(f"--resume with a config that differs from {cfg_path} in: {', '.join(fixed)}; "
                               "use the saved config or a new --out")
+        if diff:  # a longer / shorter episode limit or other final-stage settings: record them
+            from cimnas.utils.io import atomic_write_bytes
+
+            atomic_write_bytes(cfg_path, yaml.safe_dump(to_dict(cfg), sort_keys=False).encode())
         return
     if out.exists() and any(out.iterdir()) and not resume:
         raise CimnasError(f"{out} is not empty and holds no UAE run; choose another --out")
