@@ -99,3 +99,13 @@ def test_every_registered_quantizer_runs_forward_backward(name):
     x = torch.randn(5, 4, requires_grad=True)
     q(x).sum().backward()
     assert x.grad is not None and torch.isfinite(x.grad).all()
+
+
+@pytest.mark.parametrize("name", ["binary_act", "binary_weight", "dorefa_weight", "dorefa_act", "fixed_point"])
+def test_quantizers_work_under_vmap(name):
+    # the UAE analysis vmaps models over noise samples; quantizers must support it
+    q = QUANTIZERS.create(name)
+    x = torch.randn(3, 4, 5)
+    batched = torch.vmap(q)(x)
+    looped = torch.stack([q(xi) for xi in x])
+    assert torch.allclose(batched, looped)

@@ -23,9 +23,15 @@ QUANTIZERS = Registry("quantizer")
 class _RoundSTE(torch.autograd.Function):
     """round(x) with identity gradient (straight-through estimator, Bengio et al. 2013)."""
 
+    generate_vmap_rule = True
+
     @staticmethod
-    def forward(ctx, x):
+    def forward(x):
         return torch.round(x)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        pass
 
     @staticmethod
     def backward(ctx, g):
@@ -35,10 +41,15 @@ class _RoundSTE(torch.autograd.Function):
 class _BinaryActFn(torch.autograd.Function):
     """I_b = round(clip(x, 0, 1)) (DoReFa, HAWIS II-A); gradient passed where 0 <= x <= 1."""
 
+    generate_vmap_rule = True
+
     @staticmethod
-    def forward(ctx, x):
-        ctx.save_for_backward(x)
+    def forward(x):
         return torch.round(torch.clamp(x, 0.0, 1.0))
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(inputs[0])
 
     @staticmethod
     def backward(ctx, g):
@@ -49,10 +60,16 @@ class _BinaryActFn(torch.autograd.Function):
 class _BinaryWeightFn(torch.autograd.Function):
     """sign(w) * mean|w| with sign(0) = +1 (exactly two values); identity gradient (DoReFa)."""
 
+    generate_vmap_rule = True
+
     @staticmethod
-    def forward(ctx, w):
+    def forward(w):
         alpha = w.abs().mean()
         return torch.where(w >= 0, alpha, -alpha)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        pass
 
     @staticmethod
     def backward(ctx, g):
