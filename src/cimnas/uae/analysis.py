@@ -40,7 +40,7 @@ from torch import nn
 
 from cimnas.errors import CimnasError, check
 from cimnas.nn.layers import QConv2d, QLinear, quant_layers
-from cimnas.nn.quantizers import BinaryActivation, Identity, Quantizer
+from cimnas.nn.quantizers import Identity
 
 NOISE_MODES = ("absolute", "relative", "bitsliced")
 
@@ -113,38 +113,6 @@ def default_chunk(numel: int, samples: int) -> int:
     return max(1, min(int(samples), CHUNK_BYTES // (4 * max(1, numel))))
 
 
-# ---------------------------------------------------------------- vmap helpers
-def _forward_only(q: Quantizer):
-    """A forward-only (no autograd.Function) version of quantizer `q`, usable under torch.vmap.
-
-    Quantizers are autograd Functions with straight-through gradients; functorch cannot batch
-    those, but the analysis needs no gradients, and `codes * scale == q(x)` by contract.
-    """
-    if isinstance(q, BinaryActivation):
-        return lambda x: torch.round(torch.clamp(x, 0.0, 1.0))
-
-    def fwd(x: torch.Tensor) -> torch.Tensor:
-        codes, scale = q.to_integer(x)
-        return codes * scale
-
-    return fwd
-
-
-@contextlib.contextmanager
-def _vmap_ready(model: nn.Module) -> Iterator[None]:
-    """Swap every non-identity Quantizer's forward for its forward-only form; restore on exit."""
-    patched = []
-    for m in model.modules():
-        if isinstance(m, Quantizer) and not isinstance(m, Identity) and m.bits is not None:
-            patched.append(m)
-            m.forward = _forward_only(m)  # instance attribute shadows the class method
-    try:
-        yield
-    finally:
-        for m in patched:
-            del m.forward
-
-
 @contextlib.contextmanager
 def _eval_with_overrides(model: nn.Module, layers: list[nn.Module]) -> Iterator[None]:
     """Eval mode (BN uses running stats) and restore `training` and `weight_override` on exit."""
@@ -191,7 +159,7 @@ def output_change(model: nn.Module, x: torch.Tensor, sigma: float = 0.04, sample
         return model(x)[0]
 
     out = []
-    with torch.no_grad(), _eval_with_overrides(model, layers), _vmap_ready(model):
+    with torch.no_grad(), _eval_with_overrides(model, layers):
         for m, w in zip(layers, noise.base, strict=True):
             m.weight_override = w
         o_ori = model(x)[0]  # Eq. 2 on the clean effective weights
