@@ -86,6 +86,25 @@ def test_bitsliced_noise_scaled_by_significance():
     assert (codes1 - codes0).std().item() == pytest.approx(0.05 * math.sqrt(85), rel=0.03)
 
 
+def test_bitsliced_sigma_is_full_conductance_range():
+    # 2 bits per cell: sigma is in units of a cell's full range Gmax - Gmin = 3 level steps, so in
+    # integer codes slice i's error is 3 * sigma * 4^i -> std 3 * 0.05 * sqrt(1 + 16) (not 0.05 * sqrt(17))
+    torch.manual_seed(0)
+    layer = QLinear(200, 200, bias=False, weight_quantizer=DoReFaWeight(4))
+    ml = map_layer("fc", layer, CrossbarSpec(bits_per_cell=2))
+    assert ml.slices == 2
+    codes0 = ml.read_weight() / ml.scale
+    codes1 = sample_weight(ml, [DEFECTS.create("gaussian", sigma=0.05, mode="bitsliced")], gen()) / ml.scale
+    # 40000 samples: the sample std's relative error is ~ 1 / sqrt(2 * 40000) = 0.35 %
+    assert (codes1 - codes0).std().item() == pytest.approx(3 * 0.05 * math.sqrt(17), rel=0.02)
+    # same definition as the UAE output-change analysis (bitsliced mode, cell_bits = 2)
+    from cimnas.uae.analysis import layer_noise_std
+
+    w_std = layer_noise_std(layer, layer.quantized_weight().detach(), 0.05, "bitsliced", cell_bits=2)
+    w1 = sample_weight(ml, [DEFECTS.create("gaussian", sigma=0.05, mode="bitsliced")], gen(1))
+    assert (w1 - ml.read_weight()).std().item() == pytest.approx(w_std, rel=0.02)
+
+
 def test_same_generator_seed_same_draw():
     ml = binary_layer()
     ds = DefectConfig(sa0=0.02, sa1=0.05, sigma_variation=0.2).build()

@@ -13,8 +13,9 @@ Registered models (`DEFECTS.create(name, **kw)`):
   Sec. II-D; rates 1.75 % / 9.04 % from fabrication data, the authors' tolerance code).
 - `gaussian`: additive weight noise W_dep = W + N(0, sigma) (UAE Eq. 1) with mode `absolute`
   (sigma in weight units, UAE's 0.04), `relative` (sigma * max|W| of each layer) or `bitsliced`
-  (each cell slice gets N(0, sigma) in units of its full level range, so slice i's error is scaled by
-  its significance 2^(b i)).
+  (each cell slice's G+ gets N(0, sigma * (Gmax - Gmin)), i.e. sigma in units of the cell's full
+  conductance range, so slice i's weight error is scale * (2^b - 1) * 2^(b i) * N(0, sigma) with b bits
+  per cell; this matches `cimnas.uae.analysis`'s bitsliced mode).
 """
 
 from __future__ import annotations
@@ -128,8 +129,11 @@ class GaussianNoise(DefectModel):
     def perturb_conductances(self, ml, g_pos, g_neg, gen):
         if self.mode != "bitsliced" or self.sigma == 0:
             return g_pos, g_neg
+        # sigma in units of a cell's full conductance range (Gmax - Gmin), not of one level step:
+        # the read-back error of slice i is then scale * (2^b - 1) * sigma * 2^(b i) * n_i, the same
+        # definition as cimnas.uae.analysis (bitsliced mode)
         dg = ml.spec.g_max_s - ml.spec.g_min_s
-        return g_pos + _normal(g_pos.shape, gen, g_pos) * (self.sigma * dg / ml.spec.cell_levels), g_neg
+        return g_pos + _normal(g_pos.shape, gen, g_pos) * (self.sigma * dg), g_neg
 
     def perturb_weight(self, ml, w, gen):
         if self.mode == "bitsliced" or self.sigma == 0:
