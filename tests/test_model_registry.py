@@ -88,3 +88,15 @@ def test_set_widths_equals_model_built_with_those_widths(name, precision):
     big.set_widths(built)  # back to full width: no slicing left
     assert all(m.active_in is None and m.active_out is None
                for m in big.modules() if isinstance(m, QConv2d | QLinear))
+
+
+@pytest.mark.parametrize("name", [n for n in MODELS.names() if n != "uae_cnn"])
+def test_searchable_layer_names_match_widths_and_trace(name):
+    from cimnas.nn.counting import trace_layers
+
+    size = 32 if name == "resnet18" else 8
+    m = build_model(name, in_channels=1, num_classes=10, image_size=size)
+    names = m.searchable_layer_names()
+    assert len(names) == len(m.base_widths)
+    traced = {g.name: g for g in trace_layers(m, (1, size, size))}
+    assert [traced[n].out_channels for n in names] == m.widths

@@ -392,21 +392,8 @@ def searchable_geoms(ctx: Context) -> tuple[list[Any], list[int]]:
 
     fp = ctx.build(None, precision="float")
     geoms = trace_layers(fp, ctx.input_shape)
-    names = getattr(fp, "searchable_layer_names", None)
-    if callable(names):
-        names = names()
-    if names:
-        by_name = {g.name: g for g in geoms}
-        picked = [by_name[n] for n in names if n in by_name]
-    else:
-        picked = []
-    if len(picked) != len(ctx.base_widths):
-        picked, j = [], 0
-        for g in geoms:  # greedy in execution order: layers whose outputs match the 1x widths
-            if j < len(ctx.base_widths) and g.out_channels == ctx.base_widths[j]:
-                picked.append(g)
-                j += 1
-    check(len(picked) == len(ctx.base_widths), "could not match the model's searchable layers to its trace")
+    by_name = {g.name: g for g in geoms}
+    picked = [by_name[n] for n in fp.searchable_layer_names()]
     prefixes: list[str] = []
     blocks = []
     for g in picked:

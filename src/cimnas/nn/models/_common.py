@@ -157,6 +157,10 @@ class WidthSearchable(nn.Module):
     def _apply_widths(self, widths: list[int]) -> None:
         raise NotImplementedError
 
+    def searchable_layer_names(self) -> list[str]:
+        """Module names of the layers whose output widths the width vector sets, in order."""
+        raise NotImplementedError
+
     def fusion_pairs(self) -> list[tuple[str, str]]:
         """(bn_name, consumer_layer_name) pairs: the BN's output feeds only that layer."""
         return []

@@ -83,6 +83,9 @@ class LeNet5(WidthSearchable):
         set_active(self.fc2, widths[2], widths[3])
         set_active(self.fc3, widths[3], None)
 
+    def searchable_layer_names(self) -> list[str]:
+        return ["conv1", "conv2", "fc1", "fc2"]
+
     def fusion_pairs(self) -> list[tuple[str, str]]:
         if not self.has_bn:
             return []

@@ -57,6 +57,9 @@ class MLP(WidthSearchable):
             prev = width
         set_active(self.fcs[-1], prev, None)
 
+    def searchable_layer_names(self) -> list[str]:
+        return [f"fcs.{i}" for i in range(len(self.fcs) - 1)]
+
     def fusion_pairs(self) -> list[tuple[str, str]]:
         if not self.has_bn:
             return []

@@ -100,6 +100,9 @@ class CifarResNet(WidthSearchable):
         spatial = self._fc_spatial("fc", self._built_widths[-1])
         set_active(self.fc, stream * spatial, None)
 
+    def searchable_layer_names(self) -> list[str]:
+        return ["conv1"] + [f"blocks.{k}.conv{j}" for k in range(len(self.blocks)) for j in (1, 2)]
+
     def fusion_pairs(self) -> list[tuple[str, str]]:
         # bn1 of each block feeds only conv2; the stem BN and bn2 feed residual adds.
         return [(f"blocks.{k}.bn1", f"blocks.{k}.conv2") for k in range(len(self.blocks))]

@@ -130,6 +130,10 @@ class ImageNetResNet18(WidthSearchable):
             stream = c2
         set_active(self.fc, stream * self._fc_spatial("fc", self._built_widths[-1]), None)
 
+    def searchable_layer_names(self) -> list[str]:
+        first = "conv_extra" if self.stem == "hawis" else "conv1"
+        return [first] + [f"blocks.{k}.conv{j}" for k in range(len(self.blocks)) for j in (1, 2)]
+
     def fusion_pairs(self) -> list[tuple[str, str]]:
         pairs = [("bn1", "conv_extra")] if self.stem == "hawis" else []
         return pairs + [(f"blocks.{k}.bn1", f"blocks.{k}.conv2") for k in range(len(self.blocks))]
