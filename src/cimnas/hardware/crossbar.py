@@ -61,6 +61,10 @@ class CrossbarSpec:
     """ADC resolution per column conversion. [MNSIM] 6 bits."""
     bnn_readout: Literal["adc", "sense_amp"] = "adc"
     """Read-out of 1-bit x 1-bit layers: the spec's ADC (as MNSIM ran HAWIS) or a sense amplifier."""
+    crossbars_per_tile: int = 8
+    """Crossbars (pos/neg pairs) per MNSIM tile. A layer on n crossbars is charged for
+    ceil(n / this) * min(n, this) crossbars (MNSIM-2.0 TCG: tilenum * max_PE), every one as its fullest
+    crossbar (max_row, max_column). [calib] 8 (MNSIM PE_Num 2x2 x 2 groups); fits the width ratios."""
     columns_per_adc: int = 8
     """Columns multiplexed onto one ADC (sets latency and ADC count, not energy). [NeuroSim] 8."""
     energy_cell_read_pj: float | None = None
@@ -134,6 +138,7 @@ class CrossbarSpec:
         check(1 <= self.bits_per_cell <= 8, f"bits_per_cell must be in 1..8, got {self.bits_per_cell}")
         check(1 <= self.dac_bits <= 16, f"dac_bits must be in 1..16, got {self.dac_bits}")
         check(1 <= self.adc_bits <= 16, f"adc_bits must be in 1..16, got {self.adc_bits}")
+        check(self.crossbars_per_tile >= 1, f"crossbars_per_tile must be >= 1, got {self.crossbars_per_tile}")
         check(self.columns_per_adc >= 1, f"columns_per_adc must be >= 1, got {self.columns_per_adc}")
         check(self.float_weight_bits >= 1, "float_weight_bits must be >= 1")
         for f in dataclasses.fields(self):

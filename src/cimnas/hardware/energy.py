@@ -71,11 +71,17 @@ def tile_layer(g: LayerGeom, spec: CrossbarSpec) -> dict:
     groups = full * math.ceil(rows_full / pr) + (math.ceil(rows_rest / pr) if rest else 0)
     max_groups = math.ceil((rows_full if full else rows_rest) / pr)
     crossbars = row_tiles * col_tiles
+    # MNSIM-2.0 accounting (TCG + PE power x latency): crossbars are grouped into tiles, a layer pays
+    # for whole tiles once it needs more than one, and every charged crossbar is read like the
+    # layer's fullest one (max_row row groups x max_column columns)
+    ct = spec.crossbars_per_tile
+    charged = math.ceil(crossbars / ct) * min(crossbars, ct)
     used_rows = g.rows
     return {
         "slices": slices, "row_tiles": row_tiles, "col_tiles": col_tiles, "crossbars": crossbars,
         "arrays": crossbars * spec.arrays_per_tile, "used_rows": used_rows, "used_columns": used_columns,
-        "row_groups": groups, "max_row_groups": max_groups,
+        "row_groups": groups, "max_row_groups": max_groups, "charged_crossbars": charged,
+        "max_columns": min(used_columns, spec.columns),
         "utilization": used_rows * used_columns / (crossbars * spec.rows * spec.columns),
     }
 
@@ -89,7 +95,7 @@ def estimate_layer(g: LayerGeom, spec: CrossbarSpec) -> dict:
     P = g.positions
     cols_in_tile = min(t["used_columns"], spec.columns)
     # counts per output position, summed over cycles (Eq. in module docstring)
-    n_conv = t["row_groups"] * t["used_columns"] * arrays * cycles
+    n_conv = t["charged_crossbars"] * t["max_row_groups"] * t["max_columns"] * arrays * cycles
     n_cells = t["used_rows"] * t["used_columns"] * arrays * cycles
     n_dac = t["used_rows"] * t["col_tiles"] * arrays * cycles
     binary = wb == 1 and ab == 1
