@@ -37,6 +37,7 @@ from torch import nn
 
 from cimnas.config import diff_configs, load_config, to_dict
 from cimnas.errors import CimnasError, check
+from cimnas.nn.models import save_model_checkpoint
 from cimnas.nn.supernet import SuperNet
 from cimnas.search.env import PHASES, EnvConfig, HawisEnv, accuracy, cycle_batches, n_batches, two_side_fn
 from cimnas.search.spaces import WidthSpace
@@ -446,6 +447,8 @@ def stage_search(ctx: Context, net: SuperNet, *, stop_after: int | None = None) 
             env.optimizer.load_state_dict(ck["optimizer"])
             agent.load_state_dict(ck["agent"])
             records = json.loads(ck["records"])
+        except CimnasError:
+            raise  # the agent's own message (e.g. made with other DDPG settings) says it best
         except (KeyError, ValueError, TypeError) as e:
             raise CimnasError(f"search checkpoint {state_path} is incomplete or corrupt; delete it to restart "
                               "the search") from e
@@ -577,16 +580,13 @@ def stage_retrain(ctx: Context, records: list[dict] | None = None) -> dict:
         model = ctx.build(widths, precision=precision, **({"bits": 8} if precision == "kbit" else {}))
         t0 = time.perf_counter()
         acc = train_from_scratch(ctx, model, rcfg, label)
-        entry = {"widths": list(model.widths) if hasattr(model, "widths") else widths, "precision": precision,
+        entry = {"widths": list(model.widths), "precision": precision,
                  "test_accuracy": acc, "train_s": round(time.perf_counter() - t0, 2)}
         entry.update(ctx.energy(model))
         if label == "searched":
             _save_model(ctx, model, run.ckpt / "final_model.pt", entry)
             if rcfg.robustness and cfg.defects.trials > 0:
-                try:
-                    entry["robustness"] = robustness_summary(ctx, model)
-                except ImportError as e:  # hardware Monte-Carlo module not installed in this build
-                    run.log(f"stage C: robustness skipped ({e})")
+                entry["robustness"] = robustness_summary(ctx, model)
         results[label] = entry
         write_json(done_path, results)
         run.log(f"stage C {label}: test acc {acc:.4f}, energy {entry['energy_uj']:.4g} uJ")
@@ -616,22 +616,8 @@ def robustness_summary(ctx: Context, model: nn.Module) -> dict:
 
 
 def _save_model(ctx: Context, model: nn.Module, path: Path, metrics: dict) -> None:
-    try:
-        from cimnas.nn.models import save_model_checkpoint
-    except ImportError:
-        save_model_checkpoint = None
-    payload_cfg = to_dict(ctx.cfg)
-    if save_model_checkpoint is not None:
-        try:
-            save_model_checkpoint(path, model, dataset=ctx.splits.info(), config=payload_cfg,
-                                  epoch=ctx.cfg.retrain.epochs, metrics=metrics)
-            return
-        except TypeError:
-            pass
-    save_checkpoint(path, {"format": "cimnas-checkpoint-v1", "arch": dict(model.arch_meta),
-                           "state_dict": model.state_dict(), "dataset": ctx.splits.info(), "config": payload_cfg,
-                           "epoch": ctx.cfg.retrain.epochs, "optimizer": None,
-                           "metrics": {k: v for k, v in metrics.items() if isinstance(v, int | float | str)}})
+    save_model_checkpoint(path, model, dataset_info=ctx.splits.info(), config=to_dict(ctx.cfg),
+                          epoch=ctx.cfg.retrain.epochs, metrics=metrics)
 
 
 # ============================================================================ entry points
