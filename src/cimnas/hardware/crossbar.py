@@ -10,8 +10,11 @@ models" and "MNSIM-2.0 on ResNet-20"):
 - [ISAAC]  Shafiee et al., ISCA 2016: 8-bit ADC ~15.6 pJ per conversion; ADC area.
 - [NeuroSim] DNN+NeuroSim: 8 columns share one ADC.
 - [HAWIS]  The HAWIS authors' tolerance-test simulator: 64x64, Gmax 3.33e-4 S, Gmin 3.33e-7 S, 3.3 V.
-- [calib]  Constants not published in those sources, chosen so that the width ratios of binary
-  ResNet-20 reproduce MNSIM-2.0 / HAWIS Table II (docs/hardware.md shows the fit and the command).
+- [MNSIM code] thu-nics/MNSIM-2.0: SimConfig.ini (DAC_Num = ADC_Num = 16 per crossbar group,
+  Sub_Position = 0, default PE_Num 4x4 per tile), Tile_connection_graph.py (tilenum, max_PE,
+  max_row, max_column), PE_latency.py (read rounds), Model_energy.py (energy = power x latency).
+- [calib]  Constants not published in those sources (digital periphery, buffers), chosen so that
+  ADC + buffers dominate as REFERENCE-FACTS.md reports for MNSIM; they barely move the width ratios.
 """
 
 from __future__ import annotations
@@ -61,12 +64,22 @@ class CrossbarSpec:
     """ADC resolution per column conversion. [MNSIM] 6 bits."""
     bnn_readout: Literal["adc", "sense_amp"] = "adc"
     """Read-out of 1-bit x 1-bit layers: the spec's ADC (as MNSIM ran HAWIS) or a sense amplifier."""
-    crossbars_per_tile: int = 8
-    """Crossbars (pos/neg pairs) per MNSIM tile. A layer on n crossbars is charged for
-    ceil(n / this) * min(n, this) crossbars (MNSIM-2.0 TCG: tilenum * max_PE), every one as its fullest
-    crossbar (max_row, max_column). [calib] 8 (MNSIM PE_Num 2x2 x 2 groups); fits the width ratios."""
+    crossbars_per_tile: int = 16
+    """Crossbars (pos/neg pairs) per tile. A layer on n crossbars is charged for
+    ceil(n / this) * min(n, this) crossbars (MNSIM-2.0 TCG: tilenum * max_PE), each read like the
+    layer's fullest crossbar (max_row, max_column). [MNSIM] default PE_Num 4x4 = 16 PEs per tile."""
+    rows_per_read: int = 16
+    """Word lines driven together in one read round (operation unit rows); a crossbar with R used rows
+    is read in ceil(R / this) rounds. [MNSIM] SimConfig.ini DAC_Num = 16 per crossbar group."""
+    adcs_per_crossbar: int = 16
+    """ADCs per crossbar pair; C used columns take ceil(C / this) conversion rounds of all of them.
+    [MNSIM] SimConfig.ini ADC_Num = 16 per group (pos - neg subtracted in analog, Sub_Position = 0)."""
+    signed_binary_inputs: bool = True
+    """+-1 activations are fed as sign + magnitude, i.e. 2 cycles of a 1-bit DAC (MNSIM ran the
+    HAWIS BNNs in its 2-bit signed setting). [MNSIM]"""
     columns_per_adc: int = 8
-    """Columns multiplexed onto one ADC (sets latency and ADC count, not energy). [NeuroSim] 8."""
+    """Columns multiplexed onto one ADC in the NeuroSim style. [NeuroSim] 8. Not used by the
+    MNSIM-style accounting in energy.py (which uses adcs_per_crossbar); kept for spec files."""
     energy_cell_read_pj: float | None = None
     """Energy of one cell read in pJ; None = V^2 * (Gmax+Gmin)/2 * t_read (physics, ~3.6 fJ)."""
     energy_dac_pj: float = 0.012
@@ -138,7 +151,8 @@ class CrossbarSpec:
         check(1 <= self.bits_per_cell <= 8, f"bits_per_cell must be in 1..8, got {self.bits_per_cell}")
         check(1 <= self.dac_bits <= 16, f"dac_bits must be in 1..16, got {self.dac_bits}")
         check(1 <= self.adc_bits <= 16, f"adc_bits must be in 1..16, got {self.adc_bits}")
-        check(self.crossbars_per_tile >= 1, f"crossbars_per_tile must be >= 1, got {self.crossbars_per_tile}")
+        for name in ("crossbars_per_tile", "rows_per_read", "adcs_per_crossbar"):
+            check(getattr(self, name) >= 1, f"{name} must be >= 1, got {getattr(self, name)}")
         check(self.columns_per_adc >= 1, f"columns_per_adc must be >= 1, got {self.columns_per_adc}")
         check(self.float_weight_bits >= 1, "float_weight_bits must be >= 1")
         for f in dataclasses.fields(self):

@@ -6,20 +6,24 @@ Per conv / FC layer (geometry from `cimnas.nn.counting.LayerGeom`):
   channels per tile (MNSIM: 28 for 3x3 on 256 rows), so row tiles = ceil(C_in / that);
   column tiles = ceil(C_out * slices / columns) with slices = weight_bits / bits_per_cell.
   `crossbars` counts logical tiles (a differential pos/neg pair is one tile, as HAWIS Fig. 5).
-- per output position and input-bit cycle (cycles = ceil(act_bits / dac_bits), bit-serial DAC):
-  * row groups: an ADC of b bits resolves at most 2^b - 1 unit currents, so at most
-    parallel_rows = floor((2^adc_bits - 1) / (cell_levels * (2^dac_bits - 1))) rows are read at
-    once (63 for the default 6-bit ADC, 1-bit cells, 1-bit DAC); a tile of R used rows is read in
-    ceil(R / parallel_rows) groups. This is what makes the ADC count grow with C_in * C_out.
-  * ADC (or sense-amp) conversions = groups x used columns x arrays;
+- charging (MNSIM-2.0 TCG + power x latency): crossbars are grouped into tiles of
+  `crossbars_per_tile` (MNSIM default 4x4 PEs); a layer on n crossbars pays for
+  ceil(n / tile) * min(n, tile) of them, and every charged crossbar is read like the layer's
+  fullest one (max_row used rows, max_column used columns). This is where MNSIM's uneven steps
+  between widths come from (28 input channels per 256-row crossbar, 256 columns, whole tiles).
+- per output position and input cycle (cycles = ceil(act_bits / dac_bits); +-1 inputs count as
+  2-bit signed, as MNSIM ran the BNNs): a crossbar is read in rounds of `rows_per_read` word lines
+  (MNSIM DAC_Num = 16, capped by the ADC range) x ceil(max_column / adcs_per_crossbar) column
+  rounds; each round converts on all `adcs_per_crossbar` ADCs of the pos/neg pair (MNSIM ADC_Num = 16,
+  pos - neg subtracted in analog). ADC conversions = charged x row rounds x column rounds x ADCs.
   * cell reads = used rows x used columns x arrays; DAC conversions = used rows x column tiles x arrays;
-  * shift-adds: one per conversion (significance shift, pos - neg, group/tile accumulation);
+  * shift-adds: one per conversion (significance shift, group/tile accumulation);
   * comparators: one per output value (fused BN + sign threshold of a BNN, requantizer otherwise);
   * buffers: inputs read once per column tile (k*k*C_in*act_bits bits), partial sums written
     and read once per row tile (C_out * psum_bits bits).
 - latency: layers run one after the other; tiles of a layer run in parallel; per position and
-  cycle a tile needs groups x (t_read + columns_per_adc x t_adc) + t_digital.
-- area: arrays x (cells + ADCs + DACs) + digital periphery per tile.
+  cycle a crossbar needs rounds x (t_read + t_adc) + t_digital (MNSIM PE_latency multiple_time).
+- area: arrays x (cells + DACs) + per crossbar pair ADCs + digital periphery.
 
 REFERENCE-FACTS.md: in MNSIM, ADCs and buffers are > 97 % of the energy, cells ~0.2-0.3 %.
 docs/hardware.md compares the width ratios of binary ResNet-20 with MNSIM-2.0 and HAWIS Table II.
@@ -48,9 +52,16 @@ def layer_bits(g: LayerGeom, spec: CrossbarSpec) -> tuple[int, int]:
 
 
 def parallel_rows(spec: CrossbarSpec) -> int:
-    """Rows read at once so that the column sum fits the ADC range (at least 1, at most spec.rows)."""
+    """Word lines read together in one round: spec.rows_per_read (MNSIM DAC_Num), capped so that the
+    column sum fits the ADC range (2^adc_bits - 1 unit currents) and by the crossbar height."""
     unit = spec.cell_levels * (2**spec.dac_bits - 1)
-    return max(1, min(spec.rows, (2**spec.adc_bits - 1) // unit))
+    return max(1, min(spec.rows, spec.rows_per_read, (2**spec.adc_bits - 1) // unit))
+
+
+def input_cycles(act_bits: int, spec: CrossbarSpec) -> int:
+    """DAC cycles per input: ceil(bits / dac_bits); +-1 binary inputs count as 2-bit signed (MNSIM)."""
+    bits = act_bits + (1 if act_bits == 1 and spec.signed_binary_inputs else 0)
+    return math.ceil(bits / spec.dac_bits)
 
 
 def tile_layer(g: LayerGeom, spec: CrossbarSpec) -> dict:
@@ -90,12 +101,15 @@ def estimate_layer(g: LayerGeom, spec: CrossbarSpec) -> dict:
     """Energy (uJ and per component pJ), latency (us), area (mm^2) and tiling of one layer."""
     t = tile_layer(g, spec)
     wb, ab = layer_bits(g, spec)
-    cycles = math.ceil(ab / spec.dac_bits)
+    cycles = input_cycles(ab, spec)
     arrays = spec.arrays_per_tile
     P = g.positions
-    cols_in_tile = min(t["used_columns"], spec.columns)
-    # counts per output position, summed over cycles (Eq. in module docstring)
-    n_conv = t["charged_crossbars"] * t["max_row_groups"] * t["max_columns"] * arrays * cycles
+    adcs = min(spec.adcs_per_crossbar, spec.columns)
+    col_rounds = math.ceil(t["max_columns"] / adcs)
+    rounds = t["max_row_groups"] * col_rounds  # read rounds of one crossbar per position and cycle
+    # counts per output position, summed over cycles (module docstring); MNSIM: ADC energy =
+    # (charged crossbars x ADCs per crossbar x P_adc) x (P x cycles x rounds x t_adc)
+    n_conv = t["charged_crossbars"] * rounds * adcs * cycles
     n_cells = t["used_rows"] * t["used_columns"] * arrays * cycles
     n_dac = t["used_rows"] * t["col_tiles"] * arrays * cycles
     binary = wb == 1 and ab == 1
@@ -109,15 +123,13 @@ def estimate_layer(g: LayerGeom, spec: CrossbarSpec) -> dict:
         "comparator": P * g.out_channels * spec.energy_comparator_pj,
         "buffer": P * buffer_bits * spec.energy_buffer_pj_per_bit,
     }
-    t_group = spec.read_latency_ns + min(spec.columns_per_adc, cols_in_tile) * spec.adc_latency_ns
-    latency_ns = P * cycles * (t["max_row_groups"] * t_group + spec.digital_latency_ns)
-    n_adc = math.ceil(spec.columns / spec.columns_per_adc)
-    area_um2 = t["arrays"] * (spec.rows * spec.columns * spec.area_cell_um2 + n_adc * spec.area_adc_um2
-                              + spec.rows * spec.area_dac_um2) + t["crossbars"] * spec.area_periphery_um2
+    latency_ns = P * cycles * (rounds * (spec.read_latency_ns + spec.adc_latency_ns) + spec.digital_latency_ns)
+    area_um2 = (t["arrays"] * (spec.rows * spec.columns * spec.area_cell_um2 + spec.rows * spec.area_dac_um2)
+                + t["crossbars"] * (adcs * spec.area_adc_um2 + spec.area_periphery_um2))
     macs = g.macs
     return {
         "name": g.name, "kind": g.kind, "in_channels": g.in_channels, "out_channels": g.out_channels,
-        "kernel_size": g.kernel_size, "weight_bits": wb, "act_bits": ab,
+        "kernel_size": g.kernel_size, "weight_bits": wb, "act_bits": ab, "input_cycles": cycles,
         **t,
         "energy_uj": sum(parts_pj.values()) * 1e-6,
         "energy_pj": parts_pj,
