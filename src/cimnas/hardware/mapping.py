@@ -27,6 +27,7 @@ from torch import nn
 
 from cimnas.errors import CimnasError
 from cimnas.hardware.crossbar import CrossbarSpec
+from cimnas.hardware.energy import parallel_rows
 from cimnas.nn.layers import QConv2d, QLinear, quant_layers
 
 
@@ -96,7 +97,7 @@ class MappedLayer:
         sig = self.significance().view(-1)
         out = torch.zeros(x_codes.shape[0], levels.shape[1], dtype=torch.float64, device=x_codes.device)
         x = x_codes.to(torch.float64)
-        pr = max(1, min(spec.rows, (2**spec.adc_bits - 1) // (spec.cell_levels * dac_mask)))
+        pr = parallel_rows(spec)  # the same read rounds the energy model charges
         for r0 in range(0, self.rows, rows_per_tile):  # row tiles: partial sums added digitally
             for c in range(n_cycles):  # bit-serial input through the DAC
                 xin = torch.floor(x[:, r0:r0 + rows_per_tile] / 2 ** (c * spec.dac_bits)) % (dac_mask + 1)
