@@ -72,6 +72,9 @@ class TrainSection:
     weight_decay: float = 0.0
     noise_aware: bool | None = None
     """None: noise-aware training iff eval.k > 0 (QuantNAS trains plain, NACIM / UAE noise-aware)"""
+    init: Literal["representable", "default"] = "representable"
+    """conv weight init: `default` = PyTorch's (bound 1/sqrt(fan_in)); `representable` = the same draw
+    scaled up so its std is at least one fixed-point step of the layer (see `representable_init`)"""
 
     def validate(self) -> None:
         check(self.epochs >= 0, f"train.epochs must be >= 0, got {self.epochs}")
@@ -168,13 +171,40 @@ class UAESearchConfig:
 
 
 # ---------------------------------------------------------------------------- one child
+def representable_init(model: torch.nn.Module) -> torch.nn.Module:
+    """Scale each conv layer's initial weights so their std is at least one step 2^-frac of its
+    fixed-point weight quantizer (in place; deterministic, no random numbers).
+
+    PyTorch's default init has bound 1/sqrt(fan_in), e.g. 0.04 for a 7x7 conv over 12 channels:
+    with 2 or 3 fraction bits (step 0.25 / 0.125) every weight of such a layer rounds to 0, the
+    layer outputs 0, BN outputs its bias 0, ReLU'(0) = 0 and no gradient ever reaches the layer,
+    so the child stays at chance accuracy whatever its other choices, and the search reward
+    measures "some layer was dead at init" instead of accuracy or robustness. Every conv of the
+    UAE CNN is followed by BatchNorm, so scaling its weights by a constant does not change the
+    clean function it computes (only which values the quantizer can represent).
+    """
+    from cimnas.nn.quantizers import FixedPoint
+
+    with torch.no_grad():
+        for conv in getattr(model, "convs", []):
+            q = conv.weight_quantizer
+            if not isinstance(q, FixedPoint):
+                continue
+            std = float(conv.weight.std())
+            if 0 < std < q.step:
+                conv.weight.mul_(q.step / std)
+    return model
+
+
 def build_child(arch: UAEArch, space: UAESpaceConfig, in_channels: int, num_classes: int, image_size: int,
-                seed: int) -> torch.nn.Module:
-    """The child network of `arch`, its parameters initialised from `seed` (global RNG untouched)."""
+                seed: int, init: str = "representable") -> torch.nn.Module:
+    """The child network of `arch`, its parameters initialised from `seed` (global RNG untouched);
+    `init="representable"` applies `representable_init` to the conv weights."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return build_uae_cnn(in_channels=in_channels, num_classes=num_classes, image_size=image_size,
-                             **space.model_kwargs(arch))
+        model = build_uae_cnn(in_channels=in_channels, num_classes=num_classes, image_size=image_size,
+                              **space.model_kwargs(arch))
+    return representable_init(model) if init == "representable" else model
 
 
 @functools.lru_cache(maxsize=8)
@@ -220,7 +250,8 @@ def evaluate_child(arch: UAEArch, cfg: UAESearchConfig, splits: Any, seed: int,
     device = torch.device(device)
     t0 = time.perf_counter()
     shape = (splits.in_channels, splits.image_size, splits.image_size)
-    model = build_child(arch, cfg.space, splits.in_channels, splits.num_classes, splits.image_size, seed).to(device)
+    model = build_child(arch, cfg.space, splits.in_channels, splits.num_classes, splits.image_size, seed,
+                        cfg.train.init).to(device)
     energy = child_energy_uj(model, shape, cfg.search.hardware_preset)
     train_child(model, splits.search_train, cfg, cfg.train.epochs, cfg.train.lr, seed, device)
     t1 = time.perf_counter()
@@ -411,7 +442,8 @@ def final_evaluation(cfg: UAESearchConfig, out: str | Path, *, splits: Any = Non
     device = resolve_device(cfg.device)
     splits = splits if splits is not None else _load_splits(cfg, device)
     seed = derive_seed(cfg.seed, "final", arch.key())
-    model = build_child(arch, cfg.space, splits.in_channels, splits.num_classes, splits.image_size, seed).to(device)
+    model = build_child(arch, cfg.space, splits.in_channels, splits.num_classes, splits.image_size, seed,
+                        cfg.train.init).to(device)
     t0 = time.perf_counter()
     train_child(model, splits.train, cfg, cfg.final.epochs, cfg.final.lr or cfg.train.lr, seed, device)
     t1 = time.perf_counter()
