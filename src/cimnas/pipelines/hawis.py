@@ -434,6 +434,12 @@ def stage_search(ctx: Context, net: SuperNet, *, stop_after: int | None = None) 
     geoms, blocks = searchable_geoms(ctx)
     with net.subnet(ctx.base_widths):
         base_energy = ctx.energy(net.model)["energy_uj"]
+    with net.subnet(list(ctx.space.min_widths().widths)):
+        min_ratio = ctx.energy(net.model)["energy_uj"] / base_energy
+    if scfg.env.lam >= min_ratio:
+        run.log(f"stage B: WARNING search.env.lam = {scfg.env.lam} >= Q_min/Q(A_b) = {min_ratio:.3g}: Eq. 5 then "
+                "gives candidates below lambda*Q(A_b) a reward >= 0 that grows with their error; "
+                f"choose lam < {min_ratio:.3g} (docs/hawis.md, 'Choosing lambda')")
     robust_fn = _mc_fn(ctx, scfg.env.robust_trials) if scfg.env.reward_accuracy != "clean" else None
     env = HawisEnv(net, ctx.space, ctx.splits, scfg.env, lambda m: ctx.energy(m), base_energy,
                    device=ctx.device, robust_fn=robust_fn, layer_geoms=geoms, block_indices=blocks)
