@@ -2,12 +2,13 @@
 # HAWIS small-scale study (docs/hawis.md "Small-scale study"): DDPG vs random search on digits.
 # Exact commands behind the numbers in docs/hawis.md. ~25-35 CPU-minutes on 1 thread.
 #   bash scripts/hawis_study.sh [SEED]        (outputs under runs/hawis_study/seed$SEED)
+#   CFG=configs/hawis/fashion_small.yaml OUT=runs/hawis_fashion/seed0 bash scripts/hawis_study.sh 0   (not run here)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export OMP_NUM_THREADS=1
 SEED=${1:-0}
-CFG=configs/hawis/digits_study.yaml
-OUT=runs/hawis_study/seed$SEED
+CFG=${CFG:-configs/hawis/digits_study.yaml}
+OUT=${OUT:-runs/hawis_study/seed$SEED}
 CLI=.venv/bin/cimnas
 mkdir -p "$OUT"
 
@@ -35,7 +36,7 @@ rows = []
 for k in (0.5, 0.75, 1, 1.25, 1.5, 2):
     w = _uniform(ctx, k)
     nb = cfg.search.env.bn_recal_batches
-    net.recalibrate_bn(w, cycle_batches(ctx.splits.search_train, 64, nb, make_generator(0)), nb)
+    net.recalibrate_bn(w, cycle_batches(ctx.splits.search_train, cfg.search.env.batch_size, nb, make_generator(0)), nb)
     acc = accuracy(net, ctx.splits.search_eval)
     with net.subnet(w):
         q = ctx.energy(net.model)["energy_uj"]
