@@ -35,6 +35,30 @@ p1=$!
 ( run_one uae_95; run_one uae_m ) &
 p2=$!
 wait $p1 $p2
+# cross-check: is the gap the architecture or the training? Each chosen child retrained with the
+# other training (QuantNAS's child noise-aware, the noise-aware methods' children plain), same
+# final seed, epochs and Monte-Carlo samples; results in $OUT/cross/*/final.json
+cross_one() {
+    local m=$1 na=$2 dst="$OUT/cross/${1}_arch_$([ "$2" = true ] && echo noise_aware || echo plain)"
+    [ -f "$dst/final.json" ] && return 0
+    mkdir -p "$dst"
+    cp "$OUT/$m/best_arch.json" "$dst/"
+    .venv/bin/python - "$OUT/$m/config.yaml" "$dst/config.yaml" "$na" <<'PY'
+import sys, yaml
+cfg = yaml.safe_load(open(sys.argv[1]))
+cfg["train"]["noise_aware"] = sys.argv[3] == "true"
+cfg["label"] = f"{cfg['label']} child, {'noise-aware' if sys.argv[3] == 'true' else 'plain'} training"
+open(sys.argv[2], "w").write(yaml.safe_dump(cfg, sort_keys=False))
+PY
+    "$CIMNAS" uae final --out "$dst" >>"$dst.log" 2>&1
+}
+if [ "${CROSS:-1}" = 1 ]; then
+    ( cross_one quantnas true; cross_one nacim false ) &
+    p1=$!
+    ( cross_one uae_m false; cross_one uae_95 false ) &
+    p2=$!
+    wait $p1 $p2
+fi
 # figures of the study: reward over episodes (all four methods) and clean vs noisy accuracy of every child
 FIG=${FIG_DIR:-docs/figures}
 mkdir -p "$FIG"
