@@ -67,10 +67,13 @@ for AGENT in ddpg random; do
 done
 $CLI hawis run --config $CFG --out "$OUT/ddpg" --resume --set seed=$SEED --set search.env.lam=$LAM \
     > "$OUT/ddpg.out" 2>&1 &
+P1=$!
 $CLI hawis run --config $CFG --out "$OUT/random" --resume --set seed=$SEED --set search.env.lam=$LAM \
     --set search.agent=random --set 'search.agent_options={}' --set 'retrain.baselines=[]' \
     > "$OUT/random.out" 2>&1 &
-wait
+P2=$!
+wait $P1
+wait $P2
 $CLI hawis report "$OUT/ddpg"
 $CLI hawis report "$OUT/random"
 
