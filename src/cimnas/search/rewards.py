@@ -44,7 +44,10 @@ def hawis_reward(error: float, energy: float, baseline_energy: float, lam: float
 
     `error` is the candidate's error on X_eval (fraction), `energy` = Q(B*) its energy,
     `baseline_energy` = Q(A_b) the energy of the binarized baseline A_b (same unit), `lam` the
-    trade-off lambda (> 0; a larger lambda penalises energy less).
+    trade-off lambda (> 0). Writing R = -Error * (log(Q/Q_b) - log(lambda)), a larger lambda
+    shrinks the constant part of the factor, so the energy term log(Q/Q_b) weighs relatively more
+    against the error: larger lambda -> cheaper networks (the paper gives HAWIS-A, the low-energy
+    model, the larger lambda).
 
     Sign behaviour, exactly as in the paper: while Q(B*)/lambda > Q(A_b) the log is positive and
     the reward is negative, rising towards 0 as error or energy fall. When Q(B*)/lambda < Q(A_b)
