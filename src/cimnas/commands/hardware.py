@@ -93,7 +93,7 @@ def _arch_widths(path: str) -> list[int]:
 
 def build_energy_model(args):
     """The model described by the energy command's arguments, and its input shape."""
-    from cimnas.nn.models import build_model
+    from cimnas.nn.models import MODELS, build_model
 
     if args.dataset:
         from cimnas.data import DATASETS
@@ -110,6 +110,7 @@ def build_energy_model(args):
     elif args.widths:
         widths = _int_list(args.widths, "--widths")
     precision = "binary" if args.bits == 1 else "kbit"
+    MODELS.get(args.model)  # an unknown name is its own error, not a width mismatch
     try:
         model = build_model(args.model, in_channels=shape[0], num_classes=num_classes, image_size=shape[1],
                             widths=widths, width_mult=args.width_mult, precision=precision, bits=args.bits)
