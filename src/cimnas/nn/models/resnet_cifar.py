@@ -101,7 +101,7 @@ class CifarResNet(WidthSearchable):
         set_active(self.fc, stream * spatial, None)
 
     def searchable_layer_names(self) -> list[str]:
-        return ["conv1"] + [f"blocks.{k}.conv{j}" for k in range(len(self.blocks)) for j in (1, 2)]
+        return list(self._convs)
 
     def fusion_pairs(self) -> list[tuple[str, str]]:
         # bn1 of each block feeds only conv2; the stem BN and bn2 feed residual adds.

@@ -131,8 +131,7 @@ class ImageNetResNet18(WidthSearchable):
         set_active(self.fc, stream * self._fc_spatial("fc", self._built_widths[-1]), None)
 
     def searchable_layer_names(self) -> list[str]:
-        first = "conv_extra" if self.stem == "hawis" else "conv1"
-        return [first] + [f"blocks.{k}.conv{j}" for k in range(len(self.blocks)) for j in (1, 2)]
+        return list(self._convs)
 
     def fusion_pairs(self) -> list[tuple[str, str]]:
         pairs = [("bn1", "conv_extra")] if self.stem == "hawis" else []
