@@ -150,3 +150,26 @@ def test_cli_bad_input_exits_2(tmp_path, capsys):
     with pytest.raises(CimnasError):
         args.func(args)
     assert isinstance(args, argparse.Namespace) and json.dumps({})
+
+
+def test_representable_init_lifts_dead_layers_only():
+    from cimnas.search.uae_space import ConvChoice, UAEArch, UAESpaceConfig
+    from cimnas.uae.search import build_child
+
+    space = UAESpaceConfig(n_conv=3, fc_hidden=32)
+    # layer 0: 1-bit-fraction 7x7 conv over 64 channels -> default init std << step 0.5 (dead);
+    # layer 2: 6 fraction bits (step 1/64) on a 1x1 conv -> default init already spans several steps
+    arch = UAEArch((ConvChoice(64, 7, 1, 1), ConvChoice(64, 7, 0, 2), ConvChoice(24, 1, 1, 6)))
+    plain = build_child(arch, space, 1, 10, 8, seed=3, init="default")
+    lifted = build_child(arch, space, 1, 10, 8, seed=3, init="representable")
+    again = build_child(arch, space, 1, 10, 8, seed=3, init="default")
+    for a, b in zip(plain.convs, again.convs, strict=True):
+        assert torch.equal(a.weight, b.weight)  # "default" is the unchanged, seeded PyTorch init
+    for p, r in zip(plain.convs, lifted.convs, strict=True):
+        step = r.weight_quantizer.step
+        if float(p.weight.detach().std()) < step:
+            assert float(r.weight.detach().std()) == pytest.approx(step, rel=1e-4)
+            assert torch.allclose(r.weight / p.weight, torch.full_like(p.weight, step / float(p.weight.detach().std())))
+            assert r.quantized_weight().abs().sum() > 0  # no longer all rounded to zero
+        else:
+            assert torch.equal(r.weight, p.weight)
