@@ -10,7 +10,7 @@ whose conv/FC layers are QConv2d/QLinear. Width-searchable models subclass `Widt
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
@@ -110,6 +110,21 @@ def init_weights(model: nn.Module) -> None:
         elif isinstance(m, nn.BatchNorm2d | nn.BatchNorm1d):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
+
+
+def residual_stages(block: Callable[[int, int, int, int], nn.Module], widths: Sequence[int], stages: int,
+                    per_stage: int) -> tuple[nn.Sequential, list[str]]:
+    """`stages` x `per_stage` residual blocks `block(c_in, c_mid, c_out, stride)` (stride 2 at the first
+    block of every stage but the first); widths[0] is the stem's width, then two per block.
+    Returns the blocks and the names of their convs in order (the searchable layers)."""
+    blocks, names, c, i = [], [], widths[0], 1
+    for stage in range(stages):
+        for b in range(per_stage):
+            blocks.append(block(c, widths[i], widths[i + 1], 2 if stage > 0 and b == 0 else 1))
+            k = len(blocks) - 1
+            names += [f"blocks.{k}.conv1", f"blocks.{k}.conv2"]
+            c, i = widths[i + 1], i + 2
+    return nn.Sequential(*blocks), names
 
 
 class WidthSearchable(nn.Module):

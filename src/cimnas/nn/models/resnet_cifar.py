@@ -25,6 +25,7 @@ from cimnas.nn.models._common import (
     check_widths,
     image_hw,
     init_weights,
+    residual_stages,
     set_active,
     traced_shape,
 )
@@ -66,16 +67,8 @@ class CifarResNet(WidthSearchable):
         self.conv1 = QConv2d(in_channels, widths[0], 3)
         self.bn1 = SlimmableBatchNorm2d(widths[0])
         self.act1 = nn.ReLU()
-        blocks, self._convs = [], ["conv1"]
-        c, i = widths[0], 1
-        for stage in range(3):
-            for b in range(n):
-                stride = 2 if stage > 0 and b == 0 else 1
-                blocks.append(BasicBlockA(c, widths[i], widths[i + 1], stride))
-                k = len(blocks) - 1
-                self._convs += [f"blocks.{k}.conv1", f"blocks.{k}.conv2"]
-                c, i = widths[i + 1], i + 2
-        self.blocks = nn.Sequential(*blocks)
+        self.blocks, block_convs = residual_stages(BasicBlockA, widths, stages=3, per_stage=n)
+        self._convs = ["conv1"] + block_convs
         self.pool = nn.AdaptiveAvgPool2d(1)
         feat = traced_shape(self._features, (in_channels, h, w))
         self.fc = QLinear(feat[0] * feat[1] * feat[2], num_classes)

@@ -26,6 +26,7 @@ from cimnas.nn.models._common import (
     check_widths,
     image_hw,
     init_weights,
+    residual_stages,
     set_active,
     traced_shape,
 )
@@ -90,15 +91,8 @@ class ImageNetResNet18(WidthSearchable):
             self.act1 = nn.ReLU()
             self._convs = ["conv1"]
         self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
-        blocks, c, i = [], widths[0], 1
-        for stage in range(4):
-            for b in range(2):
-                stride = 2 if stage > 0 and b == 0 else 1
-                blocks.append(BasicBlockB(c, widths[i], widths[i + 1], stride))
-                k = len(blocks) - 1
-                self._convs += [f"blocks.{k}.conv1", f"blocks.{k}.conv2"]
-                c, i = widths[i + 1], i + 2
-        self.blocks = nn.Sequential(*blocks)
+        self.blocks, block_convs = residual_stages(BasicBlockB, widths, stages=4, per_stage=2)
+        self._convs += block_convs
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         feat = traced_shape(self._features, (in_channels, h, w))
         self.fc = QLinear(feat[0] * feat[1] * feat[2], num_classes)
