@@ -44,11 +44,15 @@ class BasicBlockA(nn.Module):
         self.bn2 = SlimmableBatchNorm2d(c_out)
         self.act2 = nn.ReLU()
 
+    def shortcut(self, x: torch.Tensor, channels: int) -> torch.Tensor:
+        """Option A: subsample spatially, zero-pad / truncate channels (no float ops)."""
+        sc = x[:, :, :: self.stride, :: self.stride] if self.stride > 1 else x
+        return match_channels(sc, channels)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.act1(self.bn1(self.conv1(x)))  # (N, c_mid, H/s, W/s)
         out = self.bn2(self.conv2(out))  # (N, c_out, H/s, W/s)
-        sc = x[:, :, :: self.stride, :: self.stride] if self.stride > 1 else x
-        return self.act2(out + match_channels(sc, out.shape[1]))
+        return self.act2(out + self.shortcut(x, out.shape[1]))
 
 
 class CifarResNet(WidthSearchable):

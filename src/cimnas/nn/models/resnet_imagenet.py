@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from cimnas.errors import CimnasError
-from cimnas.nn.layers import QConv2d, QLinear, SlimmableBatchNorm2d, match_channels
+from cimnas.nn.layers import QConv2d, QLinear, SlimmableBatchNorm2d
 from cimnas.nn.models._common import (
     MODELS,
     WidthSearchable,
@@ -30,35 +30,25 @@ from cimnas.nn.models._common import (
     set_active,
     traced_shape,
 )
+from cimnas.nn.models.resnet_cifar import BasicBlockA
 
 BASE_WIDTHS_18 = [64] + [64] * 4 + [128] * 4 + [256] * 4 + [512] * 4
 
 
-class BasicBlockB(nn.Module):
+class BasicBlockB(BasicBlockA):
     """ImageNet basic block; 1x1 conv + BN shortcut when it downsamples, option A otherwise."""
 
     def __init__(self, c_in: int, c_mid: int, c_out: int, stride: int):
-        super().__init__()
-        self.stride = int(stride)
-        self.conv1 = QConv2d(c_in, c_mid, 3, stride=stride)
-        self.bn1 = SlimmableBatchNorm2d(c_mid)
-        self.act1 = nn.ReLU()
-        self.conv2 = QConv2d(c_mid, c_out, 3)
-        self.bn2 = SlimmableBatchNorm2d(c_out)
+        super().__init__(c_in, c_mid, c_out, stride)
         self.has_conv_shortcut = stride > 1
         if self.has_conv_shortcut:
             self.shortcut_conv = QConv2d(c_in, c_out, 1, stride=stride, padding=0)
             self.shortcut_bn = SlimmableBatchNorm2d(c_out)
-        self.act2 = nn.ReLU()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.act1(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
+    def shortcut(self, x: torch.Tensor, channels: int) -> torch.Tensor:
         if self.has_conv_shortcut:
-            sc = self.shortcut_bn(self.shortcut_conv(x))
-        else:
-            sc = match_channels(x, out.shape[1])
-        return self.act2(out + sc)
+            return self.shortcut_bn(self.shortcut_conv(x))
+        return super().shortcut(x, channels)
 
 
 class ImageNetResNet18(WidthSearchable):
