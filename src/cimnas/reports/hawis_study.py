@@ -1,0 +1,247 @@
+"""HAWIS small-scale study helpers: lambda calibration (Eq. 5) and the DDPG vs random vs U-kx comparison.
+
+Used by `scripts/hawis_study.sh` (digits) and `scripts/hawis_fashion_study.sh` (Fashion-MNIST):
+
+    python -m cimnas.reports.hawis_study lambda CONFIG PRETRAIN_DIR SEED   # prints lambda on stdout
+    python -m cimnas.reports.hawis_study uniform-widths CONFIG K            # U-kx widths as a YAML list
+    python -m cimnas.reports.hawis_study compare OUT [--title TEXT]         # OUT/compare.md + compare_fig1.png
+
+A study folder OUT holds `ddpg/` and `random/` HAWIS run folders (same super-net, seed and episode count)
+and the U-kx baselines either as `U-kx` entries of `ddpg/stage_c.json` or as their own run folders
+`uniform/U-kx/` (stage C of `retrain.widths`, with robustness). `compare` puts every model on one
+Fig. 1-style plot and tabulates, for each retrained searched model, the U-kx accuracy interpolated at its
+energy (linear in log-energy between the two neighbouring baselines): the paper's claim (Fig. 1) is that
+searched widths lie above the uniform curve.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from cimnas.errors import CimnasError
+from cimnas.utils.io import atomic_write_bytes, read_json, read_jsonl
+
+AGENTS = ("ddpg", "random")
+
+
+# ============================================================================ lambda calibration
+def equal_reward_lambda(rows: list[tuple[float, float, float]]) -> tuple[float, bool]:
+    """Lambda at which rewards `R_k = -err_k * log(q_k / lam)` have zero least-squares slope against
+    `x_k = log q_k`, for rows `(k, accuracy, q = Q/Q(A_b))`; returns (lambda, found).
+
+    Searched in `(1e-4, min q)` so that every reward stays negative (`lam < Q_min/Q(A_b)`). When the slope does
+    not change sign there (the accuracies barely rise with energy), returns `(min q / 2, False)`.
+    """
+    if len(rows) < 2:
+        raise CimnasError("lambda calibration needs at least two U-kx points")
+    x = np.log([r[2] for r in rows])
+    err = 1.0 - np.array([r[1] for r in rows])
+
+    def slope(loglam: float) -> float:
+        return float(np.polyfit(x, -err * (x - loglam), 1)[0])
+
+    lo, hi = math.log(1e-4), math.log(min(r[2] for r in rows))
+    if slope(lo) * slope(hi) > 0:
+        return math.exp(hi) / 2, False
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if slope(mid) * slope(lo) > 0 else (lo, mid)
+    return math.exp((lo + hi) / 2), True
+
+
+def calibrate_lambda(config: str, pretrain_dir: str, seed: int,
+                     multipliers: tuple[float, ...] = (0.5, 0.75, 1, 1.25, 1.5, 2)) -> tuple[float, list]:
+    """Evaluate the U-kx sub-nets of a pretrained super-net (BN recalibrated, held-out accuracy) and return
+    the equal-reward lambda and the rows `(k, accuracy, Q/Q(A_b))`; progress goes to stderr."""
+    from cimnas.pipelines.hawis import (RunFolder, _load_state, _uniform, build_supernet, load_hawis_config,
+                                        make_context)
+    from cimnas.search.env import accuracy, cycle_batches
+    from cimnas.utils.io import load_checkpoint
+    from cimnas.utils.seed import make_generator
+
+    cfg = load_hawis_config(config, [f"seed={seed}"])
+    ctx = make_context(cfg, RunFolder(tempfile.mkdtemp()))
+    net = build_supernet(ctx)
+    path = Path(pretrain_dir) / "checkpoints" / "supernet.pt"
+    if not path.is_file():
+        raise CimnasError(f"{path} not found: run `cimnas hawis pretrain --out {pretrain_dir}` first")
+    _load_state(net, load_checkpoint(path), path)
+    qb = ctx.energy(ctx.build(ctx.base_widths))["energy_uj"]
+    nb, bs = cfg.search.env.bn_recal_batches, cfg.search.env.batch_size
+    rows = []
+    for k in multipliers:
+        w = _uniform(ctx, k)
+        net.recalibrate_bn(w, cycle_batches(ctx.splits.search_train, bs, nb, make_generator(0)), nb)
+        acc = accuracy(net, ctx.splits.search_eval)
+        with net.subnet(w):
+            q = ctx.energy(net.model)["energy_uj"]
+        rows.append((k, acc, q / qb))
+        print(f"U-{k:g}x: held-out acc {acc:.4f}  Q/Q(A_b) {q / qb:.3f}", file=sys.stderr)
+    lam, found = equal_reward_lambda(rows)
+    if not found:
+        print(f"no sign change; using lam = {lam:.4f}", file=sys.stderr)
+    else:
+        for k, a, r in rows:
+            print(f"  U-{k:g}x reward at lam {lam:.4f}: {-(1 - a) * math.log(r / lam):+.4f}", file=sys.stderr)
+    return lam, rows
+
+
+def uniform_widths(config: str, k: float) -> list[int]:
+    """Per-layer widths of U-kx for a HAWIS config (the same rounding as stage C's baselines)."""
+    from cimnas.pipelines.hawis import RunFolder, _uniform, load_hawis_config, make_context
+
+    cfg = load_hawis_config(config)
+    return _uniform(make_context(cfg, RunFolder(tempfile.mkdtemp())), float(k))
+
+
+# ============================================================================ comparison
+def interp_uniform(uniform: list[tuple[float, float]], energy: float) -> float | None:
+    """Accuracy of the uniform curve at `energy`: linear in log-energy between the neighbouring U-kx points
+    `(energy, accuracy)`; None outside their range."""
+    pts = sorted(uniform)
+    for (e0, a0), (e1, a1) in zip(pts, pts[1:]):
+        if e0 <= energy <= e1:
+            t = 0.0 if e1 == e0 else (math.log(energy) - math.log(e0)) / (math.log(e1) - math.log(e0))
+            return a0 + t * (a1 - a0)
+    return None
+
+
+def collect(out: Path) -> dict:
+    """The study's models: uniform baselines, each agent's episodes and retrained models."""
+    missing = [a for a in AGENTS if not (out / a / "stage_c.json").is_file()]
+    if missing:
+        raise CimnasError(f"{out}: no stage_c.json for {', '.join(missing)}; run the study script first")
+    uni: dict[str, dict] = {}
+    for a in AGENTS:
+        for k, v in read_json(out / a / "stage_c.json").items():
+            if k.startswith("U-"):
+                uni[k] = v
+    for sc in sorted((out / "uniform").glob("U-*/stage_c.json")):
+        uni[sc.parent.name] = read_json(sc)["searched"]
+    if len(uni) < 2:
+        raise CimnasError(f"{out}: fewer than two U-kx baselines found (ddpg/stage_c.json or uniform/U-kx/)")
+    agents = {}
+    for a in AGENTS:
+        eps = read_jsonl(out / a / "episodes.jsonl")
+        models = []
+        for label, v in read_json(out / a / "stage_c.json").items():
+            if label.startswith("U-"):
+                continue
+            rec = next((r for r in eps if r["widths"] == v["widths"]), None)
+            models.append({"label": label, "stage_c": v, "episode": rec})
+        agents[a] = {"episodes": eps, "models": models}
+    return {"uniform": dict(sorted(uni.items(), key=lambda kv: kv[1]["energy_uj"])), "agents": agents}
+
+
+def _rob(v: dict) -> str:
+    r = v.get("robustness")
+    return f"{100 * r['mean']:.2f} / {100 * r['p5']:.2f}" if r else "-"
+
+
+def compare(out: str | Path, title: str | None = None) -> str:
+    """Write OUT/compare.md and OUT/compare_fig1.png; returns the markdown."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from scipy.stats import spearmanr
+
+    out = Path(out)
+    data = collect(out)
+    uni = data["uniform"]
+    curve = [(v["energy_uj"], v["test_accuracy"]) for v in uni.values()]
+    lines = ["| model | energy (uJ) | test acc. (%) | U-kx at same energy (%) | difference (points) | "
+             "held-out acc. in search (%) | reward | robustness mean / p5 (%) |", "|---|---|---|---|---|---|---|---|"]
+    for k, v in uni.items():
+        lines.append(f"| {k} | {v['energy_uj']:.2f} | {100 * v['test_accuracy']:.2f} | - | - | - | - | {_rob(v)} |")
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    ax.plot([e for e, _ in curve], [100 * a for _, a in curve], "-s", c="#1f77b4", label="uniform U-kx (stage C, test)")
+    for k, v in uni.items():
+        ax.annotate(k, (v["energy_uj"], 100 * v["test_accuracy"]), fontsize=7, xytext=(3, -9),
+                    textcoords="offset points")
+    pairs, summary = [], []
+    for a, col, mk in (("ddpg", "#d62728", "*"), ("random", "#2ca02c", "P")):
+        eps = data["agents"][a]["episodes"]
+        ax.scatter([r["energy_uj"] for r in eps], [100 * r["accuracy"] for r in eps], s=8, c=col, alpha=0.25,
+                   label=f"{a} candidates (held-out)")
+        first_pareto = True
+        for m in data["agents"][a]["models"]:
+            v, rec = m["stage_c"], m["episode"]
+            ref = interp_uniform(curve, v["energy_uj"])
+            diff = "-" if ref is None else f"{100 * (v['test_accuracy'] - ref):+.2f}"
+            refs = "-" if ref is None else f"{100 * ref:.2f}"
+            ep = f" (ep. {rec['episode']})" if rec else ""
+            held = f"{100 * rec['accuracy']:.2f}" if rec else "-"
+            rew = f"{rec['reward']:+.4f}" if rec else "-"
+            name = "best reward" if m["label"] == "searched" else "Pareto point"
+            lines.append(f"| {a} {name}{ep} | {v['energy_uj']:.2f} | {100 * v['test_accuracy']:.2f} | {refs} | "
+                         f"{diff} | {held} | {rew} | {_rob(v)} |")
+            if rec:
+                pairs.append((rec["accuracy"], v["test_accuracy"]))
+            show = m["label"] == "searched" or first_pareto
+            ax.plot(v["energy_uj"], 100 * v["test_accuracy"], mk, c=col, ms=12 if m["label"] == "searched" else 7,
+                    label=f"{a} {name} (stage C, test)" if show else None)
+            first_pareto = first_pareto and m["label"] == "searched"
+        r = np.array([x["reward"] for x in eps])
+        tail = r[-20:]
+        summary.append(f"{a}: {len(r)} episodes, best reward {r.max():+.4f}, mean reward all {r.mean():+.4f}, "
+                       f"last {len(tail)} {tail.mean():+.4f}")
+    ax.set_xscale("log")
+    ax.set_xlabel("energy per inference (uJ)")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_title(title or f"{out.name}: DDPG vs random search vs U-kx")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=6, loc="lower right")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=120)
+    plt.close(fig)
+    atomic_write_bytes(out / "compare_fig1.png", buf.getvalue())
+    if len(pairs) > 2:
+        rho = spearmanr([p[0] for p in pairs], [p[1] for p in pairs]).statistic
+        lines.append(f"\nSpearman rho (search held-out acc. vs stage-C test acc., {len(pairs)} searched models): "
+                     f"{rho:.2f}")
+    lines += [""] + summary
+    text = "\n".join(lines) + "\n"
+    atomic_write_bytes(out / "compare.md", text.encode())
+    return text
+
+
+# ============================================================================ CLI
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m cimnas.reports.hawis_study", description=__doc__.split("\n")[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    q = sub.add_parser("lambda", help="equal-reward lambda from the U-kx sub-nets of a pretrained super-net")
+    q.add_argument("config")
+    q.add_argument("pretrain_dir")
+    q.add_argument("seed", type=int)
+    q = sub.add_parser("uniform-widths", help="U-kx widths of a config as a YAML list")
+    q.add_argument("config")
+    q.add_argument("k", type=float)
+    q = sub.add_parser("compare", help="DDPG vs random vs U-kx: OUT/compare.md and OUT/compare_fig1.png")
+    q.add_argument("out")
+    q.add_argument("--title")
+    args = p.parse_args(argv)
+    try:
+        if args.cmd == "lambda":
+            print(f"{calibrate_lambda(args.config, args.pretrain_dir, args.seed)[0]:.4f}")
+        elif args.cmd == "uniform-widths":
+            print("[" + ",".join(map(str, uniform_widths(args.config, args.k))) + "]")
+        else:
+            print(compare(args.out, args.title), end="")
+    except CimnasError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

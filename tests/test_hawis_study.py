@@ -1,0 +1,81 @@
+"""Study helpers: equal-reward lambda, uniform-curve interpolation, the DDPG / random / U-kx comparison."""
+
+import json
+import math
+
+import pytest
+
+from cimnas.errors import CimnasError
+from cimnas.reports.hawis_study import compare, equal_reward_lambda, interp_uniform, main
+
+
+def test_equal_reward_lambda_recovers_known_value():
+    lam_true = 0.05
+    qs = [0.3, 1.0, 2.0, 4.0]
+    # err_k * (log q_k - log lam) = 0.1 for every k: all rewards equal, zero slope at lam_true
+    rows = [(k, 1 - 0.1 / (math.log(q) - math.log(lam_true)), q) for k, q in zip((0.5, 1, 1.5, 2), qs)]
+    lam, found = equal_reward_lambda(rows)
+    assert found
+    assert lam == pytest.approx(lam_true, rel=1e-6)
+    for _, a, q in rows:  # and the rewards at that lambda are indeed equal
+        assert -(1 - a) * math.log(q / lam) == pytest.approx(-0.1, rel=1e-5)
+
+
+def test_equal_reward_lambda_flat_curve_falls_back():
+    rows = [(0.5, 0.8, 0.3), (1, 0.8, 1.0), (2, 0.8, 4.0)]  # no accuracy gain: no lambda makes the slope zero
+    lam, found = equal_reward_lambda(rows)
+    assert not found and lam == pytest.approx(0.15)
+    with pytest.raises(CimnasError):
+        equal_reward_lambda(rows[:1])
+
+
+def test_interp_uniform_log_energy():
+    curve = [(40.0, 0.80), (10.0, 0.70)]
+    assert interp_uniform(curve, 20.0) == pytest.approx(0.75)  # halfway in log-energy
+    assert interp_uniform(curve, 10.0) == pytest.approx(0.70)
+    assert interp_uniform(curve, 5.0) is None and interp_uniform(curve, 50.0) is None
+
+
+def _study(tmp_path, with_uniform_folders):
+    def w(p, obj):
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(json.dumps(obj) if not isinstance(obj, list) else "\n".join(json.dumps(o) for o in obj) + "\n")
+
+    uni = {"U-1x": {"widths": [4], "energy_uj": 10.0, "test_accuracy": 0.70},
+           "U-2x": {"widths": [8], "energy_uj": 40.0, "test_accuracy": 0.80,
+                    "robustness": {"mean": 0.75, "p5": 0.70}}}
+    for a, acc in (("ddpg", 0.78), ("random", 0.72)):
+        eps = [{"episode": i, "widths": [4 + i], "reward": -0.5 + 0.01 * i, "accuracy": 0.6 + 0.01 * i,
+                "energy_uj": 10.0 + i} for i in range(5)]
+        sc = {"searched": {"widths": [7], "energy_uj": 20.0, "test_accuracy": acc,
+                           "robustness": {"mean": acc - 0.05, "p5": acc - 0.1}},
+              "pareto-ep1": {"widths": [5], "energy_uj": 11.0, "test_accuracy": acc - 0.05}}
+        if a == "ddpg" and not with_uniform_folders:
+            sc.update(uni)
+        w(tmp_path / a / "episodes.jsonl", eps)
+        w(tmp_path / a / "stage_c.json", sc)
+    if with_uniform_folders:
+        for k, v in uni.items():
+            w(tmp_path / "uniform" / k / "stage_c.json", {"searched": v})
+
+
+@pytest.mark.parametrize("with_uniform_folders", [False, True])
+def test_compare_table_and_figure(tmp_path, with_uniform_folders):
+    _study(tmp_path, with_uniform_folders)
+    text = compare(tmp_path, "t")
+    assert (tmp_path / "compare_fig1.png").stat().st_size > 1000
+    assert (tmp_path / "compare.md").read_text() == text
+    rows = {line.split(" | ")[0]: line for line in text.splitlines() if line.startswith("| ")}
+    # 20 uJ is halfway between U-1x (70 %) and U-2x (80 %) in log-energy: 75 %; DDPG 78 % -> +3 points
+    assert "| 75.00 | +3.00 |" in rows["| ddpg best reward (ep. 3)"]
+    assert "| 75.00 | -3.00 |" in rows["| random best reward (ep. 3)"]
+    assert "75.00 / 70.00" in rows["| U-2x"]
+    assert "random: 5 episodes, best reward -0.4600" in text
+
+
+def test_compare_missing_and_cli_error(tmp_path, capsys):
+    with pytest.raises(CimnasError, match="no stage_c.json"):
+        compare(tmp_path)
+    assert main(["compare", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and len(err.strip().splitlines()) == 1
