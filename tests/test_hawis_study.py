@@ -13,7 +13,7 @@ def test_equal_reward_lambda_recovers_known_value():
     lam_true = 0.05
     qs = [0.3, 1.0, 2.0, 4.0]
     # err_k * (log q_k - log lam) = 0.1 for every k: all rewards equal, zero slope at lam_true
-    rows = [(k, 1 - 0.1 / (math.log(q) - math.log(lam_true)), q) for k, q in zip((0.5, 1, 1.5, 2), qs)]
+    rows = [(k, 1 - 0.1 / (math.log(q) - math.log(lam_true)), q) for k, q in zip((0.5, 1, 1.5, 2), qs, strict=True)]
     lam, found = equal_reward_lambda(rows)
     assert found
     assert lam == pytest.approx(lam_true, rel=1e-6)

@@ -59,8 +59,7 @@ def calibrate_lambda(config: str, pretrain_dir: str, seed: int,
                      multipliers: tuple[float, ...] = (0.5, 0.75, 1, 1.25, 1.5, 2)) -> tuple[float, list]:
     """Evaluate the U-kx sub-nets of a pretrained super-net (BN recalibrated, held-out accuracy) and return
     the equal-reward lambda and the rows `(k, accuracy, Q/Q(A_b))`; progress goes to stderr."""
-    from cimnas.pipelines.hawis import (RunFolder, _load_state, _uniform, build_supernet, load_hawis_config,
-                                        make_context)
+    from cimnas.pipelines.hawis import RunFolder, _load_state, _uniform, build_supernet, load_hawis_config, make_context
     from cimnas.search.env import accuracy, cycle_batches
     from cimnas.utils.io import load_checkpoint
     from cimnas.utils.seed import make_generator
@@ -105,7 +104,7 @@ def interp_uniform(uniform: list[tuple[float, float]], energy: float) -> float |
     """Accuracy of the uniform curve at `energy`: linear in log-energy between the neighbouring U-kx points
     `(energy, accuracy)`; None outside their range."""
     pts = sorted(uniform)
-    for (e0, a0), (e1, a1) in zip(pts, pts[1:]):
+    for (e0, a0), (e1, a1) in zip(pts, pts[1:], strict=False):
         if e0 <= energy <= e1:
             t = 0.0 if e1 == e0 else (math.log(energy) - math.log(e0)) / (math.log(e1) - math.log(e0))
             return a0 + t * (a1 - a0)
