@@ -79,3 +79,29 @@ def test_compare_missing_and_cli_error(tmp_path, capsys):
     assert main(["compare", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error:") and len(err.strip().splitlines()) == 1
+
+
+def test_spread_and_uniform_widths(tmp_path, monkeypatch):
+    import yaml
+
+    import cimnas.pipelines.hawis as hawis
+    from cimnas.reports.hawis_study import seed_spread, uniform_widths
+
+    cfg = {"seed": 1, "device": "cpu", "data": {"name": "digits", "limit": 160, "test_limit": 60},
+           "model": {"name": "mlp", "options": {"hidden_sizes": [16, 16], "bn": True}},
+           "space": {"r_min": 0.5, "r_max": 2.0, "d": 4},
+           "retrain": {"epochs": 1, "batch_size": 32, "lr": 0.05, "milestones": [], "max_batches": 2}}
+    p = tmp_path / "cfg.yaml"
+    p.write_text(yaml.safe_dump(cfg))
+    assert uniform_widths(str(p), 0.5) == [8, 8] and uniform_widths(str(p), 1.5) == [24, 24]
+    out = tmp_path / "spread.json"
+    res = seed_spread(str(p), 1.0, 2, out)
+    assert sorted(res["accuracies"]) == ["U-1x-rep0", "U-1x-rep1"] and res["widths"] == [16, 16]
+    accs = list(res["accuracies"].values())
+    assert res["mean"] == pytest.approx(sum(accs) / 2) and res["min"] <= res["max"]
+    calls = []
+    monkeypatch.setattr(hawis, "train_from_scratch", lambda *a, **k: calls.append(a) or 0.5)
+    again = seed_spread(str(p), 1.0, 3, out)  # resumes: trains only rep2
+    assert len(calls) == 1 and again["accuracies"]["U-1x-rep0"] == accs[0] and len(again["accuracies"]) == 3
+    with pytest.raises(CimnasError, match="n >= 2"):
+        seed_spread(str(p), 1.0, 1, tmp_path / "x.json")

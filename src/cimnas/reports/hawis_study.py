@@ -5,6 +5,7 @@ Used by `scripts/hawis_study.sh` (digits) and `scripts/hawis_fashion_study.sh` (
     python -m cimnas.reports.hawis_study lambda CONFIG PRETRAIN_DIR SEED   # prints lambda on stdout
     python -m cimnas.reports.hawis_study uniform-widths CONFIG K            # U-kx widths as a YAML list
     python -m cimnas.reports.hawis_study compare OUT [--title TEXT]         # OUT/compare.md + compare_fig1.png
+    python -m cimnas.reports.hawis_study spread CONFIG K N OUT.json         # stage-C accuracy spread of U-kx
 
 A study folder OUT holds `ddpg/` and `random/` HAWIS run folders (same super-net, seed and episode count)
 and the U-kx baselines either as `U-kx` entries of `ddpg/stage_c.json` or as their own run folders
@@ -97,6 +98,36 @@ def uniform_widths(config: str, k: float) -> list[int]:
 
     cfg = load_hawis_config(config)
     return _uniform(make_context(cfg, RunFolder(tempfile.mkdtemp())), float(k))
+
+
+def seed_spread(config: str, k: float, n: int, out_json: str | Path, seed: int = 0) -> dict:
+    """Train U-kx `n` times with stage C's schedule on the same data, each with its own init and batch-order
+    seed (labels `U-kx-rep<i>`), to measure how much stage-C test accuracy moves with the training seed
+    alone. Results go to `out_json` after each model (atomic; a rerun skips finished ones)."""
+    import json
+
+    from cimnas.pipelines.hawis import RunFolder, _uniform, load_hawis_config, make_context, train_from_scratch
+    from cimnas.utils.seed import derive_seed, seed_everything
+
+    if n < 2:
+        raise CimnasError(f"spread needs n >= 2 trainings, got {n}")
+    cfg = load_hawis_config(config, [f"seed={seed}"])
+    ctx = make_context(cfg, RunFolder(tempfile.mkdtemp()))
+    widths = _uniform(ctx, float(k))
+    out_json = Path(out_json)
+    res = read_json(out_json) if out_json.is_file() else {"widths": widths, "accuracies": {}}
+    for i in range(n):
+        label = f"U-{float(k):g}x-rep{i}"
+        if label in res["accuracies"]:
+            continue
+        seed_everything(derive_seed(cfg.seed, "retrain-init", label))
+        res["accuracies"][label] = train_from_scratch(ctx, ctx.build(widths), cfg.retrain, label)
+        accs = np.array(list(res["accuracies"].values()))
+        res.update(mean=float(accs.mean()), std=float(accs.std(ddof=1)) if len(accs) > 1 else 0.0,
+                   min=float(accs.min()), max=float(accs.max()))
+        atomic_write_bytes(out_json, json.dumps(res, indent=1).encode())
+        print(f"{label}: test acc {res['accuracies'][label]:.4f}", file=sys.stderr)
+    return res
 
 
 # ============================================================================ comparison
@@ -225,6 +256,12 @@ def main(argv: list[str] | None = None) -> int:
     q = sub.add_parser("uniform-widths", help="U-kx widths of a config as a YAML list")
     q.add_argument("config")
     q.add_argument("k", type=float)
+    q = sub.add_parser("spread", help="stage-C test accuracy of U-kx over N training seeds (same data)")
+    q.add_argument("config")
+    q.add_argument("k", type=float)
+    q.add_argument("n", type=int)
+    q.add_argument("out_json")
+    q.add_argument("--seed", type=int, default=0)
     q = sub.add_parser("compare", help="DDPG vs random vs U-kx: OUT/compare.md and OUT/compare_fig1.png")
     q.add_argument("out")
     q.add_argument("--title")
@@ -232,6 +269,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.cmd == "lambda":
             print(f"{calibrate_lambda(args.config, args.pretrain_dir, args.seed)[0]:.4f}")
+        elif args.cmd == "spread":
+            r = seed_spread(args.config, args.k, args.n, args.out_json, args.seed)
+            print(f"mean {100 * r['mean']:.2f} %, std {100 * r['std']:.2f} points, range {100 * r['min']:.2f}"
+                  f" - {100 * r['max']:.2f} % over {len(r['accuracies'])} seeds")
         elif args.cmd == "uniform-widths":
             print("[" + ",".join(map(str, uniform_widths(args.config, args.k))) + "]")
         else:
