@@ -99,3 +99,18 @@ def test_bad_lambda_and_missing_defect_model(splits):
     with pytest.raises(CimnasError, match="defect"):
         HawisEnv(env.supernet, env.space, splits, EnvConfig(reward_accuracy="mc_mean"), lambda m: {"energy_uj": 1.0},
                  1.0)
+
+
+def test_inplace_distill_puts_the_largest_first_as_teacher(splits):
+    env = _env(splits, candidate_ft=False, inplace_distill=True)
+    calls = []
+    orig = env.supernet.slimmable_step
+
+    def spy(x, y, widths_list, opt, reg=None, distill=False):
+        calls.append(([list(w) for w in widths_list], distill))
+        return orig(x, y, widths_list, opt, reg, distill=distill)
+
+    env.supernet.slimmable_step = spy
+    env.run_episode([12, 12], seed=5)
+    assert calls and all(d and len(w) == 5 and w[0] == env.supernet.largest() and w[1] == [12, 12]
+                         for w, d in calls)

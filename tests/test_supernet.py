@@ -105,3 +105,31 @@ def test_sandwich_step_updates_shared_weights_and_rejects_bad_bounds():
         SuperNet(net.model, r_min=3.0, r_max=2.0)
     with pytest.raises(CimnasError, match="d must"):
         SuperNet(net.model, d=0)
+
+
+def test_inplace_distillation_matches_hand_written_step():
+    import copy
+
+    import torch.nn.functional as F
+
+    a = _net("mlp")
+    b = copy.deepcopy(a)
+    x, y = _batches(1)[0]
+    widths = [a.largest(), a.smallest()]
+    opt_a = torch.optim.SGD(a.parameters(), lr=0.1)
+    a.slimmable_step(x, y, widths, opt_a, distill=True)
+    # by hand: the largest learns the labels, the smallest the largest's (detached) soft predictions
+    b.train()
+    b.set_widths(widths[0])
+    t = b.model(x)
+    F.cross_entropy(t, y).backward()
+    b.set_widths(widths[1])
+    F.cross_entropy(b.model(x), F.softmax(t.detach(), dim=1)).backward()
+    torch.optim.SGD(b.parameters(), lr=0.1).step()
+    for (k, va), vb in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
+        assert torch.allclose(va, vb, atol=1e-6), k
+    # and it is not the plain sandwich step
+    c = _net("mlp")
+    c.slimmable_step(x, y, widths, torch.optim.SGD(c.parameters(), lr=0.1))
+    assert any(not torch.allclose(va, vc) for va, vc in zip(a.state_dict().values(), c.state_dict().values(),
+                                                              strict=True))

@@ -11,7 +11,10 @@ them and re-estimates them as a cumulative average (momentum=None) over a few tr
 in train mode before a sub-net is evaluated.
 
 Training follows the sandwich rule (HAWIS Eq. 1): the losses of several sub-nets on the same
-batch are summed (gradients accumulate), then one optimizer step is taken.
+batch are summed (gradients accumulate), then one optimizer step is taken. Optionally with in-place
+distillation (universally slimmable networks, HAWIS ref. [21]): the first sub-net of the step (the
+largest, in the sandwich rule) learns from the labels and every other one from its soft predictions,
+detached, at no extra forward cost.
 """
 
 from __future__ import annotations
@@ -139,16 +142,27 @@ class SuperNet(nn.Module):
     # ------------------------------------------------------------------ training
     def slimmable_step(self, x: torch.Tensor, y: torch.Tensor, widths_list: Sequence[Sequence[int]],
                        optimizer: torch.optim.Optimizer,
-                       regularizer: Callable[[nn.Module], torch.Tensor] | None = None) -> float:
-        """One sandwich-rule step (Eq. 1): sum of the sub-nets' losses on one batch, one optimizer step."""
+                       regularizer: Callable[[nn.Module], torch.Tensor] | None = None,
+                       distill: bool = False) -> float:
+        """One sandwich-rule step (Eq. 1): sum of the sub-nets' losses on one batch, one optimizer step.
+
+        `distill`: in-place distillation; `widths_list[0]` is the teacher (cross-entropy with the labels),
+        the others minimise the cross-entropy with its softmax (detached). Returns the mean loss."""
         self.train()
         optimizer.zero_grad(set_to_none=True)
         prev = self.widths()
         total = 0.0
+        soft = None
         try:
-            for widths in widths_list:
+            for i, widths in enumerate(widths_list):
                 self.set_widths(widths)
-                loss = F.cross_entropy(self.model(x), y)
+                logits = self.model(x)
+                if soft is None:
+                    loss = F.cross_entropy(logits, y)
+                    if distill and i == 0:
+                        soft = F.softmax(logits.detach(), dim=1)
+                else:
+                    loss = F.cross_entropy(logits, soft)
                 loss.backward()
                 total += float(loss.detach())
         finally:

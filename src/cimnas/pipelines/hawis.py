@@ -118,6 +118,7 @@ class PretrainConfig(TrainConfig):
     """Stage A: slimmable (sandwich-rule) pretraining of the super-net."""
 
     n_random: int = 2  # random non-uniform sub-nets per step besides the largest and smallest
+    inplace_distill: bool = False  # smaller sub-nets learn the largest's soft predictions (US-Nets)
 
 
 @dataclass
@@ -346,7 +347,8 @@ def stage_pretrain(ctx: Context) -> SuperNet:
         losses = []
         for x, y in _progress(cycle_batches(split, cfg.batch_size, count, gen), count, f"stage A epoch {epoch + 1}"):
             widths = net.sandwich_widths(gen, cfg.n_random)
-            losses.append(net.slimmable_step(x.to(ctx.device), y.to(ctx.device), widths, opt, reg))
+            losses.append(net.slimmable_step(x.to(ctx.device), y.to(ctx.device), widths, opt, reg,
+                                             distill=cfg.inplace_distill))
         sched.step()
         save_checkpoint(state_path, {"format": FORMAT, "state_dict": net.state_dict(), "optimizer": opt.state_dict(),
                                      "scheduler": sched.state_dict(), "epoch": epoch + 1})

@@ -50,6 +50,7 @@ class EnvConfig:
     momentum: float = 0.9
     two_side_coef: float = 1e-4  # two-side regularization (Eq. 4) coefficient; 0 = off
     two_side_w0: float = 0.01
+    inplace_distill: bool = False  # (a) also trains the largest sub-net, the others learn its soft predictions
     morph_jitter: float = 0.1  # B^3 = B^2 with every action moved by U(-jitter, jitter)
     bn_recal_batches: int = 8  # training batches for BN recalibration before evaluation
     eval_max_batches: int | None = None  # cap on search_eval batches; None = the whole split
@@ -202,8 +203,10 @@ class HawisEnv:
             b2 = self.space.sample_nonuniform(rng)
             b3 = self.space.morph(b2, rng, cfg.morph_jitter)
             subnets = [list(widths), list(b1.widths), list(b2.widths), list(b3.widths)]
+            if cfg.inplace_distill:
+                subnets.insert(0, self.supernet.largest())
             self.supernet.slimmable_step(x.to(self.device), y.to(self.device), subnets, self.optimizer,
-                                         self.regularizer)
+                                         self.regularizer, distill=cfg.inplace_distill)
         return count
 
     def candidate_finetune(self, widths: Sequence[int], gen: torch.Generator) -> int:
