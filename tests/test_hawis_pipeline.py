@@ -88,6 +88,17 @@ def test_resume_with_other_config_names_keys_and_keeps_files(tmp_path):
     assert (out / "config.yaml").read_text() == before
 
 
+def test_resume_of_a_folder_written_before_a_config_key_existed(tmp_path):
+    out = tmp_path / "run"
+    run_pipeline(_cfg(tmp_path), out, stages=("pretrain",))
+    stored = yaml.safe_load((out / "config.yaml").read_text())
+    del stored["pretrain"]["inplace_distill"]  # as written by a version without the key
+    (out / "config.yaml").write_text(yaml.safe_dump(stored))
+    run_pipeline(_cfg(tmp_path), out, stages=("pretrain",), resume=True)  # default value: same config
+    with pytest.raises(CimnasError, match=r"pretrain\.inplace_distill"):
+        run_pipeline(_cfg(tmp_path, ["pretrain.inplace_distill=true"]), out, stages=("pretrain",), resume=True)
+
+
 def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
     out = tmp_path / "run"
     run_pipeline(_cfg(tmp_path), out, stages=("pretrain",))

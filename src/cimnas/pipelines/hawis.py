@@ -35,7 +35,7 @@ import torch
 import yaml
 from torch import nn
 
-from cimnas.config import diff_configs, load_config, to_dict
+from cimnas.config import diff_configs, from_dict, load_config, to_dict
 from cimnas.errors import CimnasError, check
 from cimnas.nn.models import save_model_checkpoint
 from cimnas.nn.supernet import SuperNet
@@ -238,6 +238,10 @@ def prepare_run_folder(cfg: HawisConfig, out: str | Path, resume: bool) -> RunFo
             old = yaml.safe_load(cfg_path.read_text()) or {}
         except yaml.YAMLError as e:
             raise CimnasError(f"{cfg_path} is corrupt; fix it or start a new run folder") from e
+        try:  # through the dataclasses, so keys added since (with their defaults) do not count as changes
+            old = to_dict(from_dict(HawisConfig, old))
+        except CimnasError:
+            pass  # an unknown or mistyped key: compare as stored, the diff names it
         diff = diff_configs(old, resolved)
         if diff:
             raise CimnasError(f"config differs from the one in {run.root} at: {', '.join(diff)}; "
