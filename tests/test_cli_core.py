@@ -33,3 +33,11 @@ def test_help_lists_commands(capsys):
         main(["--help"])
     assert e.value.code == 0
     assert "COMMAND" in capsys.readouterr().out
+
+
+def test_python_dash_m_cimnas_runs_the_cli():
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "cimnas", "nosuchcommand"], capture_output=True, text=True)
+    assert r.returncode == 2 and "invalid choice" in r.stderr and "Traceback" not in r.stderr
