@@ -157,12 +157,9 @@ class SuperNet(nn.Module):
             for i, widths in enumerate(widths_list):
                 self.set_widths(widths)
                 logits = self.model(x)
-                if soft is None:
-                    loss = F.cross_entropy(logits, y)
-                    if distill and i == 0:
-                        soft = F.softmax(logits.detach(), dim=1)
-                else:
-                    loss = F.cross_entropy(logits, soft)
+                loss = F.cross_entropy(logits, y if soft is None else soft)
+                if distill and i == 0:
+                    soft = F.softmax(logits.detach(), dim=1)
                 loss.backward()
                 total += float(loss.detach())
         finally:

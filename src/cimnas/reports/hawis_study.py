@@ -31,6 +31,14 @@ from cimnas.utils.io import atomic_write_bytes, read_json, read_jsonl
 AGENTS = ("ddpg", "random")
 
 
+def _context(config: str, overrides: list[str] | None = None):
+    """A stage context for `config` whose run folder is a throwaway temporary directory (nothing of the
+    study is written there)."""
+    from cimnas.pipelines.hawis import RunFolder, load_hawis_config, make_context
+
+    return make_context(load_hawis_config(config, overrides or []), RunFolder(tempfile.mkdtemp()))
+
+
 # ============================================================================ lambda calibration
 def equal_reward_lambda(rows: list[tuple[float, float, float]]) -> tuple[float, bool]:
     """Lambda at which rewards `R_k = -err_k * log(q_k / lam)` have zero least-squares slope against
@@ -60,13 +68,13 @@ def calibrate_lambda(config: str, pretrain_dir: str, seed: int,
                      multipliers: tuple[float, ...] = (0.5, 0.75, 1, 1.25, 1.5, 2)) -> tuple[float, list]:
     """Evaluate the U-kx sub-nets of a pretrained super-net (BN recalibrated, held-out accuracy) and return
     the equal-reward lambda and the rows `(k, accuracy, Q/Q(A_b))`; progress goes to stderr."""
-    from cimnas.pipelines.hawis import RunFolder, _load_state, _uniform, build_supernet, load_hawis_config, make_context
+    from cimnas.pipelines.hawis import _load_state, _uniform, build_supernet
     from cimnas.search.env import accuracy, cycle_batches
     from cimnas.utils.io import load_checkpoint
     from cimnas.utils.seed import make_generator
 
-    cfg = load_hawis_config(config, [f"seed={seed}"])
-    ctx = make_context(cfg, RunFolder(tempfile.mkdtemp()))
+    ctx = _context(config, [f"seed={seed}"])
+    cfg = ctx.cfg
     net = build_supernet(ctx)
     path = Path(pretrain_dir) / "checkpoints" / "supernet.pt"
     if not path.is_file():
@@ -94,10 +102,9 @@ def calibrate_lambda(config: str, pretrain_dir: str, seed: int,
 
 def uniform_widths(config: str, k: float) -> list[int]:
     """Per-layer widths of U-kx for a HAWIS config (the same rounding as stage C's baselines)."""
-    from cimnas.pipelines.hawis import RunFolder, _uniform, load_hawis_config, make_context
+    from cimnas.pipelines.hawis import _uniform
 
-    cfg = load_hawis_config(config)
-    return _uniform(make_context(cfg, RunFolder(tempfile.mkdtemp())), float(k))
+    return _uniform(_context(config), float(k))
 
 
 def seed_spread(config: str, k: float, n: int, out_json: str | Path, seed: int = 0) -> dict:
@@ -106,13 +113,13 @@ def seed_spread(config: str, k: float, n: int, out_json: str | Path, seed: int =
     alone. Results go to `out_json` after each model (atomic; a rerun skips finished ones)."""
     import json
 
-    from cimnas.pipelines.hawis import RunFolder, _uniform, load_hawis_config, make_context, train_from_scratch
+    from cimnas.pipelines.hawis import _uniform, train_from_scratch
     from cimnas.utils.seed import derive_seed, seed_everything
 
     if n < 2:
         raise CimnasError(f"spread needs n >= 2 trainings, got {n}")
-    cfg = load_hawis_config(config, [f"seed={seed}"])
-    ctx = make_context(cfg, RunFolder(tempfile.mkdtemp()))
+    ctx = _context(config, [f"seed={seed}"])
+    cfg = ctx.cfg
     widths = _uniform(ctx, float(k))
     out_json = Path(out_json)
     res = read_json(out_json) if out_json.is_file() else {"widths": widths, "accuracies": {}}
@@ -148,24 +155,21 @@ def collect(out: Path) -> dict:
     if missing:
         raise CimnasError(f"{out}: no stage_c.json for {', '.join(missing)}; run the study script first")
     uni: dict[str, dict] = {}
-    for a in AGENTS:
-        for k, v in read_json(out / a / "stage_c.json").items():
-            if k.startswith("U-"):
-                uni[k] = v
-    for sc in sorted((out / "uniform").glob("U-*/stage_c.json")):
-        uni[sc.parent.name] = read_json(sc)["searched"]
-    if len(uni) < 2:
-        raise CimnasError(f"{out}: fewer than two U-kx baselines found (ddpg/stage_c.json or uniform/U-kx/)")
     agents = {}
     for a in AGENTS:
         eps = read_jsonl(out / a / "episodes.jsonl")
         models = []
         for label, v in read_json(out / a / "stage_c.json").items():
             if label.startswith("U-"):
+                uni[label] = v
                 continue
             rec = next((r for r in eps if r["widths"] == v["widths"]), None)
             models.append({"label": label, "stage_c": v, "episode": rec})
         agents[a] = {"episodes": eps, "models": models}
+    for sc in sorted((out / "uniform").glob("U-*/stage_c.json")):
+        uni[sc.parent.name] = read_json(sc)["searched"]
+    if len(uni) < 2:
+        raise CimnasError(f"{out}: fewer than two U-kx baselines found (ddpg/stage_c.json or uniform/U-kx/)")
     return {"uniform": dict(sorted(uni.items(), key=lambda kv: kv[1]["energy_uj"])), "agents": agents}
 
 
