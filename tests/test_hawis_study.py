@@ -105,3 +105,8 @@ def test_spread_and_uniform_widths(tmp_path, monkeypatch):
     assert len(calls) == 1 and again["accuracies"]["U-1x-rep0"] == accs[0] and len(again["accuracies"]) == 3
     with pytest.raises(CimnasError, match="n >= 2"):
         seed_spread(str(p), 1.0, 1, tmp_path / "x.json")
+    with pytest.raises(CimnasError, match="k must be > 0"):
+        seed_spread(str(p), 0.0, 2, tmp_path / "x.json")
+    with pytest.raises(CimnasError, match="k must be > 0"):
+        uniform_widths(str(p), -1.0)
+    assert main(["uniform-widths", str(tmp_path / "missing.yaml"), "1"]) == 2  # one-line error, no traceback

@@ -104,6 +104,8 @@ def uniform_widths(config: str, k: float) -> list[int]:
     """Per-layer widths of U-kx for a HAWIS config (the same rounding as stage C's baselines)."""
     from cimnas.pipelines.hawis import _uniform
 
+    if not k > 0:
+        raise CimnasError(f"width multiplier k must be > 0, got {k}")
     return _uniform(_context(config), float(k))
 
 
@@ -118,6 +120,8 @@ def seed_spread(config: str, k: float, n: int, out_json: str | Path, seed: int =
 
     if n < 2:
         raise CimnasError(f"spread needs n >= 2 trainings, got {n}")
+    if not k > 0:
+        raise CimnasError(f"width multiplier k must be > 0, got {k}")
     ctx = _context(config, [f"seed={seed}"])
     cfg = ctx.cfg
     widths = _uniform(ctx, float(k))
