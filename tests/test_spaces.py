@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import torch
 
 from cimnas.errors import CimnasError
 from cimnas.nn.counting import LayerGeom
@@ -88,13 +89,14 @@ def test_action_for_inverts_eq8_on_every_valid_width():
 
 def test_samplers_are_seeded_and_valid():
     sp = WidthSpace(base_widths=RESNET20_BASE)
-    a = sp.sample_nonuniform(np.random.default_rng(3))
-    assert a == sp.sample_nonuniform(np.random.default_rng(3))
+    a = sp.sample_nonuniform(torch.Generator().manual_seed(3))
+    assert a == sp.sample_nonuniform(torch.Generator().manual_seed(3))
+    assert a != sp.sample_nonuniform(torch.Generator().manual_seed(4))
     validate_widths(a.widths, sp)
-    u = sp.sample_uniform(np.random.default_rng(4))
+    u = sp.sample_uniform(torch.Generator().manual_seed(4))
     ratios = {w / c for w, c in zip(u.widths, RESNET20_BASE, strict=True)}
     assert max(ratios) - min(ratios) <= 2 * sp.d / min(RESNET20_BASE)  # one ratio up to rounding
-    m = sp.morph(a, np.random.default_rng(5), jitter=0.1)
+    m = sp.morph(a, torch.Generator().manual_seed(5), jitter=0.1)
     validate_widths(m.widths, sp)
     # jitter 0.1 moves the ratio by at most 0.4, i.e. 0.4 * c + d/2 rounding
     for w0, w1, c in zip(a.widths, m.widths, RESNET20_BASE, strict=True):

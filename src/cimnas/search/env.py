@@ -29,8 +29,9 @@ from torch import nn
 
 from cimnas.errors import CimnasError, check
 from cimnas.nn.supernet import SuperNet
+from cimnas.search.rewards import REWARDS
 from cimnas.search.spaces import WidthSpace, build_states, episode_state
-from cimnas.utils.seed import make_generator
+from cimnas.utils.seed import derive_seed, make_generator
 
 PHASES = ("slimmable_ft", "candidate_ft", "bn_recal", "eval", "energy")
 
@@ -55,12 +56,15 @@ class EnvConfig:
     bn_recal_batches: int = 8  # training batches for BN recalibration before evaluation
     eval_max_batches: int | None = None  # cap on search_eval batches; None = the whole split
     augment: bool = False
-    lam: float = 1.0  # lambda of Eq. 5 (> 0; larger = weaker energy penalty)
+    lam: float = 1.0  # lambda of Eq. 5 (> 0); larger = stronger pull to low energy (HAWIS-A, Sec. IV)
+    reward: str = "hawis"  # name in cimnas.search.rewards.REWARDS (hawis = Eq. 5)
     reward_accuracy: Literal["clean", "mc_mean", "mc_p5"] = "clean"  # robustness-aware reward option
     robust_trials: int = 5  # K defect samples per candidate for the mc_* rewards
 
     def validate(self) -> None:
         check(self.lam > 0, f"search lambda must be > 0, got {self.lam}; e.g. search.env.lam=1.0")
+        check(self.reward in REWARDS, f"unknown search reward {self.reward!r}; choose one of: "
+              f"{', '.join(REWARDS.names())}")
         check(self.slimmable_epochs >= 0 and self.candidate_epochs >= 0,
               "fine-tune epochs must be >= 0 (use slimmable_ft/candidate_ft: false to disable a phase)")
         check(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
@@ -95,11 +99,10 @@ def energy_fn_for(spec: Any, input_shape: tuple[int, ...]) -> Callable[[nn.Modul
     return energy
 
 
-def reward_from(error: float, energy_uj: float, baseline_uj: float, lam: float) -> float:
-    """Eq. 5 (cimnas.search.rewards.hawis_reward)."""
-    from cimnas.search.rewards import hawis_reward
-
-    return hawis_reward(error=min(max(error, 0.0), 1.0), energy=energy_uj, baseline_energy=baseline_uj, lam=lam)
+def reward_from(error: float, energy_uj: float, baseline_uj: float, lam: float, name: str = "hawis") -> float:
+    """The registered reward `name` (REWARDS; default Eq. 5) of a candidate, error clipped to [0, 1]."""
+    return REWARDS.create(name, error=min(max(error, 0.0), 1.0), energy=energy_uj,
+                          baseline_energy=baseline_uj, lam=lam)
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -194,14 +197,16 @@ class HawisEnv:
         return episode_state(self.state_table, t, prev_action, prev_channels, self.space)
 
     # ------------------------------------------------------------------ phases
-    def slimmable_finetune(self, widths: Sequence[int], rng: np.random.Generator, gen: torch.Generator) -> int:
-        """Phase (a): sandwich steps on B*, B^1 (uniform), B^2 (non-uniform), B^3 (morph of B^2)."""
+    def slimmable_finetune(self, widths: Sequence[int], width_gen: torch.Generator, gen: torch.Generator) -> int:
+        """Phase (a): sandwich steps on B*, B^1 (uniform), B^2 (non-uniform), B^3 (morph of B^2).
+
+        `width_gen` draws the sub-nets B^1..B^3, `gen` shuffles the batches."""
         cfg = self.cfg
         count = n_batches(len(self.splits.search_train), cfg.batch_size, cfg.slimmable_epochs, cfg.max_batches)
         for x, y in cycle_batches(self.splits.search_train, cfg.batch_size, count, gen, cfg.augment):
-            b1 = self.space.sample_uniform(rng)
-            b2 = self.space.sample_nonuniform(rng)
-            b3 = self.space.morph(b2, rng, cfg.morph_jitter)
+            b1 = self.space.sample_uniform(width_gen)
+            b2 = self.space.sample_nonuniform(width_gen)
+            b3 = self.space.morph(b2, width_gen, cfg.morph_jitter)
             subnets = [list(widths), list(b1.widths), list(b2.widths), list(b3.widths)]
             if cfg.inplace_distill:
                 subnets.insert(0, self.supernet.largest())
@@ -224,13 +229,13 @@ class HawisEnv:
         """Phases (a)-(d) for candidate `widths`; all random draws come from `seed`."""
         cfg = self.cfg
         widths = self.supernet.check_widths(widths)
-        rng = np.random.default_rng(seed)
+        width_gen = make_generator(derive_seed(seed, "subnet-widths"))  # phase (a) sub-net draws
         gen = make_generator(seed)
         times = dict.fromkeys(PHASES, 0.0)
 
         t = time.perf_counter()
         if cfg.slimmable_ft:
-            self.slimmable_finetune(widths, rng, gen)
+            self.slimmable_finetune(widths, width_gen, gen)
         times["slimmable_ft"] = time.perf_counter() - t
 
         saved = None
@@ -269,6 +274,6 @@ class HawisEnv:
             if saved is not None:
                 self.supernet.load_state_dict(saved)
             self.supernet.train()
-        reward = reward_from(1.0 - reward_acc, energy_uj, self.baseline_energy_uj, cfg.lam)
+        reward = reward_from(1.0 - reward_acc, energy_uj, self.baseline_energy_uj, cfg.lam, cfg.reward)
         return EpisodeResult(list(widths), float(reward), float(acc), energy_uj, float(reward_acc),
                              {k: round(v, 4) for k, v in times.items()}, robust)
