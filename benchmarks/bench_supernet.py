@@ -13,7 +13,7 @@ from cimnas.nn.supernet import SuperNet
 def run() -> dict:
     torch.manual_seed(0)
     net = SuperNet.build("resnet20", in_channels=3, num_classes=10, image_size=16, r_min=1.0, r_max=3.0, d=4)
-    widths = net.sample_nonuniform(torch.Generator().manual_seed(0))
+    widths = list(net.space.sample_nonuniform(torch.Generator().manual_seed(0)).widths)
     sub = net.extract_subnet(widths)
     x, y = torch.rand(64, 3, 16, 16), torch.randint(0, 10, (64,))
     opt_super = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)

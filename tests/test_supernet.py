@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 import torch
 
 from cimnas.errors import CimnasError
-from cimnas.nn.supernet import SuperNet, quantize_width
+from cimnas.nn.supernet import SuperNet
+from cimnas.nn.widths import WidthSpace, round_channels
 
 
 def _net(name: str = "resnet20", r_max: float = 2.0, d: int = 4) -> SuperNet:
@@ -19,30 +23,50 @@ def _batches(n: int = 3, bs: int = 16, seed: int = 0):
     return [(torch.rand(bs, 1, 8, 8, generator=g), torch.randint(0, 10, (bs,), generator=g)) for _ in range(n)]
 
 
-def test_quantize_width_eq8_half_up():
-    assert quantize_width(16 * 1.25, 8) == 24  # 20 / 8 = 2.5 -> 3 (half-up, not banker's 2)
-    assert quantize_width(1.0, 4) == 4  # never below d
-    assert quantize_width(35.9, 4) == 36
+def test_round_channels_eq8_half_up():
+    assert round_channels(16 * 1.25, 8) == 24  # 20 / 8 = 2.5 -> 3 (half-up, not banker's 2)
+    assert round_channels(1.0, 4) == 4  # never below d
+    assert round_channels(35.9, 4) == 36
+    assert round_channels(33.9, 4) == 32  # 8.475 rounds down
 
 
 def test_max_widths_are_r_max_and_sampling_stays_in_bounds():
     net = _net()
-    assert net.max_widths == [quantize_width(b * 2.0, 4) for b in net.base_widths]
+    assert net.max_widths == [round_channels(b * 2.0, 4) for b in net.base_widths]
+    assert net.space == WidthSpace(tuple(net.base_widths), r_min=0.5, r_max=2.0, d=4)
     g = torch.Generator().manual_seed(1)
     lo, hi = net.smallest(), net.largest()
+    assert hi == net.max_widths and lo == [round_channels(b * 0.5, 4) for b in net.base_widths]
+    sp = net.space
     for _ in range(20):
-        for w in (net.sample_uniform(g), net.sample_nonuniform(g), net.morph(net.sample_nonuniform(g), g)):
-            assert all(a <= x <= b and x % 4 == 0 for a, x, b in zip(lo, w, hi, strict=True))
-    u = net.sample_uniform(g)
-    ratios = {round(w / b * 4) for w, b in zip(u, net.base_widths, strict=True)}  # one ratio for every layer
-    assert len(ratios) <= 2
+        b2 = sp.sample_nonuniform(g)
+        for arch in (sp.sample_uniform(g), b2, sp.morph(b2, g, 0.1)):
+            assert all(a <= x <= b and x % 4 == 0 for a, x, b in zip(lo, arch.widths, hi, strict=True))
+    sw = net.sandwich_widths(torch.Generator().manual_seed(2), 2)
+    assert sw[:2] == [hi, lo] and len(sw) == 4
+    assert sw[2:] == [list(a.widths) for a in sp.sandwich(torch.Generator().manual_seed(2), 2)[2:]]
+
+
+def test_super_net_must_be_built_at_the_space_max_widths():
+    net = _net()
+    with pytest.raises(CimnasError, match="max_widths"):
+        SuperNet(net.model, WidthSpace(tuple(net.base_widths), r_min=0.5, r_max=3.0, d=4))
+    with pytest.raises(CimnasError, match="base widths"):
+        SuperNet(net.model, WidthSpace(tuple(b + 1 for b in net.base_widths), r_min=0.5, r_max=2.0, d=4))
+
+
+def test_nn_never_imports_search():
+    code = ("import sys, cimnas.nn.supernet, cimnas.nn.widths; "
+            "print(sorted(m for m in sys.modules if m.startswith('cimnas.search')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
 
 
 @pytest.mark.parametrize("name", ["resnet20", "mlp"])
 def test_extract_subnet_gives_identical_outputs(name):
     net = _net(name)
     g = torch.Generator().manual_seed(3)
-    widths = net.sample_nonuniform(g)
+    widths = list(net.space.sample_nonuniform(g).widths)
     net.recalibrate_bn(widths, _batches(), 3)
     x = torch.rand(8, 1, 8, 8, generator=g)
     with torch.no_grad():

@@ -6,6 +6,10 @@ width vector selects a sub-net by slicing the first channels of every weight
 residual additions with mismatched widths are zero-padded / truncated inside the model
 (`match_channels`); the classifier's outputs stay fixed.
 
+The width maths (Eq. 7/8) and the sub-net samplers are not here: the super-net holds a
+`cimnas.nn.widths.WidthSpace` (`net.space`) and is built at its `max_widths()`; draw sub-nets with
+`net.space.sample_uniform(gen)`, `sample_nonuniform`, `morph`, `sandwich`.
+
 Batch-norm statistics cannot be shared between non-uniform sub-nets, so `recalibrate_bn` resets
 them and re-estimates them as a cumulative average (momentum=None) over a few training batches
 in train mode before a sub-net is evaluated.
@@ -19,7 +23,6 @@ detached, at no extra forward cost.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 
@@ -29,11 +32,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from cimnas.errors import CimnasError
-
-
-def quantize_width(channels: float, d: int) -> int:
-    """HAWIS Eq. 8 rounding: round(c / d) * d (half-up, as cimnas.search.spaces), at least d."""
-    return max(int(d), int(math.floor(channels / d + 0.5)) * int(d))
+from cimnas.nn.widths import WidthSpace
 
 
 class SuperNet(nn.Module):
@@ -41,39 +40,43 @@ class SuperNet(nn.Module):
 
     Args:
         model: a width-searchable cimnas model (`base_widths`, `widths`, `set_widths`,
-            `arch_meta`) built at the maximum widths.
-        r_min, r_max: bounds of the per-layer expansion ratio (HAWIS Eq. 7).
-        d: channel granularity (HAWIS Eq. 8).
+            `arch_meta`) built at `space.max_widths()`.
+        space: the width space (Eq. 7/8). Or, instead, `r_min`, `r_max` (bounds of the per-layer
+            expansion ratio, Eq. 7) and `d` (channel granularity, Eq. 8), from which the space
+            `WidthSpace(model.base_widths, r_min, r_max, d)` is made.
     """
 
-    def __init__(self, model: nn.Module, *, r_min: float = 1.0, r_max: float = 5.0, d: int = 4):
+    def __init__(self, model: nn.Module, space: WidthSpace | None = None, *, r_min: float = 1.0,
+                 r_max: float = 5.0, d: int = 4):
         super().__init__()
         for attr in ("base_widths", "set_widths", "arch_meta"):
             if not hasattr(model, attr):
                 raise CimnasError(f"model {type(model).__name__} is not width-searchable (no {attr}); "
                                   "choose a model that accepts a width list")
-        if r_min > r_max:
-            raise CimnasError(f"r_min ({r_min}) > r_max ({r_max}); set r_min <= r_max")
-        if d < 1:
-            raise CimnasError(f"channel granularity d must be >= 1 (got {d})")
+        self.space = space if space is not None else WidthSpace(tuple(model.base_widths), r_min, r_max, d)
         self.model = model
-        self.r_min, self.r_max, self.d = float(r_min), float(r_max), int(d)
         self.base_widths: list[int] = [int(w) for w in model.base_widths]
         self.max_widths: list[int] = [int(w) for w in _current_widths(model)]
+        if list(self.space.base_widths) != self.base_widths:
+            raise CimnasError(f"width space base widths {list(self.space.base_widths)} differ from the model's "
+                              f"{self.base_widths}; build the space from model.base_widths")
+        if self.max_widths != list(self.space.max_widths().widths):
+            raise CimnasError(f"super-net widths {self.max_widths} are not the space's max_widths "
+                              f"{list(self.space.max_widths().widths)}; build the model at space.max_widths()")
 
     # ------------------------------------------------------------------ construction
     @classmethod
     def build(cls, name: str, *, in_channels: int, num_classes: int, image_size: int,
               r_min: float = 1.0, r_max: float = 5.0, d: int = 4, **kw) -> SuperNet:
-        """Build the binarized baseline `name` widened to r_max (max widths are Eq. 8 of r_max)."""
+        """Build the binarized baseline `name` at the space's max widths (Eq. 8 of r_max)."""
         from cimnas.nn.models import build_model
 
         probe = build_model(name, in_channels=in_channels, num_classes=num_classes, image_size=image_size,
                             precision="binary", **kw)
-        widths = [quantize_width(b * r_max, d) for b in probe.base_widths]
+        space = WidthSpace(tuple(probe.base_widths), r_min, r_max, d)
         model = build_model(name, in_channels=in_channels, num_classes=num_classes, image_size=image_size,
-                            precision="binary", widths=widths, **kw)
-        return cls(model, r_min=r_min, r_max=r_max, d=d)
+                            precision="binary", widths=list(space.max_widths().widths), **kw)
+        return cls(model, space)
 
     # ------------------------------------------------------------------ selection
     @property
@@ -109,35 +112,14 @@ class SuperNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
 
-    # ------------------------------------------------------------------ width sampling
-    def ratio_widths(self, r: float | Sequence[float]) -> list[int]:
-        """Eq. 7/8: channels round(c_base * r / d) * d per layer, capped at the super-net width."""
-        rs = [float(r)] * self.num_layers if isinstance(r, int | float) else [float(v) for v in r]
-        return [min(m, quantize_width(b * v, self.d)) for b, v, m in zip(self.base_widths, rs, self.max_widths,
-                                                                            strict=True)]
-
+    # ------------------------------------------------------------------ widths of the space
     def largest(self) -> list[int]:
-        return self.ratio_widths(self.r_max)
+        """The super-net itself (space.max_widths())."""
+        return list(self.space.max_widths().widths)
 
     def smallest(self) -> list[int]:
-        return self.ratio_widths(self.r_min)
-
-    def sample_uniform(self, generator: torch.Generator) -> list[int]:
-        """One ratio for all layers, uniform in [r_min, r_max]."""
-        r = self.r_min + (self.r_max - self.r_min) * float(torch.rand((), generator=generator))
-        return self.ratio_widths(r)
-
-    def sample_nonuniform(self, generator: torch.Generator) -> list[int]:
-        """An independent uniform ratio per layer."""
-        u = torch.rand(self.num_layers, generator=generator).tolist()
-        return self.ratio_widths([self.r_min + (self.r_max - self.r_min) * v for v in u])
-
-    def morph(self, widths: Sequence[int], generator: torch.Generator, max_steps: int = 2) -> list[int]:
-        """Random width jitter (HAWIS B^3): each layer moves by up to `max_steps` * d channels,
-        staying inside [r_min, r_max] widths."""
-        lo, hi = self.smallest(), self.largest()
-        steps = torch.randint(-max_steps, max_steps + 1, (self.num_layers,), generator=generator).tolist()
-        return [min(h, max(low, int(w) + s * self.d)) for w, s, low, h in zip(widths, steps, lo, hi, strict=True)]
+        """The narrowest sub-net (space.min_widths())."""
+        return list(self.space.min_widths().widths)
 
     # ------------------------------------------------------------------ training
     def slimmable_step(self, x: torch.Tensor, y: torch.Tensor, widths_list: Sequence[Sequence[int]],
@@ -172,8 +154,8 @@ class SuperNet(nn.Module):
         return total / max(1, len(widths_list))
 
     def sandwich_widths(self, generator: torch.Generator, n_random: int = 2) -> list[list[int]]:
-        """Largest, smallest and `n_random` random non-uniform sub-nets (sandwich rule)."""
-        return [self.largest(), self.smallest()] + [self.sample_nonuniform(generator) for _ in range(n_random)]
+        """Largest, smallest and `n_random` random non-uniform sub-nets (sandwich rule, space.sandwich)."""
+        return [list(a.widths) for a in self.space.sandwich(generator, n_random)]
 
     # ------------------------------------------------------------------ batch norm
     def bn_layers(self) -> list[_BatchNorm]:
