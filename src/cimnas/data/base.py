@@ -183,6 +183,12 @@ class DatasetSpec:
         return True, str(d)
 
 
+def one_line(e: BaseException, limit: int = 160) -> str:
+    """An exception's text on one short line (library messages may span lines or embed file bytes)."""
+    text = " ".join(str(e).split()) or type(e).__name__
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 def check_images(name: str, x: torch.Tensor, y: torch.Tensor, spec: DatasetSpec, where: str) -> None:
     """Shape / label checks shared by the readers (wrong image sizes are user errors)."""
     shape = (spec.in_channels, spec.image_size, spec.image_size)
