@@ -9,14 +9,16 @@ after loading, for every nested section.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import yaml
 
-from cimnas.errors import CimnasError
+from cimnas.errors import CimnasError, check
 
 T = TypeVar("T")
 
@@ -79,7 +81,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             raise CimnasError(f"config key {key!r}: expected an integer, got {value!r}")
         if isinstance(value, int):
             return value
-        if isinstance(value, float) and value.is_integer():
+        if isinstance(value, float) and math.isfinite(value) and value.is_integer():
             return int(value)
         if isinstance(value, str):
             try:
@@ -90,14 +92,19 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     if tp is float:
         if isinstance(value, bool):
             raise CimnasError(f"config key {key!r}: expected a number, got {value!r}")
+        out = None
         if isinstance(value, int | float):
-            return float(value)
-        if isinstance(value, str):
+            out = float(value)
+        elif isinstance(value, str):
             try:
-                return float(value)
+                out = float(value)
             except ValueError:
                 pass
-        raise CimnasError(f"config key {key!r}: expected a number, got {value!r}")
+        if out is None:
+            raise CimnasError(f"config key {key!r}: expected a number, got {value!r}")
+        # every float in every config is finite: inf / nan would train to NaN or overflow later
+        check(math.isfinite(out), f"config key {key!r}: {value!r} is not a finite number; give a finite value")
+        return out
     if tp is str:
         if isinstance(value, str):
             return value
@@ -141,15 +148,58 @@ def validate(cfg: Any) -> None:
         cfg.validate()
 
 
+#: Largest config a YAML file or an override may expand to (nodes after resolving aliases), and the largest
+#: config file read. Real configs have a few hundred nodes; the bound stops alias ("billion laughs") bombs.
+MAX_CONFIG_NODES = 100_000
+MAX_CONFIG_BYTES = 1 << 20
+
+
+def _expanded_size(node: Any, limit: int) -> int:
+    """Number of nodes of `node` with aliases expanded, counting only up to `limit` (no expansion is built)."""
+    memo: dict[int, int] = {}
+
+    def size(n: Any) -> int:
+        key = id(n)
+        if key in memo:
+            return memo[key]
+        if isinstance(n, dict):
+            total = 1 + sum(size(k) + size(v) for k, v in n.items())
+        elif isinstance(n, list | tuple):
+            total = 1 + sum(size(v) for v in n)
+        else:
+            total = 1
+        memo[key] = total = min(total, limit + 1)
+        return total
+
+    return size(node)
+
+
+def safe_yaml(text: str, where: str) -> Any:
+    """yaml.safe_load (no code runs) with a bound on the expanded size; errors are one line."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise CimnasError(f"{where} is not valid YAML: {str(e).splitlines()[0]}; fix the file") from e
+    except RecursionError as e:
+        raise CimnasError(f"{where} is nested too deeply to be a config; fix the file") from e
+    check(_expanded_size(data, MAX_CONFIG_NODES) <= MAX_CONFIG_NODES,
+          f"{where} expands to more than {MAX_CONFIG_NODES:,} values (YAML aliases?); a config is far smaller: "
+          "write the values out")
+    return data
+
+
 def parse_override(text: str) -> tuple[list[str], Any]:
-    """'a.b.c=value' -> (['a','b','c'], yaml-parsed value)."""
+    """'a.b.c=value' -> (['a','b','c'], yaml-parsed value; a string where it is not YAML)."""
     if "=" not in text:
         raise CimnasError(f"override {text!r} must look like section.key=value")
     key, raw = text.split("=", 1)
+    check(all(p.strip() for p in key.split(".")), f"override {text!r}: the key has an empty part")
     try:
         value = yaml.safe_load(raw) if raw != "" else ""
     except yaml.YAMLError:
         value = raw
+    check(_expanded_size(value, MAX_CONFIG_NODES) <= MAX_CONFIG_NODES,
+          f"override {key!r} expands to more than {MAX_CONFIG_NODES:,} values; write the values out")
     return key.strip().split("."), value
 
 
@@ -172,18 +222,25 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
 
 
 def read_yaml(path: str | Path) -> dict:
-    """Read a YAML mapping; missing or malformed files are CimnasErrors."""
+    """Read a YAML mapping; missing, binary, oversized or malformed files are CimnasErrors."""
     path = Path(path)
     if not path.is_file():
         raise CimnasError(f"config file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise CimnasError(f"config file {path} is not valid YAML: {str(e).splitlines()[0]}") from e
+        size = path.stat().st_size
+        check(size <= MAX_CONFIG_BYTES, f"config file {path} is {size:,} bytes; a config is a small YAML file "
+              f"(at most {MAX_CONFIG_BYTES:,} bytes): check the path")
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise CimnasError(f"config file {path} is not a text (UTF-8 YAML) file; check the path") from e
+    except OSError as e:
+        raise CimnasError(f"cannot read config file {path}: {e.strerror}") from e
+    check("\x00" not in text, f"config file {path} is a binary file, not YAML; check the path")
+    data = safe_yaml(text, f"config file {path}")
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise CimnasError(f"config file {path} must hold a mapping at the top level")
+        raise CimnasError(f"config file {path} must hold a mapping at the top level, not a {type(data).__name__}")
     return data
 
 
@@ -207,3 +264,98 @@ def diff_configs(a: dict, b: dict, prefix: str = "") -> list[str]:
         elif va != vb:
             out.append(prefix + k)
     return out
+
+
+# ============================================================================ shared sections
+# One vocabulary for every command: `optim`-style training sections, the data section and the model section
+# are these classes (pipelines subclass them only to change defaults).
+
+
+@dataclass
+class OptimConfig:
+    """How one model is trained: epochs, batches, optimiser, schedule, regulariser (HAWIS Sec. IV: SGD momentum
+    0.9, lr 0.1, x0.1 at {200, 260, 320} of 400 epochs, two-side regularization; UAE children: Adam 1e-3)."""
+
+    epochs: int = 10  # passes over the training split (0 = no training)
+    batch_size: int = 128
+    eval_batch_size: int = 512  # batch size of evaluation passes (no effect on results)
+    optimizer: Literal["sgd", "adam"] = "sgd"
+    lr: float = 0.1  # initial learning rate
+    momentum: float = 0.9  # SGD momentum (Adam: beta1 stays 0.9)
+    nesterov: bool = False
+    weight_decay: float = 1e-4  # L2 coefficient of the optimiser, applied when regularizer = l2
+    schedule: Literal["multistep", "cosine", "constant"] = "multistep"
+    milestones: list[int] = field(default_factory=list)  # multistep: epochs where lr is multiplied by gamma
+    gamma: float = 0.1
+    max_batches: int | None = None  # at most this many batches per epoch (small budgets); null = all
+    regularizer: Literal["none", "l2", "two_side"] = "l2"  # two_side = HAWIS Eq. 4 instead of L2
+    reg_coef: float = 1e-4  # Eq. 4 coefficient (authors' code: 1e-4)
+    w0: float = 0.01  # Eq. 4 target magnitude |w| -> w0 (authors' code: 0.01)
+    augment: bool = True  # apply the split's own augmentation (none if the dataset has none)
+    progress: bool = True  # tqdm bar when stderr is a terminal
+
+    def validate(self) -> None:
+        check(self.epochs >= 0, f"epochs must be >= 0, got {self.epochs}")
+        check(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
+        check(self.eval_batch_size >= 1, f"eval_batch_size must be >= 1, got {self.eval_batch_size}")
+        check(0 < self.lr <= 10, f"lr must be in (0, 10], got {self.lr}")
+        check(0 <= self.momentum < 1, f"momentum must be in [0, 1), got {self.momentum}")
+        check(0 <= self.weight_decay < 1, f"weight_decay must be in [0, 1), got {self.weight_decay}")
+        check(0 < self.gamma <= 1, f"gamma must be in (0, 1], got {self.gamma}")
+        check(self.milestones == sorted(set(self.milestones)) and all(m > 0 for m in self.milestones),
+              f"milestones must be increasing positive epochs, got {self.milestones}")
+        check(self.max_batches is None or self.max_batches >= 1, f"max_batches must be >= 1 or null, "
+              f"got {self.max_batches}")
+        check(0 <= self.reg_coef < 1, f"reg_coef must be in [0, 1), got {self.reg_coef}")
+        check(0 <= self.w0 <= 10, f"w0 must be in [0, 10], got {self.w0}")
+
+
+@dataclass
+class DataConfig:
+    """Which dataset and how it is split (cimnas.data.load_dataset). The splits: `train` (= `search_train` +
+    `search_eval`, seeded), `test`; the held-out `search_eval` part of the training data serves every choice a
+    search, a calibration or a model selection makes (the test split gives each final number, once)."""
+
+    name: str = "digits"  # registered dataset name (`cimnas datasets`)
+    data_dir: str | None = None  # folder with the dataset files (None = the dataset's default place)
+    seed: int | None = None  # seeds the subset and the split (None = the run's seed)
+    limit: int | None = None  # at most this many (seeded random) training samples
+    test_limit: int | None = None  # at most this many test samples (None = same as limit)
+    augment: bool | None = None  # None = dataset default (crop+flip on for CIFAR-10, off otherwise)
+    search_fraction: float | None = None  # held-out share of train for search_eval (None = dataset default)
+    options: dict = field(default_factory=dict)  # dataset-specific options (e.g. synthetic: image_size)
+
+    def validate(self) -> None:
+        for key in ("limit", "test_limit"):
+            v = getattr(self, key)
+            check(v is None or v >= 2, f"data.{key} must be >= 2 (or null), got {v}")
+        f = self.search_fraction
+        check(f is None or 0.0 < f < 1.0, f"data.search_fraction must be in (0, 1), got {f}")
+
+    def resolved_seed(self, run_seed: int) -> int:
+        return run_seed if self.seed is None else self.seed
+
+
+@dataclass
+class ModelConfig:
+    """Which network (cimnas.nn.models.build_model) and how it is quantized / re-factorized."""
+
+    name: str = "resnet20"  # registered model name (`cimnas models`)
+    widths: list[int] | str | None = None  # per-layer widths, a named arch (hawis-a), or null = 1x
+    width_mult: float = 1.0  # uniform widening U-kx applied to the base widths
+    precision: Literal["float", "binary", "kbit"] = "binary"  # binary = HAWIS re-factorization
+    bits: int = 8  # weight / activation bits for precision=kbit (DoReFa)
+    topology_mod: bool = True  # HAWIS TM: drop the avg-pool before the classifier, flatten instead
+    thermometer: bool = False  # thermometer-code the input so the first layer sees binary inputs
+    thermometer_levels: int = 32  # levels per input channel (authors' code: 32)
+    options: dict = field(default_factory=dict)  # further build_model keyword arguments of this model
+
+    def validate(self) -> None:
+        if isinstance(self.widths, list):
+            check(len(self.widths) > 0, "model.widths: empty list; use null for the 1x widths")
+            bad = [w for w in self.widths if w <= 0]
+            check(not bad, f"model.widths must be positive integers, got {bad[0] if bad else ''}")
+        check(0 < self.width_mult <= 64, f"model.width_mult must be in (0, 64], got {self.width_mult}")
+        check(1 <= self.bits <= 16, f"model.bits must be in 1..16, got {self.bits}")
+        check(1 <= self.thermometer_levels <= 256,
+              f"model.thermometer_levels must be in 1..256, got {self.thermometer_levels}")

@@ -1,19 +1,30 @@
-"""Plain PyTorch training loops: SGD with momentum, multi-step LR, optional regularizer.
+"""The one training driver and the one evaluator: plain PyTorch, visible here (nanoGPT-style).
 
-No framework and no module-level state: the device, the data split and the torch.Generator come
-from the caller, so the same functions run in a notebook, in the HAWIS/UAE pipelines, or in one
-process per GPU under torchrun (wrap the model in DistributedDataParallel and give each rank its
-own split / generator).
+Every model cimnas trains goes through `fit()` / `train_steps()`: `cimnas train`, HAWIS stage A (a sandwich-rule
+`step`), the stage-B episode fine-tunes, stage C, the UAE children (noise-aware via `batch_context`) and the UAE
+analysis model. What differs is a hook, not a copy of the loop:
 
-HAWIS schedule (Sec. IV, authors' CIFAR trainer): SGD momentum 0.9, weight decay 1e-4, batch 128,
-lr 0.1 multiplied by 0.1 at epochs {200, 260, 320} of 400; ImageNet lr 0.05 at {30, 50, 65}.
+- `step(x, y) -> loss`: replaces the default forward / backward / optimiser step (the super-net's sandwich rule);
+- `batch_context(model)`: a context manager around each batch's forward and backward (UAE noise-aware training
+  perturbs the weights on enter and restores them on exit, before `optimizer.step()`);
+- `regularizer(model) -> scalar`: added to the loss (HAWIS Eq. 4);
+- `on_epoch_end(epoch, record)`: called after each epoch (the pipelines checkpoint there).
+
+No module-level state: the device, the split and the seed come from the caller. The batch order of epoch e is
+drawn from `derive_seed(seed, "epoch", e)`, so a resumed run needs no generator state and a run under torchrun
+(`cimnas.distributed`) gives every rank its share of the same permutation. Metrics accumulate on the device; the
+host reads them once per epoch (no per-batch synchronisation).
+
+HAWIS schedule (Sec. IV, authors' CIFAR trainer): SGD momentum 0.9, weight decay 1e-4, batch 128, lr 0.1
+multiplied by 0.1 at epochs {200, 260, 320} of 400; ImageNet lr 0.05 at {30, 50, 65}.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import torch
@@ -21,21 +32,45 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from cimnas.config import OptimConfig
+from cimnas.errors import CimnasError
+from cimnas.nn.layers import quant_layers
+from cimnas.nn.regularizers import two_side_regularizer
+from cimnas.utils.seed import derive_seed, make_generator
+
 Regularizer = Callable[[nn.Module], torch.Tensor]
 BatchContext = Callable[[nn.Module], contextlib.AbstractContextManager]
+Step = Callable[[torch.Tensor, torch.Tensor], torch.Tensor | float]
+Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
 
 
-def make_optimizer(model: nn.Module, *, lr: float, momentum: float = 0.9, weight_decay: float = 0.0,
-                   nesterov: bool = False) -> torch.optim.SGD:
-    """SGD with momentum over all trainable parameters; `weight_decay` is the L2 coefficient."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov)
+# ---------------------------------------------------------------------------- factories
+def make_optimizer(params: nn.Module | Iterable[torch.nn.Parameter], cfg: OptimConfig) -> torch.optim.Optimizer:
+    """The one optimiser factory: SGD (momentum, optional Nesterov) or Adam over the trainable parameters;
+    the optimiser's L2 weight decay applies when `cfg.regularizer == "l2"`."""
+    if isinstance(params, nn.Module):
+        params = params.parameters()
+    params = [p for p in params if p.requires_grad]
+    wd = cfg.weight_decay if cfg.regularizer == "l2" else 0.0
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=wd)
+    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=wd,
+                           nesterov=cfg.nesterov and cfg.momentum > 0)
 
 
-def make_scheduler(optimizer: torch.optim.Optimizer, milestones: Sequence[int],
-                   gamma: float = 0.1) -> torch.optim.lr_scheduler.MultiStepLR:
-    """Multi-step LR: lr * gamma^(number of milestones <= epoch); step once per epoch."""
-    return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(milestones), gamma=gamma)
+def make_scheduler(optimizer: torch.optim.Optimizer, cfg: OptimConfig) -> torch.optim.lr_scheduler.LRScheduler:
+    """Per-epoch schedule: multi-step (lr * gamma^(milestones passed)), cosine over `epochs`, or constant."""
+    if cfg.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, cfg.epochs))
+    milestones = list(cfg.milestones) if cfg.schedule == "multistep" else []
+    return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=milestones, gamma=cfg.gamma)
+
+
+def make_regularizer(cfg: OptimConfig) -> Regularizer | None:
+    """HAWIS Eq. 4 two-side regularization `coef * sum((|w| - w0)^2)` when configured, else None."""
+    if cfg.regularizer != "two_side" or cfg.reg_coef <= 0:
+        return None
+    return lambda model: two_side_regularizer(model, cfg.w0, cfg.reg_coef)
 
 
 def scale_milestones(milestones: Sequence[int], from_epochs: int, to_epochs: int) -> list[int]:
@@ -44,59 +79,143 @@ def scale_milestones(milestones: Sequence[int], from_epochs: int, to_epochs: int
     return [m for m in out if m < to_epochs] if to_epochs > 1 else []
 
 
-def _progress(iterable: Any, total: int, desc: str, enabled: bool) -> Any:
+# ---------------------------------------------------------------------------- batches
+def n_batches(n_samples: int, batch_size: int, epochs: float, cap: int | None = None) -> int:
+    """Batches for a (possibly fractional) number of epochs, at least 1 when epochs > 0, at most `cap`."""
+    if epochs <= 0:
+        return 0
+    per_epoch = max(1, math.ceil(n_samples / batch_size))
+    n = max(1, math.ceil(epochs * per_epoch))
+    return min(n, cap) if cap is not None else n
+
+
+def cycle_batches(split: Any, batch_size: int, count: int, generator: torch.Generator,
+                  augment: bool = False) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """`count` shuffled batches, re-shuffling (from `generator`) at each pass over the split."""
+    done = 0
+    while done < count:
+        for batch in split.batches(batch_size, shuffle=True, generator=generator, augment=augment):
+            yield batch
+            done += 1
+            if done >= count:
+                return
+
+
+def epoch_generator(seed: int, epoch: int, label: str = "epoch") -> torch.Generator:
+    """The batch-order generator of one epoch: a function of (seed, label, epoch) only."""
+    return make_generator(derive_seed(seed, label, epoch))
+
+
+def _progress(iterable: Any, total: int | None, desc: str, enabled: bool) -> Any:
     return tqdm(iterable, total=total, desc=desc, leave=False, disable=not (enabled and sys.stderr.isatty()))
 
 
-def train_epoch(model: nn.Module, split: Any, optimizer: torch.optim.Optimizer, *, batch_size: int,
-                generator: torch.Generator | None, device: str | torch.device,
-                regularizer: Regularizer | None = None, batch_context: BatchContext | None = None,
-                augment: bool = True, progress: bool = True, desc: str = "train") -> dict:
-    """One pass over `split` in an order drawn from `generator`; returns mean loss, accuracy, samples.
+# ---------------------------------------------------------------------------- the loop
+def train_steps(model: nn.Module, batches: Batches, optimizer: torch.optim.Optimizer | None, *,
+                device: str | torch.device, step: Step | None = None, regularizer: Regularizer | None = None,
+                batch_context: BatchContext | None = None, total: int | None = None, progress: bool = False,
+                desc: str = "train") -> dict:
+    """Train on `batches`; returns {"loss", "reg", "train_acc", "samples"} (means over samples).
 
-    loss = cross_entropy + regularizer(model) (e.g. HAWIS Eq. 4 two-side regularization).
-    `batch_context(model)` wraps each batch's forward and backward (UAE noise-aware training
-    perturbs the weights on enter and restores them on exit), so `optimizer.step()` updates the
-    clean weights with gradients computed at the perturbed ones. `augment` applies the split's
-    own augmentation (none if the split has none).
+    Default step: loss = cross_entropy(model(x), y) + regularizer(model); backward inside `batch_context`; then
+    `optimizer.step()` outside it, so an update computed at perturbed weights applies to the clean ones.
+    A custom `step(x, y)` does all of that itself and returns its loss (accuracy is then not tracked).
     """
     model.train()
     device = torch.device(device)
-    total_loss = total_reg = 0.0
-    correct = seen = 0
-    batches = split.batches(batch_size, shuffle=True, generator=generator, augment=augment)
-    for x, y in _progress(batches, split.num_batches(batch_size), desc, progress):
+    loss_sum = torch.zeros((), device=device)
+    reg_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    seen = 0
+    for x, y in _progress(batches, total, desc, progress):
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        n = y.shape[0]
+        if step is not None:
+            loss_sum += torch.as_tensor(step(x, y), device=device).detach() * n
+            seen += n
+            continue
         optimizer.zero_grad(set_to_none=True)
         ctx = batch_context(model) if batch_context is not None else contextlib.nullcontext()
         with ctx:
             logits = model(x)
             loss = F.cross_entropy(logits, y)
             reg = regularizer(model) if regularizer is not None else None
-            full = loss + reg if reg is not None else loss
-            full.backward()
+            (loss + reg if reg is not None else loss).backward()
         optimizer.step()
-        n = y.numel()
-        total_loss += float(loss.detach()) * n
-        total_reg += float(reg.detach()) * n if reg is not None else 0.0
-        correct += int((logits.detach().argmax(1) == y).sum())
+        loss_sum += loss.detach() * n
+        if reg is not None:
+            reg_sum += reg.detach() * n
+        correct += (logits.detach().argmax(1) == y).sum()
         seen += n
     if seen == 0:
         return {"loss": float("nan"), "reg": 0.0, "train_acc": float("nan"), "samples": 0}
-    return {"loss": total_loss / seen, "reg": total_reg / seen, "train_acc": correct / seen, "samples": seen}
+    acc = float(correct) / seen if step is None else float("nan")
+    return {"loss": float(loss_sum) / seen, "reg": float(reg_sum) / seen, "train_acc": acc, "samples": seen}
 
 
+def train_epoch(model: nn.Module, split: Any, optimizer: torch.optim.Optimizer | None, *, batch_size: int,
+                generator: torch.Generator, device: str | torch.device, max_batches: int | None = None,
+                augment: bool = True, **kw: Any) -> dict:
+    """One pass over `split` (at most `max_batches` batches) in an order drawn from `generator`."""
+    total = split.num_batches(batch_size)
+    if max_batches is not None:
+        total = min(total, max_batches)
+    batches = cycle_batches(split, batch_size, total, generator, augment)
+    return train_steps(model, batches, optimizer, device=device, total=total, **kw)
+
+
+def fit(model: nn.Module, split: Any, cfg: OptimConfig, *, device: str | torch.device, seed: int,
+        optimizer: torch.optim.Optimizer | None = None, scheduler: Any = None, start_epoch: int = 0,
+        step: Step | None = None, regularizer: Regularizer | None = None, batch_context: BatchContext | None = None,
+        eval_split: Any = None, on_epoch_end: Callable[[int, dict], None] | None = None, label: str = "epoch",
+        desc: str = "train") -> list[dict]:
+    """Train `model` on `split` for epochs `start_epoch .. cfg.epochs - 1`; returns one record per epoch.
+
+    The optimiser, schedule and regulariser come from `cfg` unless given. Each record holds epoch, loss, reg,
+    train_acc, lr and, with `eval_split`, `eval_acc`. A non-finite loss stops the run with a one-line error
+    before `on_epoch_end` (so the last checkpoint written there is the last good one).
+    """
+    optimizer = optimizer if optimizer is not None or step is not None else make_optimizer(model, cfg)
+    if scheduler is None and optimizer is not None:
+        scheduler = make_scheduler(optimizer, cfg)
+    if regularizer is None:
+        regularizer = make_regularizer(cfg)
+    records = []
+    for epoch in range(start_epoch, cfg.epochs):
+        lr = optimizer.param_groups[0]["lr"] if optimizer is not None else float("nan")
+        stats = train_epoch(model, split, optimizer, batch_size=cfg.batch_size, device=device,
+                            generator=epoch_generator(seed, epoch, label), max_batches=cfg.max_batches,
+                            augment=cfg.augment, step=step, regularizer=regularizer, batch_context=batch_context,
+                            progress=cfg.progress, desc=f"{desc} {epoch + 1}/{cfg.epochs}")
+        if not math.isfinite(stats["loss"]) and stats["samples"] > 0:
+            raise CimnasError(f"{desc}: the training loss became {stats['loss']} in epoch {epoch + 1} (lr {lr:g} "
+                              "too high?); the last good checkpoint is kept: lower the learning rate and resume")
+        if scheduler is not None:
+            scheduler.step()
+        record = {"epoch": epoch + 1, **{k: stats[k] for k in ("loss", "reg", "train_acc")}, "lr": lr}
+        if eval_split is not None:
+            record["eval_acc"] = evaluate(model, eval_split, batch_size=cfg.eval_batch_size, device=device)
+        records.append(record)
+        if on_epoch_end is not None:
+            on_epoch_end(epoch + 1, record)
+    return records
+
+
+# ---------------------------------------------------------------------------- the evaluator
 @torch.no_grad()
-def predict(model: nn.Module, split: Any, *, batch_size: int = 512,
-            device: str | torch.device = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
-    """(predicted labels, true labels) over `split` in order, in eval mode."""
+def predict(model: nn.Module, data: Any, *, batch_size: int = 512, device: str | torch.device = "cpu",
+            max_batches: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(predicted labels, true labels) over a split (in order) or an iterable of (x, y) batches, eval mode."""
     was_training = model.training
     model.eval()
+    batches = data.batches(batch_size, shuffle=False, augment=False) if hasattr(data, "batches") else data
     preds, labels = [], []
     try:
-        for x, y in split.batches(batch_size, shuffle=False, augment=False):
-            preds.append(model(x.to(device)).argmax(1).cpu())
-            labels.append(y.cpu())
+        for i, (x, y) in enumerate(batches):
+            if max_batches is not None and i >= max_batches:
+                break
+            preds.append(model(x.to(device)).argmax(1))
+            labels.append(y.to(preds[-1].device))
     finally:
         model.train(was_training)
     if not preds:
@@ -104,15 +223,15 @@ def predict(model: nn.Module, split: Any, *, batch_size: int = 512,
     return torch.cat(preds), torch.cat(labels)
 
 
-def evaluate(model: nn.Module, split: Any, *, batch_size: int = 512, device: str | torch.device = "cpu") -> float:
-    """Top-1 accuracy in [0, 1] of `model` (eval mode, no augmentation) on `split`."""
-    pred, y = predict(model, split, batch_size=batch_size, device=device)
+def evaluate(model: nn.Module, data: Any, *, batch_size: int = 512, device: str | torch.device = "cpu",
+             max_batches: int | None = None) -> float:
+    """Top-1 accuracy in [0, 1] (eval mode, no augmentation) on a split or a list of (x, y) batches."""
+    pred, y = predict(model, data, batch_size=batch_size, device=device, max_batches=max_batches)
     return float((pred == y).float().mean()) if y.numel() else float("nan")
 
 
 def l2_regularizer(coef: float) -> Regularizer:
     """coef * sum(w^2) over conv/FC weights (explicit-loss form of weight decay, for comparisons)."""
-    from cimnas.nn.layers import quant_layers
 
     def reg(model: nn.Module) -> torch.Tensor:
         return coef * sum((m.weight ** 2).sum() for _, m in quant_layers(model))
