@@ -129,11 +129,42 @@ def test_moving_average_baseline_by_hand():
     assert agent.observe_episode(states, [0.1, 0.2], 3.0) == 2.0  # 3 - 1; baseline -> 1 + 0.5 * 2 = 2
     assert agent.baseline == 2.0
     assert agent.observe_episode(states, [0.1, 0.2], 2.0) == 0.0
-    # every transition of an episode stores the same advantage; only the last step is terminal
-    np.testing.assert_array_equal(agent.buffer.r[:6, 0], [0, 0, 2, 2, 0, 0])
+    # every transition of an episode stores the episode's raw reward; only the last step is terminal
+    np.testing.assert_array_equal(agent.buffer.r[:6, 0], [1, 1, 3, 3, 2, 2])
     np.testing.assert_array_equal(agent.buffer.done[:2, 0], [0, 1])
     np.testing.assert_array_equal(agent.buffer.s2[0], TABLE[1].astype(np.float32))
     assert agent.buffer.capacity == 128 * 2  # replay_per_step x steps of the first episode
+
+
+def test_critic_target_subtracts_the_current_baseline_from_the_sampled_batch():
+    agent = DDPGAgent(10, DDPGConfig(**SMALL, baseline_alpha=0.5, discount=0.5, warmup_episodes=1), seed=0)
+    states = [TABLE[0], TABLE[1]]
+    for r in (1.0, 3.0, 2.0, 6.0):  # baseline: 1 -> 2 -> 2 -> 4
+        agent.observe_episode(states, [0.1, 0.2], r)
+    assert agent.baseline == 4.0
+    s, a, r, s2, done = agent.buffer.sample(16, np.random.default_rng(0))
+    with torch.no_grad():
+        bootstrap = agent.critic_target(s2, agent.actor_target(s2))
+    expected = (r - 4.0) + 0.5 * (1.0 - done) * bootstrap  # r - b of *now*, not of each episode's day
+    torch.testing.assert_close(agent.critic_targets(r, s2, done), expected)
+    assert set(r[:, 0].tolist()) <= {1.0, 3.0, 2.0, 6.0}  # raw rewards come out of the buffer
+
+
+def test_critic_ranks_actions_under_steadily_rising_rewards():
+    """One-step episodes whose action (and reward R = a) rises steadily, as when a policy improves.
+    Advantages frozen at observe time would all equal the baseline's constant lag (2/59 here), so a
+    critic fitted to them is flat in a; against the current baseline it learns Q(a) = a - b."""
+    cfg = dict(SMALL, warmup_episodes=1, baseline_alpha=0.5, updates_per_episode=400, lr_actor=1e-6)
+    agent = DDPGAgent(10, DDPGConfig(**cfg), seed=0)
+    s = TABLE[2]
+    for k in range(60):
+        agent.observe_episode([s], [k / 59], k / 59)
+    agent.update()
+    with torch.no_grad():
+        st = torch.as_tensor(np.stack([s, s]), dtype=torch.float32)
+        q = agent.critic(st, torch.tensor([[0.9], [0.1]])).ravel()
+    # the true slope is 1, so Q(0.9) - Q(0.1) = 0.8; a flat critic gives ~0
+    assert float(q[0] - q[1]) > 0.4
 
 
 def test_sigma_schedule():

@@ -9,12 +9,15 @@ API
   with sigma = init_sigma * sigma_decay ** (episode - warmup_episodes) (floored at min_sigma).
 - `agent.greedy(state) -> float`: the actor's output without noise.
 - `agent.observe_episode(states, actions, reward, next_states=None, dones=None) -> float`: store
-  one episode's transitions (s_t, a_t, s_{t+1}, done_t); each gets the episode's final reward minus
-  the moving-average baseline (returned). By default s_{t+1} = states[t+1] and only the last step
-  is terminal. `agent.observe(transitions, reward)` takes `(s, a, s_next, done)` tuples instead.
+  one episode's transitions (s_t, a_t, s_{t+1}, done_t), each with the episode's *raw* final reward,
+  and move the moving-average baseline; returns the reward minus the baseline it met (for logs).
+  By default s_{t+1} = states[t+1] and only the last step is terminal.
+  `agent.observe(transitions, reward)` takes `(s, a, s_next, done)` tuples instead.
 - `agent.update() -> dict`: `updates_per_episode` gradient steps (default: one per transition of the
   last episode) on mini-batches from the replay buffer, once `warmup_episodes` episodes have been
-  observed; returns mean losses ({} when it did nothing).
+  observed; the *current* baseline is subtracted from each sampled batch's rewards (as AMC does),
+  so an old episode is judged against today's reward level, not the one it met; returns mean
+  losses ({} when it did nothing). `agent.critic_targets(r, s2, done)` is that Bellman target.
 - `agent.state_dict()` / `agent.load_state_dict(sd)`: networks, target networks, optimisers, replay
   buffer, baseline, counters and both RNG states (NumPy + torch), as tensors / numbers / strings
   that `cimnas.utils.io.save_checkpoint` can store; a restored agent continues bit-identically.
@@ -178,12 +181,17 @@ def truncated_normal(mu: float, sigma: float, rng: np.random.Generator, lo: floa
 class DDPGAgent:
     """Deep deterministic policy gradient agent choosing one action per layer (HAWIS Sec. III-B).
 
-    Critic target (Bellman): y = r + discount * (1 - done) * Q'(s', mu'(s')); actor loss
-    -Q(s, mu(s)); targets follow with soft updates of rate tau. r is the episode's final reward
-    (Eq. 5) minus a moving-average baseline, stored in every transition of that episode.
+    Critic target (Bellman): y = (r - b) + discount * (1 - done) * Q'(s', mu'(s')); actor loss
+    -Q(s, mu(s)); targets follow with soft updates of rate tau. r is the episode's raw final reward
+    (Eq. 5), stored in every transition of that episode; b is the moving-average baseline *at update
+    time*. Storing r - b at observe time instead would freeze each episode's advantage against the
+    baseline of its day: under steadily rising rewards all stored advantages settle to the same lag
+    and the critic could no longer tell good from bad episodes (issue 12). AMC moves its average
+    with each sampled batch's mean; here it moves with each episode's reward (b <- b + alpha (R - b)),
+    which follows the newest rewards; both subtract it from the sampled batch.
     """
 
-    FORMAT = "cimnas-ddpg-agent-v1"
+    FORMAT = "cimnas-ddpg-agent-v2"  # v2: the replay buffer holds raw rewards (v1: r - b at observe time)
 
     def __init__(self, state_dim: int, cfg: DDPGConfig | None = None, seed: int = 0):
         check(state_dim >= 1, f"agent state_dim must be >= 1, got {state_dim}")
@@ -226,8 +234,8 @@ class DDPGAgent:
         return truncated_normal(self.greedy(state), self.sigma(episode), self.rng)
 
     # ---- storing experience -------------------------------------------------------------------
-    def _advantage(self, reward: float) -> float:
-        """Final reward minus the moving-average baseline (then the baseline moves)."""
+    def _move_baseline(self, reward: float) -> float:
+        """Move the moving-average baseline towards `reward`; returns reward minus the old baseline."""
         if self.baseline is None:
             self.baseline = float(reward)
         adv = float(reward) - self.baseline
@@ -243,11 +251,12 @@ class DDPGAgent:
         """Store `(s, a, s_next, done)` tuples of one episode with its final `reward`."""
         check(len(transitions) >= 1, "an episode needs at least one transition")
         self._ensure_buffer(len(transitions))
-        adv = self._advantage(reward)
-        for s, a, s2, done in transitions:
+        for s, _, s2, _ in transitions:  # check all before storing any
             check(np.asarray(s).size == self.state_dim and np.asarray(s2).size == self.state_dim,
                   f"transition states must have {self.state_dim} entries")
-            self.buffer.add(np.asarray(s, np.float32).ravel(), float(a), adv,
+        adv = self._move_baseline(reward)
+        for s, a, s2, done in transitions:
+            self.buffer.add(np.asarray(s, np.float32).ravel(), float(a), float(reward),
                             np.asarray(s2, np.float32).ravel(), bool(done))
         self.episodes_seen += 1
         self.last_episode_len = len(transitions)
@@ -259,7 +268,7 @@ class DDPGAgent:
         """Store one episode: states[t] and actions[t] for t < T, and the final reward.
 
         Default next_states: states[t+1] (the last one repeats states[-1], unused since done);
-        default dones: only the last step. Returns the stored (baseline-subtracted) reward.
+        default dones: only the last step. Returns the reward minus the baseline it met.
         """
         T = len(actions)
         check(T >= 1 and len(states) == T, f"got {len(states)} states for {T} actions; give one per action")
@@ -276,6 +285,12 @@ class DDPGAgent:
             for pt, p in zip(target.parameters(), source.parameters(), strict=True):
                 pt.mul_(1.0 - self.cfg.tau).add_(p, alpha=self.cfg.tau)
 
+    def critic_targets(self, r: torch.Tensor, s2: torch.Tensor, done: torch.Tensor) -> torch.Tensor:
+        """Bellman targets of a sampled batch: (r - current baseline) + discount (1 - done) Q'(s', mu'(s'))."""
+        b = 0.0 if self.baseline is None else self.baseline
+        with torch.no_grad():
+            return (r - b) + self.cfg.discount * (1.0 - done) * self.critic_target(s2, self.actor_target(s2))
+
     def update(self) -> dict:
         """Gradient steps on replayed mini-batches; nothing during warm-up or with an empty buffer."""
         c = self.cfg
@@ -285,8 +300,7 @@ class DDPGAgent:
         closs = aloss = 0.0
         for _ in range(steps):
             s, a, r, s2, done = self.buffer.sample(c.batch_size, self.rng)
-            with torch.no_grad():
-                y = r + c.discount * (1.0 - done) * self.critic_target(s2, self.actor_target(s2))
+            y = self.critic_targets(r, s2, done)
             q_loss = nn.functional.mse_loss(self.critic(s, a), y)
             self.critic_optim.zero_grad()
             q_loss.backward()
@@ -320,6 +334,9 @@ class DDPGAgent:
 
     def load_state_dict(self, sd: dict) -> None:
         """Restore from `state_dict()` output (e.g. read back with `load_checkpoint`)."""
+        check(not (isinstance(sd, dict) and sd.get("format") == "cimnas-ddpg-agent-v1"),
+              "agent checkpoint is from an older cimnas whose replay buffer held baseline-subtracted "
+              "rewards; start the search afresh")
         check(isinstance(sd, dict) and sd.get("format") == self.FORMAT,
               f"agent checkpoint is not a DDPG-agent state ({self.FORMAT}); "
               "was the search started with another agent?")
