@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from cimnas.errors import CimnasError
+from cimnas.search.agents import AGENTS, CONTROLLERS, make_controller, search_policies
 from cimnas.search.agents.controller import LSTMController
 
 SIZES = [3, 4, 3, 4]
@@ -92,3 +93,43 @@ def test_bad_arguments():
         LSTMController([3], batch_rollouts=0)
     with pytest.raises(CimnasError):
         LSTMController([3], baseline_decay=1.0)
+
+
+@pytest.mark.parametrize("name", CONTROLLERS.names())
+def test_every_registered_controller_samples_valid_seeded_children_and_resumes(name, tmp_path):
+    from cimnas.utils.io import load_checkpoint, save_checkpoint
+
+    a = make_controller(name, SIZES, {"batch_rollouts": 2}, seed=4)
+    b = make_controller(name, SIZES, {"batch_rollouts": 2}, seed=4)
+    children = []
+    for _ in range(5):  # two policy steps and one pending rollout
+        d = a.sample()
+        assert len(d) == len(SIZES) and all(0 <= x < s for x, s in zip(d, SIZES, strict=True))
+        assert b.sample() == d
+        children.append(d)
+        a.observe(d, _reward(d))
+        b.observe(d, _reward(d))
+    assert len(a.greedy()) == len(SIZES)
+    save_checkpoint(tmp_path / "c.pt", {"controller": a.state_dict()})
+    resumed = make_controller(name, SIZES, {"batch_rollouts": 2}, seed=77)
+    resumed.load_state_dict(load_checkpoint(tmp_path / "c.pt")["controller"])
+    for _ in range(4):
+        da, dr = a.sample(), resumed.sample()
+        assert da == dr
+        assert a.observe(da, _reward(da)) == resumed.observe(dr, _reward(dr))
+
+
+def test_search_policies_list_agents_and_controllers_by_kind():
+    pols = search_policies()
+    assert ("controller", "lstm") in pols and ("agent", "ddpg") in pols and ("agent", "random") in pols
+    assert {n for k, n in pols if k == "agent"} == set(AGENTS.names())
+    assert {n for k, n in pols if k == "controller"} == set(CONTROLLERS.names())
+
+
+def test_make_controller_errors():
+    with pytest.raises(CimnasError, match="lstm"):
+        make_controller("gru", SIZES)
+    with pytest.raises(CimnasError, match="controller.lstm.layers"):
+        make_controller("lstm", SIZES, {"layers": 2})  # the key is num_layers
+    with pytest.raises(CimnasError, match="temperature"):
+        make_controller("lstm", SIZES, {"temperature": 0.0})

@@ -21,11 +21,33 @@ and the generator state, all as tensors (loads with weights_only=True).
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from cimnas.errors import check
+
+
+@dataclass
+class LSTMControllerConfig:
+    """Settings of the LSTM controller (the keyword arguments of `LSTMController`)."""
+
+    hidden: int = 35  # LSTM hidden size = embedding size
+    num_layers: int = 2  # stacked LSTM layers
+    lr: float = 0.01  # Adam learning rate
+    baseline_decay: float = 0.95  # EMA baseline: b <- decay b + (1 - decay) R
+    entropy_weight: float = 0.0  # beta of the entropy bonus
+    batch_rollouts: int = 5  # rollouts per REINFORCE step
+    temperature: float = 1.0  # softmax temperature of every head
+
+    def validate(self) -> None:
+        check(self.hidden >= 1 and self.num_layers >= 1, "controller.hidden and controller.layers must be >= 1")
+        check(self.lr > 0, f"controller.lr must be > 0, got {self.lr}")
+        check(0 <= self.baseline_decay < 1, f"controller.baseline_decay must be in [0, 1), got {self.baseline_decay}")
+        check(self.entropy_weight >= 0, f"controller.entropy_weight must be >= 0, got {self.entropy_weight}")
+        check(self.batch_rollouts >= 1, f"controller.batch_rollouts must be >= 1, got {self.batch_rollouts}")
+        check(self.temperature > 0, f"controller.temperature must be > 0, got {self.temperature}")
 
 
 class LSTMController(nn.Module):
@@ -37,12 +59,8 @@ class LSTMController(nn.Module):
         super().__init__()
         check(len(decision_sizes) > 0 and all(s >= 1 for s in decision_sizes),
               f"the controller needs at least one decision with >= 1 choice, got {decision_sizes}")
-        check(hidden >= 1 and num_layers >= 1, "controller.hidden and controller.layers must be >= 1")
-        check(lr > 0, f"controller.lr must be > 0, got {lr}")
-        check(0 <= baseline_decay < 1, f"controller.baseline_decay must be in [0, 1), got {baseline_decay}")
-        check(entropy_weight >= 0, f"controller.entropy_weight must be >= 0, got {entropy_weight}")
-        check(batch_rollouts >= 1, f"controller.batch_rollouts must be >= 1, got {batch_rollouts}")
-        check(temperature > 0, f"controller.temperature must be > 0, got {temperature}")
+        LSTMControllerConfig(hidden, num_layers, lr, baseline_decay, entropy_weight, batch_rollouts,
+                             temperature).validate()
         self.decision_sizes = [int(s) for s in decision_sizes]
         self.baseline_decay, self.entropy_weight = float(baseline_decay), float(entropy_weight)
         self.batch_rollouts, self.temperature = int(batch_rollouts), float(temperature)
