@@ -15,11 +15,35 @@ from typing import Any
 
 import torch
 
-from cimnas.data.base import DATASETS, DatasetSpec, RawData, Splits, seeded_permutation
+from cimnas.data.base import DATASETS, DatasetSpec, RawData, Splits, one_line, seeded_permutation
 from cimnas.errors import CimnasError
 
 _HOW = ("pass --data-dir / data.data_dir pointing at a folder with train/ and val/ subfolders, "
         "each holding one folder of images per class")
+
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")  # torchvision's
+
+
+def check_image_folder(root: Path) -> list[str]:
+    """The class folder names under `root`, after checking each holds at least one image file.
+
+    Done with pathlib before torchvision's ImageFolder (which raises multi-line errors), stopping at
+    the first image of each class, so it stays cheap on the 1000 ILSVRC folders.
+    """
+    if not root.is_dir():
+        raise CimnasError(f"missing folder {root}; {_HOW}")
+    try:
+        classes = sorted(p.name for p in root.iterdir() if p.is_dir())  # ImageFolder's rule, hidden included
+        if not classes:
+            raise CimnasError(f"{root} has no class folders (expected {root}/<class>/<image>.JPEG); {_HOW}")
+        for name in classes:
+            if not any(f.suffix.lower() in IMAGE_EXTENSIONS and f.is_file() for f in (root / name).iterdir()):
+                raise CimnasError(f"class folder {root / name} holds no images ({', '.join(IMAGE_EXTENSIONS)}); "
+                                  "add its images or remove the folder")
+    except OSError as e:
+        raise CimnasError(f"cannot list the image folders under {root} ({one_line(e)}); check its permissions") from e
+    return classes
 
 
 def _torchvision() -> Any:
@@ -88,20 +112,18 @@ def load_imagenet(spec: DatasetSpec, data_dir: Path | None, *, seed: int, search
     datasets, T = _torchvision()
     if data_dir is None:
         raise CimnasError(f"imagenet needs a data directory; {_HOW}")
-    for sub in ("train", "val"):
-        if not (data_dir / sub).is_dir():
-            raise CimnasError(f"missing folder {data_dir / sub}; {_HOW}")
+    train_classes, val_classes = check_image_folder(data_dir / "train"), check_image_folder(data_dir / "val")
+    if train_classes != val_classes:
+        raise CimnasError(f"{data_dir}: train/ has {len(train_classes)} class folders, val/ has "
+                          f"{len(val_classes)} with different names; they must match")
     size = image_size or spec.image_size
     if size < 32:
         raise CimnasError(f"imagenet image_size must be >= 32, got {size}")
     try:
         train_f = datasets.ImageFolder(str(data_dir / "train"))
         val_f = datasets.ImageFolder(str(data_dir / "val"))
-    except (FileNotFoundError, RuntimeError) as e:
-        raise CimnasError(f"cannot read image folders under {data_dir}: {e}") from e
-    if train_f.classes != val_f.classes:
-        raise CimnasError(f"{data_dir}: train/ has {len(train_f.classes)} class folders, val/ has "
-                          f"{len(val_f.classes)} with different names; they must match")
+    except (FileNotFoundError, RuntimeError, OSError) as e:
+        raise CimnasError(f"cannot read image folders under {data_dir}: {one_line(e)}") from e
     train_tf = T.Compose([T.RandomResizedCrop(size), T.RandomHorizontalFlip(), T.ToTensor()])
     eval_tf = T.Compose([T.Resize(int(round(size * 256 / 224))), T.CenterCrop(size), T.ToTensor()])
 
