@@ -81,3 +81,39 @@ def test_robust_accuracy_statistics():
 def test_robust_accuracy_bad_input(accs, stat):
     with pytest.raises(CimnasError):
         robust_accuracy(accs, stat)
+
+
+# Eq. 5 as R = -E log(Q/Q_b) + E log(lambda): raising lambda adds E * log(lambda), a bonus that grows
+# with the error, so it weakens the pull to accuracy and strengthens the pull to low energy. Take a
+# high-energy accurate candidate and a low-energy less accurate one (the usual trade-off):
+HIGH = dict(error=0.05, energy=400.0, baseline_energy=50.0)
+LOW = dict(error=0.20, energy=100.0, baseline_energy=50.0)
+LAMS = (0.5, 1.0, 1.5, 2.0)
+
+
+def test_larger_lambda_favours_the_low_energy_candidate_eq5():
+    gaps = [hawis_reward(lam=lam, **LOW) - hawis_reward(lam=lam, **HIGH) for lam in LAMS]
+    # by hand: the gap moves by (E_low - E_high) * log(lambda) = 0.15 log(lambda)
+    g1 = -0.20 * math.log(2.0) + 0.05 * math.log(8.0)
+    assert gaps == pytest.approx([g1 + 0.15 * math.log(lam) for lam in LAMS], rel=1e-12)
+    assert gaps[1] < 0 < gaps[3]  # lambda 1 picks the accurate candidate, lambda 2 the cheap one (HAWIS-A)
+    # with equal errors lambda cancels: only the energy ratio decides
+    same = [hawis_reward(0.1, 100.0, 50.0, lam) - hawis_reward(0.1, 400.0, 50.0, lam) for lam in LAMS]
+    assert same == pytest.approx([0.1 * math.log(4.0)] * len(LAMS), rel=1e-12)
+
+
+@pytest.mark.parametrize("name", REWARDS.names())
+def test_every_reward_moves_towards_low_energy_as_lambda_grows(name):
+    gaps = [REWARDS.create(name, lam=lam, **LOW) - REWARDS.create(name, lam=lam, **HIGH) for lam in LAMS]
+    assert all(b > a for a, b in zip(gaps[:-1], gaps[1:], strict=True))
+
+
+def test_env_takes_its_reward_from_the_registry_by_name():
+    from cimnas.search.env import EnvConfig, reward_from
+
+    EnvConfig(reward="amc").validate()
+    with pytest.raises(CimnasError, match="unknown search reward 'nope'.*hawis"):
+        EnvConfig(reward="nope").validate()
+    assert reward_from(0.1, 400.0, 50.0, 2.0, "amc") == amc_reward(0.1, 400.0, 50.0, 2.0)
+    assert reward_from(0.1, 400.0, 50.0, 2.0) == hawis_reward(0.1, 400.0, 50.0, 2.0)
+    assert reward_from(1.3, 400.0, 50.0, 2.0) == hawis_reward(1.0, 400.0, 50.0, 2.0)  # error clipped

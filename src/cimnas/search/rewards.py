@@ -44,10 +44,12 @@ def hawis_reward(error: float, energy: float, baseline_energy: float, lam: float
 
     `error` is the candidate's error on X_eval (fraction), `energy` = Q(B*) its energy,
     `baseline_energy` = Q(A_b) the energy of the binarized baseline A_b (same unit), `lam` the
-    trade-off lambda (> 0). Writing R = -Error * (log(Q/Q_b) - log(lambda)), a larger lambda
-    shrinks the constant part of the factor, so the energy term log(Q/Q_b) weighs relatively more
-    against the error: larger lambda -> cheaper networks (the paper gives HAWIS-A, the low-energy
-    model, the larger lambda).
+    trade-off lambda (> 0). Writing R = -Error * log(Q/Q_b) + Error * log(lambda), a larger lambda
+    adds a bonus that grows with the error, i.e. it weakens the pull to accuracy and so strengthens
+    the pull to low energy: between a high-energy candidate (E_h, Q_h) and a low-energy one
+    (E_l > E_h, Q_l) the gap R_l - R_h grows by (E_l - E_h) log(lambda); with equal errors lambda
+    cancels. Larger lambda -> cheaper networks: the paper gives HAWIS-A, the low-energy model, the
+    larger lambda and HAWIS-B "a smaller penalty on energy" (Sec. IV).
 
     Sign behaviour, exactly as in the paper: while Q(B*)/lambda > Q(A_b) the log is positive and
     the reward is negative, rising towards 0 as error or energy fall. When Q(B*)/lambda < Q(A_b)
