@@ -164,3 +164,34 @@ def test_episode_state_fills_dynamic_columns():
     assert table[2, 8] == 0  # the table itself is not modified
     with pytest.raises(CimnasError):
         episode_state(table, 4, 0.0, 0, sp)
+
+
+def test_one_rounding_function_for_eq8():
+    import cimnas.nn.widths as widths
+    from cimnas.search import spaces
+
+    assert spaces.round_channels is widths.round_channels and spaces.WidthSpace is widths.WidthSpace
+    assert [widths.round_channels(x, 4) for x in (10.0, 9.9, 13.9, 14.0, 1.0)] == [12, 8, 12, 16, 4]
+
+
+def test_uniform_widths_unclipped_for_baselines_outside_the_space():
+    sp = WidthSpace(base_widths=(16, 10), r_min=1.0, r_max=5.0, d=4)
+    assert sp.uniform_widths(6.0, clip=False).widths == (96, 60)  # U-6x, beyond r_max
+    assert sp.uniform_widths(6.0).widths == (80, 52)  # clipped to max_widths (10 x 5 = 50 -> 52)
+    assert sp.uniform_widths(0.25, clip=False).widths == (4, 4)  # never below d
+    for bad in (0.0, -1.0, float("nan")):
+        with pytest.raises(CimnasError, match="multiplier"):
+            sp.uniform_widths(bad)
+
+
+def test_morph_without_jitter_is_identity_and_sandwich_is_seeded():
+    sp = WidthSpace(base_widths=RESNET20_BASE)
+    a = sp.sample_nonuniform(torch.Generator().manual_seed(8))
+    assert sp.morph(a, torch.Generator().manual_seed(9), jitter=0.0) == a
+    s1 = sp.sandwich(torch.Generator().manual_seed(1), 3)
+    assert s1 == sp.sandwich(torch.Generator().manual_seed(1), 3)
+    assert s1[0] == sp.max_widths() and s1[1] == sp.min_widths() and len(s1) == 5
+    # uniform B^1: the action is U(0, 1), so over many draws the widths cover the whole range
+    g = torch.Generator().manual_seed(2)
+    firsts = {sp.sample_uniform(g).widths[0] for _ in range(200)}
+    assert min(firsts) == 16 and max(firsts) == 80
