@@ -9,6 +9,7 @@ flip) is done on the whole batch with tensor ops, never with a per-image Python 
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -243,18 +244,48 @@ def build_splits(spec: DatasetSpec, raw: RawData, *, seed: int, search_fraction:
                   spec.in_channels, spec.image_size)
 
 
+def builder_options(name: str) -> list[str]:
+    """The option names dataset `name`'s builder accepts (empty for datasets with fixed files)."""
+    return list(inspect.signature(DATASETS.get(name)).parameters)
+
+
+def _options_dict(options: object) -> dict:
+    if options is None:
+        return {}
+    if not isinstance(options, dict):
+        raise CimnasError(f"dataset options must be a mapping of name: value, got {type(options).__name__}")
+    return dict(options)
+
+
+def dataset_spec(name: str, options: dict | None = None) -> DatasetSpec:
+    """The DatasetSpec of `name` built with `options`; an option the builder lacks is a CimnasError."""
+    options = _options_dict(options)
+    known = builder_options(name)
+    unknown = sorted(str(k) for k in options if k not in known)
+    if unknown:
+        takes = f"it takes: {', '.join(known)}" if known else "it takes none"
+        raise CimnasError(f"dataset {name} has no option {', '.join(unknown)}; {takes}")
+    return DATASETS.create(name, **options)
+
+
 def load_dataset(name: str, data_dir: str | Path | None = None, seed: int = 0,
                  search_fraction: float | None = None, device: str | torch.device = "cpu", *,
                  limit: int | None = None, test_limit: int | None = None,
-                 augment: bool | None = None, image_size: int | None = None) -> Splits:
+                 augment: bool | None = None, image_size: int | None = None,
+                 options: dict | None = None) -> Splits:
     """Load dataset `name` into seeded train / search_train / search_eval / test splits.
 
     search_fraction: share of the training set held out as `search_eval` (default per dataset:
     0.2 for CIFAR-10 and the small sets, 0.1 for ImageNet, as in HAWIS stage B).
     limit / test_limit: at most this many (seeded random) samples in train / test.
     augment: None = the dataset's default (on for CIFAR-10 and ImageNet, off otherwise).
+    options: keyword arguments of the dataset's registered builder (e.g. synthetic's channels,
+    image_size, num_classes, train_size, test_size, seed); unknown keys are errors.
     """
-    spec: DatasetSpec = DATASETS.create(name)
+    opts = _options_dict(options)
+    if image_size is not None and "image_size" in builder_options(name) and "image_size" not in opts:
+        opts["image_size"] = image_size  # a shape-free dataset (synthetic) takes the size as an option
+    spec = dataset_spec(name, opts)
     frac = spec.search_fraction if search_fraction is None else float(search_fraction)
     if not 0.0 < frac < 1.0:
         raise CimnasError(f"search_fraction must be in (0, 1), got {frac}")
