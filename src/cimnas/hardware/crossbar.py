@@ -10,11 +10,13 @@ models" and "MNSIM-2.0 on ResNet-20"):
 - [ISAAC]  Shafiee et al., ISCA 2016: 8-bit ADC ~15.6 pJ per conversion; ADC area.
 - [NeuroSim] DNN+NeuroSim: 8 columns share one ADC.
 - [HAWIS]  The HAWIS authors' tolerance-test simulator: 64x64, Gmax 3.33e-4 S, Gmin 3.33e-7 S, 3.3 V.
-- [MNSIM code] thu-nics/MNSIM-2.0: SimConfig.ini (DAC_Num = ADC_Num = 16 per crossbar group,
-  Sub_Position = 0, default PE_Num 4x4 per tile), Tile_connection_graph.py (tilenum, max_PE,
-  max_row, max_column), PE_latency.py (read rounds), Model_energy.py (energy = power x latency).
-- [calib]  Constants not published in those sources (digital periphery, buffers), chosen so that
-  ADC + buffers dominate as REFERENCE-FACTS.md reports for MNSIM; they barely move the width ratios.
+- [MNSIM code] thu-nics/MNSIM-2.0: shipped SimConfig.ini (DAC_Num = ADC_Num = 128, PE_Num = 2,2,
+  Sub_Position = 0, Device_Area 1.44 um^2), Tile_connection_graph.py (tilenum, max_PE, max_row,
+  max_column), PE_latency.py (multiple_time), Tile_latency.py (output-buffer writes),
+  Model_energy.py (energy = power x latency).
+- [calib]  Per-event energies / times read off MNSIM-2.0's own per-component output on ResNet-20
+  (REFERENCE-FACTS.md, "MNSIM-2.0 per component"): one constant per component for all rows, no
+  per-width factor; tests/test_energy_mnsim.py checks the seven reference rows.
 """
 
 from __future__ import annotations
@@ -64,50 +66,61 @@ class CrossbarSpec:
     """ADC resolution per column conversion. [MNSIM] 6 bits."""
     bnn_readout: Literal["adc", "sense_amp"] = "adc"
     """Read-out of 1-bit x 1-bit layers: the spec's ADC (as MNSIM ran HAWIS) or a sense amplifier."""
-    crossbars_per_tile: int = 16
-    """Crossbars (pos/neg pairs) per tile. A layer on n crossbars is charged for
-    ceil(n / this) * min(n, this) crossbars (MNSIM-2.0 TCG: tilenum * max_PE), each read like the
-    layer's fullest crossbar (max_row, max_column). [MNSIM] default PE_Num 4x4 = 16 PEs per tile."""
-    rows_per_read: int = 16
-    """Word lines driven together in one read round (operation unit rows); a crossbar with R used rows
-    is read in ceil(R / this) rounds. [MNSIM] SimConfig.ini DAC_Num = 16 per crossbar group."""
-    adcs_per_crossbar: int = 16
-    """ADCs per crossbar pair; C used columns take ceil(C / this) conversion rounds of all of them.
-    [MNSIM] SimConfig.ini ADC_Num = 16 per group (pos - neg subtracted in analog, Sub_Position = 0)."""
-    signed_binary_inputs: bool = True
-    """+-1 activations are fed as sign + magnitude, i.e. 2 cycles of a 1-bit DAC (MNSIM ran the
-    HAWIS BNNs in its 2-bit signed setting). [MNSIM]"""
+    crossbars_per_tile: int = 4
+    """PEs (pos/neg crossbar pairs) per tile; a layer pays for whole tiles (MNSIM `tilenum x max_PE`).
+    [MNSIM] shipped SimConfig.ini PE_Num = 2,2."""
+    rows_per_read: int = 128
+    """DACs per PE: word lines driven together in one read round; max_row used rows take
+    ceil(max_row / this) rounds. [MNSIM] SimConfig.ini DAC_Num = 128."""
+    adcs_per_crossbar: int = 128
+    """ADCs per PE (pos - neg subtracted in analog, Sub_Position = 0); max_column used columns take
+    ceil(max_column / this) rounds. [MNSIM] SimConfig.ini ADC_Num = 128."""
+    signed_inputs: bool = False
+    """MNSIM's signed setting: every input code carries one extra sign bit (one more DAC cycle), so a
+    BNN runs as +-1 ("w2 a2") and 8 bits as 9-bit signed. False = charge the bits the layer's input
+    quantizer produces ({0, 1} binary activations: one cycle of a 1-bit DAC, HAWIS Eq. 2)."""
     columns_per_adc: int = 8
     """Columns multiplexed onto one ADC in the NeuroSim style. [NeuroSim] 8. Not used by the
     MNSIM-style accounting in energy.py (which uses adcs_per_crossbar); kept for spec files."""
-    energy_cell_read_pj: float | None = None
-    """Energy of one cell read in pJ; None = V^2 * (Gmax+Gmin)/2 * t_read (physics, ~3.6 fJ)."""
-    energy_dac_pj: float = 0.012
-    """Energy of one DAC conversion (one word line driven for one cycle) in pJ. [MNSIM] ~0.012 pJ."""
-    energy_adc_pj: float = 10.0
-    """Energy of one ADC conversion in pJ. [MNSIM] 6-bit ~10 pJ (1.26 mW at 1 GS/s); [ISAAC] 8-bit 15.6."""
-    energy_sense_amp_pj: float = 0.5
+    energy_cell_read_pj: float | None = 6.0e-5
+    """Energy of one cell of one array in one read round in pJ; None = V^2 * (Gmax+Gmin)/2 * t_read
+    (Ohm's law, ~3.6 fJ). [calib] 0.06 fJ: MNSIM-2.0's crossbar energy on ResNet-20 / its cell reads."""
+    energy_dac_pj: float = 0.00586
+    """Energy of one driven word line of a PE in one read round in pJ. [calib] MNSIM-2.0 DAC energy on
+    ResNet-20 / (charged PEs x max_row x rounds); about half its 1-bit DAC figure (0.012 pJ)."""
+    energy_adc_pj: float = 5.04
+    """Energy of one column conversion in pJ. [calib] MNSIM-2.0 ADC energy on ResNet-20 (ADC_Choice 6,
+    power x latency) / (charged PEs x max_column x rounds); the 6-bit ADC is ~10 pJ at 1 GS/s [MNSIM]."""
+    energy_sense_amp_pj: float = 0.25
     """Energy of one sense-amplifier decision (bnn_readout=sense_amp) in pJ. [calib] ~1/20 of the ADC."""
-    energy_shift_add_pj: float = 0.2
-    """Energy of one shift-and-add of a digital partial sum (slices, input bits, tiles) in pJ. [calib]"""
-    energy_comparator_pj: float = 0.05
-    """Energy of one output comparison (fused BN + sign threshold, or ReLU/requantize) in pJ. [calib]"""
-    energy_buffer_pj_per_bit: float = 0.2
-    """Energy of one bit read from or written to the input/output SRAM buffers in pJ. [calib]"""
-    psum_bits: int = 16
-    """Width of a partial sum written to the output buffer in bits. [calib]"""
-    adc_latency_ns: float = 1.0
-    """Time of one ADC conversion in ns. [MNSIM] 1 GS/s."""
-    digital_latency_ns: float = 1.0
-    """Time of one shift-add / comparator / buffer step (pipelined, per cycle) in ns. [calib]"""
-    area_cell_um2: float = 0.2
-    """Area of one 1T1R cell in um^2 (~12 F^2 at F = 130 nm). [MNSIM] 130 nm."""
-    area_adc_um2: float = 3000.0
-    """Area of one ADC in um^2. [ISAAC] 1200 um^2 at 32 nm, scaled to 130 nm (rounded)."""
+    energy_shift_add_pj: float = 0.02
+    """Digital energy (shift-add, input / output registers, muxes) per column conversion in pJ.
+    [calib] MNSIM-2.0 digital + pooling energy on ResNet-20 (under 0.5 % of the total)."""
+    energy_buffer_pj_per_bit: float = 2.04
+    """Energy per partial-sum bit a tile writes to its output buffer (once per output position) in pJ.
+    [calib] MNSIM-2.0 buffer energy on ResNet-20 (SRAM power x bits / bus width / frequency)."""
+    energy_buffer_cycle_pj_per_bit: float = 0.573
+    """Energy per partial-sum bit moved through the buffer once more per input cycle (shift-and-add of
+    bit-serial inputs) in pJ. [calib] MNSIM-2.0 buffer energy, w2 a2 vs w2 a1 on ResNet-20."""
+    adc_latency_ns: float = 1.34
+    """ADC part of one read round in ns. [calib] with read and digital: 8.9 ns per MNSIM read round."""
+    digital_latency_ns: float = 4.4
+    """Digital part of one read round in ns: input + shift register at 500 MHz (2 x 2 ns) and the
+    mux / demux tenths. [MNSIM] Digital_Frequency = 500 MHz (PE_latency.py)."""
+    buffer_bits_per_ns: float = 16.3
+    """Output-buffer write bandwidth in bits per ns (partial sums, per position). [calib] MNSIM-2.0
+    latency on ResNet-20 (64-bit SRAM bus)."""
+    area_cell_um2: float = 1.44
+    """Area of one 1T1R cell in um^2. [MNSIM] SimConfig.ini Device_Area = 1.44 um^2."""
+    area_adc_um2: float = 6370.0
+    """Area of one ADC in um^2. [calib] MNSIM-2.0 area on ResNet-20: 4.32 mm^2 per tile of 4 PEs."""
     area_dac_um2: float = 1.0
     """Area of one 1-bit DAC (word-line driver) in um^2. [calib]"""
-    area_periphery_um2: float = 5000.0
-    """Area of the digital periphery (shift-add, comparators, buffers) per crossbar in um^2. [calib]"""
+    area_periphery_um2: float = 300000.0
+    """Area of one tile's periphery (buffers, adders, joint module, pooling) in um^2. [calib]"""
+    area_global_um2: float = 4.29e6
+    """Area of the network's global accumulator and buffer in um^2 (once). [calib] MNSIM-2.0 area on
+    ResNet-20 at 0 tiles (the tile-count intercept of U-1x, 2x, 4x and 8-bit)."""
     float_weight_bits: int = 16
     """Bits assumed for layers with float (unquantized) weights or activations (fixed-point). [calib]"""
 
@@ -151,6 +164,7 @@ class CrossbarSpec:
         check(1 <= self.bits_per_cell <= 8, f"bits_per_cell must be in 1..8, got {self.bits_per_cell}")
         check(1 <= self.dac_bits <= 16, f"dac_bits must be in 1..16, got {self.dac_bits}")
         check(1 <= self.adc_bits <= 16, f"adc_bits must be in 1..16, got {self.adc_bits}")
+        check(self.buffer_bits_per_ns > 0, f"buffer_bits_per_ns must be > 0, got {self.buffer_bits_per_ns}")
         for name in ("crossbars_per_tile", "rows_per_read", "adcs_per_crossbar"):
             check(getattr(self, name) >= 1, f"{name} must be >= 1, got {getattr(self, name)}")
         check(self.columns_per_adc >= 1, f"columns_per_adc must be >= 1, got {self.columns_per_adc}")

@@ -1,47 +1,51 @@
-"""Analytical energy / latency / area of one inference, per layer, in the MNSIM-2.0 style.
+"""Analytical energy / latency / area of one inference, per layer, following MNSIM-2.0's accounting.
 
-Per conv / FC layer (geometry from `cimnas.nn.counting.LayerGeom`):
+MNSIM-2.0 (thu-nics/MNSIM-2.0) charges every component as power x busy time (Model_energy.py), the
+power of a layer being that of its whole tiles (Model_inference_power.py: tile power x `tilenum`,
+each tile at `max_PE`, `max_row`, `max_column`) and the time a per-position `multiple_time`
+(PE_latency.py). The facts taken from it, per conv / FC layer (geometry: `LayerGeom`):
 
-- tiling (`tile_layer`): whole k x k kernels are packed per crossbar, floor(rows / k^2) input
-  channels per tile (MNSIM: 28 for 3x3 on 256 rows), so row tiles = ceil(C_in / that);
-  column tiles = ceil(C_out * slices / columns) with slices = weight_bits / bits_per_cell.
-  `crossbars` counts logical tiles (a differential pos/neg pair is one tile, as HAWIS Fig. 5).
-- charging (MNSIM-2.0 TCG + power x latency): crossbars are grouped into tiles of
-  `crossbars_per_tile` (MNSIM default 4x4 PEs); a layer on n crossbars pays for
-  ceil(n / tile) * min(n, tile) of them, and every charged crossbar is read like the layer's
-  fullest one (max_row used rows, max_column used columns). This is where MNSIM's uneven steps
-  between widths come from (28 input channels per 256-row crossbar, 256 columns, whole tiles).
-- per output position and input cycle (cycles = ceil(act_bits / dac_bits); +-1 inputs count as
-  2-bit signed, as MNSIM ran the BNNs): a crossbar is read in rounds of `rows_per_read` word lines
-  (MNSIM DAC_Num = 16, capped by the ADC range) x ceil(max_column / adcs_per_crossbar) column
-  rounds; each round converts on all `adcs_per_crossbar` ADCs of the pos/neg pair (MNSIM ADC_Num = 16,
-  pos - neg subtracted in analog). ADC conversions = charged x row rounds x column rounds x ADCs.
-  * cell reads = used rows x used columns x arrays; DAC conversions = used rows x column tiles x arrays;
-  * shift-adds: one per conversion (significance shift, group/tile accumulation);
-  * comparators: one per output value (fused BN + sign threshold of a BNN, requantizer otherwise);
-  * buffers: inputs read once per column tile (k*k*C_in*act_bits bits), partial sums written
-    and read once per row tile (C_out * psum_bits bits).
-- latency: layers run one after the other; tiles of a layer run in parallel; per position and
-  cycle a crossbar needs rounds x (t_read + t_adc) + t_digital (MNSIM PE_latency multiple_time).
-- area: arrays x (cells + DACs) + per crossbar pair ADCs + digital periphery.
+- mapping (Tile_connection_graph.py): a PE is one pos/neg crossbar pair. Whole k x k kernels are
+  packed per crossbar, floor(rows / k^2) input channels (28 for 3x3 on 256 rows) -> `row_tiles`;
+  every weight bit slice has its own PEs, `col_tiles` = slices x ceil(C_out / columns). PEs =
+  row_tiles x col_tiles, `tiles` = ceil(PEs / crossbars_per_tile), `max_pe` = min(PEs, per tile);
+  the layer pays for tiles x max_pe PEs ("charged"), each read like its fullest crossbar:
+  max_row = min(channels per crossbar, C_in) k^2, max_column = min(C_out, columns).
+- read rounds per output position (`multiple_time`): input cycles x ceil(max_row / DAC_Num) x
+  ceil(max_column / ADC_Num); input cycles = ceil(bits / dac_bits) of the layer's input code, plus
+  one sign cycle when the code is signed or the spec asks for MNSIM's signed setting (`signed_inputs`).
+- per position and charged PE, each read round costs: crossbar cells 2 arrays x max_row x max_column
+  x `energy_cell_read_pj`; DACs max_row x `energy_dac_pj`; ADCs max_column x `energy_adc_pj` (or the
+  sense amplifier for 1-bit x 1-bit layers with `bnn_readout: sense_amp`); digital (shift-add,
+  registers, muxes) max_column x `energy_shift_add_pj`.
+- buffers (Tile_latency.py): per position each tile writes its PEs' partial sums,
+  (adc_bits + ceil(log2 max_pe)) x max_column x max_pe bits, to its output buffer
+  (`energy_buffer_pj_per_bit`), and moves them once more per input cycle for the shift-and-add
+  (`energy_buffer_cycle_pj_per_bit`).
+- latency: layers in sequence; per position rounds x (t_read + t_adc + t_digital) plus the
+  partial-sum write at `buffer_bits_per_ns`.
+- area: tiles x (PEs per tile x (2 arrays x (cells + DACs) + ADCs) + tile periphery) + one global
+  accumulator / buffer per network.
 
-REFERENCE-FACTS.md: in MNSIM, ADCs and buffers are > 97 % of the energy, cells ~0.2-0.3 %.
-docs/hardware.md compares the width ratios of binary ResNet-20 with MNSIM-2.0 and HAWIS Table II.
+The per-event constants of `mnsim-default` were read off MNSIM-2.0's own per-component output on
+ResNet-20 (REFERENCE-FACTS.md); `tests/test_energy_mnsim.py` checks all seven reference rows.
 """
 
 from __future__ import annotations
 
 import math
 import weakref
+from collections.abc import Sequence
 from dataclasses import replace
+from typing import Any
 
 from torch import nn
 
 from cimnas.hardware.crossbar import CrossbarSpec
-from cimnas.nn.counting import LayerGeom, trace_layers
+from cimnas.nn.counting import LayerGeom, arch_geometry, trace_layers
 from cimnas.nn.layers import QConv2d, QLinear
 
-COMPONENTS = ("cells", "dac", "adc", "shift_add", "comparator", "buffer")
+COMPONENTS = ("cells", "dac", "adc", "buffer", "digital")
 
 
 def layer_bits(g: LayerGeom, spec: CrossbarSpec) -> tuple[int, int]:
@@ -52,89 +56,90 @@ def layer_bits(g: LayerGeom, spec: CrossbarSpec) -> tuple[int, int]:
 
 
 def parallel_rows(spec: CrossbarSpec) -> int:
-    """Word lines read together in one round: spec.rows_per_read (MNSIM DAC_Num), capped so that the
-    column sum fits the ADC range (2^adc_bits - 1 unit currents) and by the crossbar height."""
+    """Word lines the dataflow simulator (mapping.py) sums per ADC conversion: spec.rows_per_read,
+    capped so that the column sum fits the ADC range (2^adc_bits - 1 unit currents). The energy
+    model charges MNSIM's read rounds of rows_per_read word lines (`read_rounds`), without that cap."""
     unit = spec.cell_levels * (2**spec.dac_bits - 1)
     return max(1, min(spec.rows, spec.rows_per_read, (2**spec.adc_bits - 1) // unit))
 
 
-def input_cycles(act_bits: int, spec: CrossbarSpec) -> int:
-    """DAC cycles per input: ceil(bits / dac_bits); +-1 binary inputs count as 2-bit signed (MNSIM)."""
-    bits = act_bits + (1 if act_bits == 1 and spec.signed_binary_inputs else 0)
+def input_cycles(act_bits: int, spec: CrossbarSpec, signed: bool = False) -> int:
+    """DAC cycles per input: ceil(bits / dac_bits), one more bit for a signed code or when the spec
+    uses MNSIM's signed setting (`signed_inputs`: the BNN run as +-1, 8-bit as 9-bit signed)."""
+    bits = act_bits + (1 if signed or spec.signed_inputs else 0)
     return math.ceil(bits / spec.dac_bits)
 
 
 def tile_layer(g: LayerGeom, spec: CrossbarSpec) -> dict:
-    """Crossbar tiling of one layer: tiles, used rows / columns, row groups and utilization."""
+    """MNSIM mapping of one layer: PEs (pos/neg crossbar pairs), tiles, fullest crossbar, utilization."""
     wb, _ = layer_bits(g, spec)
     slices = spec.slices(wb)
     k2 = g.kernel_size * g.kernel_size
-    ch_per_tile = spec.channels_per_tile(g.kernel_size) if g.kind == "conv" else spec.rows
-    row_tiles = math.ceil(g.in_channels / ch_per_tile)
-    used_columns = g.out_channels * slices
-    col_tiles = math.ceil(used_columns / spec.columns)
-    pr = parallel_rows(spec)
-    full, rest = divmod(g.in_channels, ch_per_tile)
-    rows_full, rows_rest = ch_per_tile * k2, rest * k2
-    if g.kind != "conv":
-        rows_full, rows_rest = ch_per_tile, rest
-    # groups summed over row tiles, and the largest per tile (sets latency)
-    groups = full * math.ceil(rows_full / pr) + (math.ceil(rows_rest / pr) if rest else 0)
-    max_groups = math.ceil((rows_full if full else rows_rest) / pr)
+    if g.kind == "conv":
+        ch = spec.channels_per_tile(g.kernel_size)
+        row_tiles, max_row = math.ceil(g.in_channels / ch), min(ch, g.in_channels) * k2
+    else:
+        row_tiles, max_row = math.ceil(g.in_channels / spec.rows), min(g.in_channels, spec.rows)
+    col_tiles = slices * math.ceil(g.out_channels / spec.columns)
     crossbars = row_tiles * col_tiles
-    # MNSIM-2.0 accounting (TCG + PE power x latency): crossbars are grouped into tiles, a layer pays
-    # for whole tiles once it needs more than one, and every charged crossbar is read like the
-    # layer's fullest one (max_row row groups x max_column columns)
-    ct = spec.crossbars_per_tile
-    charged = math.ceil(crossbars / ct) * min(crossbars, ct)
-    used_rows = g.rows
+    per_tile = spec.crossbars_per_tile
+    tiles = math.ceil(crossbars / per_tile)
+    max_pe = min(crossbars, per_tile)
     return {
         "slices": slices, "row_tiles": row_tiles, "col_tiles": col_tiles, "crossbars": crossbars,
-        "arrays": crossbars * spec.arrays_per_tile, "used_rows": used_rows, "used_columns": used_columns,
-        "row_groups": groups, "max_row_groups": max_groups, "charged_crossbars": charged,
-        "max_columns": min(used_columns, spec.columns),
-        "utilization": used_rows * used_columns / (crossbars * spec.rows * spec.columns),
+        "arrays": crossbars * spec.arrays_per_tile, "tiles": tiles, "max_pe": max_pe,
+        "charged_crossbars": tiles * max_pe, "used_rows": g.rows, "used_columns": g.out_channels * slices,
+        "max_rows": max_row, "max_columns": min(g.out_channels, spec.columns),
+        "utilization": g.rows * g.out_channels * slices / (crossbars * spec.rows * spec.columns),
     }
+
+
+def read_rounds(t: dict, cycles: int, spec: CrossbarSpec) -> int:
+    """MNSIM `multiple_time`: read rounds of one crossbar per output position."""
+    dacs = min(spec.rows_per_read, spec.rows)
+    adcs = min(spec.adcs_per_crossbar, spec.columns)
+    return cycles * math.ceil(t["max_rows"] / dacs) * math.ceil(t["max_columns"] / adcs)
+
+
+def tile_area_um2(spec: CrossbarSpec) -> float:
+    """Area of one tile: its PEs (2 arrays of cells + DACs, shared ADCs) and the tile periphery."""
+    pe = (spec.arrays_per_tile * (spec.rows * spec.columns * spec.area_cell_um2 + spec.rows * spec.area_dac_um2)
+          + min(spec.adcs_per_crossbar, spec.columns) * spec.area_adc_um2)
+    return spec.crossbars_per_tile * pe + spec.area_periphery_um2
 
 
 def estimate_layer(g: LayerGeom, spec: CrossbarSpec) -> dict:
-    """Energy (uJ and per component pJ), latency (us), area (mm^2) and tiling of one layer."""
+    """Energy (uJ and per component pJ), latency (us), area (mm^2) and mapping of one layer."""
     t = tile_layer(g, spec)
     wb, ab = layer_bits(g, spec)
-    cycles = input_cycles(ab, spec)
-    arrays = spec.arrays_per_tile
-    P = g.positions
-    adcs = min(spec.adcs_per_crossbar, spec.columns)
-    col_rounds = math.ceil(t["max_columns"] / adcs)
-    rounds = t["max_row_groups"] * col_rounds  # read rounds of one crossbar per position and cycle
-    # counts per output position, summed over cycles (module docstring); MNSIM: ADC energy =
-    # (charged crossbars x ADCs per crossbar x P_adc) x (P x cycles x rounds x t_adc)
-    n_conv = t["charged_crossbars"] * rounds * adcs * cycles
-    n_cells = t["used_rows"] * t["used_columns"] * arrays * cycles
-    n_dac = t["used_rows"] * t["col_tiles"] * arrays * cycles
+    cycles = input_cycles(ab, spec, g.act_signed)
+    rounds = read_rounds(t, cycles, spec)
+    P, charged = g.positions, t["charged_crossbars"]
+    rows, cols = t["max_rows"], t["max_columns"]
     binary = wb == 1 and ab == 1
     e_conv = spec.energy_sense_amp_pj if (binary and spec.bnn_readout == "sense_amp") else spec.energy_adc_pj
-    buffer_bits = t["used_rows"] * ab * t["col_tiles"] + 2 * t["row_tiles"] * g.out_channels * spec.psum_bits
+    merge_bits = math.ceil(math.log2(t["max_pe"])) if t["max_pe"] > 1 else 0
+    psum_bits = (spec.adc_bits + merge_bits) * cols * t["max_pe"]  # one tile's partial sums per position
+    per_round = P * charged * rounds  # crossbar read rounds of the layer (all charged PEs)
     parts_pj = {
-        "cells": P * n_cells * spec.cell_read_pj,
-        "dac": P * n_dac * spec.energy_dac_pj,
-        "adc": P * n_conv * e_conv,
-        "shift_add": P * n_conv * spec.energy_shift_add_pj,
-        "comparator": P * g.out_channels * spec.energy_comparator_pj,
-        "buffer": P * buffer_bits * spec.energy_buffer_pj_per_bit,
+        "cells": per_round * spec.arrays_per_tile * rows * cols * spec.cell_read_pj,
+        "dac": per_round * rows * spec.energy_dac_pj,
+        "adc": per_round * cols * e_conv,
+        "buffer": P * t["tiles"] * psum_bits * (spec.energy_buffer_pj_per_bit
+                                                + cycles * spec.energy_buffer_cycle_pj_per_bit),
+        "digital": per_round * cols * spec.energy_shift_add_pj,
     }
-    latency_ns = P * cycles * (rounds * (spec.read_latency_ns + spec.adc_latency_ns) + spec.digital_latency_ns)
-    area_um2 = (t["arrays"] * (spec.rows * spec.columns * spec.area_cell_um2 + spec.rows * spec.area_dac_um2)
-                + t["crossbars"] * (adcs * spec.area_adc_um2 + spec.area_periphery_um2))
+    t_round = spec.read_latency_ns + spec.adc_latency_ns + spec.digital_latency_ns
+    latency_ns = P * (rounds * t_round + psum_bits / spec.buffer_bits_per_ns)
     macs = g.macs
     return {
         "name": g.name, "kind": g.kind, "in_channels": g.in_channels, "out_channels": g.out_channels,
         "kernel_size": g.kernel_size, "weight_bits": wb, "act_bits": ab, "input_cycles": cycles,
-        **t,
+        "read_rounds": rounds, **t,
         "energy_uj": sum(parts_pj.values()) * 1e-6,
         "energy_pj": parts_pj,
         "latency_us": latency_ns * 1e-3,
-        "area_mm2": area_um2 * 1e-6,
+        "area_mm2": t["tiles"] * tile_area_um2(spec) * 1e-6,
         "biops": macs if g.is_binary else 0,
         "flops": 0 if g.is_binary else macs,
     }
@@ -148,13 +153,29 @@ def estimate(layers: list[LayerGeom], spec: CrossbarSpec) -> dict:
     return {
         "energy_uj": sum(r["energy_uj"] for r in per),
         "latency_us": sum(r["latency_us"] for r in per),
-        "area_mm2": sum(r["area_mm2"] for r in per),
+        "area_mm2": sum(r["area_mm2"] for r in per) + (spec.area_global_um2 * 1e-6 if per else 0.0),
         "crossbars": sum(r["crossbars"] for r in per),
+        "arrays": sum(r["arrays"] for r in per),
+        "tiles": sum(r["tiles"] for r in per),
         "biops": sum(r["biops"] for r in per),
         "flops": sum(r["flops"] for r in per),
+        "energy_components_uj": {c: v * 1e-6 for c, v in parts.items()},
         "energy_breakdown": {c: v / total_pj for c, v in parts.items()},
         "layers": per,
     }
+
+
+def estimate_arch(model_name: str, spec: CrossbarSpec, *, widths: Sequence[int] | str | None = None,
+                  width_mult: float = 1.0, precision: str = "binary", bits: int = 8,
+                  input_shape: tuple[int, int, int] = (3, 32, 32), num_classes: int = 10,
+                  refactor: Any = None, **model_kw: Any) -> dict:
+    """`estimate` of a registered model from its description alone: no weights are allocated
+    (`cimnas.nn.counting.arch_geometry`). Arguments as `cimnas.nn.models.build_model`."""
+    c, h, w = (int(v) for v in input_shape)
+    layers = arch_geometry(model_name, in_channels=c, num_classes=num_classes, image_size=h if h == w else (h, w),
+                           widths=widths, width_mult=width_mult, precision=precision, bits=bits,
+                           refactor=refactor, **model_kw)
+    return estimate(layers, spec)
 
 
 # ---------------------------------------------------------------- fast path for search loops
@@ -181,7 +202,8 @@ def model_geometry(model: nn.Module, input_shape: tuple[int, ...]) -> list[Layer
         cin = m.active_in if m.active_in is not None else m.weight.shape[1]
         cout = m.active_out if m.active_out is not None else m.weight.shape[0]
         out.append(replace(g, in_channels=int(cin), out_channels=int(cout),
-                           weight_bits=m.weight_quantizer.bits, act_bits=m.input_quantizer.bits))
+                           weight_bits=m.weight_quantizer.bits, act_bits=m.input_quantizer.bits,
+                           act_signed=bool(getattr(m.input_quantizer, "signed", False))))
     return out
 
 
