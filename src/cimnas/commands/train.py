@@ -10,28 +10,31 @@ import sys
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "train", help="train one model on one dataset into a run folder (resumable)",
-        description="Train a float, k-bit or fully binarized model. The run folder gets config.yaml, "
-                    "metrics.jsonl, checkpoint.pt (every epoch) and final.json.")
+        description="Train a float, k-bit or fully binarized model on search_train (val accuracy on the held-out "
+                    "search_eval part, test accuracy once at the end). The run folder gets run.json, config.yaml, "
+                    "metrics.jsonl, checkpoints/checkpoint.pt (every epoch) and final.json.")
     p.add_argument("--config", help="YAML config (configs/train/*.yaml); defaults: binarized ResNet-20 on digits")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="override one config value (repeatable), e.g. --set train.epochs=5")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one config value (repeatable), e.g. --set train.epochs=5 --set seed=1")
     p.add_argument("--data-dir", help="shortcut for --set data.data_dir=DIR")
     p.add_argument("--out", required=True, help="run folder (must not hold a run unless --resume)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --out from its checkpoint (an empty or missing folder starts fresh)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from cimnas.config import load_config
-    from cimnas.pipelines.train_run import TrainRunConfig, run_training
+    from cimnas.pipelines.train import TrainRunConfig, run_training
 
     overrides = list(args.overrides)
     if args.data_dir:
         overrides.append(f"data.data_dir={args.data_dir}")
     cfg = load_config(TrainRunConfig, args.config, overrides)
     final = run_training(cfg, args.out, resume=args.resume)
-    summary = {k: final[k] for k in ("test_acc", "epochs", "biops", "flops", "params")}
-    sys.stdout.write(f"test accuracy {100 * final['test_acc']:.2f}% after {final['epochs']} epochs; "
-                     f"BiOps {final['biops']:,}, FLOPs {final['flops']:,}; run folder {args.out}\n")
+    summary = {k: final[k] for k in ("test_acc", "val_acc", "epochs", "biops", "flops", "params")}
+    sys.stdout.write(f"test accuracy {100 * final['test_acc']:.2f}% (val {100 * final['val_acc']:.2f}%) after "
+                     f"{final['epochs']} epochs; BiOps {final['biops']:,}, FLOPs {final['flops']:,}; "
+                     f"run folder {args.out}\n")
     sys.stdout.write(json.dumps(summary) + "\n")
     return 0

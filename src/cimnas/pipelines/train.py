@@ -1,0 +1,184 @@
+"""`cimnas train`: one model on one dataset, in a resumable run folder (cimnas.runs) through cimnas.train.fit.
+
+Run folder (kind "train", docs/architecture.md)::
+
+    run.json, config.yaml, run.log   the run description, the resolved config, the log
+    metrics.jsonl                    one line per finished epoch: epoch, loss, reg, train_acc, val_acc, lr, time_s
+    checkpoints/checkpoint.pt        after every epoch (atomic): model, optimizer, scheduler, epoch, metrics
+    final.json                       test accuracy (read once, at the end), val accuracy, BiOps / FLOPs / params
+
+Splits: the model trains on `search_train`; `val_acc` is measured on the held-out `search_eval` part (what a
+model selection may look at); the test split is read once, for final.json.
+
+Resume: the config must equal the stored one except `train.epochs` (which may only grow: a resume extends a
+run, never rewrites its history), `train.progress` and `train.eval_batch_size`. The batch order of epoch e is a
+function of (seed, e) (cimnas.train.fit), so a resumed run repeats what an uninterrupted one does (CPU).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from cimnas.config import DataConfig, ModelConfig, OptimConfig, to_dict
+from cimnas.data import DATASETS, load_dataset
+from cimnas.errors import CimnasError, check
+from cimnas.nn.counting import count_ops, trace_layers
+from cimnas.nn.models import MODELS, build_model
+from cimnas.nn.refactor import RefactorOptions
+from cimnas.runs import RunFolder, load_state
+from cimnas.train import evaluate, fit, make_optimizer, make_scheduler
+from cimnas.utils.seed import resolve_device
+
+KIND = "train"
+CHECKPOINT = "checkpoint.pt"
+METRICS = "metrics.jsonl"
+RESUMABLE = ("train.epochs", "train.progress", "train.eval_batch_size")
+CKPT_FIELDS = {"state_dict": dict, "epoch": int, "optimizer": dict, "scheduler": dict, "config": dict}
+
+
+@dataclass
+class TrainRunConfig:
+    """Root config of `cimnas train` (configs/train/*.yaml, configs/ablation/*.yaml)."""
+
+    seed: int = 0  # weight init and batch order (and the data split unless data.seed is set)
+    device: str = "auto"  # auto = cuda if present, else cpu
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: OptimConfig = field(default_factory=OptimConfig)
+
+    def validate(self) -> None:
+        DATASETS.get(self.data.name)  # unknown names -> one-line errors listing the valid ones
+        MODELS.get(self.model.name)
+        check(self.train.epochs >= 1, f"train.epochs must be >= 1 for cimnas train, got {self.train.epochs}")
+        check(self.train.epochs <= 100_000, f"train.epochs={self.train.epochs} is not a training budget; "
+              "give at most 100000")
+        check(self.seed >= 0, f"seed must be >= 0, got {self.seed}")
+        if self.device not in ("auto", "cpu") and not self.device.startswith(("cuda", "mps")):
+            raise CimnasError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+
+
+# ---------------------------------------------------------------- building blocks
+def load_splits(cfg: DataConfig, run_seed: int, device: torch.device) -> Any:
+    """The dataset of `cfg` (seeded by data.seed, else the run's seed); `data.options` go to load_dataset."""
+    try:
+        return load_dataset(cfg.name, data_dir=cfg.data_dir, seed=cfg.resolved_seed(run_seed),
+                            search_fraction=cfg.search_fraction, device=device, limit=cfg.limit,
+                            test_limit=cfg.test_limit, augment=cfg.augment, **cfg.options)
+    except TypeError as e:  # an unknown key in data.options
+        raise CimnasError(f"data.options {sorted(cfg.options)} are not all options of load_dataset ({e}); "
+                          "remove the unknown ones") from e
+
+
+def build_from_config(cfg: ModelConfig, splits: Any, seed: int) -> nn.Module:
+    """build_model(...) for the dataset's shape (weights seeded by `seed`); refactor options for binary."""
+    refactor = None
+    if cfg.precision == "binary":
+        refactor = RefactorOptions(topology_mod=cfg.topology_mod, thermometer=cfg.thermometer,
+                                   thermometer_levels=cfg.thermometer_levels)
+    return build_model(cfg.name, in_channels=splits.in_channels, num_classes=splits.num_classes,
+                       image_size=splits.image_size, widths=cfg.widths, width_mult=cfg.width_mult,
+                       precision=cfg.precision, bits=cfg.bits, refactor=refactor, seed=seed, **cfg.options)
+
+
+def ops_summary(model: nn.Module, splits: Any) -> dict:
+    """Totals and per-layer BiOps / FLOPs / params (HAWIS Tables III/IV columns)."""
+    shape = (splits.in_channels, splits.image_size, splits.image_size)
+    return count_ops(trace_layers(model, shape))
+
+
+def checkpoint_payload(model: nn.Module, splits: Any, cfg_dict: dict, epoch: int, optimizer: Any,
+                       scheduler: Any, metrics: dict) -> dict:
+    """The one checkpoint payload of docs/architecture.md (RunFolder.save adds the format)."""
+    return {"arch": dict(getattr(model, "arch_meta", {})),
+            "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+            "dataset": splits.info(), "config": cfg_dict, "epoch": epoch,
+            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "metrics": metrics}
+
+
+# ---------------------------------------------------------------- resume
+def _restore(run: RunFolder, cfg: TrainRunConfig, model: nn.Module, optimizer: Any, scheduler: Any) -> int:
+    """Load the run's checkpoint into model / optimizer / scheduler; returns the epochs already done."""
+    path = run.ckpt / CHECKPOINT
+    if not path.is_file():
+        # stopped between epoch 1's metrics line and its checkpoint: start again from epoch 0 (same config);
+        # more history than that without a checkpoint is a damaged run, which a restart would overwrite
+        later = [r for r in run.records(METRICS) if _epoch(r) > 1]
+        check(not later and not run.has("final.json"), f"{run.root} has results but no {path.name}; it cannot be "
+              "resumed: restore the checkpoint or use a new --out folder")
+        return 0
+    ck = run.load(CHECKPOINT, fields=CKPT_FIELDS)
+    done = ck["epoch"]
+    check(done >= 0, f"checkpoint {path}: epoch {done} is negative; delete it or use a new --out folder")
+    run.check_extends("train.epochs", cfg.train.epochs, done)
+    stored = ck["config"].get("train", {}).get("epochs") if isinstance(ck["config"].get("train"), dict) else None
+    if cfg.train.schedule == "cosine" and stored != cfg.train.epochs:
+        raise CimnasError(f"cannot resume {run.root} with train.epochs={cfg.train.epochs}: the cosine schedule "
+                          f"was laid out for {stored} epochs; keep train.epochs={stored} or use a new --out folder")
+    load_state(model, ck["state_dict"], path)
+    load_state(optimizer, ck["optimizer"], path)
+    load_state(scheduler, ck["scheduler"], path)
+    return done
+
+
+# ---------------------------------------------------------------- the run
+def run_training(cfg: TrainRunConfig, out_dir: Any, resume: bool = False,
+                 on_epoch_end: Any = None) -> dict:
+    """Train `cfg.model` on `cfg.data` into run folder `out_dir`; returns the final.json dict.
+
+    Everything a user can get wrong (config, dataset, model) is checked before the folder is created;
+    resume=False refuses a folder that holds a run, resume=True continues it from its checkpoint.
+    `on_epoch_end(epoch, record)` is called after each epoch's checkpoint is written.
+    """
+    device = resolve_device(cfg.device)
+    splits = load_splits(cfg.data, cfg.seed, device)
+    model = build_from_config(cfg.model, splits, cfg.seed).to(device)
+    optimizer = make_optimizer(model, cfg.train)
+    scheduler = make_scheduler(optimizer, cfg.train)
+    cfg_dict = to_dict(cfg)
+
+    with RunFolder.open(out_dir, KIND, cfg, resume=resume, resumable=RESUMABLE,
+                        config_cls=TrainRunConfig) as run:
+        start = _restore(run, cfg, model, optimizer, scheduler) if run.resumed else 0
+        if run.resumed:
+            run.write_config(cfg_dict)  # a resume may have extended train.epochs
+            run.rewrite_records(METRICS, [r for r in run.records(METRICS) if _epoch(r) <= start])
+            run.log(f"resumed at epoch {start}/{cfg.train.epochs}")
+        run.record_execution(command="train", device=str(device), start_epoch=start)
+        clock = [time.perf_counter()]
+
+        def epoch_done(epoch: int, rec: dict) -> None:
+            record = {"epoch": epoch, "loss": rec["loss"], "reg": rec["reg"], "train_acc": rec["train_acc"],
+                      "val_acc": rec["eval_acc"], "lr": rec["lr"],
+                      "time_s": round(time.perf_counter() - clock[0], 3)}
+            # metrics first: a crash before the checkpoint leaves a line that resume drops again
+            run.append(METRICS, record)
+            run.save(CHECKPOINT, checkpoint_payload(model, splits, cfg_dict, epoch, optimizer, scheduler, record))
+            run.log(f"epoch {epoch}/{cfg.train.epochs}: loss {record['loss']:.4f}, train {record['train_acc']:.4f},"
+                    f" val {record['val_acc']:.4f}, lr {record['lr']:g}", echo=False)
+            clock[0] = time.perf_counter()
+            if on_epoch_end is not None:
+                on_epoch_end(epoch, record)
+
+        fit(model, splits.search_train, cfg.train, device=device, seed=cfg.seed, optimizer=optimizer,
+            scheduler=scheduler, start_epoch=start, eval_split=splits.search_eval, on_epoch_end=epoch_done,
+            desc="epoch")
+        bs = cfg.train.eval_batch_size
+        ops = ops_summary(model, splits)
+        final = {"test_acc": evaluate(model, splits.test, batch_size=bs, device=device),
+                 "val_acc": evaluate(model, splits.search_eval, batch_size=bs, device=device),
+                 "epochs": cfg.train.epochs, "dataset": splits.info(), "arch": dict(getattr(model, "arch_meta", {})),
+                 "biops": ops["biops"], "flops": ops["flops"], "params": ops["params"], "layers": ops["layers"]}
+        run.write_result("final.json", final)
+        run.log(f"test accuracy {final['test_acc']:.4f} (val {final['val_acc']:.4f}) after {cfg.train.epochs} "
+                "epochs", echo=False)
+    return final
+
+
+def _epoch(record: dict) -> int:
+    e = record.get("epoch")
+    return e if isinstance(e, int) and not isinstance(e, bool) else 1 << 62  # unreadable: dropped on resume
