@@ -51,7 +51,8 @@ def test_bits_per_cell_must_divide():
 
 
 def test_cell_read_energy_from_ohms_law():
-    s = CrossbarSpec()
+    assert CrossbarSpec().cell_read_pj == 6.0e-5  # mnsim-default: MNSIM-2.0's own figure [calib]
+    s = CrossbarSpec(energy_cell_read_pj=None)
     # V^2 * G_mean * t = 0.15^2 * 5.05e-5 S * 3.16e-9 s = 3.59e-15 J
     assert s.cell_read_pj == pytest.approx(0.15**2 * 5.05e-5 * 3.16e-9 * 1e12)
     assert s.channels_per_tile(3) == 28 and s.channels_per_tile(1) == 256
