@@ -37,24 +37,33 @@ def finished_run(tmp_path_factory):
 
 
 def test_train_writes_a_loadable_run(finished_run, capsys):
-    from cimnas.nn.models import load_model
+    from cimnas.nn.models import rebuild_model
+    from cimnas.runs import load_payload
 
     final = json.loads((finished_run / "final.json").read_text())
     assert final["flops"] == 0 and final["biops"] > 0  # fully binarized: no FP MACs in conv/FC
-    model, ckpt = load_model(finished_run / "checkpoint.pt")  # the checkpoint alone rebuilds the model
-    assert ckpt["config"]["model"]["precision"] == "binary"
-    splits = load_dataset("digits", limit=120, test_limit=60)
+    ckpt = load_payload(finished_run / "checkpoints" / "checkpoint.pt", {"arch": dict, "state_dict": dict})
+    model = rebuild_model(ckpt["arch"])  # the checkpoint alone rebuilds the model
+    model.load_state_dict(ckpt["state_dict"])
+    assert ckpt["config"]["model"]["precision"] == "binary" and ckpt["epoch"] == 1
+    splits = load_dataset("digits", limit=120, test_limit=60)  # config: data.seed 0
     assert evaluate(model, splits.test, device="cpu") == pytest.approx(final["test_acc"])
+    assert evaluate(model, splits.search_eval, device="cpu") == pytest.approx(final["val_acc"])
     for _, m in __import__("cimnas.nn.layers", fromlist=["quant_layers"]).quant_layers(model):
         w = m.quantized_weight().detach()
         assert torch.unique(w).numel() <= 2  # binary weights take two values (+-mean|w|)
 
 
+def folder_bytes(root):
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file() and p.name != ".lock"}
+
+
 def test_existing_run_folder_untouched(finished_run, capsys):
-    before = {p.name: p.read_bytes() for p in finished_run.iterdir()}
+    before = folder_bytes(finished_run)
     rc = train_cli(finished_run, "--config", "configs/train/digits_binary.yaml")
-    assert_one_line_error(capsys, rc, "already holds a run", "--resume")
-    assert {p.name: p.read_bytes() for p in finished_run.iterdir()} == before
+    assert_one_line_error(capsys, rc, "already holds a train run", "--resume")
+    assert folder_bytes(finished_run) == before
 
 
 @pytest.mark.parametrize("override, needles", [
@@ -92,7 +101,7 @@ def test_corrupt_checkpoint_on_resume(finished_run, tmp_path, capsys):
 
     run = tmp_path / "copy"
     shutil.copytree(finished_run, run)
-    ck = run / "checkpoint.pt"
+    ck = run / "checkpoints" / "checkpoint.pt"
     ck.write_bytes(ck.read_bytes()[: len(ck.read_bytes()) // 2])
     rc = train_cli(run, "--config", "configs/train/digits_binary.yaml", "--resume")
     assert_one_line_error(capsys, rc, "checkpoint", "corrupt")
@@ -127,7 +136,7 @@ def test_shipped_configs_load():
     from pathlib import Path
 
     from cimnas.config import load_config
-    from cimnas.pipelines.train_run import TrainRunConfig
+    from cimnas.pipelines.train import TrainRunConfig
 
     files = sorted(Path("configs/train").glob("*.yaml")) + sorted(Path("configs/ablation").glob("*.yaml"))
     assert len(files) >= 7
@@ -135,3 +144,4 @@ def test_shipped_configs_load():
     assert not cfgs["base"].model.topology_mod and cfgs["tm"].model.topology_mod
     assert cfgs["base"].train.regularizer == cfgs["tm"].train.regularizer == "l2"
     assert cfgs["tm_ts"].train.regularizer == "two_side" and cfgs["tm_ts"].model.topology_mod
+    assert all(c.seed == 0 and c.data.seed == 0 for c in cfgs.values())  # --set seed=1 keeps the data subset
