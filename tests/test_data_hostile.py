@@ -16,6 +16,7 @@ from cimnas.cli import main
 from cimnas.data import load_dataset
 from cimnas.data.idx import read_idx
 from cimnas.data.imagenet import check_image_folder
+from cimnas.data.safe_pickle import RefusedPickle, load_data_pickle
 from cimnas.data.small import read_cifar_batch
 from cimnas.errors import CimnasError
 
@@ -146,6 +147,21 @@ def test_truncated_and_foreign_batches(tmp_path):
     p.write_bytes(pickle.dumps([1, 2, 3]))
     with pytest.raises(CimnasError, match="lacks the b'data'"):
         read_cifar_batch(p)
+
+
+def test_allocation_tricks_refused(tmp_path):
+    p = tmp_path / "data_batch_1"
+    # numpy's placeholder is always (0,) 'b'; a 2**31-element one would allocate 2 GiB from a 90-byte file
+    p.write_bytes(b"\x80\x02cnumpy._core.multiarray\n_reconstruct\ncnumpy\nndarray\nJ\xff\xff\xff\x7f\x85U\x01b\x87R.")
+    with pytest.raises(CimnasError, match="placeholder other than numpy's empty"):
+        read_cifar_batch(p)
+    # a bytes object declared 1 TiB long inside a 14-byte file: a damaged file, not a crash
+    p.write_bytes(b"\x80\x04\x8e" + (2**40).to_bytes(8, "little") + b"abc")
+    with pytest.raises(CimnasError, match="is not a readable CIFAR-10 batch"):
+        read_cifar_batch(p)
+    p.write_bytes(pickle.dumps(real_batch()))
+    with pytest.raises(RefusedPickle, match="more than the 1000 a data batch may be"):
+        load_data_pickle(p, max_bytes=1000)
 
 
 # ---------------------------------------------------------------- IDX files

@@ -25,6 +25,7 @@ import numpy as np
 # an array's reduce value names the right one without importing a private module by path).
 _RECONSTRUCT = np.empty(0).__reduce__()[0]
 _FROMBUFFER = np.empty(0).__reduce_ex__(5)[0]
+MAX_PICKLE_BYTES = 1 << 30  # 1 GiB: a CIFAR-10 batch is 31 MB
 NUMERIC_KINDS = "biuf"  # bool, signed / unsigned integer, float: all a dataset array may hold
 
 
@@ -50,8 +51,12 @@ def _dtype(obj: Any, align: Any = False, copy: Any = True) -> np.dtype:
 
 
 def _reconstruct(subtype: Any, shape: Any, dtype_char: Any) -> np.ndarray:
+    # numpy always pickles the empty placeholder (0,) 'b' that BUILD then fills from the file's bytes;
+    # any other shape would allocate memory that no byte of the file backs
     if subtype is not np.ndarray:
         raise RefusedPickle("an array of a class other than numpy.ndarray")
+    if shape != (0,) or dtype_char not in (b"b", "b"):
+        raise RefusedPickle("an array placeholder other than numpy's empty (0,) one")
     return _RECONSTRUCT(subtype, shape, dtype_char)
 
 
@@ -107,12 +112,18 @@ def _check_arrays(obj: Any, depth: int = 0) -> None:
         raise RefusedPickle(f"it holds a {type(obj).__name__} object")
 
 
-def load_data_pickle(path: Path, encoding: str = "bytes") -> Any:
+def load_data_pickle(path: Path, encoding: str = "bytes", max_bytes: int = MAX_PICKLE_BYTES) -> Any:
     """Unpickle `path` with `DataUnpickler` and check the result holds only data.
+
+    A file over `max_bytes` is refused unread. (A length field inside the file larger than the file
+    fails as truncated or as MemoryError; the caller reports both as a damaged file.)
 
     Raises `RefusedPickle` for anything outside the allowed set and the usual pickle / EOF / value
     errors for damaged files; the caller turns both into a one-line `CimnasError`.
     """
+    size = path.stat().st_size
+    if size > max_bytes:
+        raise RefusedPickle(f"the file is {size} bytes, more than the {max_bytes} a data batch may be")
     with open(path, "rb") as f:
         obj = DataUnpickler(f, encoding=encoding).load()
     _check_arrays(obj)

@@ -76,8 +76,8 @@ def read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
         raise CimnasError(f"{path} is not a CIFAR-10 batch and was not loaded: {one_line(e)}; a real batch "
                           f"holds only numpy arrays and lists, so do not use this file ({_CIFAR_GET})") from e
     except Exception as e:  # truncated or foreign files raise many types (EOFError, UnpicklingError, ...)
-        raise CimnasError(f"{path} is not a readable CIFAR-10 batch ({type(e).__name__}: {one_line(e)}); "
-                          f"re-download it ({_CIFAR_GET})") from e
+        detail = type(e).__name__ if one_line(e) == type(e).__name__ else f"{type(e).__name__}: {one_line(e)}"
+        raise CimnasError(f"{path} is not a readable CIFAR-10 batch ({detail}); re-download it ({_CIFAR_GET})") from e
     if not isinstance(d, dict) or _entry(d, "data") is None or _entry(d, "labels") is None:
         raise CimnasError(f"{path} lacks the b'data' / b'labels' entries of a CIFAR-10 batch; wrong file "
                           f"({_CIFAR_GET})")
