@@ -17,6 +17,7 @@ def test_registered_with_cifar_shape_by_default():
     row = {r["name"]: r for r in dataset_table()}["synthetic"]
     assert row["shape"] == [3, 32, 32] and row["classes"] == 10
     assert (row["train"], row["test"]) == (50000, 10000) and row["available"]
+    assert row["where"] == "generated (no files)"
 
 
 def test_shapes_dtype_and_info():

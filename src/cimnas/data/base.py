@@ -158,6 +158,7 @@ class DatasetSpec:
     files: tuple[str, ...] = field(default_factory=tuple)
     lazy_loader: Callable[..., Splits] | None = None
     requires: str | None = None  # optional Python module the reader needs (e.g. torchvision)
+    generated: bool = False  # drawn in memory by `read` (no files, nothing bundled)
 
     def resolve_dir(self, data_dir: str | Path | None) -> Path | None:
         if data_dir is not None:
@@ -172,7 +173,7 @@ class DatasetSpec:
             if importlib.util.find_spec(self.requires) is None:
                 return False, f"needs {self.requires} (pip install cimnas[{self.name}])"
         if not self.files:
-            return True, "bundled"
+            return True, "generated (no files)" if self.generated else "bundled"
         d = self.resolve_dir(data_dir)
         if d is None:
             return False, f"needs --data-dir ({self.how_to_get})"

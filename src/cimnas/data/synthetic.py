@@ -131,4 +131,4 @@ def synthetic(channels: int = 3, image_size: int = 32, num_classes: int = 10, tr
         train_size=train_size, test_size=test_size, search_fraction=0.2,
         # a one-pixel shift keeps the teacher's pooled view nearly unchanged; a flip would not
         augmentation=Augmentation(crop_padding_px=max(1, image_size // 16), hflip=False),
-        augment_default=False, read=partial(read_synthetic, opts))
+        augment_default=False, read=partial(read_synthetic, opts), generated=True)
