@@ -5,6 +5,9 @@ mc_overhead:        time of T Monte-Carlo trials (SA0 + SA1 + variation drawn pe
                     Binary ResNet-20 (1x) on the digits test split, T = 10. Goal <= 1.2.
 energy_ms_resnet20: milliseconds per energy estimate of a binary ResNet-20 super-net at a new
                     width vector each call (set_widths + cached trace + analytical model). Goal < 10.
+energy_cold_ms_resnet20_4x: milliseconds for spec + layer geometry + estimate of a U-4x binarized
+                    ResNet-20 from nothing (load_spec + estimate_arch: no model built, no weights).
+                    Goal < 20 (issue 13 item 6; building the torch model took ~250 ms).
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ from common import median_time  # noqa: E402
 
 from cimnas.data import load_dataset  # noqa: E402
 from cimnas.hardware import CrossbarSpec, DefectConfig, estimate_model, evaluate_trials  # noqa: E402
+from cimnas.hardware.crossbar import load_spec  # noqa: E402
+from cimnas.hardware.energy import estimate_arch  # noqa: E402
 from cimnas.hardware.montecarlo import CachedBatches, accuracy  # noqa: E402
 from cimnas.nn.models import build_model  # noqa: E402
 
@@ -62,9 +67,17 @@ def energy_ms_resnet20() -> float:
     return (time.perf_counter() - t0) / n * 1e3
 
 
+def energy_cold_ms_resnet20_4x() -> float:
+    def cold():
+        estimate_arch("resnet20", load_spec("mnsim-default"), width_mult=4, precision="binary")
+
+    return median_time(cold, repeats=20, warmup=2) * 1e3
+
+
 def run() -> dict:
     torch.set_num_threads(1)
-    return {"mc_overhead": round(mc_overhead(), 3), "energy_ms_resnet20": round(energy_ms_resnet20(), 3)}
+    return {"mc_overhead": round(mc_overhead(), 3), "energy_ms_resnet20": round(energy_ms_resnet20(), 3),
+            "energy_cold_ms_resnet20_4x": round(energy_cold_ms_resnet20_4x(), 3)}
 
 
 if __name__ == "__main__":

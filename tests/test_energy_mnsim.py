@@ -4,6 +4,8 @@ Goal (issue 12 item 4): total energy within 10 %, every component's share within
 latency and area within 25 %, at U-1x / 2x / 4x in both input settings and at 8 bit.
 """
 
+import json
+
 import pytest
 import torch
 
@@ -99,4 +101,17 @@ def test_option_b_slices_and_extracts():
     x = torch.rand(4, 3, 8, 8)
     with torch.no_grad():
         assert torch.equal(big(x), sub(x))
-    assert [g.in_channels for g in trace_layers(big, (3, 8, 8))] == [g.in_channels for g in trace_layers(sub, (3, 8, 8))]
+    assert [g.in_channels for g in trace_layers(big, (3, 8, 8))] == \
+        [g.in_channels for g in trace_layers(sub, (3, 8, 8))]
+
+
+def test_cli_energy_mnsim_network(capsys):
+    from cimnas.cli import main
+
+    argv = ["energy", "--model", "resnet20", "--width-mult", "2", "--shortcut", "B", "--no-topology-mod",
+            "--set", "spec.signed_inputs=true", "--json"]
+    assert main(argv) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["energy_uj"] == pytest.approx(mnsim_resnet20(2, "w2a2")["energy_uj"]) and d["arrays"] == 122
+    assert main(["energy", "--bits", "8", "--no-topology-mod"]) == 2  # one-line error, no traceback
+    assert "--no-topology-mod" in capsys.readouterr().err

@@ -26,6 +26,10 @@ def register(subparsers) -> None:
     p.add_argument("--dataset", default=None, help="take input shape / classes from this dataset")
     p.add_argument("--input-shape", default="3x32x32", help="C x H x W when --dataset is not given")
     p.add_argument("--num-classes", type=int, default=10)
+    p.add_argument("--shortcut", default=None, choices=["A", "B"],
+                   help="ResNet shortcuts: A zero-pad (default), B 1x1 conv (MNSIM-2.0's ResNet-20)")
+    p.add_argument("--no-topology-mod", action="store_true",
+                   help="binary models keep the avg-pool before the classifier (MNSIM-2.0's ResNet-20)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     _spec_args(p)
     p.set_defaults(func=cmd_energy)
@@ -91,9 +95,9 @@ def _arch_widths(path: str) -> list[int]:
     return w
 
 
-def build_energy_model(args):
-    """The model described by the energy command's arguments, and its input shape."""
-    from cimnas.nn.models import MODELS, build_model
+def energy_arch_args(args) -> tuple[dict, tuple[int, int, int]]:
+    """`build_model` keyword arguments described by the energy command, and the input shape."""
+    from cimnas.nn.models import MODELS
 
     if args.dataset:
         from cimnas.data import DATASETS
@@ -111,9 +115,23 @@ def build_energy_model(args):
         widths = _int_list(args.widths, "--widths")
     precision = "binary" if args.bits == 1 else "kbit"
     MODELS.get(args.model)  # an unknown name is its own error, not a width mismatch
+    kw = dict(in_channels=shape[0], num_classes=num_classes, image_size=shape[1], widths=widths,
+              width_mult=args.width_mult, precision=precision, bits=args.bits)
+    if getattr(args, "shortcut", None):
+        kw["shortcut"] = args.shortcut
+    if getattr(args, "no_topology_mod", False):
+        check(precision == "binary", "--no-topology-mod applies to --bits 1 only (k-bit models keep the pool)")
+        kw["refactor"] = {"topology_mod": False}
+    return kw, shape
+
+
+def build_energy_model(args):
+    """The model described by the energy command's arguments, and its input shape (weights allocated)."""
+    from cimnas.nn.models import build_model
+
+    kw, shape = energy_arch_args(args)
     try:
-        model = build_model(args.model, in_channels=shape[0], num_classes=num_classes, image_size=shape[1],
-                            widths=widths, width_mult=args.width_mult, precision=precision, bits=args.bits)
+        model = build_model(args.model, **kw)
     except CimnasError as e:
         where = f"architecture file {args.arch}" if args.arch else "widths"
         raise CimnasError(f"{where} does not fit model {args.model}: {e}") from e
@@ -122,16 +140,23 @@ def build_energy_model(args):
 
 def cmd_energy(args) -> int:
     from cimnas.hardware.crossbar import load_spec
-    from cimnas.hardware.energy import estimate_model
+    from cimnas.hardware.energy import estimate
+    from cimnas.nn.counting import arch_geometry
 
     spec = load_spec(args.preset, args.overrides, args.spec)
-    model, shape = build_energy_model(args)
-    res = estimate_model(model, shape, spec)
+    kw, shape = energy_arch_args(args)
+    try:  # layer geometry only: no weights are allocated (closed form or the meta device)
+        layers = arch_geometry(args.model, **kw)
+    except CimnasError as e:
+        where = f"architecture file {args.arch}" if args.arch else "widths"
+        raise CimnasError(f"{where} does not fit model {args.model}: {e}") from e
+    res = estimate(layers, spec)
     keys = ("name", "in_channels", "out_channels", "kernel_size", "utilization", "energy_uj", "latency_us",
             "area_mm2", "crossbars", "biops", "flops", "row_tiles", "col_tiles", "weight_bits", "act_bits")
     out = {"model": args.model, "preset": spec.name, "input_shape": list(shape),
-           **{k: res[k] for k in ("energy_uj", "latency_us", "area_mm2", "crossbars", "biops", "flops")},
-           "energy_breakdown": res["energy_breakdown"],
+           **{k: res[k] for k in ("energy_uj", "latency_us", "area_mm2", "crossbars", "arrays", "tiles", "biops",
+                                  "flops")},
+           "energy_components_uj": res["energy_components_uj"], "energy_breakdown": res["energy_breakdown"],
            "layers": [{k: lay[k] for k in keys} for lay in res["layers"]]}
     if args.json:
         print(json.dumps(out, indent=2))

@@ -27,6 +27,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Literal
 
+import yaml
+
 from cimnas.config import apply_overrides, from_dict, read_yaml
 from cimnas.errors import CimnasError, check
 
@@ -195,13 +197,21 @@ def preset_path(name: str) -> Path:
     return path
 
 
+def _preset_data(path: Path) -> dict:
+    """A shipped preset's fields. These package files are small and trusted, so they skip
+    `read_yaml`'s user-file checks and use libyaml's C parser when present (~1 ms instead of ~25 ms,
+    which dominated a cold energy estimate)."""
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    return yaml.load(path.read_text(encoding="utf-8"), Loader=loader)
+
+
 def load_spec(preset: str = "mnsim-default", overrides: list[str] | None = None,
               spec_file: str | Path | None = None) -> CrossbarSpec:
     """Preset (or a YAML file of CrossbarSpec fields) + `field=value` overrides -> validated spec.
 
     Overrides may be written `spec.rows=128` or `rows=128`.
     """
-    data = read_yaml(spec_file) if spec_file else read_yaml(preset_path(preset))
+    data = read_yaml(spec_file) if spec_file else _preset_data(preset_path(preset))
     data = {k: v for k, v in data.items() if k != "sources"}
     cleaned = [o[len("spec."):] if o.startswith("spec.") else o for o in overrides or []]
     data = apply_overrides(data, cleaned)
