@@ -5,7 +5,7 @@ import pytest
 from scipy import stats as st
 
 from cimnas.errors import CimnasError
-from cimnas.stats import diff_ci, mean_ci, summarize
+from cimnas.stats import combination_ci, diff_ci, mean_ci, summarize
 
 
 def test_summarize_matches_numpy() -> None:
@@ -40,3 +40,13 @@ def test_diff_ci_welch_matches_scipy() -> None:
     # a difference inside the spread has an interval that covers 0
     d2, lo2, hi2 = diff_ci([0.80, 0.82, 0.78], [0.81, 0.79, 0.80])
     assert lo2 < 0 < hi2
+
+
+def test_combination_ci_generalises_welch() -> None:
+    a, b = [0.81, 0.82, 0.80, 0.84], [0.78, 0.80, 0.77, 0.79, 0.76]
+    assert combination_ci([a, b], [1, -1]) == pytest.approx(diff_ci(a, b))
+    # interpolating halfway between two curve points: the estimate is the mean of their means
+    c = [0.70, 0.72, 0.71]
+    est, lo, hi = combination_ci([a, b, c], [1, -0.5, -0.5])
+    assert est == pytest.approx(np.mean(a) - 0.5 * np.mean(b) - 0.5 * np.mean(c))
+    assert lo < est < hi

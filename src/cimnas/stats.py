@@ -58,3 +58,22 @@ def diff_ci(a: Sequence[float], b: Sequence[float], level: float = 0.95) -> tupl
     dof = (vx + vy) ** 2 / dof_terms if dof_terms > 0 else 1.0
     half = float(_st.t.ppf(0.5 + level / 2, dof) * se)
     return d, d - half, d + half
+
+
+def combination_ci(samples: Sequence[Sequence[float]], coefs: Sequence[float],
+                   level: float = 0.95) -> tuple[float, float, float]:
+    """(sum_i c_i mean(x_i), low, high) for independent samples x_i: a t interval with the Welch-Satterthwaite
+    degrees of freedom. A difference a - b is coefs (1, -1); a point of a curve interpolated between two measured
+    points and compared with a third sample is coefs (1, -(1 - t), -t)."""
+    check(len(samples) == len(coefs) and len(samples) > 0, "one coefficient per sample is needed")
+    arrs = [np.asarray(x, dtype=float).ravel() for x in samples]
+    check(all(a.size > 0 for a in arrs), "every sample needs at least one measurement")
+    est = float(sum(c * a.mean() for c, a in zip(coefs, arrs, strict=True)))
+    terms = [(c * c * a.var(ddof=1) / a.size if a.size > 1 else 0.0, a.size) for c, a in zip(coefs, arrs, strict=True)]
+    var = sum(v for v, _ in terms)
+    if var == 0.0:
+        return est, est, est
+    denom = sum(v * v / (n - 1) for v, n in terms if n > 1)
+    dof = var * var / denom if denom > 0 else 1.0
+    half = float(_st.t.ppf(0.5 + level / 2, dof) * np.sqrt(var))
+    return est, est - half, est + half

@@ -1,0 +1,70 @@
+"""Headroom study: matched-energy allocations, the curve difference with its interval, a tiny end-to-end run."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from cimnas.config import from_dict
+from cimnas.errors import CimnasError
+from cimnas.pipelines.studies.headroom import (
+    AllocationConfig,
+    Geometry,
+    HeadroomConfig,
+    curve_difference,
+    run_study,
+)
+
+
+def _cfg(**kw) -> HeadroomConfig:
+    data = {"base": {"data": {"name": "digits", "limit": 120},
+                     "model": {"name": "resnet20", "precision": "binary"},
+                     "train": {"epochs": 1, "batch_size": 64, "progress": False, "max_batches": 1}},
+            "uniform": [0.5, 1.0], "uniform_seeds": 2, "allocation_seeds": 1,
+            "allocations": [{"name": "wide-first", "group_mult": [2, 1, 0.5]}]}
+    data.update(kw)
+    cfg = from_dict(HeadroomConfig, data)
+    cfg.validate()
+    for a in cfg.allocations:
+        a.validate()
+    return cfg
+
+
+def test_matched_energy_is_close_to_target() -> None:
+    cfg = _cfg()
+    geo = Geometry(cfg, SimpleNamespace(in_channels=3, image_size=32, num_classes=10))  # CIFAR-10 shape
+    assert [len(g) for g in geo.groups] == [7, 6, 6]  # stem + stage 1, stage 2, stage 3 of ResNet-20
+    for a in (AllocationConfig("wide-first", [2, 1, 0.5]), AllocationConfig("hawis", named="hawis-a", match=1.5)):
+        widths, e, target = geo.matched(a)
+        assert all(w % cfg.d == 0 and w > 0 for w in widths)
+        assert abs(math.log(e / target)) < 0.25
+    wl = geo.matched(AllocationConfig("wl", [0.5, 1, 2]))[0]
+    assert wl[0] < wl[7] < wl[-1]  # narrow first stages, wide last
+    with pytest.raises(CimnasError, match="groups of equal base width"):
+        geo.matched(AllocationConfig("bad", [1, 2]))
+
+
+def test_curve_difference_by_hand() -> None:
+    uniform = [{"label": "U-1x", "energy_uj": 1.0, "runs": [{"a": 0.70}, {"a": 0.72}]},
+               {"label": "U-4x", "energy_uj": 4.0, "runs": [{"a": 0.80}, {"a": 0.82}]}]
+    d = curve_difference(uniform, 2.0, [0.80, 0.81, 0.79], "a")  # halfway in log-energy
+    assert d["t"] == pytest.approx(0.5)
+    assert d["curve"] == pytest.approx(0.76)
+    assert d["diff"] == pytest.approx(0.04)
+    assert d["ci95"][0] < 0.04 < d["ci95"][1]
+    assert not curve_difference(uniform, 8.0, [0.9], "a")["inside_curve"]
+
+
+def test_tiny_study_end_to_end_and_resume(tmp_path: Path) -> None:
+    cfg = _cfg()
+    res = run_study(cfg, tmp_path / "s")
+    rows = {r["label"]: r for r in res["rows"]}
+    assert set(rows) == {"U-0.5x", "U-1x", "wide-first"}
+    assert rows["U-1x"]["test_acc"]["n"] == 2 and rows["wide-first"]["test_acc"]["n"] == 1
+    assert (tmp_path / "s" / "headroom.md").is_file() and (tmp_path / "s" / "figures" / "headroom.png").is_file()
+    before = (tmp_path / "s" / "headroom.json").read_text()
+    run_study(cfg, tmp_path / "s")  # every model is read back from its run folder
+    assert (tmp_path / "s" / "headroom.json").read_text() == before
