@@ -8,7 +8,8 @@ import torch
 
 from cimnas.config import from_dict, validate
 from cimnas.errors import CimnasError
-from cimnas.uae.search import UAESearchConfig, run_search
+from cimnas.pipelines.uae.config import UAESearchConfig
+from cimnas.pipelines.uae.search import run_search
 from cimnas.utils.io import read_jsonl
 
 _TIMES = ("time_s", "train_s", "eval_s")
@@ -66,8 +67,8 @@ def _strip(recs):
 def test_run_folder_and_resume_after_kill_matches_uninterrupted(tmp_path):
     splits = _Splits()
     full = run_search(_cfg(), tmp_path / "full", splits=splits)
-    for name in ("config.yaml", "episodes.jsonl", "controller.pt", "best_arch.json", "final.json",
-                 "final_model.pt", "figures/rewards.png", "figures/clean_vs_noisy.png"):
+    for name in ("run.json", "config.yaml", "episodes.jsonl", "checkpoints/controller.pt", "best_arch.json",
+                 "final.json", "checkpoints/final_model.pt", "figures/rewards.png", "figures/clean_vs_noisy.png"):
         assert (tmp_path / "full" / name).is_file(), name
     log = read_jsonl(tmp_path / "full" / "episodes.jsonl")
     assert len(log) == 8 and [r["episode"] for r in log] == list(range(8))
@@ -76,6 +77,8 @@ def test_run_folder_and_resume_after_kill_matches_uninterrupted(tmp_path):
         assert r["energy_uj"] is None or r["energy_uj"] > 0
     best = max(log, key=lambda r: r["reward"])
     assert full["arch_key"] == best["arch_key"] and full["mc_samples"] == 3
+    # the final summary is cimnas.stats.summarize of the Monte-Carlo accuracies: p5 (not p95), std ddof 1
+    assert "p95" not in full and full["min"] <= full["p5"] <= full["median"] <= full["max"]
 
     class Killed(Exception):
         pass
@@ -90,7 +93,7 @@ def test_run_folder_and_resume_after_kill_matches_uninterrupted(tmp_path):
     assert not (tmp_path / "cut" / "final.json").exists()
     resumed = run_search(_cfg(), tmp_path / "cut", resume=True, splits=splits, figures=False)
     assert _strip(read_jsonl(tmp_path / "cut" / "episodes.jsonl")) == _strip(log)
-    for k in ("arch_key", "clean_acc", "mean", "p95"):
+    for k in ("arch_key", "clean_acc", "mean", "p5", "std"):
         assert resumed[k] == full[k]
 
 
@@ -115,7 +118,7 @@ def test_resume_with_other_config_and_existing_folder(tmp_path):
     splits = _Splits()
     run_search(_cfg(search={"episodes": 3}), tmp_path / "a", splits=splits, run_final=False)
     before = (tmp_path / "a" / "episodes.jsonl").read_text()
-    with pytest.raises(CimnasError, match=r"in: eval.k;"):  # the episode limit alone may change
+    with pytest.raises(CimnasError, match=r"saved run at eval.k;"):  # the episode limit alone may change
         run_search(_cfg(eval={"k": 3}, search={"episodes": 4}), tmp_path / "a", resume=True, splits=splits)
     with pytest.raises(CimnasError, match="--resume"):
         run_search(_cfg(search={"episodes": 3}), tmp_path / "a", splits=splits)
@@ -123,11 +126,37 @@ def test_resume_with_other_config_and_existing_folder(tmp_path):
     run_search(_cfg(search={"episodes": 4}), tmp_path / "a", resume=True, splits=splits, run_final=False)
     log = read_jsonl(tmp_path / "a" / "episodes.jsonl")
     assert len(log) == 4 and (tmp_path / "a" / "episodes.jsonl").read_text().startswith(before)
+    # a resume may extend the search, never shorten its history
+    with pytest.raises(CimnasError, match="4 episodes are already done"):
+        run_search(_cfg(search={"episodes": 2}), tmp_path / "a", resume=True, splits=splits, run_final=False)
+
+
+def test_wrong_file_as_controller_checkpoint_is_one_line_error(tmp_path):
+    splits = _Splits()
+    run_search(_cfg(search={"episodes": 3}), tmp_path / "a", splits=splits, run_final=False)
+    ck = tmp_path / "a" / "checkpoints" / "controller.pt"
+    assert ck.is_file()
+    torch.save({"format": "cimnas-checkpoint-v2", "episodes": "three", "controller": {}}, ck)
+    with pytest.raises(CimnasError, match="episodes"):
+        run_search(_cfg(search={"episodes": 4}), tmp_path / "a", resume=True, splits=splits, run_final=False)
+    ck.write_bytes(b"not a checkpoint at all")
+    with pytest.raises(CimnasError) as e:
+        run_search(_cfg(search={"episodes": 4}), tmp_path / "a", resume=True, splits=splits, run_final=False)
+    assert "\n" not in str(e.value) and str(ck) in str(e.value)
+
+
+def test_p95_is_an_alias_of_p5():
+    old, new = _cfg(eval={"statistic": "p95"}), _cfg(eval={"statistic": "p5"})
+    assert old.eval.statistic == new.eval.statistic == "p5"
 
 
 @pytest.mark.parametrize("over", [{"eval": {"k": -1}}, {"eval": {"statistic": "q2"}}, {"eval": {"statistic": "avg"}},
                                   {"noise": {"sigma": -1.0}}, {"final": {"samples": 1}},
-                                  {"space": {"channels": []}}])
+                                  {"final": {"samples": -5}}, {"final": {"samples": 10**12}},
+                                  {"eval": {"k": 10**12}}, {"controller": {"lr": float("nan")}},
+                                  {"controller": {"lr": "nan"}}, {"noise": {"sigma": float("inf")}},
+                                  {"space": {"channels": [8, 10**6]}}, {"space": {"channels": []}},
+                                  {"noise": {"mode": "bitslice"}}])
 def test_bad_config_values(over):
     with pytest.raises(CimnasError):
         _cfg(**over)
@@ -149,12 +178,18 @@ def test_cli_bad_input_exits_2(tmp_path, capsys):
     args = parser.parse_args(["uae", "report", "--runs", str(tmp_path / "missing")])
     with pytest.raises(CimnasError):
         args.func(args)
+    # Monte-Carlo work above the limit: refused before the search starts, with the estimate and the variable
+    cfg_path.write_text("device: cpu\ndata: {name: digits}\nfinal: {samples: 9000000}\n")
+    args = parser.parse_args(["uae", "search", "--config", str(cfg_path), "--out", str(tmp_path / "w")])
+    with pytest.raises(CimnasError, match="CIMNAS_MAX_MC_WORK=") as e:
+        args.func(args)
+    assert "weight draws" in str(e.value) and not (tmp_path / "w").exists()
     assert isinstance(args, argparse.Namespace) and json.dumps({})
 
 
 def test_representable_init_lifts_dead_layers_only():
     from cimnas.search.uae_space import ConvChoice, UAEArch, UAESpaceConfig
-    from cimnas.uae.search import build_child
+    from cimnas.pipelines.uae.child import build_child
 
     space = UAESpaceConfig(n_conv=3, fc_hidden=32)
     # layer 0: 1-bit-fraction 7x7 conv over 64 channels -> default init std << step 0.5 (dead);

@@ -9,21 +9,20 @@ import argparse
 import json
 from pathlib import Path
 
+from cimnas.errors import CimnasError
+
 
 def _search(args: argparse.Namespace) -> int:
     from cimnas.config import load_config
-    from cimnas.uae.search import UAESearchConfig, load_run_config, run_search
+    from cimnas.pipelines.uae.config import UAESearchConfig
+    from cimnas.pipelines.uae.search import load_run_config, run_search
 
     if args.config is None:
-        cfg = load_run_config(args.out)
-        if args.set:
-            from cimnas.errors import CimnasError
-
-            raise CimnasError("--set needs --config (a resumed run keeps its saved config)")
         if not args.resume:
-            from cimnas.errors import CimnasError
-
             raise CimnasError("give --config FILE (or --resume to continue the run in --out)")
+        if args.set:
+            raise CimnasError("--set needs --config (a resumed run keeps its saved config)")
+        cfg = load_run_config(args.out)
     else:
         cfg = load_config(UAESearchConfig, args.config, args.set)
     result = run_search(cfg, args.out, resume=args.resume, run_final=not args.no_final)
@@ -34,28 +33,32 @@ def _search(args: argparse.Namespace) -> int:
 def _line(r: dict) -> str:
     if "clean_acc" in r:
         return (f"{r['label']}: clean {100 * r['clean_acc']:.2f}%  mean {100 * r['mean']:.2f}%  "
-                f"95%-min {100 * r['p95']:.2f}%  ({r['mc_samples']} MC samples, search {r['search_time_h']:.3f} h, "
+                f"95%-min (p5) {100 * r['p5']:.2f}%  ({r['mc_samples']} MC samples, search {r['search_time_h']:.3f} h, "
                 f"{r['episodes']} episodes)")
     return f"{r['label']}: best reward {r['best_reward']:.4f} after {r['episodes']} episodes ({r['arch_key']})"
 
 
 def _final(args: argparse.Namespace) -> int:
-    from cimnas.uae.search import final_evaluation, load_run_config
+    from cimnas.pipelines.uae.final import final_command
 
-    cfg = load_run_config(args.out)
-    result = final_evaluation(cfg, args.out)
+    if args.set and args.source is None:
+        raise CimnasError("--set needs --from RUN (a new run folder for the changed config); `uae final --out RUN` "
+                          "keeps RUN's config")
+    result = final_command(args.out, source=args.source, overrides=args.set)
     print(json.dumps(result, indent=2) if args.json else _line(result))
     return 0
 
 
 def _report(args: argparse.Namespace) -> int:
-    from cimnas.uae.report import make_figures, table3
+    from cimnas.reports.uae_search import make_figures, table3
 
     for d in args.runs:
         make_figures(d)
     text = table3(args.runs)
     if args.out:
-        Path(args.out).write_text(text + "\n")
+        from cimnas.utils.io import atomic_write_bytes
+
+        atomic_write_bytes(Path(args.out), (text + "\n").encode())
     print(text)
     return 0
 
@@ -71,7 +74,11 @@ def register_search(uae_subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print final.json")
     p.set_defaults(func=_search)
     p = uae_subparsers.add_parser("final", help="retrain the best child of a search run + Monte-Carlo evaluation")
-    p.add_argument("--out", required=True, help="run folder of a finished search")
+    p.add_argument("--out", required=True, help="run folder of a finished search (or, with --from, a new folder)")
+    p.add_argument("--from", dest="source", default=None,
+                   help="search run whose chosen child is retrained into the new folder --out (with --set changes)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="config change for --from (e.g. train.noise_aware=false)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_final)
     p = uae_subparsers.add_parser("report", help="figures per run and a UAE Table-3 markdown table")

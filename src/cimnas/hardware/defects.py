@@ -15,11 +15,15 @@ Registered models (`DEFECTS.create(name, **kw)`):
   (sigma in weight units, UAE's 0.04), `relative` (sigma * max|W| of each layer) or `bitsliced`
   (each cell slice's G+ gets N(0, sigma * (Gmax - Gmin)), i.e. sigma in units of the cell's full
   conductance range, so slice i's weight error is scale * (2^b - 1) * 2^(b i) * N(0, sigma) with b bits
-  per cell; this matches `cimnas.uae.analysis`'s bitsliced mode).
+  per cell). The same class draws UAE's noise on a layer's own weight, without a crossbar
+  (`GaussianNoise.layer_std` / `sample_weights`): the output-change analysis, noise-aware training
+  and the K-sample evaluation all use it (one noise model, one `NOISE_MODES`).
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -68,7 +72,7 @@ class LognormalVariation(DefectModel):
     """
 
     def __init__(self, sigma: float = 0.1):
-        check(sigma >= 0, f"variation sigma must be >= 0, got {sigma}")
+        check(math.isfinite(float(sigma)) and sigma >= 0, f"variation sigma must be a finite number >= 0, got {sigma}")
         self.sigma = float(sigma)
 
     @property
@@ -109,29 +113,49 @@ class StuckAt(DefectModel):
         return self._one(g_pos, u[0], ml), self._one(g_neg, u[1], ml)
 
 
+#: The modes of the Gaussian defect (the one list: configs, the analysis, training and evaluation use it).
+NOISE_MODES = ("absolute", "relative", "bitsliced")
+
+
 @DEFECTS.register("gaussian", "additive Gaussian weight noise W + N(0, sigma) (UAE Eq. 1)")
 class GaussianNoise(DefectModel):
-    """W_dep = W + N(0, sigma) (UAE Eq. 1). Modes: `absolute` (sigma in weight units), `relative`
-    (sigma * max|W| of the layer), `bitsliced` (N(0, sigma * (Gmax - Gmin)) on each slice's G+
-    cell, so the read-back error of slice i carries its significance 2^(b i))."""
+    """W_dep = W + N(0, std_l) (UAE Eq. 1), one std per layer l. Modes (`NOISE_MODES`):
 
-    MODES = ("absolute", "relative", "bitsliced")
+    - `absolute`: std_l = sigma (weight units; UAE's 0.04);
+    - `relative`: std_l = sigma * max|W_l|;
+    - `bitsliced`: every cell slice's normalised conductance gets N(0, sigma) (sigma in units of a cell's full
+      range Gmax - Gmin), so slice k of significance 2^(m k) adds delta_l (2^m - 1) 2^(m k) N(0, sigma) to the
+      weight (m bits per cell, delta_l the layer's integer step).
 
-    def __init__(self, sigma: float = 0.04, mode: str = "absolute"):
-        check(sigma >= 0, f"gaussian sigma must be >= 0, got {sigma}")
-        check(mode in self.MODES, f"unknown gaussian noise mode {mode!r}; choose one of: {', '.join(self.MODES)}")
+    Two ways to apply it, the same distribution:
+    - on a crossbar-mapped layer (`perturb_conductances` / `perturb_weight`, the robustness command): m is the
+      spec's bits_per_cell and every slice is drawn;
+    - on a layer's own effective weight without a crossbar (`layer_std` + `sample_weights`, the UAE analysis,
+      noise-aware training and K-sample evaluation): m = `cell_bits`, delta_l = the quantizer's `to_integer`
+      scale (or max|W| / (2^weight_bits - 1) for float layers), and the slices' sum is drawn in one normal of
+      std sigma delta_l (2^m - 1) sqrt(sum_k 4^(m k)) (equal in distribution, 1/slices of the random numbers).
+    """
+
+    MODES = NOISE_MODES
+
+    def __init__(self, sigma: float = 0.04, mode: str = "absolute", *, cell_bits: int = 4, weight_bits: int = 8):
+        check(math.isfinite(float(sigma)) and sigma >= 0, f"gaussian sigma must be a finite number >= 0, got {sigma}")
+        check(mode in NOISE_MODES, f"unknown gaussian noise mode {mode!r}; choose one of: {', '.join(NOISE_MODES)}")
+        check(1 <= int(cell_bits) <= 16, f"gaussian cell_bits must be in 1..16, got {cell_bits}")
+        check(1 <= int(weight_bits) <= 32, f"gaussian weight_bits must be in 1..32, got {weight_bits}")
         self.sigma, self.mode = float(sigma), mode
+        self.cell_bits, self.weight_bits = int(cell_bits), int(weight_bits)
 
     @property
     def is_identity(self) -> bool:
         return self.sigma == 0
 
+    # ------------------------------------------------------------ on crossbars
     def perturb_conductances(self, ml, g_pos, g_neg, gen):
         if self.mode != "bitsliced" or self.sigma == 0:
             return g_pos, g_neg
         # sigma in units of a cell's full conductance range (Gmax - Gmin), not of one level step:
-        # the read-back error of slice i is then scale * (2^b - 1) * sigma * 2^(b i) * n_i, the same
-        # definition as cimnas.uae.analysis (bitsliced mode)
+        # the read-back error of slice i is then scale * (2^b - 1) * sigma * 2^(b i) * n_i (= `layer_std`)
         dg = ml.spec.g_max_s - ml.spec.g_min_s
         return g_pos + _normal(g_pos.shape, gen, g_pos) * (self.sigma * dg), g_neg
 
@@ -140,6 +164,43 @@ class GaussianNoise(DefectModel):
             return w
         std = self.sigma if self.mode == "absolute" else self.sigma * w.abs().max()
         return w + _normal(w.shape, gen, w) * std
+
+    # ------------------------------------------------------------ on a layer's effective weight
+    def layer_std(self, layer: torch.nn.Module, w: torch.Tensor) -> float:
+        """std_l of the additive noise on `layer` whose effective (quantized) weight is `w` (class doc)."""
+        if self.mode == "absolute":
+            return self.sigma
+        if self.mode == "relative":
+            return self.sigma * float(w.detach().abs().max())
+        q = getattr(layer, "weight_quantizer", None)
+        if q is not None and getattr(q, "bits", None) is not None and hasattr(q, "to_integer"):
+            _, scale = q.to_integer(layer.active_weight().detach())
+            delta, bits = float(scale), int(q.bits)
+        else:
+            bits = self.weight_bits
+            delta = float(w.detach().abs().max()) / (2**bits - 1)
+        slices = math.ceil(bits / self.cell_bits)
+        levels = 2**self.cell_bits - 1
+        return self.sigma * delta * levels * math.sqrt(sum(4 ** (self.cell_bits * k) for k in range(slices)))
+
+    def layer_stds(self, layers: Sequence[torch.nn.Module], weights: Sequence[torch.Tensor]) -> list[float]:
+        return [self.layer_std(m, w) for m, w in zip(layers, weights, strict=True)]
+
+    @staticmethod
+    def sample_weights(weights: Sequence[torch.Tensor], stds: Sequence[float], n: int | None,
+                       generator: torch.Generator) -> list[torch.Tensor]:
+        """Perturbed weights W + N(0, std_l), one tensor per layer: shape (n, *W.shape) for `n` samples drawn at
+        once (one `normal_` call per layer: the batched path of the 10k-sample analysis), or W.shape for
+        `n=None`. The noise is detached; `W` may carry a gradient (noise-aware training), which then flows
+        through the sum."""
+        out = []
+        for w, s in zip(weights, stds, strict=True):
+            shape = tuple(w.shape) if n is None else (int(n),) + tuple(w.shape)
+            noise = torch.empty(shape, dtype=w.dtype, device=generator.device).normal_(0.0, float(s),
+                                                                                        generator=generator)
+            noise = noise.to(w.device)
+            out.append(noise.add_(w) if not w.requires_grad else w + noise)
+        return out
 
 
 @dataclass
@@ -155,7 +216,7 @@ class DefectConfig:
     gaussian_sigma: float = 0.0
     """Std of additive weight noise (UAE Eq. 1; UAE uses 0.04, absolute)."""
     gaussian_mode: Literal["absolute", "relative", "bitsliced"] = "absolute"
-    """How gaussian_sigma is scaled: absolute, relative to max|W| per layer, or per bit slice."""
+    """How gaussian_sigma is scaled: absolute, relative to max|W| per layer, or per bit slice (NOISE_MODES)."""
 
     def validate(self) -> None:
         check(0 <= self.sa0 <= 1, f"--sa0 must be a rate in [0, 1], got {self.sa0}")
@@ -163,8 +224,8 @@ class DefectConfig:
         check(self.sa0 + self.sa1 <= 1, f"sa0 + sa1 must be <= 1, got {self.sa0 + self.sa1}")
         check(self.sigma_variation >= 0, f"--sigma must be >= 0, got {self.sigma_variation}")
         check(self.gaussian_sigma >= 0, f"--gaussian must be >= 0, got {self.gaussian_sigma}")
-        check(self.gaussian_mode in GaussianNoise.MODES,
-              f"unknown gaussian mode {self.gaussian_mode!r}; choose one of: {', '.join(GaussianNoise.MODES)}")
+        check(self.gaussian_mode in NOISE_MODES,
+              f"unknown gaussian mode {self.gaussian_mode!r}; choose one of: {', '.join(NOISE_MODES)}")
 
     def build(self) -> list[DefectModel]:
         """The defect models to apply, in order (faults after variation: a stuck cell stays stuck)."""

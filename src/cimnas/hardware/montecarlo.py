@@ -1,31 +1,80 @@
-"""Monte-Carlo robustness: accuracy distribution of a model over device-defect samples.
+"""Monte-Carlo robustness: THE evaluator of a model's accuracy over device-defect samples.
 
-One trial = one draw of every defect on every mapped layer (generator seeded with
-derive_seed(seed, "mc-trial", t)), set as `weight_override` once, then the whole split is evaluated,
-then the overrides are removed. The model is never deep-copied and noise is never drawn per batch
-(UAE Sec. 4.2 uncertainty-aware evaluation; HAWIS Sec. IV-C / Fig. 3 robustness curves).
+One trial = one draw of every defect on every layer (generator seeded with derive_seed(seed, "mc-trial", t)),
+set through `cimnas.nn.overrides.weight_overrides` once, then the whole split is evaluated, then the overrides
+are removed. The model is never deep-copied and noise is never drawn per batch (UAE Sec. 4.2
+uncertainty-aware evaluation: one trial = one deployed chip; HAWIS Sec. IV-C / Fig. 3 robustness curves).
+The accuracies are summarised by `cimnas.stats.summarize` (n, mean, std with ddof 1, min, p5 = UAE's
+"95%-minimum", median, max). The robustness command, HAWIS stage C, and UAE's K-sample child evaluation and
+final evaluation all call `evaluate_trials`.
 
-Fast path: the split's batches are materialised on the device once and reused by every trial, the
-crossbar mapping is computed once per model, and trials of defect-free settings are evaluated once.
-Each trial is a pure function of (weights, defects, seed, trial index), so trials can be farmed out
-to workers unchanged.
+Two ways a trial draws its weights:
+- with a crossbar `spec`: the model is mapped onto crossbars once and every defect acts on the conductances or
+  the read-back weight (`defects.sample_weight`);
+- with `spec=None`: weight-level defects only (the `gaussian` defect, UAE Eq. 1) act on each layer's own
+  effective (quantized) weight (`GaussianNoise.layer_std` / `sample_weights`).
+
+Fast path: the split's batches are materialised on the device once and reused by every trial, the mapping is
+computed once per model, and trials of defect-free settings are evaluated once. Each trial is a pure function
+of (weights, defects, seed, trial index), so trials can be farmed out to workers unchanged.
+
+Work limit: a Monte-Carlo request costs about samples x noisy weights random draws (plus as many forward
+passes); `check_mc_work` refuses, before any work, requests above `CIMNAS_MAX_MC_WORK` (environment variable,
+default 1e11 = 10,000 samples of a 10-million-weight model) with the estimate and how to raise it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import os
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 
-import numpy as np
 import torch
 from torch import nn
 from tqdm import tqdm
 
-from cimnas.errors import check
+from cimnas.errors import CimnasError, check
 from cimnas.hardware.crossbar import CrossbarSpec
-from cimnas.hardware.defects import DefectConfig, DefectModel, sample_weight
+from cimnas.hardware.defects import DefectConfig, DefectModel, GaussianNoise, sample_weight
 from cimnas.hardware.mapping import MappedModel, map_model
+from cimnas.nn.layers import quant_layers
+from cimnas.nn.overrides import weight_overrides
+from cimnas.stats import summarize
 from cimnas.utils.seed import derive_seed, make_generator
+
+MAX_MC_WORK_ENV = "CIMNAS_MAX_MC_WORK"
+DEFAULT_MAX_MC_WORK = 10**11
+
+
+def max_mc_work() -> float:
+    """The Monte-Carlo work limit (weight draws): $CIMNAS_MAX_MC_WORK or DEFAULT_MAX_MC_WORK."""
+    raw = os.environ.get(MAX_MC_WORK_ENV)
+    if raw is None or raw.strip() == "":
+        return float(DEFAULT_MAX_MC_WORK)
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    check(value == value and 0 < value < float("inf"),
+          f"{MAX_MC_WORK_ENV}={raw!r} is not a positive number; set it to e.g. 1e12 or unset it")
+    return value
+
+
+def model_weights(model: nn.Module) -> int:
+    """Number of conv / FC weights a Monte-Carlo trial perturbs."""
+    return sum(m.weight.numel() for _, m in quant_layers(model))
+
+
+def check_mc_work(samples: int, weights: int, what: str = "Monte-Carlo samples") -> None:
+    """Refuse (one line, before any work) `samples` draws of `weights` weights above the work limit."""
+    check(isinstance(samples, int) and not isinstance(samples, bool) and samples >= 1,
+          f"{what} must be a positive integer, got {samples!r}")
+    work = float(samples) * max(1, int(weights))
+    limit = max_mc_work()
+    if work > limit:
+        raise CimnasError(f"{what}: {samples:,} samples x {int(weights):,} weights = {work:.3g} weight draws, above "
+                          f"the limit {limit:.3g}; use fewer samples or raise the limit with "
+                          f"{MAX_MC_WORK_ENV}={work:.0e}")
 
 #: Default sweep levels (HAWIS Fig. 3 axes; the paper's region of interest is SA0 <= 1.75 %,
 #: SA1 <= 9.04 %).
@@ -38,20 +87,21 @@ DEFAULT_SWEEP: dict[str, list[float]] = {
 
 @dataclass
 class MCResult:
-    """Accuracies of T Monte-Carlo trials and their summary (p5 = UAE's "95 % minimum")."""
+    """Accuracies of T Monte-Carlo trials and their `cimnas.stats.summarize` summary (p5 = UAE's "95%-minimum";
+    std with ddof 1)."""
 
     accs: list[float]
+    n: int
     mean: float
     std: float
     min: float
     p5: float
+    median: float
     max: float
 
     @classmethod
     def from_accs(cls, accs: Sequence[float]) -> MCResult:
-        a = np.asarray(accs, dtype=np.float64)
-        return cls([float(x) for x in a], float(a.mean()), float(a.std()), float(a.min()),
-                   float(np.percentile(a, 5)), float(a.max()))
+        return cls([float(x) for x in accs], **summarize(accs))
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -99,41 +149,80 @@ def _as_defects(defects: DefectConfig | Sequence[DefectModel] | None) -> list[De
     return [d for d in defects if not d.is_identity]
 
 
-def run_trial(mapped: MappedModel, defects: list[DefectModel], batches: CachedBatches, seed: int,
-              trial: int) -> float:
-    """Accuracy of one defect sample: draw once, override, evaluate, restore."""
-    device = mapped.layers[0].g_pos.device
-    gen = make_generator(derive_seed(seed, "mc-trial", trial), device=device)
-    previous = [ml.layer.weight_override for ml in mapped.layers]
-    try:
-        with torch.no_grad():
-            mapped.apply([sample_weight(ml, defects, gen) for ml in mapped.layers])
-        return accuracy(mapped.model, batches)
-    finally:
-        for ml, w in zip(mapped.layers, previous, strict=True):
-            ml.layer.weight_override = w
+Draw = Callable[[torch.Generator], dict[str, torch.Tensor]]
 
 
-def evaluate_trials(model: nn.Module, split, spec: CrossbarSpec,
+def mapped_draw(mapped: MappedModel, defects: list[DefectModel]) -> Draw:
+    """One trial's weights {layer name: weight} from the crossbar-mapped model under `defects`."""
+
+    def draw(gen: torch.Generator) -> dict[str, torch.Tensor]:
+        return {ml.name: sample_weight(ml, defects, gen) for ml in mapped.layers}
+
+    return draw
+
+
+def weight_draw(model: nn.Module, defects: list[DefectModel]) -> Draw:
+    """One trial's weights from each layer's own effective weight (no crossbar): weight-level defects only."""
+    others = [type(d).__name__ for d in defects if not isinstance(d, GaussianNoise)]
+    check(not others, f"defect {others[0] if others else ''} acts on crossbar conductances; give a crossbar spec "
+          "(a preset) to evaluate it")
+    layers = quant_layers(model)
+    check(len(layers) > 0, "the model has no QConv2d / QLinear layers to perturb")
+    with torch.no_grad():
+        base = [m.effective_weight().detach().clone() for _, m in layers]
+    stds = [d.layer_stds([m for _, m in layers], base) for d in defects]
+    names = [n for n, _ in layers]
+
+    def draw(gen: torch.Generator) -> dict[str, torch.Tensor]:
+        weights = base
+        for d, s in zip(defects, stds, strict=True):
+            weights = d.sample_weights(weights, s, None, gen)
+        return dict(zip(names, weights, strict=True))
+
+    return draw
+
+
+def run_trial(model: nn.Module, draw: Draw, batches: CachedBatches, seed: int, trial: int,
+              device: torch.device | str = "cpu") -> float:
+    """Accuracy of one defect sample: draw once (generator of (seed, trial)), override, evaluate, restore."""
+    gen = make_generator(derive_seed(seed, "mc-trial", trial), device=torch.device(device))
+    with torch.no_grad():
+        weights = draw(gen)
+    with weight_overrides(model, weights):
+        return accuracy(model, batches)
+
+
+def evaluate_trials(model: nn.Module, split, spec: CrossbarSpec | None,
                     defects: DefectConfig | Sequence[DefectModel] | None, trials: int, seed: int,
                     batch_size: int = 512, device: str | torch.device = "cpu", *,
                     mapped: MappedModel | None = None, batches: CachedBatches | None = None,
                     max_samples: int | None = None, progress: bool = False) -> MCResult:
-    """Accuracy over `trials` independent defect samples of `model` mapped with `spec` on `split`.
+    """Accuracy over `trials` independent defect samples of `model` on `split` (module doc).
 
-    `mapped` / `batches` may be passed in to reuse the mapping and the loaded data across calls.
+    `spec`: the crossbar the model is mapped onto, or None for weight-level defects on the layers' own weights.
+    `mapped` / `batches` may be passed in to reuse the mapping and the loaded data across calls. The model
+    is left in the train/eval mode it was in, with its own weights.
     """
-    check(trials >= 1, f"--trials must be >= 1, got {trials}")
+    check(isinstance(trials, int) and trials >= 1, f"--trials must be >= 1, got {trials}")
+    check(max_samples is None or max_samples >= 1, f"max_samples must be >= 1 (or unset), got {max_samples}")
     device = torch.device(device)
+    ds = _as_defects(defects)
+    check_mc_work(trials if ds else 1, model_weights(model), "Monte-Carlo trials")
+    was_training = model.training
     model.to(device)
     model.eval()
-    mapped = mapped if mapped is not None else map_model(model, spec)
-    batches = batches if batches is not None else CachedBatches(split, batch_size, device, max_samples)
-    ds = _as_defects(defects)
-    if not ds:  # ideal devices: every trial is the same, evaluate once
-        return MCResult.from_accs([run_trial(mapped, ds, batches, seed, 0)] * trials)
-    it = tqdm(range(trials), desc="monte-carlo", disable=not progress, leave=False)
-    return MCResult.from_accs([run_trial(mapped, ds, batches, seed, t) for t in it])
+    try:
+        batches = batches if batches is not None else CachedBatches(split, batch_size, device, max_samples)
+        if spec is not None or mapped is not None:
+            draw = mapped_draw(mapped if mapped is not None else map_model(model, spec), ds)
+        else:
+            draw = weight_draw(model, ds)
+        if not ds:  # ideal devices: every trial is the same, evaluate once
+            return MCResult.from_accs([run_trial(model, draw, batches, seed, 0, device)] * trials)
+        it = tqdm(range(trials), desc="monte-carlo", disable=not progress, leave=False)
+        return MCResult.from_accs([run_trial(model, draw, batches, seed, t, device) for t in it])
+    finally:
+        model.train(was_training)
 
 
 def _level_config(kind: str, level: float, gaussian_mode: str = "absolute") -> DefectConfig:

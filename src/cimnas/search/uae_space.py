@@ -74,6 +74,14 @@ class UAEArch:
                 "int_bits": [c.int_bits for c in self.layers], "frac_bits": [c.frac_bits for c in self.layers]}
 
 
+#: Bounds of a UAE search space (far above UAE Table 2: 64 channels, 7x7 kernels, 6 convs, FC 1024): a choice
+#: beyond them is a typo that would only fail after minutes of allocation.
+MAX_CHANNELS = 4096
+MAX_KERNEL = 31
+MAX_LAYERS = 64
+MAX_FC_HIDDEN = 65_536
+
+
 @dataclass
 class UAESpaceConfig:
     """The quantized-CNN search space of UAE Table 2 (defaults = the paper's CIFAR-10 space)."""
@@ -102,16 +110,19 @@ class UAESpaceConfig:
     """1-based conv indices followed by 2x2 max-pooling (skipped when the map is smaller than 4)"""
 
     def validate(self) -> None:
-        check(self.n_conv >= 1, f"space.n_conv must be >= 1, got {self.n_conv}")
-        check(self.n_fc >= 1, f"space.n_fc must be >= 1 (the classifier), got {self.n_fc}")
-        check(self.fc_hidden >= 1, f"space.fc_hidden must be >= 1, got {self.fc_hidden}")
+        check(1 <= self.n_conv <= MAX_LAYERS, f"space.n_conv must be in 1..{MAX_LAYERS}, got {self.n_conv}")
+        check(1 <= self.n_fc <= MAX_LAYERS, f"space.n_fc must be in 1..{MAX_LAYERS} (the last is the classifier), "
+              f"got {self.n_fc}")
+        check(1 <= self.fc_hidden <= MAX_FC_HIDDEN, f"space.fc_hidden must be in 1..{MAX_FC_HIDDEN}, "
+              f"got {self.fc_hidden}")
         for name in LAYER_DECISIONS:
             values = self.choices(name)
             check(len(values) > 0, f"space.{self._key(name)} is an empty choice list; give at least one value")
             check(len(set(values)) == len(values), f"space.{self._key(name)} has repeated values {values}")
-        check(all(c >= 1 for c in self.channels), f"space.channels must be >= 1, got {self.channels}")
-        check(all(k >= 1 and k % 2 == 1 for k in self.kernels),
-              f"space.kernels must be odd and >= 1 (same-size padding), got {self.kernels}")
+        check(all(1 <= c <= MAX_CHANNELS for c in self.channels),
+              f"space.channels must be in 1..{MAX_CHANNELS} (a CiM conv layer), got {self.channels}")
+        check(all(1 <= k <= MAX_KERNEL and k % 2 == 1 for k in self.kernels),
+              f"space.kernels must be odd and in 1..{MAX_KERNEL} (same-size padding), got {self.kernels}")
         check(all(0 <= b <= 15 for b in self.int_bits), f"space.int_bits must be in 0..15, got {self.int_bits}")
         check(all(0 <= b <= 15 for b in self.frac_bits), f"space.frac_bits must be in 0..15, got {self.frac_bits}")
         check(self.fc_int_bits >= 0 and self.fc_frac_bits >= 0 and self.fc_int_bits + self.fc_frac_bits >= 1,

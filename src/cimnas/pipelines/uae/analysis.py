@@ -1,4 +1,4 @@
-"""UAE output-change analysis (UAE Sec. 3.2, Eq. 3-6).
+"""UAE output-change analysis (UAE Sec. 3.2, Eq. 3-6): the maths, no files.
 
 For a trained model and one fixed input I, draw S noise samples N_j of the weights and collect
 
@@ -8,24 +8,16 @@ For a trained model and one fixed input I, draw S noise samples N_j of the weigh
 then fit a Gaussian to every output element and measure the fit with the MSE (Eq. 5) and the
 chi-square statistic (Eq. 6) between observed and fitted probabilities per bin.
 
-Speed: the S forward passes run as one batched computation per chunk of samples. The perturbed
-weights of a chunk are handed to the layers through their `weight_override` hook inside
-`torch.vmap`, so convolutions become grouped convolutions and FC layers batched mat-vecs; the
-noise of a chunk is drawn by one `normal_` call per layer from a `torch.Generator`. On a CPU the
-random numbers then dominate the cost (see benchmarks/bench_uae_analysis.py).
+The noise is the hardware model's Gaussian defect (`cimnas.hardware.defects.GaussianNoise`, modes
+absolute / relative / bitsliced, `NOISE_MODES`): W_exp is each layer's effective weight (the quantized
+weight for quantized models), std_l comes from `GaussianNoise.layer_std`, and the S samples are drawn
+chunk by chunk with its batched `sample_weights` (one `normal_` call per layer and chunk, from one
+torch.Generator).
 
-Noise modes (`W_dep = W_exp + N(0, std_l)` with one std per layer l; W_exp is the layer's
-effective weight: the quantized weight for quantized models, the float weight otherwise):
-
-- ``absolute``: std_l = sigma (the UAE authors' public code: 0.04 in weight units).
-- ``relative``: std_l = sigma * max|W_exp,l|.
-- ``bitsliced``: the weight magnitude is an integer code of `b` bits times a step `delta_l`
-  (the quantizer's `to_integer` scale, or max|W| / (2^b - 1) for float layers), stored in
-  ceil(b / m) cells of m bits (`cell_bits`). Every cell's normalised conductance s_k / (2^m - 1)
-  gets its own N(0, sigma); cell k has significance 2^(m k). The weight error is
-  delta_l (2^m - 1) sigma sum_k 2^(m k) n_k, a Gaussian with
-  std_l = sigma * delta_l * (2^m - 1) * sqrt(sum_k 4^(m k)); we draw that sum in one normal
-  (equal in distribution to drawing every slice, at 1 / ceil(b/m) of the random-number cost).
+Speed: the S forward passes run as one batched computation per chunk. The perturbed weights are handed
+to the layers through `cimnas.nn.overrides.weight_overrides` inside `torch.vmap`, so convolutions become
+grouped convolutions and FC layers batched mat-vecs. On a CPU the random numbers then dominate the cost
+(benchmarks/bench_uae_analysis.py).
 """
 
 from __future__ import annotations
@@ -37,75 +29,41 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from tqdm import tqdm
 
-from cimnas.errors import CimnasError, check
-from cimnas.nn.layers import QConv2d, QLinear, quant_layers
-from cimnas.nn.quantizers import Identity
+from cimnas.errors import check
+from cimnas.hardware.defects import NOISE_MODES, GaussianNoise
+from cimnas.nn.layers import quant_layers
+from cimnas.nn.overrides import weight_overrides
 
-NOISE_MODES = ("absolute", "relative", "bitsliced")
+__all__ = ["NOISE_MODES", "WeightNoise", "default_chunk", "output_change", "output_change_loop", "GaussianFit",
+           "bin_probabilities", "gaussian_fit_stats"]
 
 #: Bytes of noise drawn per chunk when `chunk` is not given (depends only on the model size, so
 #: the same seed gives the same samples on every machine).
 CHUNK_BYTES = 64 * 2**20
 
 
-# ---------------------------------------------------------------- noise
-def layer_noise_std(layer: QConv2d | QLinear, w_exp: torch.Tensor, sigma: float, mode: str,
-                    cell_bits: int = 4, weight_bits: int = 8) -> float:
-    """The std of the additive Gaussian weight noise of one layer in noise `mode` (module doc)."""
-    check(sigma >= 0 and math.isfinite(sigma), f"sigma must be a finite number >= 0, got {sigma}")
-    if mode == "absolute":
-        return float(sigma)
-    if mode == "relative":
-        return float(sigma) * float(w_exp.detach().abs().max())
-    if mode == "bitsliced":
-        check(cell_bits >= 1, f"cell_bits must be >= 1, got {cell_bits}")
-        q = layer.weight_quantizer
-        if q.bits is not None and not isinstance(q, Identity):
-            _, scale = q.to_integer(layer.active_weight().detach())
-            delta, bits = float(scale), int(q.bits)
-        else:
-            check(weight_bits >= 1, f"weight_bits must be >= 1, got {weight_bits}")
-            bits = int(weight_bits)
-            delta = float(w_exp.detach().abs().max()) / (2**bits - 1)
-        slices = math.ceil(bits / cell_bits)
-        levels = 2**cell_bits - 1
-        return float(sigma) * delta * levels * math.sqrt(sum(4 ** (cell_bits * k) for k in range(slices)))
-    raise CimnasError(f"unknown noise mode {mode!r}; valid: {', '.join(NOISE_MODES)}")
-
-
 class WeightNoise:
-    """Additive Gaussian noise on every conv/FC weight of a model, `W_dep = W_exp + N(0, std_l)`
-    (UAE Eq. 1), drawn for a chunk of samples at once.
+    """The Gaussian defect bound to one model: its layers, their clean effective weights W_exp (`base`) and
+    the per-layer stds (`stds`), so that chunks of samples are drawn without recomputing them."""
 
-    `base` holds W_exp per layer (the effective, i.e. quantized, weight), `stds` the per-layer std.
-    """
-
-    def __init__(self, model: nn.Module, sigma: float, mode: str = "absolute", *,
-                 cell_bits: int = 4, weight_bits: int = 8):
-        check(mode in NOISE_MODES, f"unknown noise mode {mode!r}; valid: {', '.join(NOISE_MODES)}")
-        check(sigma >= 0 and math.isfinite(float(sigma)), f"sigma must be a finite number >= 0, got {sigma}")
+    def __init__(self, model: nn.Module, noise: GaussianNoise):
+        self.noise = noise
         self.layers = [m for _, m in quant_layers(model)]
         check(len(self.layers) > 0, "the model has no QConv2d/QLinear layers to perturb")
         with torch.no_grad():
             self.base = [m.effective_weight().detach().clone() for m in self.layers]
-        self.stds = [layer_noise_std(m, w, float(sigma), mode, cell_bits, weight_bits)
-                     for m, w in zip(self.layers, self.base, strict=True)]
-        self.mode, self.sigma = mode, float(sigma)
+        self.stds = noise.layer_stds(self.layers, self.base)
 
     @property
     def numel(self) -> int:
         """Number of perturbed weights per sample."""
         return sum(w.numel() for w in self.base)
 
-    def draw_noise(self, n: int, generator: torch.Generator) -> list[torch.Tensor]:
-        """n noise samples per layer, shape (n, *W.shape) (the random-number floor)."""
-        return [torch.empty((n,) + tuple(w.shape), dtype=w.dtype, device=w.device).normal_(0.0, s, generator=generator)
-                for w, s in zip(self.base, self.stds, strict=True)]
-
     def draw_weights(self, n: int, generator: torch.Generator) -> list[torch.Tensor]:
-        """n perturbed weight samples per layer, W_exp + N (in place on the noise: one extra pass)."""
-        return [noise.add_(w) for noise, w in zip(self.draw_noise(n, generator), self.base, strict=True)]
+        """n perturbed weight samples per layer, W_exp + N, shape (n, *W.shape)."""
+        return GaussianNoise.sample_weights(self.base, self.stds, n, generator)
 
 
 def default_chunk(numel: int, samples: int) -> int:
@@ -114,16 +72,13 @@ def default_chunk(numel: int, samples: int) -> int:
 
 
 @contextlib.contextmanager
-def _eval_with_overrides(model: nn.Module, layers: list[nn.Module]) -> Iterator[None]:
-    """Eval mode (BN uses running stats) and restore `training` and `weight_override` on exit."""
+def _eval_mode(model: nn.Module) -> Iterator[None]:
+    """Eval mode (BN uses running stats); `training` restored on exit."""
     was_training = model.training
-    saved = [m.weight_override for m in layers]
     model.eval()
     try:
         yield
     finally:
-        for m, w in zip(layers, saved, strict=True):
-            m.weight_override = w
         model.train(was_training)
 
 
@@ -131,6 +86,10 @@ def _as_single_input(x: torch.Tensor) -> torch.Tensor:
     check(isinstance(x, torch.Tensor) and x.dim() >= 2 and x.shape[0] == 1,
           "the input must be a batch of one, shape (1, C, H, W) or (1, features)")
     return x
+
+
+def _noise(sigma: float, mode: str, cell_bits: int, weight_bits: int) -> GaussianNoise:
+    return GaussianNoise(sigma, mode, cell_bits=cell_bits, weight_bits=weight_bits)
 
 
 # ---------------------------------------------------------------- Eq. 3-4
@@ -145,8 +104,7 @@ def output_change(model: nn.Module, x: torch.Tensor, sigma: float = 0.04, sample
     """
     check(int(samples) >= 2, f"samples must be >= 2 (a Gaussian fit needs at least two), got {samples}")
     check(chunk is None or int(chunk) >= 1, f"chunk must be >= 1, got {chunk}")
-    noise = WeightNoise(model, sigma, mode, cell_bits=cell_bits, weight_bits=weight_bits)
-    layers = noise.layers
+    noise = WeightNoise(model, _noise(sigma, mode, cell_bits, weight_bits))
     x = _as_single_input(x)
     samples = int(samples)
     chunk = default_chunk(noise.numel, samples) if chunk is None else min(int(chunk), samples)
@@ -154,21 +112,16 @@ def output_change(model: nn.Module, x: torch.Tensor, sigma: float = 0.04, sample
     gen.manual_seed(int(seed))
 
     def forward_one(weights: tuple[torch.Tensor, ...]) -> torch.Tensor:
-        for m, w in zip(layers, weights, strict=True):
-            m.weight_override = w
-        return model(x)[0]
+        with weight_overrides(model, list(weights)):
+            return model(x)[0]
 
     out = []
-    with torch.no_grad(), _eval_with_overrides(model, layers):
-        for m, w in zip(layers, noise.base, strict=True):
-            m.weight_override = w
-        o_ori = model(x)[0]  # Eq. 2 on the clean effective weights
+    with torch.no_grad(), _eval_mode(model):
+        with weight_overrides(model, noise.base):
+            o_ori = model(x)[0]  # Eq. 2 on the clean effective weights
         batched = torch.vmap(forward_one)
-        starts = range(0, samples, chunk)
-        if progress:
-            from tqdm import tqdm
-
-            starts = tqdm(starts, desc="noise samples", unit="chunk", leave=False)
+        starts = tqdm(range(0, samples, chunk), desc="noise samples", unit="chunk", leave=False,
+                      disable=not progress)
         for s0 in starts:
             weights = noise.draw_weights(min(chunk, samples - s0), gen)
             out.append(batched(tuple(weights)) - o_ori)  # Eq. 4
@@ -178,26 +131,22 @@ def output_change(model: nn.Module, x: torch.Tensor, sigma: float = 0.04, sample
 def output_change_loop(model: nn.Module, x: torch.Tensor, sigma: float = 0.04, samples: int = 100,
                        mode: str = "absolute", seed: int = 0, *, cell_bits: int = 4,
                        weight_bits: int = 8) -> torch.Tensor:
-    """Reference implementation, one sample at a time: save, perturb, evaluate, restore.
+    """Reference implementation, one sample at a time: perturb, evaluate, restore.
 
     Same distribution as `output_change` (not the same random stream); used by tests and by the
     benchmark's loop baseline.
     """
     check(int(samples) >= 2, f"samples must be >= 2, got {samples}")
-    noise = WeightNoise(model, sigma, mode, cell_bits=cell_bits, weight_bits=weight_bits)
+    noise = WeightNoise(model, _noise(sigma, mode, cell_bits, weight_bits))
     x = _as_single_input(x)
     gen = torch.Generator(device=noise.base[0].device)
     gen.manual_seed(int(seed))
     rows = []
-    with torch.no_grad(), _eval_with_overrides(model, noise.layers):
+    with torch.no_grad(), _eval_mode(model):
         o_ori = model(x)[0]
         for _ in range(int(samples)):
-            saved = [m.weight_override for m in noise.layers]  # save
-            for m, w, s in zip(noise.layers, noise.base, noise.stds, strict=True):  # perturb
-                m.weight_override = w + torch.empty_like(w).normal_(0.0, s, generator=gen)
-            rows.append(model(x)[0] - o_ori)  # evaluate
-            for m, w in zip(noise.layers, saved, strict=True):  # restore
-                m.weight_override = w
+            with weight_overrides(model, GaussianNoise.sample_weights(noise.base, noise.stds, None, gen)):
+                rows.append(model(x)[0] - o_ori)
     return torch.stack(rows).reshape(int(samples), -1)
 
 

@@ -1,26 +1,27 @@
-"""Figures and the Table-3 layout for UAE search runs.
+"""Figures and the Table-3 layout for UAE search run folders (reads run folders only).
 
-`make_figures(run_dir)`: reward over episodes (with the running best) and clean vs noisy
-accuracy of every evaluated child. `table3(run_dirs)`: UAE Table 3 (method, K, accuracy without
-noise, Monte-Carlo mean and 95%-minimum, search time) from the runs' final.json files.
+`make_figures(run_dir)`: reward over episodes (with the running best) and clean vs noisy accuracy of every
+evaluated child. `table3(run_dirs)`: UAE Table 3 (method, K, accuracy without noise, Monte-Carlo mean and
+95%-minimum = p5, search time) from the runs' final.json files.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from cimnas.errors import CimnasError
-from cimnas.utils.io import read_json, read_jsonl
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from cimnas.errors import CimnasError, check  # noqa: E402
+from cimnas.utils.io import read_json, read_jsonl  # noqa: E402
 
 
 def make_figures(run_dir: str | Path) -> list[Path]:
     """Write figures/rewards.png and figures/clean_vs_noisy.png of one run; returns their paths."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     run_dir = Path(run_dir)
+    check((run_dir / "episodes.jsonl").is_file(), f"{run_dir} has no episodes.jsonl; give a `uae search` run folder")
     log = read_jsonl(run_dir / "episodes.jsonl")
     if not log:
         raise CimnasError(f"{run_dir} has no episodes.jsonl entries to plot")
@@ -61,11 +62,14 @@ def make_figures(run_dir: str | Path) -> list[Path]:
 
 def table3(run_dirs: list[str | Path]) -> str:
     """Markdown table in the layout of UAE Table 3 (one row per run with a final.json)."""
-    rows = ["| Method | K | statistic | w/o noise | mean | 95%-min | search time (h) | episodes (unique) |",
+    rows = ["| Method | K | statistic | w/o noise | mean | 95%-min (p5) | search time (h) | episodes (unique) |",
             "|---|---|---|---|---|---|---|---|"]
     for d in run_dirs:
-        f = read_json(Path(d) / "final.json")
+        path = Path(d) / "final.json"
+        check(path.is_file(), f"{d} has no final.json; run `cimnas uae search` (or `uae final`) there first")
+        f = read_json(path)
+        p5 = f["p5"] if "p5" in f else f["p95"]  # final.json of older runs named the 5th percentile p95
         rows.append(f"| {f['label']} | {f['k']} | {f['statistic'] if f['k'] else '-'} | {100 * f['clean_acc']:.2f}% | "
-                    f"{100 * f['mean']:.2f}% | {100 * f['p95']:.2f}% | {f['search_time_h']:.3f} | "
+                    f"{100 * f['mean']:.2f}% | {100 * p5:.2f}% | {f['search_time_h']:.3f} | "
                     f"{f['episodes']} ({f['unique_children']}) |")
     return "\n".join(rows)

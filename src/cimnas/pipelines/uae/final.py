@@ -1,0 +1,93 @@
+"""Retrain the chosen child and evaluate it under Monte-Carlo noise (UAE Table 3).
+
+The best child of a search (best_arch.json) is retrained for `final.epochs` on the full training set (plain or
+noise-aware as during the search) through `cimnas.train.fit` and evaluated on the test set under `final.samples`
+noise samples by `cimnas.hardware.montecarlo.evaluate_trials` (one trial = one draw held for the whole split),
+summarised by `cimnas.stats.summarize`: final.json holds clean_acc, mean, std (ddof 1), min, p5 (the
+95%-minimum), median, max. The model goes to checkpoints/final_model.pt (the one checkpoint payload).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from cimnas.config import apply_overrides, from_dict, to_dict, validate
+from cimnas.errors import check
+from cimnas.pipelines.uae.child import build_child, train_child
+from cimnas.pipelines.uae.config import UAESearchConfig
+from cimnas.pipelines.uae.noise import evaluate_under_noise
+from cimnas.runs import RunFolder
+from cimnas.search.uae_space import UAEArch
+from cimnas.stats import summarize
+from cimnas.utils.seed import derive_seed, resolve_device
+
+
+def _dataset_info(splits: Any) -> dict:
+    if hasattr(splits, "info"):
+        return splits.info()
+    return {"name": splits.name, "in_channels": splits.in_channels, "image_size": splits.image_size,
+            "num_classes": splits.num_classes}
+
+
+def final_evaluation(run: RunFolder, cfg: UAESearchConfig, splits: Any, device: torch.device) -> dict:
+    """Retrain + Monte-Carlo evaluation of best_arch.json's child in the open run folder; writes final.json."""
+    from cimnas.hardware.montecarlo import check_mc_work, model_weights
+
+    check(run.has("best_arch.json"), f"{run.root} has no best_arch.json; finish the search first "
+          "(`cimnas uae search --resume`)")
+    best = run.read_result("best_arch.json")
+    arch = UAEArch.from_dict(best["arch"])
+    seed = derive_seed(cfg.seed, "final", arch.key())
+    model = build_child(arch, cfg.space, splits.in_channels, splits.num_classes, splits.image_size, seed,
+                        cfg.train.init).to(device)
+    check_mc_work(cfg.final.samples, model_weights(model), "final.samples (Monte-Carlo samples)")
+    train = dataclasses.replace(cfg.train, epochs=cfg.final.epochs, lr=cfg.final.lr or cfg.train.lr)
+    t0 = time.perf_counter()
+    train_child(model, splits.train, cfg, train, seed, device, desc="final")
+    t1 = time.perf_counter()
+    clean, accs = evaluate_under_noise(model, splits.test, k=cfg.final.samples, noise=cfg.noise.defect(),
+                                       seed=derive_seed(seed, "mc"), batch_size=cfg.eval.batch_size,
+                                       max_samples=cfg.final.max_test_samples, device=device, progress=cfg.progress)
+    t2 = time.perf_counter()
+    s = summarize(accs)
+    result = {"label": cfg.label, "k": cfg.eval.k, "statistic": cfg.eval.statistic, "noise_aware": cfg.noise_aware(),
+              "sigma": cfg.noise.sigma, "noise_mode": cfg.noise.mode, "arch_key": arch.key(), "arch": arch.to_dict(),
+              "clean_acc": clean, **{k: s[k] for k in ("mean", "std", "min", "p5", "median", "max")},
+              "mc_samples": s["n"], "search_time_s": best["search_time_s"],
+              "search_time_h": best["search_time_s"] / 3600, "episodes": best["episodes"],
+              "unique_children": best["unique_children"], "stop_reason": best["stop_reason"],
+              "energy_uj": best["energy_uj"], "final_train_s": t1 - t0, "final_eval_s": t2 - t1}
+    run.save("final_model.pt", {
+        "arch": model.arch_meta, "state_dict": model.state_dict(), "dataset": _dataset_info(splits),
+        "config": to_dict(cfg), "epoch": cfg.final.epochs, "optimizer": None, "scheduler": None,
+        "metrics": {k: v for k, v in result.items() if isinstance(v, int | float)}})
+    run.write_result("final.json", result)
+    run.log(f"final: clean {clean:.4f}, mean {s['mean']:.4f}, p5 {s['p5']:.4f} over {s['n']} noise samples",
+            echo=cfg.progress)
+    return result
+
+
+def final_command(out: str | Path, *, source: str | Path | None = None, overrides: list[str] | None = None) -> dict:
+    """`cimnas uae final`: the final stage of the search in `out`; with `source`, a new run folder `out` retrains
+    `source`'s chosen child under `source`'s config changed by `overrides` (e.g. train.noise_aware=false)."""
+    from cimnas.pipelines.uae.search import load_run_config, load_splits, open_run
+
+    src = Path(source) if source is not None else Path(out)
+    cfg = load_run_config(src)
+    if overrides:
+        cfg = from_dict(UAESearchConfig, apply_overrides(to_dict(cfg), overrides))
+        validate(cfg)
+    check(source is None or Path(source).resolve() != Path(out).resolve(), "--from and --out must differ")
+    device = resolve_device(cfg.device)
+    best = src / "best_arch.json"
+    check(best.is_file(), f"{src} has no best_arch.json; finish the search first (`cimnas uae search --resume`)")
+    with open_run(cfg, out, resume=source is None) as run:
+        if source is not None:
+            shutil.copyfile(best, run.path("best_arch.json"))
+        return final_evaluation(run, cfg, load_splits(cfg, device), device)

@@ -1,1 +1,0 @@
-"""UAE: device-uncertainty analysis and uncertainty-aware architecture search (UAE, ASP-DAC 2021)."""
