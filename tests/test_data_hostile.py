@@ -52,6 +52,28 @@ def test_real_format_batch_loads(tmp_path, protocol):
     assert np.array_equal(x.reshape(7, -1), batch[b"data"]) and y.tolist() == batch[b"labels"]
 
 
+def py2_batch_bytes(data: np.ndarray, labels: list[int]) -> bytes:
+    """The opcodes cPickle (Python 2, protocol 2, numpy 1.x) wrote for cifar-10-batches-py: str -> bytes
+    strings, numpy.core.multiarray, and the dtype flags as ints 0 / 1 rather than bools."""
+    n, row = data.shape
+    raw = data.tobytes()
+    return (b"\x80\x02}q\x01(U\x04dataq\x02cnumpy.core.multiarray\n_reconstruct\nq\x03cnumpy\nndarray\nq\x04"
+            b"K\x00\x85U\x01b\x87Rq\x05(K\x01M" + n.to_bytes(2, "little") + b"M" + row.to_bytes(2, "little") + b"\x86"
+            b"cnumpy\ndtype\nq\x06U\x02u1K\x00K\x01\x87Rq\x07(K\x03U\x01|NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tb"
+            b"\x89T" + len(raw).to_bytes(4, "little") + raw + b"tbU\x06labelsq\x08]q\t("
+            + b"".join(b"K" + bytes([v]) for v in labels) + b"eu.")
+
+
+def test_python2_batch_loads(tmp_path):
+    data = np.random.default_rng(0).integers(0, 256, (5, 3072)).astype(np.uint8)
+    blob = py2_batch_bytes(data, [3, 1, 4, 1, 5])
+    assert pickle.loads(blob, encoding="bytes")[b"labels"] == [3, 1, 4, 1, 5]  # the stdlib reads it the same
+    p = tmp_path / "data_batch_1"
+    p.write_bytes(blob)
+    x, y = read_cifar_batch(p)
+    assert np.array_equal(x.reshape(5, -1), data) and y.tolist() == [3, 1, 4, 1, 5]
+
+
 def test_numpy1_and_python3_key_variants_load(tmp_path):
     # numpy 1.x writes numpy.core.multiarray (numpy 2 says numpy._core): both names must resolve
     blob = pickle.dumps(real_batch(), protocol=2)
@@ -246,6 +268,7 @@ def test_plain_idx_headers_and_bodies(tmp_path):
     p = tmp_path / "x"
     cases = [
         (b"", "truncated \\(no IDX header\\)"),
+        (gzip.compress(idx_header((1, 28, 28)) + bytes(784)), "is gzip-compressed; name it x.gz"),
         (b"\x00\x00\x0d\x03" + bytes(12), "0x0d is not unsigned byte"),
         (idx_header((2, 28)) + bytes(56), "has 2 dimensions, expected 3"),
         (idx_header((2, 28, 28)) + bytes(100), "x is truncated: expected 1568 data bytes"),

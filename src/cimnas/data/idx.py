@@ -57,6 +57,8 @@ def _parse_idx(f: BinaryIO, path: Path, expected_ndim: int, size_on_disk: int, g
     head = f.read(4)
     if len(head) < 4:
         raise CimnasError(f"{path} is truncated (no IDX header); re-download it")
+    if head[:2] == b"\x1f\x8b" and not gz:
+        raise CimnasError(f"{path} is gzip-compressed; name it {path.name}.gz (or gunzip it)")
     if head[0] != 0 or head[1] != 0:
         raise CimnasError(f"{path} is not an IDX file (bad magic number); re-download it")
     dtype_code, ndim = head[2], head[3]

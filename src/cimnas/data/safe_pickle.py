@@ -40,7 +40,8 @@ def _check_dtype(dt: np.dtype, what: str) -> np.dtype:
 
 
 def _dtype(obj: Any, align: Any = False, copy: Any = True) -> np.dtype:
-    if not isinstance(obj, str | bytes) or not isinstance(align, bool) or not isinstance(copy, bool):
+    # numpy 1.x under Python 2 pickled the flags as ints 0 / 1 (the real CIFAR files do), newer as bools
+    if not isinstance(obj, str | bytes) or align not in (0, 1) or copy not in (0, 1):
         raise RefusedPickle("a numpy dtype built from something other than a type code")
     code = obj.decode("ascii", "replace") if isinstance(obj, bytes) else obj
     try:
