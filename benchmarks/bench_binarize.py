@@ -1,13 +1,29 @@
-"""Binarization overhead (issue 2): training-step time of binarized layers / float layers.
+"""Binarization overhead (issues 2 and 13): training-step time of binarized layers / float layers.
 
-binarize_overhead_conv:     a 3x3 conv, 64 -> 64 channels, 16x16 maps, batch 64: binary / float
-binarize_overhead_resnet20: binarized ResNet-20 / float ResNet-20 (same widths, 3x32x32, batch 64)
+One training step = zero_grad, forward, loss, backward, SGD(momentum) step, same data and
+optimizer for both models. The binarized model is what `build_model(..., precision="binary")`
+builds (HAWIS re-factorization: binary weights and inputs on every conv/FC, ReLU removed, the
+classifier pool removed), the float one the same network in float; so the ratio charges the
+binarized model with its quantizers (forward and straight-through backward) and with its larger
+classifier (64*8*8 -> 10 instead of 64 -> 10), and credits it with the removed ReLUs.
+
+binarize_overhead_conv:             a 3x3 conv, 64 -> 64 channels, 16x16 maps, batch 64: binary / float
+binarize_overhead_resnet20:         binarized ResNet-20 / float ResNet-20 (3x32x32, batch 64) at
+                                    torch's default thread count (what `make bench` runs)
+binarize_overhead_resnet20_1thread: the same with torch.set_num_threads(1)
 Goal: <= 1.15 each.
+
+The machine is shared, so the ResNet-20 figures interleave the two models step by step (order
+alternating within each pair) and take the median of the per-pair ratios; `*_spread` is the
+[25th, 75th] percentile of those per-pair ratios and `binarize_threads_default` the thread
+count the default figure ran with.
 """
 
 from __future__ import annotations
 
+import statistics
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -33,7 +49,33 @@ def _step_fn(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor | None):
     return step
 
 
-def run() -> dict:
+def _timed(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def interleaved_ratios(fn_a, fn_b, pairs: int = 15, warmup: int = 2) -> list[float]:
+    """time(fn_a) / time(fn_b) for `pairs` back-to-back pairs (a-b, then b-a, alternating)."""
+    for _ in range(warmup):
+        fn_a()
+        fn_b()
+    out = []
+    for i in range(pairs):
+        if i % 2 == 0:
+            ta, tb = _timed(fn_a), _timed(fn_b)
+        else:
+            tb, ta = _timed(fn_b), _timed(fn_a)
+        out.append(ta / tb)
+    return out
+
+
+def _summary(ratios: list[float]) -> tuple[float, list[float]]:
+    q = statistics.quantiles(ratios, n=4)
+    return statistics.median(ratios), [round(q[0], 4), round(q[2], 4)]
+
+
+def run(pairs: int = 15) -> dict:
     torch.manual_seed(0)
     x = torch.rand(64, 64, 16, 16)
     fconv = QConv2d(64, 64, 3)
@@ -47,8 +89,22 @@ def run() -> dict:
     fmodel = build_model("resnet20", precision="float", **kw)
     bmodel = build_model("resnet20", precision="binary", **kw)
     xi, yi = torch.rand(64, 3, 32, 32), torch.randint(0, 10, (64,))
-    net_ratio = ratio(_step_fn(bmodel, xi, yi), _step_fn(fmodel, xi, yi), repeats=3, rounds=2)
-    return {"binarize_overhead_conv": conv_ratio, "binarize_overhead_resnet20": net_ratio}
+    bstep, fstep = _step_fn(bmodel, xi, yi), _step_fn(fmodel, xi, yi)
+    threads = torch.get_num_threads()
+    net_ratio, net_spread = _summary(interleaved_ratios(bstep, fstep, pairs))
+    torch.set_num_threads(1)
+    try:
+        one_ratio, one_spread = _summary(interleaved_ratios(bstep, fstep, pairs))
+    finally:
+        torch.set_num_threads(threads)
+    return {
+        "binarize_overhead_conv": conv_ratio,
+        "binarize_overhead_resnet20": net_ratio,
+        "binarize_overhead_resnet20_spread": net_spread,
+        "binarize_overhead_resnet20_1thread": one_ratio,
+        "binarize_overhead_resnet20_1thread_spread": one_spread,
+        "binarize_threads_default": threads,
+    }
 
 
 if __name__ == "__main__":
