@@ -148,6 +148,9 @@ def validate(cfg: Any) -> None:
         cfg.validate()
 
 
+#: PyYAML's safe loader (no Python objects are ever built), in libyaml's C form where installed (~20x faster).
+SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
 #: Largest config a YAML file or an override may expand to (nodes after resolving aliases), and the largest
 #: config file read. Real configs have a few hundred nodes; the bound stops alias ("billion laughs") bombs.
 MAX_CONFIG_NODES = 100_000
@@ -177,7 +180,7 @@ def _expanded_size(node: Any, limit: int) -> int:
 def safe_yaml(text: str, where: str) -> Any:
     """yaml.safe_load (no code runs) with a bound on the expanded size; errors are one line."""
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=SAFE_LOADER)
     except yaml.YAMLError as e:
         raise CimnasError(f"{where} is not valid YAML: {str(e).splitlines()[0]}; fix the file") from e
     except RecursionError as e:
@@ -195,7 +198,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     key, raw = text.split("=", 1)
     check(all(p.strip() for p in key.split(".")), f"override {text!r}: the key has an empty part")
     try:
-        value = yaml.safe_load(raw) if raw != "" else ""
+        value = yaml.load(raw, Loader=SAFE_LOADER) if raw != "" else ""
     except yaml.YAMLError:
         value = raw
     check(_expanded_size(value, MAX_CONFIG_NODES) <= MAX_CONFIG_NODES,
