@@ -17,9 +17,8 @@ the agent (vectors) to the model, the data and the hardware model (DESIGN.md).
 
 from __future__ import annotations
 
-import math
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -27,13 +26,17 @@ import numpy as np
 import torch
 from torch import nn
 
+from cimnas.config import OptimConfig
 from cimnas.errors import CimnasError, check
+from cimnas.nn.regularizers import two_side_regularizer
 from cimnas.nn.supernet import SuperNet
 from cimnas.search.rewards import REWARDS
 from cimnas.search.spaces import WidthSpace, build_states, episode_state
+from cimnas.train import cycle_batches, evaluate, make_optimizer, n_batches, train_steps
 from cimnas.utils.seed import derive_seed, make_generator
 
 PHASES = ("slimmable_ft", "candidate_ft", "bn_recal", "eval", "energy")
+MAX_LAMBDA = 256.0
 
 
 @dataclass
@@ -49,8 +52,8 @@ class EnvConfig:
     slimmable_lr: float = 0.01  # SGD learning rate of (a)
     candidate_lr: float = 0.01  # SGD learning rate of (b)
     momentum: float = 0.9
-    two_side_coef: float = 1e-4  # two-side regularization (Eq. 4) coefficient; 0 = off
-    two_side_w0: float = 0.01
+    reg_coef: float = 1e-4  # two-side regularization (Eq. 4) coefficient; 0 = off
+    w0: float = 0.01  # Eq. 4 target magnitude
     inplace_distill: bool = False  # (a) also trains the largest sub-net, the others learn its soft predictions
     morph_jitter: float = 0.1  # B^3 = B^2 with every action moved by U(-jitter, jitter)
     bn_recal_batches: int = 8  # training batches for BN recalibration before evaluation
@@ -65,13 +68,29 @@ class EnvConfig:
         check(self.lam > 0, f"search lambda must be > 0, got {self.lam}; e.g. search.env.lam=1.0")
         check(self.reward in REWARDS, f"unknown search reward {self.reward!r}; choose one of: "
               f"{', '.join(REWARDS.names())}")
-        check(self.slimmable_epochs >= 0 and self.candidate_epochs >= 0,
-              "fine-tune epochs must be >= 0 (use slimmable_ft/candidate_ft: false to disable a phase)")
-        check(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
-        check(self.bn_recal_batches >= 1, f"bn_recal_batches must be >= 1, got {self.bn_recal_batches}")
-        check(self.max_batches is None or self.max_batches >= 1, "max_batches must be >= 1 or null")
-        check(self.robust_trials >= 1, f"robust_trials must be >= 1, got {self.robust_trials}")
-        check(0 <= self.morph_jitter <= 1, f"morph_jitter must be in [0, 1], got {self.morph_jitter}")
+        check(self.lam <= MAX_LAMBDA, f"search.env.lam must be <= {MAX_LAMBDA:g} (Eq. 5 needs lam < Q_min/Q(A_b), "
+              f"at most r_max^2), got {self.lam}")
+        check(0 <= self.slimmable_epochs <= 1000 and 0 <= self.candidate_epochs <= 1000,
+              "search.env fine-tune epochs must be in [0, 1000] (use slimmable_ft/candidate_ft: false to disable "
+              "a phase)")
+        check(self.batch_size >= 1, f"search.env.batch_size must be >= 1, got {self.batch_size}")
+        check(self.bn_recal_batches >= 1, f"search.env.bn_recal_batches must be >= 1, got {self.bn_recal_batches}")
+        check(self.max_batches is None or self.max_batches >= 1, "search.env.max_batches must be >= 1 or null")
+        check(self.eval_max_batches is None or self.eval_max_batches >= 1,
+              "search.env.eval_max_batches must be >= 1 or null")
+        for key in ("slimmable_lr", "candidate_lr"):
+            v = getattr(self, key)
+            check(0 < v <= 10, f"search.env.{key} must be in (0, 10], got {v}")
+        check(0 <= self.momentum < 1, f"search.env.momentum must be in [0, 1), got {self.momentum}")
+        check(0 <= self.reg_coef < 1 and 0 <= self.w0 <= 10,
+              f"search.env.reg_coef must be in [0, 1) and w0 in [0, 10], got {self.reg_coef}, {self.w0}")
+        check(1 <= self.robust_trials <= 10_000, f"search.env.robust_trials must be in 1..10000, "
+              f"got {self.robust_trials}")
+        check(0 <= self.morph_jitter <= 1, f"search.env.morph_jitter must be in [0, 1], got {self.morph_jitter}")
+
+    def optim(self, lr: float) -> OptimConfig:
+        """The SGD settings of phase (a) or (b) in the shared vocabulary (cimnas.train.make_optimizer)."""
+        return OptimConfig(lr=lr, momentum=self.momentum, regularizer="none", weight_decay=0.0)
 
 
 @dataclass
@@ -87,73 +106,11 @@ class EpisodeResult:
     robust: dict[str, float] | None = None
 
 
-# ---------------------------------------------------------------------------- hardware adapters
-def energy_fn_for(spec: Any, input_shape: tuple[int, ...]) -> Callable[[nn.Module], dict]:
-    """model (widths already set) -> hardware estimate dict with at least `energy_uj`."""
-    from cimnas.hardware.energy import estimate
-    from cimnas.nn.counting import trace_layers
-
-    def energy(model: nn.Module) -> dict:
-        return estimate(trace_layers(model, input_shape), spec)
-
-    return energy
-
-
+# ---------------------------------------------------------------------------- reward
 def reward_from(error: float, energy_uj: float, baseline_uj: float, lam: float, name: str = "hawis") -> float:
     """The registered reward `name` (REWARDS; default Eq. 5) of a candidate, error clipped to [0, 1]."""
     return REWARDS.create(name, error=min(max(error, 0.0), 1.0), energy=energy_uj,
                           baseline_energy=baseline_uj, lam=lam)
-
-
-# ---------------------------------------------------------------------------- helpers
-def n_batches(n_samples: int, batch_size: int, epochs: float, cap: int | None) -> int:
-    """Batches for a (possibly fractional) number of epochs, at least 1 when epochs > 0."""
-    if epochs <= 0:
-        return 0
-    per_epoch = max(1, math.ceil(n_samples / batch_size))
-    n = max(1, math.ceil(epochs * per_epoch))
-    return min(n, cap) if cap is not None else n
-
-
-def cycle_batches(split: Any, batch_size: int, count: int, generator: torch.Generator,
-                  augment: bool = False) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """`count` shuffled batches, re-shuffling (from `generator`) at each pass over the split."""
-    done = 0
-    while done < count:
-        for batch in split.batches(batch_size, shuffle=True, generator=generator, augment=augment):
-            yield batch
-            done += 1
-            if done >= count:
-                return
-
-
-@torch.no_grad()
-def accuracy(model: nn.Module, split: Any, batch_size: int = 512, max_batches: int | None = None,
-             device: torch.device | str | None = None) -> float:
-    """Top-1 accuracy in [0, 1] of `model` (eval mode) on `split` (first `max_batches` batches)."""
-    was = model.training
-    model.eval()
-    correct = total = 0
-    try:
-        for i, (x, y) in enumerate(split.batches(batch_size)):
-            if max_batches is not None and i >= max_batches:
-                break
-            if device is not None:
-                x, y = x.to(device), y.to(device)
-            correct += int((model(x).argmax(1) == y).sum())
-            total += int(y.numel())
-    finally:
-        model.train(was)
-    return correct / max(1, total)
-
-
-def two_side_fn(coef: float, w0: float) -> Callable[[nn.Module], torch.Tensor] | None:
-    """The two-side regularizer of Eq. 4 as `model -> scalar`, or None when coef == 0."""
-    if coef <= 0:
-        return None
-    from cimnas.nn.regularizers import two_side_regularizer
-
-    return lambda model: two_side_regularizer(model, w0, coef)
 
 
 # ---------------------------------------------------------------------------- environment
@@ -165,7 +122,7 @@ class HawisEnv:
         space: the width space (Eq. 7/8) whose `max_widths()` the super-net was built at.
         splits: `cimnas.data.Splits`; (a)(b) use `search_train`, (c) `search_eval`.
         cfg: `EnvConfig`.
-        energy_fn: model -> dict with `energy_uj` (hardware model; see `energy_fn_for`).
+        energy_fn: model -> dict with `energy_uj` (hardware model, e.g. `hardware.energy.estimate_model`).
         baseline_energy_uj: Q(A_b) of Eq. 5, the binarized 1x baseline's energy.
         robust_fn: (standalone model, seed) -> list of K Monte-Carlo accuracies (mc_* rewards).
         layer_geoms: LayerGeom of the searchable layers of A_fp for the Eq. 6 states.
@@ -185,8 +142,9 @@ class HawisEnv:
         self.energy_fn, self.baseline_energy_uj = energy_fn, float(baseline_energy_uj)
         self.robust_fn = robust_fn
         self.device = torch.device(device)
-        self.regularizer = two_side_fn(cfg.two_side_coef, cfg.two_side_w0)
-        self.optimizer = torch.optim.SGD(supernet.parameters(), lr=cfg.slimmable_lr, momentum=cfg.momentum)
+        self.regularizer = (None if cfg.reg_coef <= 0 else
+                            (lambda model: two_side_regularizer(model, cfg.w0, cfg.reg_coef)))
+        self.optimizer = make_optimizer(supernet, cfg.optim(cfg.slimmable_lr))
         self.state_table = build_states(layer_geoms, block_indices) if layer_geoms is not None else None
 
     # ------------------------------------------------------------------ Eq. 6 states
@@ -203,25 +161,32 @@ class HawisEnv:
         `width_gen` draws the sub-nets B^1..B^3, `gen` shuffles the batches."""
         cfg = self.cfg
         count = n_batches(len(self.splits.search_train), cfg.batch_size, cfg.slimmable_epochs, cfg.max_batches)
-        for x, y in cycle_batches(self.splits.search_train, cfg.batch_size, count, gen, cfg.augment):
+
+        def step(x: torch.Tensor, y: torch.Tensor) -> float:
             b1 = self.space.sample_uniform(width_gen)
             b2 = self.space.sample_nonuniform(width_gen)
             b3 = self.space.morph(b2, width_gen, cfg.morph_jitter)
             subnets = [list(widths), list(b1.widths), list(b2.widths), list(b3.widths)]
             if cfg.inplace_distill:
                 subnets.insert(0, self.supernet.largest())
-            self.supernet.slimmable_step(x.to(self.device), y.to(self.device), subnets, self.optimizer,
-                                         self.regularizer, distill=cfg.inplace_distill)
+            return self.supernet.slimmable_step(x, y, subnets, self.optimizer, self.regularizer,
+                                                distill=cfg.inplace_distill)
+
+        train_steps(self.supernet, cycle_batches(self.splits.search_train, cfg.batch_size, count, gen, cfg.augment),
+                    None, device=self.device, step=step, total=count)
         return count
 
     def candidate_finetune(self, widths: Sequence[int], gen: torch.Generator) -> int:
         """Phase (b): plain training of the candidate sub-net (fresh SGD; weights restored later)."""
         cfg = self.cfg
         count = n_batches(len(self.splits.search_train), cfg.batch_size, cfg.candidate_epochs, cfg.max_batches)
-        opt = torch.optim.SGD(self.supernet.parameters(), lr=cfg.candidate_lr, momentum=cfg.momentum)
-        for x, y in cycle_batches(self.splits.search_train, cfg.batch_size, count, gen, cfg.augment):
-            self.supernet.slimmable_step(x.to(self.device), y.to(self.device), [list(widths)], opt,
-                                         self.regularizer)
+        opt = make_optimizer(self.supernet, cfg.optim(cfg.candidate_lr))
+
+        def step(x: torch.Tensor, y: torch.Tensor) -> float:
+            return self.supernet.slimmable_step(x, y, [list(widths)], opt, self.regularizer)
+
+        train_steps(self.supernet, cycle_batches(self.splits.search_train, cfg.batch_size, count, gen, cfg.augment),
+                    None, device=self.device, step=step, total=count)
         return count
 
     # ------------------------------------------------------------------ one episode
@@ -252,8 +217,8 @@ class HawisEnv:
             times["bn_recal"] = time.perf_counter() - t
 
             t = time.perf_counter()
-            acc = accuracy(self.supernet, self.splits.search_eval, max(cfg.batch_size, 256),
-                           cfg.eval_max_batches, self.device)
+            acc = evaluate(self.supernet, self.splits.search_eval, batch_size=max(cfg.batch_size, 256),
+                           device=self.device, max_batches=cfg.eval_max_batches)
             robust = None
             reward_acc = acc
             if cfg.reward_accuracy != "clean":

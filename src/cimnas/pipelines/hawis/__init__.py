@@ -1,0 +1,64 @@
+"""HAWIS pipeline: stage A (super-net pretraining), B (width search), C (retrain + evaluation).
+
+Run folder (`cimnas hawis run --config FILE --out DIR [--resume]`, kind "hawis", cimnas.runs.RunFolder)::
+
+    run.json, config.yaml  run description and the resolved config (resume checks it: config.py lists the keys
+                           that may change)
+    run.log                the log (also printed)
+    space.json             the width space (base widths, r_min, r_max, d)
+    episodes.jsonl         one line per finished episode (widths, reward, accuracy, energy, times)
+    best_arch.json         highest-reward widths and their search metrics
+    pareto.json            accuracy-vs-energy Pareto front of the searched candidates
+    stage_c.json           stage C per trained model: val_accuracy (held-out search_eval), test_accuracy, energy
+    final.json             the searched model: accuracies, energy_uj, BiOps/FLOPs, robustness
+    checkpoints/           supernet_pretrain.pt (per epoch), supernet.pt (after A), search_state.pt (after every
+                           episode), final_model.pt; all cimnas-checkpoint-v2 payloads
+    figures/, table.md     reports (cimnas.reports.hawis_plots, from these files only)
+
+Modules: config (HawisConfig), context (run folder, data, model builder, size limit), stage_a, stage_b, stage_c.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from cimnas.pipelines.hawis.config import HawisConfig, load_hawis_config
+from cimnas.pipelines.hawis.context import Context, load_run_config, make_context, open_run
+from cimnas.pipelines.hawis.stage_a import build_supernet, stage_pretrain
+from cimnas.pipelines.hawis.stage_b import best_record, pareto_front, stage_search
+from cimnas.pipelines.hawis.stage_c import stage_retrain, train_model
+from cimnas.search.env import PHASES, EnvConfig
+
+ALL_STAGES = ("pretrain", "search", "retrain", "report")
+
+
+def run_pipeline(cfg: HawisConfig, out: str | Path, *, resume: bool = False,
+                 stages: tuple[str, ...] = ALL_STAGES, stop_after: int | None = None) -> dict:
+    """Run the requested stages into run folder `out`; returns a summary dict."""
+    run = open_run(cfg, out, resume)
+    try:
+        ctx = make_context(cfg, run)
+        summary: dict = {"run_dir": str(run.root)}
+        t0 = time.perf_counter()
+        records = None
+        if "pretrain" in stages or "search" in stages:
+            net = stage_pretrain(ctx)
+            if "search" in stages:
+                records = stage_search(ctx, net, stop_after=stop_after)
+                summary["best"] = run.read_result("best_arch.json")
+        if "retrain" in stages:
+            summary["final"] = stage_retrain(ctx, records)
+        if "report" in stages:
+            from cimnas.reports.hawis_plots import make_report
+
+            summary["figures"] = make_report(run.root)
+        summary["wall_s"] = round(time.perf_counter() - t0, 1)
+        return summary
+    finally:
+        run.close()
+
+
+__all__ = ["ALL_STAGES", "PHASES", "Context", "EnvConfig", "HawisConfig", "best_record", "build_supernet",
+           "load_hawis_config", "load_run_config", "make_context", "open_run", "pareto_front", "run_pipeline",
+           "stage_pretrain", "stage_retrain", "stage_search", "train_model"]

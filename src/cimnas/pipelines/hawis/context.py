@@ -1,0 +1,189 @@
+"""What every HAWIS stage shares: the run folder (opened with the pipeline's resume rules), the data, the device,
+the hardware spec, the width space, and one model builder that gives every binarized model (stages A, B, C) the
+config's re-factorization options (thermometer input by default) and the FP / 8-bit references their float /
+8-bit input.
+
+Size limit: before anything is trained, every model the config can build (the super-net at r_max, the U-kx
+baselines, retrain.widths, the references) is built on the `meta` device (no memory) and its parameters counted;
+more than `CIMNAS_MAX_PARAMS` (environment variable, default 2e8 parameters = 0.8 GB of float32 weights) is a
+one-line error with the estimate.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from cimnas.config import diff_configs, load_config, to_dict
+from cimnas.errors import CimnasError, check
+from cimnas.nn.widths import WidthSpace, round_channels
+from cimnas.pipelines.hawis.config import RESUMABLE_ALWAYS, RESUMABLE_BEFORE_C, HawisConfig
+from cimnas.runs import RunFolder
+from cimnas.utils.seed import resolve_device
+
+KIND = "hawis"
+DEFAULT_MAX_PARAMS = 2e8
+REFERENCE_PRECISION = {"fp": ("FP", "float"), "8bit": ("8-bit", "kbit")}
+
+
+def _admitted(key: str, keys: tuple[str, ...]) -> bool:
+    return any(key == k or (k.endswith(".") and key.startswith(k)) for k in keys)
+
+
+def open_run(cfg: HawisConfig, out: str | Path, resume: bool) -> RunFolder:
+    """RunFolder.open(kind "hawis") plus the stage-dependent resume rules of `config.py`; a resume with an
+    admitted change rewrites config.yaml (so the folder always holds the config its later stages used)."""
+    run = RunFolder.open(out, KIND, cfg, resume=resume, resumable=RESUMABLE_ALWAYS + RESUMABLE_BEFORE_C,
+                         config_cls=HawisConfig)
+    try:
+        if run.resumed:
+            new = to_dict(cfg)
+            diff = diff_configs(run.stored_config(HawisConfig), new)
+            late = [k for k in diff if _admitted(k, RESUMABLE_BEFORE_C) and not _admitted(k, RESUMABLE_ALWAYS)]
+            check(not late or not run.has("stage_c.json"), f"cannot resume {run.root}: stage C has started, so "
+                  f"{', '.join(late)} can no longer change; resume with the original config or use a new --out folder")
+            if "search.episodes" in diff:
+                done = len(run.records("episodes.jsonl")) if run.has("episodes.jsonl") else 0
+                run.check_extends("search.episodes", cfg.search.episodes, done, "episodes")
+            if diff:
+                run.write_config(new)
+                run.log(f"resume with changed {', '.join(diff)}", echo=False)
+    except BaseException:
+        run.close()
+        raise
+    return run
+
+
+def max_params() -> int:
+    """The size limit of one model (CIMNAS_MAX_PARAMS, default 2e8 parameters)."""
+    raw = os.environ.get("CIMNAS_MAX_PARAMS")
+    if raw is None:
+        return int(DEFAULT_MAX_PARAMS)
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    check(value == value and 1 <= value < 1e15, f"CIMNAS_MAX_PARAMS={raw!r} is not a parameter count; give e.g. 2e8")
+    return int(value)
+
+
+@dataclass
+class Context:
+    """What every stage needs: config, run folder, data, device, hardware spec, width space."""
+
+    cfg: HawisConfig
+    run: RunFolder
+    splits: Any
+    device: torch.device
+    spec: Any
+    space: WidthSpace
+    input_shape: tuple[int, int, int]
+
+    @property
+    def base_widths(self) -> list[int]:
+        return list(self.space.base_widths)
+
+    @property
+    def seed(self) -> int:
+        return self.cfg.seed
+
+    def build(self, widths: list[int] | None, precision: str = "binary", *, meta: bool = False) -> nn.Module:
+        """A model of the configured family: binarized with the config's refactor options, or an FP / k-bit
+        reference (which keeps its float / k-bit input: re-factorization applies to binary models only).
+        `meta`: built on the meta device (no memory, no RNG draw), to count parameters or trace shapes."""
+        from cimnas.nn.models import build_model
+
+        m = self.cfg.model
+        kw = dict(in_channels=self.splits.in_channels, num_classes=self.splits.num_classes,
+                  image_size=self.splits.image_size, widths=widths, precision=precision,
+                  bits=8 if precision == "kbit" else m.bits,
+                  refactor=m.refactor_dict() if precision == "binary" else None, **m.build_options())
+        if meta:
+            with torch.random.fork_rng(devices=[]), torch.device("meta"):
+                return build_model(m.name, **kw)
+        return build_model(m.name, **kw).to(self.device)
+
+    def check_size(self, widths: list[int] | None, precision: str, what: str) -> int:
+        """Parameters of a model (counted on the meta device); over the limit -> one-line error."""
+        n = sum(p.numel() for p in self.build(widths, precision, meta=True).parameters())
+        limit = max_params()
+        check(n <= limit, f"{what} would have {n:,} parameters ({4 * n / 2 ** 30:.1f} GiB of float32 weights), over "
+              f"the limit of {limit:,} (CIMNAS_MAX_PARAMS): lower space.r_max / the widths / model.options, or "
+              "raise CIMNAS_MAX_PARAMS")
+        return n
+
+    def energy(self, model: nn.Module) -> dict:
+        from cimnas.hardware.energy import estimate_model
+
+        est = estimate_model(model, self.input_shape, self.spec)
+        return {"energy_uj": float(est["energy_uj"]), "latency_us": float(est["latency_us"]),
+                "crossbars": int(est["crossbars"]), "biops": int(est["biops"]), "flops": int(est["flops"])}
+
+    def uniform(self, k: float) -> list[int]:
+        """U-kx widths: every base width times k, rounded as in Eq. 8 (not clipped to the space)."""
+        return list(self.space.uniform_widths(float(k), clip=False).widths)
+
+
+def make_context(cfg: HawisConfig, run: RunFolder) -> Context:
+    """Load the data and the hardware spec, build the width space, check every model's size up front."""
+    from cimnas.data import load_dataset
+    from cimnas.hardware.crossbar import load_spec
+
+    device = resolve_device(cfg.device)
+    d = cfg.data
+    unknown = sorted(set(d.options) - {"image_size"})
+    check(not unknown, f"data.options.{unknown[0] if unknown else ''} is not a dataset option; valid: image_size")
+    splits = load_dataset(d.name, d.data_dir, seed=d.resolved_seed(cfg.seed), search_fraction=d.search_fraction,
+                          device=device, limit=d.limit, test_limit=d.test_limit, augment=d.augment, **d.options)
+    spec = load_spec(cfg.hardware.preset, cfg.hardware.overrides)
+    shape = (splits.in_channels, splits.image_size, splits.image_size)
+    ctx = Context(cfg, run, splits, device, spec, WidthSpace((1,)), shape)
+    ctx.check_size(None, "float", "the 1x float model")
+    probe = ctx.build(None, precision="float", meta=True)
+    check(hasattr(probe, "base_widths"), f"model {cfg.model.name!r} has no searchable widths; HAWIS needs a "
+          "width-searchable model (e.g. resnet20, mlp)")
+    s = cfg.space
+    ctx.space = WidthSpace(tuple(int(w) for w in probe.base_widths), r_min=s.r_min, r_max=s.r_max, d=s.d)
+    ctx.check_size(list(ctx.space.max_widths().widths), "binary", f"the super-net (space.r_max={s.r_max:g})")
+    r = cfg.retrain
+    if r.widths is not None:
+        check_multiples(r.widths, ctx.space.n_steps, s.d, "retrain.widths")
+        ctx.check_size(list(r.widths), "binary", "retrain.widths")
+    for k in r.baselines:
+        ctx.check_size(ctx.uniform(k), "binary", f"the U-{k:g}x baseline")
+    for ref in r.references:
+        ctx.check_size(None, REFERENCE_PRECISION[ref][1], f"the {REFERENCE_PRECISION[ref][0]} reference")
+    run.write_result("space.json", ctx.space.to_dict())
+    return ctx
+
+
+def check_multiples(widths: list[int], n: int, d: int, key: str) -> None:
+    """A user-given width vector: `n` positive multiples of d."""
+    check(len(widths) == n, f"{key} has {len(widths)} entries; the model has {n} searchable layers")
+    for i, w in enumerate(widths):
+        check(w >= 1 and w % d == 0, f"{key}[{i}] = {w} is not a positive multiple of space.d={d}; "
+              f"use {round_channels(w, d)}")
+
+
+def mc_accuracies(ctx: Context, model: nn.Module, split: Any, trials: int, seed: int) -> list[float]:
+    """Accuracies of `model` over `trials` defect samples (cimnas.hardware.montecarlo)."""
+    from cimnas.hardware import montecarlo
+    from cimnas.hardware.defects import DefectConfig
+
+    d = ctx.cfg.defects
+    defects = DefectConfig(sa0=d.sa0_rate, sa1=d.sa1_rate, sigma_variation=d.sigma)
+    out = montecarlo.evaluate_trials(model, split, ctx.spec, defects, trials, seed, device=ctx.device)
+    return [float(a) for a in out.accs]
+
+
+def load_run_config(run_dir: str | Path) -> HawisConfig:
+    """The resolved config stored in a run folder."""
+    path = Path(run_dir) / "config.yaml"
+    if not path.is_file():
+        raise CimnasError(f"{run_dir} is not a HAWIS run folder (no config.yaml)")
+    return load_config(HawisConfig, path)

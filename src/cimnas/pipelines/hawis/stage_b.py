@@ -1,0 +1,149 @@
+"""Stage B: the width search, `episodes` times agent -> widths -> environment (cimnas.search.env) -> reward.
+
+Resume: every piece of state a later episode depends on (super-net weights, the slimmable optimiser, the agent's
+state_dict with its RNGs, the episode records) is saved atomically in `checkpoints/search_state.pt` after each
+episode, and every random draw of episode e comes from `derive_seed(seed, "episode", e)`; so a killed run resumed
+with the same config repeats exactly what an uninterrupted run does (CPU). episodes.jsonl is rewritten to the
+checkpointed records on resume (a torn or extra line goes).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from cimnas.config import to_dict
+from cimnas.errors import CimnasError, check
+from cimnas.nn.supernet import SuperNet
+from cimnas.pipelines.hawis.context import Context, mc_accuracies
+from cimnas.runs import RunFolder, guarded, load_state
+from cimnas.search.agents import make_agent
+from cimnas.search.env import HawisEnv
+from cimnas.utils.seed import derive_seed
+
+STATE = "search_state.pt"
+STATE_FIELDS = {"state_dict": dict, "optimizer": dict, "agent": dict, "records": str, "episode": int}
+
+
+def searchable_geoms(ctx: Context) -> tuple[list[Any], list[int]]:
+    """Eq. 6 static columns are measured on A_fp: the traced geometry of its searchable layers,
+    and a block index per layer (layers sharing a module prefix share a block)."""
+    from cimnas.nn.counting import trace_layers
+
+    fp = ctx.build(None, precision="float")
+    by_name = {g.name: g for g in trace_layers(fp, ctx.input_shape)}
+    picked = [by_name[n] for n in fp.searchable_layer_names()]
+    prefixes: list[str] = []
+    blocks = []
+    for g in picked:
+        p = g.name.rsplit(".", 1)[0] if "." in g.name else g.name
+        if p not in prefixes:
+            prefixes.append(p)
+        blocks.append(prefixes.index(p))
+    return picked, blocks
+
+
+def make_env(ctx: Context, net: SuperNet) -> tuple[HawisEnv, float]:
+    """The environment over `net` and Q(A_b) (the 1x binarized baseline's energy)."""
+    scfg = ctx.cfg.search
+    geoms, blocks = searchable_geoms(ctx)
+    with net.subnet(ctx.base_widths):
+        base_energy = ctx.energy(net.model)["energy_uj"]
+    with net.subnet(list(ctx.space.min_widths().widths)):
+        min_ratio = ctx.energy(net.model)["energy_uj"] / base_energy
+    if scfg.env.lam >= min_ratio:
+        ctx.run.log(f"stage B: WARNING search.env.lam = {scfg.env.lam} >= Q_min/Q(A_b) = {min_ratio:.3g}: Eq. 5 "
+                    "then gives candidates below lambda*Q(A_b) a reward >= 0 that grows with their error; "
+                    f"choose lam < {min_ratio:.3g} (docs/hawis.md, 'Choosing lambda')")
+    robust_fn = None
+    if scfg.env.reward_accuracy != "clean":
+        def robust_fn(model: Any, seed: int) -> list[float]:
+            return mc_accuracies(ctx, model, ctx.splits.search_eval, scfg.env.robust_trials, seed)
+    env = HawisEnv(net, ctx.space, ctx.splits, scfg.env, ctx.energy, base_energy, device=ctx.device,
+                   robust_fn=robust_fn, layer_geoms=geoms, block_indices=blocks)
+    return env, base_energy
+
+
+def stage_search(ctx: Context, net: SuperNet, *, stop_after: int | None = None) -> list[dict]:
+    """Stage B. `stop_after` (tests): raise RuntimeError after that many episodes of this call have been saved,
+    simulating a kill."""
+    cfg, run = ctx.cfg, ctx.run
+    scfg = cfg.search
+    env, base_energy = make_env(ctx, net)
+    agent = make_agent(scfg.agent, env.state_table.shape[1], scfg.agent_options, derive_seed(cfg.seed, "agent"))
+    records: list[dict] = []
+    if run.has(f"checkpoints/{STATE}"):
+        path = run.ckpt / STATE
+        ck = run.load(STATE, STATE_FIELDS, map_location=ctx.device)
+        load_state(net, ck["state_dict"], path)
+        load_state(env.optimizer, ck["optimizer"], path)
+        load_state(agent, ck["agent"], path)
+        records = guarded(json.loads, path)(ck["records"])
+        check(isinstance(records, list) and len(records) == ck["episode"],
+              f"search checkpoint {path} is inconsistent (records vs episode); delete it to restart the search")
+        run.check_extends("search.episodes", scfg.episodes, len(records), "episodes")
+        run.log(f"stage B: resuming after episode {len(records)}")
+    run.rewrite_records("episodes.jsonl", records)
+    run.log(f"stage B: {scfg.episodes} episodes, agent {scfg.agent}, Q(A_b) = {base_energy:.4g} uJ, "
+            f"lambda = {scfg.env.lam}, {ctx.space.n_steps} layers")
+    ran = 0
+    for episode in range(len(records), scfg.episodes):
+        t0 = time.perf_counter()
+        states, actions = [], []
+        prev_a, prev_c = 0.0, 0
+        for t in range(ctx.space.n_steps):
+            s = env.state(t, prev_a, prev_c)
+            a = float(agent.act(s, episode))
+            states.append(s)
+            actions.append(a)
+            prev_a, prev_c = a, ctx.space.channels(a, ctx.base_widths[t])
+        widths = list(ctx.space.widths(actions).widths)
+        res = env.run_episode(widths, derive_seed(cfg.seed, "episode", episode))
+        t = time.perf_counter()
+        agent.observe_episode(states, actions, res.reward)
+        agent.update()
+        times = dict(res.times_s)
+        times["agent_update"] = round(time.perf_counter() - t, 4)
+        rec = {"episode": episode, "widths": res.widths, "reward": res.reward, "accuracy": res.accuracy,
+               "energy_uj": res.energy_uj, "reward_accuracy": res.reward_accuracy, "robust": res.robust,
+               "wall_s": round(time.perf_counter() - t0, 4), "times_s": times}
+        records.append(rec)
+        run.save(STATE, {"arch": dict(net.model.arch_meta), "state_dict": net.state_dict(),
+                         "dataset": ctx.splits.info(), "config": to_dict(cfg), "epoch": episode + 1,
+                         "optimizer": env.optimizer.state_dict(), "agent": agent.state_dict(),
+                         "records": json.dumps(records), "episode": episode + 1})
+        run.append("episodes.jsonl", rec)
+        run.log(f"episode {episode + 1}/{scfg.episodes}: reward {res.reward:+.4f} acc {res.accuracy:.4f} "
+                f"energy {res.energy_uj:.4g} uJ  widths {widths}  time {rec['wall_s']:.1f} s ("
+                + ", ".join(f"{k} {v:.2f}" for k, v in times.items()) + ")")
+        ran += 1
+        if stop_after is not None and ran >= stop_after:
+            raise RuntimeError(f"test hook: simulated kill after episode {episode + 1}")
+    write_search_summary(run, records)
+    return records
+
+
+def pareto_front(records: list[dict]) -> list[dict]:
+    """Records not dominated in (higher accuracy, lower energy), sorted by energy."""
+    front = []
+    for r in records:
+        dominated = any(o["accuracy"] >= r["accuracy"] and o["energy_uj"] <= r["energy_uj"]
+                        and (o["accuracy"] > r["accuracy"] or o["energy_uj"] < r["energy_uj"]) for o in records)
+        if not dominated and not any(f["widths"] == r["widths"] for f in front):
+            front.append(r)
+    return sorted(front, key=lambda r: r["energy_uj"])
+
+
+def best_record(records: list[dict]) -> dict:
+    """Highest reward; ties go to the earlier episode."""
+    if not records:
+        raise CimnasError("no finished episodes; run the search stage first (cimnas hawis search)")
+    return max(records, key=lambda r: (r["reward"], -r["episode"]))
+
+
+def write_search_summary(run: RunFolder, records: list[dict]) -> None:
+    best = best_record(records)
+    run.write_result("best_arch.json", {k: best[k] for k in ("widths", "episode", "reward", "accuracy", "energy_uj")})
+    run.write_result("pareto.json", [{k: r[k] for k in ("episode", "widths", "reward", "accuracy", "energy_uj")}
+                                     for r in pareto_front(records)])

@@ -1,0 +1,116 @@
+"""Stage C: train the searched widths (and Pareto points, U-kx baselines, FP / 8-bit references) from scratch.
+
+Every model is trained by `cimnas.train.fit` on `search_train`; `val_accuracy` is measured on the held-out
+`search_eval` part of the training data (what any calibration or model selection may use, e.g. the study's
+lambda calibration), and `test_accuracy` on the test split once per model, for the final number. Results go to
+stage_c.json after each model (a resume skips finished ones), the searched model to checkpoints/final_model.pt,
+its summary (with Monte-Carlo robustness under `defects`) to final.json.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+from torch import nn
+
+from cimnas.config import to_dict
+from cimnas.pipelines.hawis.config import RetrainConfig
+from cimnas.pipelines.hawis.context import REFERENCE_PRECISION, Context, mc_accuracies
+from cimnas.pipelines.hawis.stage_b import best_record, pareto_front
+from cimnas.stats import summarize
+from cimnas.train import evaluate, fit, make_optimizer, make_scheduler
+from cimnas.utils.seed import derive_seed, seed_everything
+
+RESULTS = "stage_c.json"
+
+
+def train_model(ctx: Context, model: nn.Module, rcfg: RetrainConfig, label: str) -> dict:
+    """Train `model` with `rcfg` on search_train; returns {val_accuracy, test_accuracy, train_s, optimizer,
+    scheduler} (the last two: state dicts for the checkpoint)."""
+    opt = make_optimizer(model, rcfg)
+    sched = make_scheduler(opt, rcfg)
+    every = max(1, rcfg.epochs // 5)
+
+    def on_epoch_end(epoch: int, record: dict) -> None:
+        if epoch % every == 0 or epoch == rcfg.epochs:
+            ctx.run.log(f"stage C {label} epoch {epoch}/{rcfg.epochs}: loss {record['loss']:.4f} "
+                        f"train acc {record['train_acc']:.4f}")
+
+    t0 = time.perf_counter()
+    fit(model, ctx.splits.search_train, rcfg, device=ctx.device, seed=ctx.seed, optimizer=opt, scheduler=sched,
+        on_epoch_end=on_epoch_end, label=f"retrain-{label}", desc=f"stage C {label} epoch")
+    out = {"val_accuracy": evaluate(model, ctx.splits.search_eval, batch_size=rcfg.eval_batch_size,
+                                    device=ctx.device),
+           "test_accuracy": evaluate(model, ctx.splits.test, batch_size=rcfg.eval_batch_size, device=ctx.device),
+           "train_s": round(time.perf_counter() - t0, 2)}
+    return {**out, "optimizer": opt.state_dict(), "scheduler": sched.state_dict()}
+
+
+def jobs_for(ctx: Context, records: list[dict] | None) -> tuple[dict, list[tuple[str, list[int] | None, str]]]:
+    """(the model to retrain with its search metrics, [(label, widths, precision)] of every stage-C model)."""
+    rcfg = ctx.cfg.retrain
+    if rcfg.widths is not None:
+        best = {"widths": list(rcfg.widths), "source": "retrain.widths"}
+    else:
+        records = records if records is not None else ctx.run.records("episodes.jsonl")
+        best = dict(best_record(records), source="search")
+    jobs: list[tuple[str, list[int] | None, str]] = [("searched", best["widths"], "binary")]
+    if rcfg.widths is None and rcfg.pareto_models > 0:
+        for r in pareto_front(records)[: rcfg.pareto_models]:
+            if r["widths"] != best["widths"]:
+                jobs.append((f"pareto-ep{r['episode']}", r["widths"], "binary"))
+    for k in rcfg.baselines:
+        jobs.append((f"U-{k:g}x", ctx.uniform(k), "binary"))
+    for ref in rcfg.references:
+        label, precision = REFERENCE_PRECISION[ref]
+        jobs.append((label, None, precision))
+    return best, jobs
+
+
+def stage_retrain(ctx: Context, records: list[dict] | None = None) -> dict:
+    """Stage C: retrain the best widths (and optionally Pareto points, U-kx and references)."""
+    cfg, run = ctx.cfg, ctx.run
+    rcfg = cfg.retrain
+    best, jobs = jobs_for(ctx, records)
+    results: dict = run.read_result(RESULTS) if run.has(RESULTS) else {}
+    for label, widths, precision in jobs:
+        if label in results:
+            continue
+        seed_everything(derive_seed(cfg.seed, "retrain-init", label))
+        model = ctx.build(widths, precision=precision)
+        trained = train_model(ctx, model, rcfg, label)
+        entry = {"widths": list(model.widths), "precision": precision,
+                 **{k: trained[k] for k in ("val_accuracy", "test_accuracy", "train_s")}, **ctx.energy(model)}
+        if label == "searched":
+            if rcfg.robustness and cfg.defects.trials > 0:
+                entry["robustness"] = robustness_summary(ctx, model)
+            run.save("final_model.pt", {"arch": dict(model.arch_meta), "state_dict": model.state_dict(),
+                                        "dataset": ctx.splits.info(), "config": to_dict(cfg),
+                                        "epoch": rcfg.epochs, "optimizer": trained["optimizer"],
+                                        "scheduler": trained["scheduler"], "metrics": entry})
+        results[label] = entry
+        run.write_result(RESULTS, results)
+        run.log(f"stage C {label}: val acc {entry['val_accuracy']:.4f}, test acc {entry['test_accuracy']:.4f}, "
+                f"energy {entry['energy_uj']:.4g} uJ")
+    final = dict(results["searched"])
+    final.update({"source": best["source"], "search_metrics": {k: best.get(k) for k in ("episode", "reward",
+                                                                                        "accuracy", "energy_uj")}})
+    final["uniform_energy_uj"] = uniform_energies(ctx)
+    run.write_result("final.json", final)
+    return final
+
+
+def uniform_energies(ctx: Context) -> dict[str, float]:
+    """Energy of U-1x ... U-(ceil r_max)x (no training; the models are built on the meta device)."""
+    return {f"U-{k}x": ctx.energy(ctx.build(ctx.uniform(k), meta=True))["energy_uj"]
+            for k in range(1, int(math.ceil(ctx.cfg.space.r_max)) + 1)}
+
+
+def robustness_summary(ctx: Context, model: nn.Module) -> dict:
+    """Monte-Carlo accuracy of the final model under `defects` on the test split (cimnas.stats.summarize)."""
+    d = ctx.cfg.defects
+    accs = mc_accuracies(ctx, model, ctx.splits.test, d.trials, derive_seed(ctx.seed, "final-mc"))
+    s = summarize(accs)
+    return {"sa0_rate": d.sa0_rate, "sa1_rate": d.sa1_rate, "sigma": d.sigma, "trials": s["n"],
+            **{k: s[k] for k in ("mean", "std", "min", "p5", "median", "max")}}
