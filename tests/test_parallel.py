@@ -1,0 +1,210 @@
+"""cimnas.parallel: results in task order whatever the worker count, on_result in task order (resume), one-line
+CimnasErrors from tasks, retried worker deaths, and an in-process mode that never imports Ray."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from cimnas.data.base import DataSplit
+from cimnas.errors import CimnasError
+from cimnas.hardware.crossbar import CrossbarSpec
+from cimnas.hardware.defects import DefectConfig
+from cimnas.hardware.mapping import map_model
+from cimnas.hardware.montecarlo import CachedBatches, evaluate_trials, mapped_draw, run_trial
+from cimnas.nn.models import build_model, rebuild_model
+from cimnas.parallel import Parallelism, TaskResources, run_tasks
+from cimnas.utils.seed import derive_seed, make_generator
+
+SRC = str(Path(__file__).resolve().parents[1] / "src")
+
+
+# ---------------------------------------------------------------------------- tasks (module level: Ray imports them)
+def noise_task(task_id, payload, shared):
+    """A seeded toy task: its draw depends on (run seed, task id) only."""
+    g = make_generator(derive_seed(shared["seed"], "toy", task_id))
+    return float(torch.randn(payload, generator=g).sum())
+
+
+def failing_task(task_id, payload, shared):
+    if task_id == 2:
+        raise CimnasError("task 2 has a bad level: choose a level in [0, 1]")
+    return task_id
+
+
+def zero_division_task(task_id, payload, shared):
+    return 1 / payload
+
+
+def dying_task(task_id, payload, shared):
+    """Kills its worker the first time (a marker file remembers), then succeeds."""
+    marker = Path(shared) / f"died-{task_id}"
+    if not marker.exists():
+        marker.write_text("x")
+        os._exit(1)
+    return task_id * 10
+
+
+def slow_first_task(task_id, payload, shared):
+    time.sleep(payload)
+    return task_id
+
+
+def mc_shard(task_id, payload, shared):
+    """Monte-Carlo trials [lo, hi) of one model: rebuilt from the shared state; trial seeds from trial index."""
+    lo, hi = task_id
+    model = rebuild_model(shared["arch"])
+    model.load_state_dict(shared["state"])
+    model.eval()
+    batches = CachedBatches(shared["split"], 64, "cpu")
+    draw = mapped_draw(map_model(model, CrossbarSpec()), DefectConfig(**shared["defects"]).build())
+    return [run_trial(model, draw, batches, shared["seed"], t) for t in range(lo, hi)]
+
+
+def _mc_setup():
+    torch.manual_seed(0)
+    model = build_model("mlp", in_channels=1, num_classes=4, image_size=6, precision="binary").eval()
+    x = torch.rand(128, 1, 6, 6, generator=make_generator(3))
+    with torch.no_grad():
+        y = model(x).argmax(1)  # clean accuracy 1.0: the defects alone move it
+    split = DataSplit(x, y, 1.0)
+    shared = {"arch": model.arch_meta, "state": model.state_dict(), "split": split, "seed": 5,
+              "defects": {"sa0": 0.02, "sa1": 0.05, "sigma_variation": 0.3}}
+    return model, split, shared
+
+
+def _shards(trials: int, size: int) -> dict:
+    return {(lo, min(trials, lo + size)): None for lo in range(0, trials, size)}
+
+
+# ---------------------------------------------------------------------------- in-process (no Ray needed)
+def test_in_process_never_imports_ray() -> None:
+    code = ("import sys; from cimnas.parallel import run_tasks\n"
+            "r = run_tasks(lambda i, p, s: i * p, {1: 2, 3: 4}, workers=1, progress=False)\n"
+            "assert r.results == [2, 12] and r.execution == {'engine': 'in-process', 'workers': 1}, r\n"
+            "assert 'ray' not in sys.modules\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": SRC}, timeout=120)
+    assert out.returncode == 0, out.stderr
+
+
+def test_ray_missing_is_one_line_error() -> None:
+    code = ("import sys; sys.modules['ray'] = None\n"
+            "from cimnas.errors import CimnasError; from cimnas.parallel import run_tasks\n"
+            "try:\n  run_tasks(lambda i, p, s: 0, {0: 0}, workers=2, progress=False)\n"
+            "except CimnasError as e:\n  print(e)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": SRC}, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines() == [
+        "Ray is not installed: pip install 'cimnas[distributed]' (or run with --workers 1)"]
+
+
+def test_in_process_order_and_errors() -> None:
+    seen = []
+    r = run_tasks(noise_task, {i: 3 for i in range(4)}, shared={"seed": 1}, progress=False,
+                  on_result=lambda i, v: seen.append(i))
+    assert seen == [0, 1, 2, 3]
+    assert r.results == [noise_task(i, 3, {"seed": 1}) for i in range(4)] and len(set(r.results)) == 4
+    with pytest.raises(CimnasError, match="bad level"):
+        run_tasks(failing_task, {i: None for i in range(4)}, progress=False)
+
+
+@pytest.mark.parametrize("bad, match", [
+    ({"workers": 0}, "--workers must be >= 1"),
+    ({"resources": TaskResources(cpus=0)}, "task CPUs must be > 0"),
+    ({"resources": TaskResources(gpus=1.5)}, "above 1 must be whole"),
+    ({"ray_address": " "}, "--ray-address must name"),
+    ({"retries": -1}, "retries must be >= 0"),
+])
+def test_bad_settings_are_one_line_errors(bad, match) -> None:
+    with pytest.raises(CimnasError, match=match):
+        run_tasks(noise_task, {0: 1}, shared={"seed": 0}, progress=False, **bad)
+
+
+def test_parallelism_flags() -> None:
+    import argparse
+
+    from cimnas.parallel import add_parallel_args, parallelism_from_args
+
+    ap = argparse.ArgumentParser()
+    add_parallel_args(ap)
+    par = parallelism_from_args(ap.parse_args(["--workers", "3", "--task-gpus", "0.25"]))
+    assert par == Parallelism(3, None, TaskResources(1.0, 0.25)) and not par.in_process
+    assert parallelism_from_args(ap.parse_args([])).in_process
+
+
+# ---------------------------------------------------------------------------- on a local Ray cluster
+@pytest.fixture(scope="module")
+def ray_cluster():
+    ray = pytest.importorskip("ray", reason="Ray is not installed: pip install 'cimnas[distributed]'")
+    # the workers cannot import this test module: its task functions travel by value
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    yield ray
+    ray.shutdown()
+
+
+@pytest.mark.ray
+def test_worker_count_independence_toy(ray_cluster) -> None:
+    tasks = {i: 5 + i for i in range(6)}
+    one = run_tasks(noise_task, tasks, shared={"seed": 9}, progress=False)
+    two = run_tasks(noise_task, tasks, workers=2, shared={"seed": 9}, progress=False)
+    ray1 = run_tasks(noise_task, tasks, workers=1, ray_address="auto", shared={"seed": 9}, progress=False)
+    assert one.results == two.results == ray1.results and len(set(one.results)) == 6
+    assert two.execution["engine"] == "ray" and two.execution["workers"] == 2
+    assert two.execution["ray_version"] == ray_cluster.__version__ and ray1.execution["address"] == "auto"
+
+
+@pytest.mark.ray
+def test_worker_count_independence_monte_carlo(ray_cluster) -> None:
+    model, split, shared = _mc_setup()
+    direct = evaluate_trials(model, split, CrossbarSpec(), DefectConfig(**shared["defects"]), trials=8, seed=5,
+                             batch_size=64)
+    one = run_tasks(mc_shard, _shards(8, 8), shared=shared, progress=False)
+    two = run_tasks(mc_shard, _shards(8, 3), workers=2, shared=shared, progress=False)
+    flat = [a for shard in two.results for a in shard]
+    assert one.results[0] == flat == direct.accs
+    assert len(set(flat)) > 1 and min(flat) < 1.0  # the defects really drew different samples
+
+
+@pytest.mark.ray
+def test_cimnas_error_is_one_line(ray_cluster) -> None:
+    with pytest.raises(CimnasError) as info:
+        run_tasks(failing_task, {i: None for i in range(4)}, workers=2, progress=False)
+    assert type(info.value) is CimnasError
+    assert str(info.value) == "task 2 has a bad level: choose a level in [0, 1]"
+    with pytest.raises(ZeroDivisionError):  # other errors keep their type (a bug, not bad input)
+        run_tasks(zero_division_task, {0: 1, 1: 0}, workers=2, progress=False)
+
+
+@pytest.mark.ray
+def test_dead_worker_is_retried(ray_cluster, tmp_path) -> None:
+    r = run_tasks(dying_task, {1: None, 2: None}, workers=2, shared=str(tmp_path), retries=1, progress=False)
+    assert r.results == [10, 20] and (tmp_path / "died-1").exists() and (tmp_path / "died-2").exists()
+    with pytest.raises(CimnasError, match="worker died and the retries are spent"):
+        run_tasks(dying_task, {3: None}, workers=2, shared=str(tmp_path), retries=0, progress=False)
+
+
+@pytest.mark.ray
+def test_on_result_in_task_order_and_resume(ray_cluster) -> None:
+    tasks = {0: 1.0, 1: 0.0, 2: 0.0, 3: 0.0}  # task 0 finishes last
+    log: list[int] = []
+
+    def append_then_die(task_id, result):
+        if len(log) == 2:
+            raise KeyboardInterrupt  # the run is killed after two lines reached the log
+        log.append(result)
+
+    with pytest.raises(KeyboardInterrupt):
+        run_tasks(slow_first_task, tasks, workers=2, on_result=append_then_die, progress=False)
+    assert log == [0, 1]  # a prefix in task order, though tasks 1-3 finished before task 0
+    rest = {i: p for i, p in tasks.items() if i not in log}  # the caller's resume filter
+    run_tasks(slow_first_task, rest, workers=2, on_result=lambda i, r: log.append(r), progress=False)
+    assert log == [0, 1, 2, 3]
