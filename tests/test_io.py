@@ -41,10 +41,10 @@ def test_atomic_write_keeps_old_file_on_failure(tmp_path, monkeypatch):
     import cimnas.utils.io as io
 
     def boom(*a, **k):
-        raise OSError("disk full")
+        raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(io.os, "replace", boom)
-    with pytest.raises(OSError):
+    with pytest.raises(CimnasError, match=r"cannot write .*r.json: No space left on device; free some disk space"):
         write_json(p, {"v": 2})
     assert p.read_text().strip().startswith("{") and '"v": 1' in p.read_text()
     assert [f.name for f in tmp_path.iterdir()] == ["r.json"]
