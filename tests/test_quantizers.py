@@ -109,3 +109,67 @@ def test_quantizers_work_under_vmap(name):
     batched = torch.vmap(q)(x)
     looped = torch.stack([q(xi) for xi in x])
     assert torch.allclose(batched, looped)
+
+
+# ---------------------------------------------------------------- fused binary functions vs the formulas
+def _edge_values(dtype):
+    one, zero = torch.tensor(1.0, dtype=torch.float64), torch.tensor(0.0, dtype=torch.float64)
+    vals = [-0.0, 0.0, 0.5, 1.0, -1.0, 2.0, float("inf"), float("-inf")]
+    if dtype in (torch.float32, torch.float64):
+        one, zero = one.to(dtype), zero.to(dtype)
+        vals += [torch.nextafter(zero, -one).item(), torch.nextafter(zero, one).item(),
+                 torch.nextafter(one, 2 * one).item(), torch.nextafter(one, zero).item(),
+                 torch.nextafter(one / 2, one).item(), torch.nextafter(one / 2, zero).item()]
+    return torch.tensor(vals, dtype=torch.float64).to(dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+@pytest.mark.parametrize("n", [7, 4099])  # scalar tail only, and the vectorised kernel path
+def test_fused_binary_activation_equals_round_clip_and_clipped_ste(dtype, n):
+    g = torch.Generator().manual_seed(n)
+    x = (torch.rand(n, generator=g, dtype=torch.float64) * 3 - 1).to(dtype)
+    edges = _edge_values(dtype)
+    pos = torch.randperm(n, generator=g)[: len(edges)]
+    x[pos[: min(n, len(edges))]] = edges[: min(n, len(edges))]
+    x.requires_grad_(True)
+    up = torch.randn(n, generator=g, dtype=torch.float64).to(dtype)
+    y = BinaryActivation()(x)
+    y.backward(up)
+    xd = x.detach()
+    ref = torch.round(torch.clamp(xd, 0.0, 1.0))  # the unfused formula
+    assert y.dtype == dtype and torch.equal(y, ref)
+    assert torch.equal(x.grad, up * ((xd >= 0) & (xd <= 1)).to(dtype))
+
+
+def test_fused_binary_activation_inclusive_bounds_and_threshold():
+    x = torch.tensor([-0.0, 0.0, 1.0, 0.5, torch.nextafter(torch.tensor(0.5), torch.tensor(1.0)).item()],
+                     requires_grad=True)
+    y = BinaryActivation()(x)
+    assert y.tolist() == [0.0, 0.0, 1.0, 0.0, 1.0]
+    y.sum().backward()
+    assert x.grad.tolist() == [1.0, 1.0, 1.0, 1.0, 1.0]
+
+
+@pytest.mark.parametrize("shape", [(16, 8, 3, 3), (10, 33)])
+def test_fused_binary_weight_equals_where_formula_and_identity_grad(shape):
+    g = torch.Generator().manual_seed(1)
+    w = torch.randn(shape, generator=g)
+    w.view(-1)[:3] = torch.tensor([0.0, -0.0, 1e-30])
+    w = w[:, : shape[1] - 1]  # a sliced (non-contiguous) weight, as active_in makes it
+    w.requires_grad_(True)
+    y = BinaryWeight()(w)
+    alpha = w.detach().abs().mean()
+    assert torch.equal(y, torch.where(w.detach() >= 0, alpha, -alpha))  # bitwise: exactly +-alpha
+    assert y.view(-1)[:2].tolist() == [alpha.item(), alpha.item()]  # sign(+0) = sign(-0) = +1
+    up = torch.randn(y.shape, generator=g)
+    y.backward(up)
+    assert torch.equal(w.grad, up)
+    codes, scale = BinaryWeight().to_integer(w.detach())
+    assert torch.equal(codes * scale, y.detach())
+
+
+def test_binary_weight_vmap_scales_each_sample():
+    w = torch.randn(3, 4, 5) * torch.tensor([1.0, 10.0, 100.0]).view(3, 1, 1)
+    out = torch.vmap(BinaryWeight(), in_dims=1, out_dims=1)(w.transpose(0, 1))
+    for i in range(3):
+        assert torch.allclose(out[:, i].abs(), w[i].abs().mean().expand(4, 5))

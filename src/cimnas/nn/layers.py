@@ -89,6 +89,19 @@ class QLinear(_QMixin, nn.Linear):
         return F.linear(x, self.effective_weight(), self.active_bias())
 
 
+_REDUCED = (torch.bfloat16, torch.float16)
+
+
+def _bn_input(bn: nn.modules.batchnorm._BatchNorm, x: torch.Tensor) -> torch.Tensor:
+    """x in float32 when it arrives in bf16/fp16 (autocast convolutions) and the BN is float32:
+    batch statistics, running statistics and the output (which a binary quantizer thresholds at
+    0.5) are then computed exactly as without autocast from the same conv output."""
+    ref = bn.running_mean if bn.running_mean is not None else bn.weight
+    if x.dtype in _REDUCED and ref is not None and ref.dtype == torch.float32:
+        return x.float()
+    return x
+
+
 class SlimmableBatchNorm2d(nn.BatchNorm2d):
     """BatchNorm2d whose first `active` channels are used (running stats and affine sliced).
 
@@ -101,6 +114,7 @@ class SlimmableBatchNorm2d(nn.BatchNorm2d):
         self.active: int | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = _bn_input(self, x)
         c = x.shape[1]
         if c == self.num_features:
             return super().forward(x)
@@ -126,6 +140,7 @@ class SlimmableBatchNorm1d(nn.BatchNorm1d):
     """BatchNorm1d sliced to the incoming feature count (same rules as SlimmableBatchNorm2d)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = _bn_input(self, x)
         c = x.shape[1]
         if c == self.num_features:
             return super().forward(x)
