@@ -98,7 +98,21 @@ def test_robustness_sweep_writes_json_and_png(capsys, ckpt, tmp_path):
 
 
 @pytest.mark.parametrize("extra", [["--sa0", "1.5"], ["--sa1", "-0.1"], ["--sigma", "-1"], ["--trials", "0"],
-                                   ["--gaussian", "0.1", "--mode", "weird"], ["--preset", "nope"]])
+                                   ["--gaussian", "0.1", "--mode", "weird"], ["--preset", "nope"],
+                                   ["--max-samples", "-5"], ["--gaussian", "inf"], ["--sigma", "nan"],
+                                   ["--trials", "1000000000000"], ["--batch-size", "0"]])
 def test_robustness_bad_input(capsys, ckpt, extra):
     code, _, err = run(capsys, "robustness", "--checkpoint", str(ckpt), *extra)
     assert code == 2 and len(err.strip().splitlines()) == 1
+    if extra[0] == "--trials" and extra[1] != "0":  # the work estimate and how to raise the limit
+        assert "CIMNAS_MAX_MC_WORK=" in err
+
+
+def test_robustness_gaussian_weight_noise(capsys, ckpt):
+    # the UAE noise through the robustness command: the gaussian defect on the mapped crossbars
+    code, out, _ = run(capsys, "robustness", "--checkpoint", str(ckpt), "--gaussian", "0.5", "--trials", "3",
+                       "--json")
+    assert code == 0
+    r = json.loads(out)["models"]
+    (res,) = r.values()
+    assert len(res["accs"]) == 3 and res["n"] == 3 and "p5" in res and "median" in res

@@ -1,13 +1,14 @@
 """Device defects: stuck-at rates, lognormal median, exactness at zero, registry, validation."""
 
 import math
+import typing
 
 import pytest
 import torch
 
 from cimnas.errors import CimnasError
 from cimnas.hardware.crossbar import CrossbarSpec
-from cimnas.hardware.defects import DEFECTS, DefectConfig, DefectModel, sample_weight
+from cimnas.hardware.defects import DEFECTS, NOISE_MODES, DefectConfig, DefectModel, GaussianNoise, sample_weight
 from cimnas.hardware.mapping import map_layer
 from cimnas.nn.layers import QLinear
 from cimnas.nn.quantizers import BinaryWeight, DoReFaWeight
@@ -98,9 +99,7 @@ def test_bitsliced_sigma_is_full_conductance_range():
     # 40000 samples: the sample std's relative error is ~ 1 / sqrt(2 * 40000) = 0.35 %
     assert (codes1 - codes0).std().item() == pytest.approx(3 * 0.05 * math.sqrt(17), rel=0.02)
     # same definition as the UAE output-change analysis (bitsliced mode, cell_bits = 2)
-    from cimnas.uae.analysis import layer_noise_std
-
-    w_std = layer_noise_std(layer, layer.quantized_weight().detach(), 0.05, "bitsliced", cell_bits=2)
+    w_std = GaussianNoise(0.05, "bitsliced", cell_bits=2).layer_std(layer, layer.quantized_weight().detach())
     w1 = sample_weight(ml, [DEFECTS.create("gaussian", sigma=0.05, mode="bitsliced")], gen(1))
     assert (w1 - ml.read_weight()).std().item() == pytest.approx(w_std, rel=0.02)
 
@@ -126,3 +125,23 @@ def test_registry_entries_are_defect_models():
         ml = binary_layer(10, 10)
         w = sample_weight(ml, [d], gen())
         assert w.shape == ml.read_weight().shape and torch.isfinite(w).all()
+
+
+def test_one_noise_modes_tuple_and_batched_draw():
+    from cimnas.pipelines.uae import analysis
+    from cimnas.pipelines.uae.config import NoiseConfig
+
+    assert NOISE_MODES == ("absolute", "relative", "bitsliced") and GaussianNoise.MODES is NOISE_MODES
+    assert analysis.NOISE_MODES is NOISE_MODES
+    assert set(typing.get_args(typing.get_type_hints(NoiseConfig)["mode"])) == set(NOISE_MODES)
+    # the batched draw: n samples of W + N(0, std) per layer in one call, shape (n, *W.shape), mean W, std std
+    w = torch.full((50, 40), 0.25)
+    out = GaussianNoise.sample_weights([w], [0.1], 30, torch.Generator().manual_seed(0))[0]
+    assert out.shape == (30, 50, 40) and torch.equal(w, torch.full((50, 40), 0.25))  # W itself untouched
+    assert float((out - w).std()) == pytest.approx(0.1, rel=0.02) and abs(float((out - w).mean())) < 0.002
+    again = GaussianNoise.sample_weights([w], [0.1], 30, torch.Generator().manual_seed(0))[0]
+    assert torch.equal(out, again)
+    with pytest.raises(CimnasError):
+        GaussianNoise(float("nan"))
+    with pytest.raises(CimnasError):
+        GaussianNoise(0.1, "pink")

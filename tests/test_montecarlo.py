@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from cimnas.errors import CimnasError
 from cimnas.hardware.crossbar import CrossbarSpec
 from cimnas.hardware.defects import DefectConfig
 from cimnas.hardware.montecarlo import CachedBatches, MCResult, accuracy, evaluate_trials, robustness_sweep
@@ -69,6 +70,51 @@ def test_summary_statistics():
     r = MCResult.from_accs([0.1 * i for i in range(1, 11)])
     assert r.mean == pytest.approx(0.55) and r.min == pytest.approx(0.1) and r.max == pytest.approx(1.0)
     assert r.p5 == pytest.approx(0.145)  # numpy linear interpolation: 0.1 + 0.45 * 0.1
+    # cimnas.stats.summarize: std with ddof 1 (sqrt(sum (x - 0.55)^2 / 9) = 0.30277), median, n
+    assert r.std == pytest.approx(0.302765, rel=1e-5) and r.median == pytest.approx(0.55) and r.n == 10
+
+
+def test_weight_level_gaussian_trials_without_a_crossbar():
+    from cimnas.hardware.defects import GaussianNoise
+    from cimnas.nn.layers import quant_layers
+    from cimnas.utils.seed import derive_seed, make_generator
+
+    net, split = setup()
+    noise = GaussianNoise(0.5)
+    r = evaluate_trials(net, split, None, [noise], trials=4, seed=3, batch_size=32)
+    assert len(r.accs) == 4 and len(set(r.accs)) > 1 and r.min <= r.p5 <= r.mean <= r.max
+    # trial 2 by hand: one draw from the trial's generator, held for the whole split
+    layers = quant_layers(net)
+    base = [m.effective_weight().detach() for _, m in layers]
+    ws = GaussianNoise.sample_weights(base, noise.layer_stds([m for _, m in layers], base), None,
+                                      make_generator(derive_seed(3, "mc-trial", 2)))
+    from cimnas.nn.overrides import weight_overrides
+
+    with weight_overrides(net, ws):
+        acc = accuracy(net, CachedBatches(split, 96, "cpu"))
+    assert acc == r.accs[2]
+    assert all(m.weight_override is None for _, m in layers)
+    # conductance defects need a crossbar: a one-line error
+    with pytest.raises(CimnasError, match="crossbar"):
+        evaluate_trials(net, split, None, DefectConfig(sa0=0.1), trials=2, seed=0)
+
+
+def test_monte_carlo_work_limit(monkeypatch):
+    from cimnas.hardware.montecarlo import check_mc_work, model_weights
+
+    net, split = setup()
+    n = model_weights(net)
+    monkeypatch.setenv("CIMNAS_MAX_MC_WORK", str(10 * n))
+    check_mc_work(10, n)
+    with pytest.raises(CimnasError, match=f"11 samples x {n:,} weights") as e:
+        evaluate_trials(net, split, CrossbarSpec(), DefectConfig(sa1=0.1), trials=11, seed=0)
+    assert "CIMNAS_MAX_MC_WORK=" in str(e.value)
+    monkeypatch.setenv("CIMNAS_MAX_MC_WORK", "lots")
+    with pytest.raises(CimnasError, match="CIMNAS_MAX_MC_WORK"):
+        check_mc_work(1, n)
+    monkeypatch.delenv("CIMNAS_MAX_MC_WORK")
+    with pytest.raises(CimnasError):
+        check_mc_work(-5, n)
 
 
 def test_sweep_structure_and_trend(tmp_path):

@@ -9,15 +9,10 @@ import torch
 from torch import nn
 
 from cimnas.errors import CimnasError
+from cimnas.hardware.defects import GaussianNoise
 from cimnas.nn.layers import QConv2d, QLinear
 from cimnas.nn.quantizers import DoReFaActivation, FixedPoint
-from cimnas.uae.analysis import (
-    WeightNoise,
-    gaussian_fit_stats,
-    layer_noise_std,
-    output_change,
-    output_change_loop,
-)
+from cimnas.pipelines.uae.analysis import WeightNoise, gaussian_fit_stats, output_change, output_change_loop
 
 
 def _tiny_cnn(quantized: bool = False) -> nn.Module:
@@ -56,7 +51,7 @@ def test_linear_model_output_change_matches_hand_computation():
 def test_vectorised_equals_per_sample_loop_on_the_same_weights(quantized):
     model = _tiny_cnn(quantized)
     x = _x()
-    noise = WeightNoise(model, 0.05)
+    noise = WeightNoise(model, GaussianNoise(0.05))
     weights = noise.draw_weights(6, torch.Generator().manual_seed(0))
     # reference: the plain forward (quantizers as autograd Functions) with each sample's weights
     model.eval()
@@ -98,9 +93,9 @@ def test_loop_and_vectorised_agree_in_distribution():
 
 def test_noise_modes_scale_as_defined():
     model = _tiny_cnn(quantized=True)
-    noise_abs = WeightNoise(model, 0.1, "absolute")
-    noise_rel = WeightNoise(model, 0.1, "relative")
-    noise_bs = WeightNoise(model, 0.1, "bitsliced", cell_bits=2)
+    noise_abs = WeightNoise(model, GaussianNoise(0.1, "absolute"))
+    noise_rel = WeightNoise(model, GaussianNoise(0.1, "relative"))
+    noise_bs = WeightNoise(model, GaussianNoise(0.1, "bitsliced", cell_bits=2))
     for w, sa, sr, sb in zip(noise_abs.base, noise_abs.stds, noise_rel.stds, noise_bs.stds, strict=True):
         assert sa == pytest.approx(0.1)
         assert sr == pytest.approx(0.1 * float(w.abs().max()))
@@ -108,11 +103,12 @@ def test_noise_modes_scale_as_defined():
         assert sb == pytest.approx(0.1 * 2**-5 * 3 * math.sqrt(1 + 16 + 256))
     # drawn noise has the std the mode asks for
     g = torch.Generator().manual_seed(0)
-    n = noise_rel.draw_noise(400, g)[0]
+    n = noise_rel.draw_weights(400, g)[0] - noise_rel.base[0]
+    assert n.shape == (400, *noise_rel.base[0].shape)  # the batched draw: 400 samples at once
     assert float(n.std()) == pytest.approx(noise_rel.stds[0], rel=0.05)
     # float layer in bitsliced mode: step = max|W| / (2^8 - 1), 4 cells of 2 bits
     lin = QLinear(4, 3)
-    s = layer_noise_std(lin, lin.weight, 0.1, "bitsliced", cell_bits=2, weight_bits=8)
+    s = GaussianNoise(0.1, "bitsliced", cell_bits=2, weight_bits=8).layer_std(lin, lin.weight)
     delta = float(lin.weight.detach().abs().max()) / 255
     assert s == pytest.approx(0.1 * delta * 3 * math.sqrt(1 + 16 + 256 + 4096))
 
@@ -185,12 +181,14 @@ def test_degenerate_element_and_bad_input():
         output_change(model, _x(), sigma=-0.1, samples=10)
     with pytest.raises(CimnasError, match="samples"):
         output_change(model, _x(), sigma=0.1, samples=1)
-    with pytest.raises(CimnasError, match="noise mode"):
+    with pytest.raises(CimnasError, match="noise mode"):  # the defect's one NOISE_MODES
         output_change(model, _x(), sigma=0.1, samples=10, mode="pink")
 
 
 # ---------------------------------------------------------------- CLI
-@pytest.mark.parametrize("bad", [["--samples", "1"], ["--bins", "1"], ["--sigma", "-0.1"], ["--mode", "pink"]])
+@pytest.mark.parametrize("bad", [["--samples", "1"], ["--samples", "-5"], ["--samples", "1000000000000"],
+                                 ["--bins", "1"], ["--sigma", "-0.1"], ["--sigma", "nan"], ["--mode", "pink"],
+                                 ["--element", "-1"]])
 def test_cli_bad_input_is_one_line_exit_2(bad, tmp_path, capsys):
     from cimnas.cli import main
 
@@ -213,12 +211,26 @@ def test_cli_analyze_and_table1_end_to_end(tmp_path, capsys):
     res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert len(res["chi2"]) == 10 and len(res["std"]) == 10
     assert res["chi2_mean"] == pytest.approx(sum(res["chi2"]) / 10)
-    assert (out / "analysis.json").is_file() and (out / "output_change_elem0.png").is_file()
-    assert (out / "model.pt").is_file()
+    assert (out / "analysis.json").is_file() and (out / "figures" / "output_change_elem0.png").is_file()
+    assert (out / "checkpoints" / "model.pt").is_file() and (out / "run.json").is_file()
+    # a second run into the same folder is refused (nothing replaced); --resume re-reports without recomputing
+    before = (out / "analysis.json").read_bytes()
+    argv = ["uae", "analyze", "--model", "mlp", "--dataset", "digits", "--samples", "300", "--epochs", "1",
+            "--train-limit", "300", "--bins", "20", "--out", str(out), "--json"]
+    assert main(argv) == 2 and "--resume" in capsys.readouterr().err
+    assert main(argv + ["--resume"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["chi2_mean"] == res["chi2_mean"]
+    assert (out / "analysis.json").read_bytes() == before
+    # Monte-Carlo work above the limit: the estimate and how to raise it, before any training
+    w = tmp_path / "w"
+    assert main(["uae", "analyze", "--model", "mlp", "--dataset", "digits", "--samples", "9000000", "--out",
+                 str(w)]) == 2
+    err = capsys.readouterr().err
+    assert "CIMNAS_MAX_MC_WORK=" in err and "weight draws" in err and not (w / "checkpoints").exists()
 
     cfg = tmp_path / "t1.yaml"
     cfg.write_text(
-        "dataset: digits\ntrain_limit: 300\ntest_limit: 50\nseeds: [0, 1]\ntrain: {epochs: 1}\n"
+        "data: {name: digits, limit: 300, test_limit: 50}\nseeds: [0, 1]\ntrain: {epochs: 1}\n"
         "analysis: {samples: 200, bins: 20}\n"
         "rows:\n  - {label: MLP-ReLU, model: mlp, kwargs: {hidden_sizes: [32]}}\n"
         "  - {label: ResNet-56, model: resnet56, data: cifar10}\n")
@@ -228,5 +240,13 @@ def test_cli_analyze_and_table1_end_to_end(tmp_path, capsys):
     assert [r["label"] for r in table["rows"]] == ["MLP-ReLU"] and table["rows"][0]["runs"] == 2
     assert any("ResNet-56: skipped" in n for n in table["notes"])
     assert "MLP-ReLU" in (t1 / "table1.md").read_text()
-    # a different config in the same folder is refused
-    assert main(["uae", "table1", "--config", str(cfg), "--out", str(t1), "--set", "seeds=[5]"]) == 2
+    # a second run needs --resume; a different config in the same folder is refused
+    assert main(["uae", "table1", "--config", str(cfg), "--out", str(t1)]) == 2
+    assert main(["uae", "table1", "--config", str(cfg), "--out", str(t1), "--resume", "--set",
+                 "analysis.bins=30"]) == 2
+    assert "analysis.bins" in capsys.readouterr().err
+    # adding a seed extends the table: only the new (row, seed) is computed
+    runs_before = (t1 / "runs.jsonl").read_text()
+    assert main(["uae", "table1", "--config", str(cfg), "--out", str(t1), "--resume", "--set", "seeds=[0,1,2]"]) == 0
+    assert (t1 / "runs.jsonl").read_text().startswith(runs_before)
+    assert json.loads((t1 / "table1.json").read_text())["rows"][0]["runs"] == 3

@@ -188,8 +188,8 @@ def test_cli_bad_input_exits_2(tmp_path, capsys):
 
 
 def test_representable_init_lifts_dead_layers_only():
-    from cimnas.search.uae_space import ConvChoice, UAEArch, UAESpaceConfig
     from cimnas.pipelines.uae.child import build_child
+    from cimnas.search.uae_space import ConvChoice, UAEArch, UAESpaceConfig
 
     space = UAESpaceConfig(n_conv=3, fc_hidden=32)
     # layer 0: 1-bit-fraction 7x7 conv over 64 channels -> default init std << step 0.5 (dead);

@@ -6,7 +6,7 @@ import torch
 from cimnas.errors import CimnasError
 from cimnas.nn.layers import QConv2d, QLinear
 from cimnas.nn.models.uae_cnn import build_uae_cnn
-from cimnas.search.uae_rewards import accuracy_statistic, statistic_quantile, summarize, uae_reward
+from cimnas.search.uae_rewards import accuracy_statistic, canonical_statistic, statistic_quantile, summarize, uae_reward
 from cimnas.search.uae_space import ConvChoice, UAEArch, UAESpaceConfig
 
 
@@ -82,16 +82,19 @@ def test_statistics():
     assert accuracy_statistic(accs, "mean") == pytest.approx(0.55)
     assert accuracy_statistic(accs, "max") == pytest.approx(1.0)
     # 5th percentile, linear interpolation: 0.1 + 0.05 * 9 * 0.1
-    assert accuracy_statistic(accs, "p95") == pytest.approx(0.1 + 0.045)
-    assert accuracy_statistic(accs, "q0.05") == accuracy_statistic(accs, "p95")
+    assert accuracy_statistic(accs, "p5") == pytest.approx(0.1 + 0.045)
+    assert accuracy_statistic(accs, "q0.05") == accuracy_statistic(accs, "p5")
+    assert accuracy_statistic(accs, "p95") == accuracy_statistic(accs, "p5")  # the old name: an alias
+    assert canonical_statistic("p95") == "p5" and canonical_statistic("mean") == "mean"
     assert accuracy_statistic(accs, "q0.5") == pytest.approx(0.55)
-    assert uae_reward(0.9, [], "p95") == 0.9  # K = 0: clean accuracy
+    assert uae_reward(0.9, [], "p5") == 0.9  # K = 0: clean accuracy
     assert uae_reward(0.9, [0.5, 0.7], "mean", energy=2.0, energy_weight=0.1, energy_ref=4.0) == pytest.approx(0.55)
-    assert summarize([0.5, 0.7])["std"] == pytest.approx(0.1414213, rel=1e-5)
+    s = summarize([0.5, 0.7])  # cimnas.stats.summarize: std with ddof 1, p5 (no p95 key)
+    assert s["std"] == pytest.approx(0.1414213, rel=1e-5) and s["p5"] == pytest.approx(0.51) and "p95" not in s
     assert statistic_quantile("mean") is None
 
 
-@pytest.mark.parametrize("bad", ["q1.5", "q-0.1", "qx", "p50", "average"])
+@pytest.mark.parametrize("bad", ["q1.5", "q-0.1", "qx", "p50", "average", "qnan", "qinf"])
 def test_bad_statistic(bad):
     with pytest.raises(CimnasError):
         statistic_quantile(bad)

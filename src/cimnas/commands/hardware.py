@@ -187,11 +187,20 @@ def cmd_robustness(args) -> int:
     from cimnas.data import load_dataset
     from cimnas.hardware.crossbar import load_spec
     from cimnas.hardware.defects import DefectConfig
-    from cimnas.hardware.montecarlo import DEFAULT_SWEEP, evaluate_trials, robustness_sweep
+    from cimnas.hardware.montecarlo import (
+        DEFAULT_SWEEP,
+        check_mc_work,
+        evaluate_trials,
+        model_weights,
+        robustness_sweep,
+    )
     from cimnas.nn.models import load_model
 
     spec = load_spec(args.preset, args.overrides, args.spec)
     check(args.trials >= 1, f"--trials must be >= 1, got {args.trials}")
+    check(args.max_samples is None or args.max_samples >= 1,
+          f"--max-samples must be >= 1 (or left out for the whole split), got {args.max_samples}")
+    check(args.batch_size >= 1, f"--batch-size must be >= 1, got {args.batch_size}")
     defects = DefectConfig(args.sa0, args.sa1, args.sigma, args.gaussian, args.mode)
     defects.validate()
     labels = args.labels.split(",") if args.labels else [Path(c).parent.name or Path(c).stem for c in args.checkpoint]
@@ -214,6 +223,7 @@ def cmd_robustness(args) -> int:
     for label, path in zip(labels, args.checkpoint, strict=True):
         model, ckpt = load_model(path)
         models[label] = model
+        check_mc_work(args.trials, model_weights(model), f"--trials (Monte-Carlo trials of {label})")
         dataset = dataset or ckpt.get("dataset", {}).get("name")
     check(dataset is not None, "the checkpoint names no dataset; pass --dataset")
     splits = load_dataset(dataset, data_dir=args.data_dir, seed=0)

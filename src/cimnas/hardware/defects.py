@@ -224,6 +224,9 @@ class DefectConfig:
         check(self.sa0 + self.sa1 <= 1, f"sa0 + sa1 must be <= 1, got {self.sa0 + self.sa1}")
         check(self.sigma_variation >= 0, f"--sigma must be >= 0, got {self.sigma_variation}")
         check(self.gaussian_sigma >= 0, f"--gaussian must be >= 0, got {self.gaussian_sigma}")
+        for key in ("sa0", "sa1", "sigma_variation", "gaussian_sigma"):
+            v = float(getattr(self, key))
+            check(math.isfinite(v), f"defect {key} must be a finite number, got {v}")
         check(self.gaussian_mode in NOISE_MODES,
               f"unknown gaussian mode {self.gaussian_mode!r}; choose one of: {', '.join(NOISE_MODES)}")
 

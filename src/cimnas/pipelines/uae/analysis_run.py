@@ -118,8 +118,9 @@ def run_analysis(cfg: AnalysisConfig, out: str | Path, *, resume: bool = False, 
                 log = train_model(model, splits, cfg.train, cfg.seed, device)
                 info["test_acc"] = log["test_acc"]
                 run.save("model.pt", {"arch": getattr(model, "arch_meta", {}), "state_dict": model.state_dict(),
-                                      "dataset": splits.info(), "config": run.stored_config(), "epoch": cfg.train.epochs,
-                                      "optimizer": None, "scheduler": None, "metrics": {"test_acc": log["test_acc"]}})
+                                      "dataset": splits.info(), "config": run.stored_config(),
+                                      "epoch": cfg.train.epochs, "optimizer": None, "scheduler": None,
+                                      "metrics": {"test_acc": log["test_acc"]}})
             info["epochs"] = cfg.train.epochs
         model = model.to(device)
         with torch.no_grad():
