@@ -78,7 +78,9 @@ class RunFolder:
         """
         root = Path(root)
         cfg_dict = to_dict(config) if not isinstance(config, dict) else config
-        if root.exists() and not root.is_dir():
+        with os_errors(root, "open the run folder"):  # exists() raises for a name too long
+            is_file = root.exists() and not root.is_dir()
+        if is_file:
             raise CimnasError(f"{root} is a file, not a run folder: give a folder path for --out")
         try:
             root.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,70 @@
+"""Helpers of the hostile-input / fault tests (tests/test_faults_*.py): drive `python -m cimnas` in a subprocess
+with a tiny config, and check the refusal contract: exit code 2, one line on stderr, no traceback, and every file
+already in the run folder byte-for-byte unchanged."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+#: A run of a few seconds: float MLP on 200 digits, 1 epoch (the subprocess start is most of it).
+TINY_TRAIN = """\
+seed: 0
+data: {name: digits, limit: 200, test_limit: 100}
+model: {name: mlp, precision: float}
+train: {epochs: 1, batch_size: 50, lr: 0.05, progress: false}
+"""
+
+
+def tiny_config(folder: Path, text: str = TINY_TRAIN, name: str = "tiny.yaml") -> Path:
+    path = Path(folder) / name
+    path.write_text(text)
+    return path
+
+
+def cli(*args: str | Path, timeout: float = 300) -> subprocess.CompletedProcess:
+    """`python -m cimnas ARGS` from the repository root, one intra-op thread."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", MPLBACKEND="Agg")
+    return subprocess.run([sys.executable, "-m", "cimnas", *map(str, args)], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def train(config: Path, out: Path, *extra: str, resume: bool = False) -> subprocess.CompletedProcess:
+    return cli("train", "--config", config, "--out", out, *extra, *(["--resume"] if resume else []))
+
+
+def assert_ok(proc: subprocess.CompletedProcess) -> None:
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def assert_refused(proc: subprocess.CompletedProcess, *needles: str) -> str:
+    """Exit code 2, exactly one line on stderr (`cimnas: error: ...`) holding every needle, no traceback."""
+    return assert_one_line(proc.returncode, proc.stderr, *needles)
+
+
+def assert_one_line(rc: int, err: str, *needles: str) -> str:
+    assert rc == 2, (rc, err[-2000:])
+    assert "Traceback" not in err, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("cimnas: error:"), err
+    for n in needles:
+        assert n in lines[0], (n, lines[0])
+    return lines[0]
+
+
+def folder_hash(root: Path) -> dict[str, str]:
+    """sha256 of every file below `root` (the `.lock` file, which holds the last opener's pid, excluded)."""
+    root = Path(root)
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file() and p.name != ".lock"}
+
+
+def copy_run(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst)
+    return dst
