@@ -39,8 +39,14 @@ def test_bad_inputs_exit_2_with_one_line(tmp_path, capsys):
         ["hawis", "retrain", "--config", cfg, "--out", str(tmp_path / "d"), "--set", "retrain.widths=[16,17]"],
         ["hawis", "run", "--config", str(tmp_path / "missing.yaml"), "--out", str(tmp_path / "e")],
         ["hawis", "report", str(tmp_path / "not_a_run")],
+        ["hawis", "run", "--config", cfg, "--out", str(tmp_path / "f"), "--set", "search.env.lam=inf"],
+        ["hawis", "run", "--config", cfg, "--out", str(tmp_path / "g"), "--set", "space.r_max=inf"],
+        ["hawis", "run", "--config", cfg, "--out", str(tmp_path / "h"), "--set", "search.agent_options.tau=5"],
+        ["hawis", "run", "--config", cfg, "--out", str(tmp_path / "i"), "--set", "model.thermometer_levels=0"],
     ]
     for argv in cases:
         assert main(argv) == 2, argv
         err = capsys.readouterr().err.strip()
         assert err.startswith("cimnas: error:") and len(err.splitlines()) == 1, err
+    for name in "abcfghi":  # refused before a run folder was made
+        assert not (tmp_path / name).exists(), name

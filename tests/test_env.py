@@ -12,8 +12,9 @@ from cimnas.data import load_dataset
 from cimnas.errors import CimnasError
 from cimnas.nn.counting import trace_layers
 from cimnas.nn.supernet import SuperNet
-from cimnas.search.env import EnvConfig, HawisEnv, cycle_batches, n_batches
+from cimnas.search.env import EnvConfig, HawisEnv
 from cimnas.search.spaces import WidthSpace
+from cimnas.train import cycle_batches, n_batches
 
 
 @pytest.fixture(scope="module")
@@ -90,6 +91,28 @@ def test_states_are_normalised_eq6(splits):
     assert np.all((s1 >= 0) & (s1 <= 1))
     assert s1[8] == pytest.approx(0.7)
     assert s1[0] == 1.0 and s0[0] == 0.0  # layer index min-max normalised
+
+
+@pytest.mark.parametrize("kw, match", [
+    ({"lam": 0.0}, "lambda"), ({"lam": 300.0}, "lam must be <="), ({"slimmable_lr": 0.0}, "slimmable_lr"),
+    ({"candidate_lr": 11.0}, "candidate_lr"), ({"momentum": 1.0}, "momentum"), ({"reg_coef": 2.0}, "reg_coef"),
+    ({"candidate_epochs": 1e4}, "epochs"), ({"eval_max_batches": 0}, "eval_max_batches"),
+])
+def test_env_config_ranges(kw, match):
+    with pytest.raises(CimnasError, match=match):
+        EnvConfig(**kw).validate()
+
+
+def test_phases_train_through_the_shared_driver(splits, monkeypatch):
+    import cimnas.search.env as env_mod
+
+    seen = []
+    real = env_mod.train_steps
+    monkeypatch.setattr(env_mod, "train_steps", lambda *a, **k: seen.append(k["total"]) or real(*a, **k))
+    env = _env(splits)
+    env.run_episode([12, 12], seed=2)
+    n = n_batches(len(splits.search_train), 32, 0.5, None)
+    assert seen == [n, n]  # phase (a), then phase (b)
 
 
 def test_bad_lambda_and_missing_defect_model(splits):

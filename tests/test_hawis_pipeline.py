@@ -214,14 +214,16 @@ def test_resume_rules(tmp_path):
     with pytest.raises(CimnasError, match=r"search\.episodes=1: 2 episodes are already done"):
         run_pipeline(_cfg(tmp_path, ["search.episodes=1"]), out, stages=("search",), resume=True)
     # before stage C, retrain.* and more episodes may change; config.yaml then records what was used
-    run_pipeline(_cfg(tmp_path, ["search.episodes=3", "retrain.epochs=2", "retrain.baselines=[]"]), out, resume=True, stages=("search", "retrain"))
+    later = ["search.episodes=3", "retrain.epochs=2", "retrain.baselines=[]"]
+    run_pipeline(_cfg(tmp_path, later), out, resume=True, stages=("search", "retrain"))
     assert len(_episodes(out)) == 3
     stored = yaml.safe_load((out / "config.yaml").read_text())
     assert stored["retrain"]["epochs"] == 2 and stored["search"]["episodes"] == 3
     with pytest.raises(CimnasError, match=r"stage C has started, so retrain\.epochs"):
-        run_pipeline(_cfg(tmp_path, ["search.episodes=3", "retrain.epochs=3", "retrain.baselines=[]"]), out, resume=True, stages=("retrain",))
-    run_pipeline(_cfg(tmp_path, ["search.episodes=3", "retrain.epochs=2", "retrain.baselines=[]", "report.fig4_layer=0", "retrain.progress=false"]),
-                 out, resume=True, stages=("report",))
+        run_pipeline(_cfg(tmp_path, later[:1] + ["retrain.epochs=3"] + later[2:]), out, resume=True,
+                     stages=("retrain",))
+    run_pipeline(_cfg(tmp_path, later + ["report.fig4_layer=0", "retrain.progress=false"]), out, resume=True,
+                 stages=("report",))
 
 
 def test_pretrain_from_run_reuses_the_super_net(tmp_path):

@@ -6,7 +6,13 @@ import math
 import pytest
 
 from cimnas.errors import CimnasError
-from cimnas.reports.hawis_study import compare, equal_reward_lambda, interp_uniform, main
+from cimnas.pipelines.studies.hawis_study import (
+    calibrate_lambda_val,
+    compare,
+    equal_reward_lambda,
+    interp_uniform,
+    main,
+)
 
 
 def test_equal_reward_lambda_recovers_known_value():
@@ -84,11 +90,11 @@ def test_compare_missing_and_cli_error(tmp_path, capsys):
 def test_spread_and_uniform_widths(tmp_path, monkeypatch):
     import yaml
 
-    import cimnas.pipelines.hawis as hawis
-    from cimnas.reports.hawis_study import seed_spread, uniform_widths
+    import cimnas.pipelines.studies.hawis_study as study
+    from cimnas.pipelines.studies.hawis_study import seed_spread, uniform_widths
 
     cfg = {"seed": 1, "device": "cpu", "data": {"name": "digits", "limit": 160, "test_limit": 60},
-           "model": {"name": "mlp", "options": {"hidden_sizes": [16, 16], "bn": True}},
+           "model": {"name": "mlp", "thermometer_levels": 4, "options": {"hidden_sizes": [16, 16], "bn": True}},
            "space": {"r_min": 0.5, "r_max": 2.0, "d": 4},
            "retrain": {"epochs": 1, "batch_size": 32, "lr": 0.05, "milestones": [], "max_batches": 2}}
     p = tmp_path / "cfg.yaml"
@@ -99,8 +105,10 @@ def test_spread_and_uniform_widths(tmp_path, monkeypatch):
     assert sorted(res["accuracies"]) == ["U-1x-rep0", "U-1x-rep1"] and res["widths"] == [16, 16]
     accs = list(res["accuracies"].values())
     assert res["mean"] == pytest.approx(sum(accs) / 2) and res["min"] <= res["max"]
+    assert sorted(res["val_accuracies"]) == ["U-1x-rep0", "U-1x-rep1"]
     calls = []
-    monkeypatch.setattr(hawis, "train_from_scratch", lambda *a, **k: calls.append(a) or 0.5)
+    monkeypatch.setattr(study, "train_model", lambda *a, **k: calls.append(a) or {"test_accuracy": 0.5,
+                                                                                  "val_accuracy": 0.4})
     again = seed_spread(str(p), 1.0, 3, out)  # resumes: trains only rep2
     assert len(calls) == 1 and again["accuracies"]["U-1x-rep0"] == accs[0] and len(again["accuracies"]) == 3
     with pytest.raises(CimnasError, match="n >= 2"):
@@ -110,3 +118,21 @@ def test_spread_and_uniform_widths(tmp_path, monkeypatch):
     with pytest.raises(CimnasError, match="k must be > 0"):
         uniform_widths(str(p), -1.0)
     assert main(["uniform-widths", str(tmp_path / "missing.yaml"), "1"]) == 2  # one-line error, no traceback
+
+
+def test_lambda_from_stage_c_uses_validation_accuracies_only(tmp_path, capsys):
+    lam_true = 0.05
+    qs = {"U-1x": 1.0, "U-2x": 4.0, "U-0.5x": 0.3}
+    for k, q in qs.items():  # val accuracies with equal rewards at lam_true; test accuracies say otherwise
+        val = 1 - 0.1 / (math.log(q) - math.log(lam_true))
+        sc = {"searched": {"energy_uj": 10.0 * q, "val_accuracy": val, "test_accuracy": 1.0 - q / 10}}
+        (tmp_path / "uniform" / k).mkdir(parents=True)
+        (tmp_path / "uniform" / k / "stage_c.json").write_text(json.dumps(sc))
+    lam, rows = calibrate_lambda_val(tmp_path)
+    assert lam == pytest.approx(lam_true, rel=1e-6)
+    assert [r[0] for r in rows] == [0.5, 1.0, 2.0] and rows[2][2] == pytest.approx(4.0)
+    assert main(["lambda-val", str(tmp_path)]) == 0
+    assert capsys.readouterr().out.strip() == f"{lam_true:.4f}"
+    (tmp_path / "uniform" / "U-1x" / "stage_c.json").unlink()
+    with pytest.raises(CimnasError, match="U-1x"):
+        calibrate_lambda_val(tmp_path)

@@ -5,19 +5,20 @@
   stage C, otherwise their energy as a vertical marker).
 - `fig4_channels_per_episode.png`: channels of one layer (report.fig4_layer) per episode.
 - `fig5_channels_per_layer.png`: channels per layer, searched vs U-kx (report.compare_uniform).
+
+Reads the run folder's files only; imports no model, search or pipeline code.
 """
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-import yaml  # noqa: E402
 
+from cimnas.config import read_yaml  # noqa: E402
 from cimnas.errors import CimnasError  # noqa: E402
 from cimnas.reports.tables import table_markdown  # noqa: E402
 from cimnas.utils.io import atomic_write_bytes, read_json, read_jsonl  # noqa: E402
@@ -26,7 +27,7 @@ from cimnas.utils.io import atomic_write_bytes, read_json, read_jsonl  # noqa: E
 def _load(run: Path) -> dict:
     if not (run / "config.yaml").is_file():
         raise CimnasError(f"{run} is not a HAWIS run folder (no config.yaml)")
-    cfg = yaml.safe_load((run / "config.yaml").read_text()) or {}
+    cfg = read_yaml(run / "config.yaml")  # bounded, safe YAML (a report only reads the run folder)
     return {
         "cfg": cfg,
         "episodes": read_jsonl(run / "episodes.jsonl"),
@@ -93,15 +94,14 @@ def fig4_channels(data: dict, path: Path) -> None:
 
 
 def fig5_layers(data: dict, path: Path) -> None:
-    final, space = data["final"], data["space"]
+    final = data["final"]
     k = float(data["cfg"].get("report", {}).get("compare_uniform", 4.0))
     widths = final.get("widths") or (data["pareto"][-1]["widths"] if data["pareto"] else None)
     fig, ax = plt.subplots(figsize=(7, 3.4))
     if widths:
         x = list(range(1, len(widths) + 1))
-        if space.get("base_widths"):
-            d = int(space.get("d", 1))
-            uni = [max(d, int(math.floor(b * k / d + 0.5)) * d) for b in space["base_widths"]]
+        uni = final.get("uniform_widths", {}).get(f"U-{k:g}x")  # written by stage C
+        if uni:
             ax.bar([i - 0.2 for i in x], uni, width=0.4, color="#1f77b4", label=f"U-{k:g}x")
         ax.bar([i + 0.2 for i in x], widths, width=0.4, color="#e0a000", label="HAWIS (searched)")
         ax.set_xticks(x)

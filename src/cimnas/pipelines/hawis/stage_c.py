@@ -97,6 +97,8 @@ def stage_retrain(ctx: Context, records: list[dict] | None = None) -> dict:
     final.update({"source": best["source"], "search_metrics": {k: best.get(k) for k in ("episode", "reward",
                                                                                         "accuracy", "energy_uj")}})
     final["uniform_energy_uj"] = uniform_energies(ctx)
+    ks = sorted({float(k) for k in range(1, int(math.ceil(cfg.space.r_max)) + 1)} | {cfg.report.compare_uniform})
+    final["uniform_widths"] = {f"U-{k:g}x": ctx.uniform(k) for k in ks}  # for the reports (Fig. 5)
     run.write_result("final.json", final)
     return final
 

@@ -2,10 +2,15 @@
 
 Used by `scripts/hawis_study.sh` (digits) and `scripts/hawis_fashion_study.sh` (Fashion-MNIST):
 
-    python -m cimnas.reports.hawis_study lambda CONFIG PRETRAIN_DIR SEED   # prints lambda on stdout
-    python -m cimnas.reports.hawis_study uniform-widths CONFIG K            # U-kx widths as a YAML list
-    python -m cimnas.reports.hawis_study compare OUT [--title TEXT]         # OUT/compare.md + compare_fig1.png
-    python -m cimnas.reports.hawis_study spread CONFIG K N OUT.json         # stage-C accuracy spread of U-kx
+    python -m cimnas.pipelines.studies.hawis_study lambda CONFIG PRETRAIN_DIR SEED  # lambda from super-net U-kx
+    python -m cimnas.pipelines.studies.hawis_study lambda-val STUDY_DIR             # lambda from stage-C U-kx
+    python -m cimnas.pipelines.studies.hawis_study uniform-widths CONFIG K          # U-kx widths as a YAML list
+    python -m cimnas.pipelines.studies.hawis_study compare OUT [--title TEXT]       # compare.md + compare_fig1.png
+    python -m cimnas.pipelines.studies.hawis_study spread CONFIG K N OUT.json       # stage-C spread of U-kx
+
+No choice made here sees the test split: both lambda calibrations use held-out accuracies of the training data
+(`search_eval`: the super-net's sub-nets, or stage C's `val_accuracy`); test accuracies appear only as the final
+numbers of `compare` and `spread`.
 
 A study folder OUT holds `ddpg/` and `random/` HAWIS run folders (same super-net, seed and episode count)
 and the U-kx baselines either as `U-kx` entries of `ddpg/stage_c.json` or as their own run folders
@@ -26,7 +31,13 @@ from pathlib import Path
 import numpy as np
 
 from cimnas.errors import CimnasError
-from cimnas.utils.io import atomic_write_bytes, read_json, read_jsonl
+from cimnas.pipelines.hawis import load_hawis_config, make_context, train_model
+from cimnas.pipelines.hawis.stage_a import DONE, build_supernet, load_supernet
+from cimnas.runs import RunFolder
+from cimnas.stats import summarize
+from cimnas.train import cycle_batches, evaluate
+from cimnas.utils.io import atomic_write_bytes, read_json, read_jsonl, write_json
+from cimnas.utils.seed import derive_seed, make_generator, seed_everything
 
 AGENTS = ("ddpg", "random")
 
@@ -34,9 +45,8 @@ AGENTS = ("ddpg", "random")
 def _context(config: str, overrides: list[str] | None = None):
     """A stage context for `config` whose run folder is a throwaway temporary directory (nothing of the
     study is written there)."""
-    from cimnas.pipelines.hawis import RunFolder, load_hawis_config, make_context
-
-    return make_context(load_hawis_config(config, overrides or []), RunFolder(tempfile.mkdtemp()))
+    cfg = load_hawis_config(config, overrides or [])
+    return make_context(cfg, RunFolder.open(tempfile.mkdtemp(prefix="cimnas-study-"), "hawis-study", cfg))
 
 
 # ============================================================================ lambda calibration
@@ -68,29 +78,28 @@ def calibrate_lambda(config: str, pretrain_dir: str, seed: int,
                      multipliers: tuple[float, ...] = (0.5, 0.75, 1, 1.25, 1.5, 2)) -> tuple[float, list]:
     """Evaluate the U-kx sub-nets of a pretrained super-net (BN recalibrated, held-out accuracy) and return
     the equal-reward lambda and the rows `(k, accuracy, Q/Q(A_b))`; progress goes to stderr."""
-    from cimnas.pipelines.hawis import _load_state, _uniform, build_supernet
-    from cimnas.search.env import accuracy, cycle_batches
-    from cimnas.utils.io import load_checkpoint
-    from cimnas.utils.seed import make_generator
-
     ctx = _context(config, [f"seed={seed}"])
     cfg = ctx.cfg
     net = build_supernet(ctx)
-    path = Path(pretrain_dir) / "checkpoints" / "supernet.pt"
+    path = Path(pretrain_dir) / "checkpoints" / DONE
     if not path.is_file():
         raise CimnasError(f"{path} not found: run `cimnas hawis pretrain --out {pretrain_dir}` first")
-    _load_state(net, load_checkpoint(path), path)
-    qb = ctx.energy(ctx.build(ctx.base_widths))["energy_uj"]
+    load_supernet(ctx, net, path)
+    qb = ctx.energy(ctx.build(ctx.base_widths, meta=True))["energy_uj"]
     nb, bs = cfg.search.env.bn_recal_batches, cfg.search.env.batch_size
     rows = []
     for k in multipliers:
-        w = _uniform(ctx, k)
-        net.recalibrate_bn(w, cycle_batches(ctx.splits.search_train, bs, nb, make_generator(0)), nb)
-        acc = accuracy(net, ctx.splits.search_eval)
+        w = list(ctx.space.uniform_widths(k).widths)
+        net.recalibrate_bn(w, cycle_batches(ctx.splits.search_train, bs, nb, make_generator(0)), nb, ctx.device)
+        acc = evaluate(net, ctx.splits.search_eval, device=ctx.device)
         with net.subnet(w):
             q = ctx.energy(net.model)["energy_uj"]
         rows.append((k, acc, q / qb))
         print(f"U-{k:g}x: held-out acc {acc:.4f}  Q/Q(A_b) {q / qb:.3f}", file=sys.stderr)
+    return _report_lambda(rows)
+
+
+def _report_lambda(rows: list[tuple[float, float, float]]) -> tuple[float, list]:
     lam, found = equal_reward_lambda(rows)
     if not found:
         print(f"no sign change; using lam = {lam:.4f}", file=sys.stderr)
@@ -100,43 +109,66 @@ def calibrate_lambda(config: str, pretrain_dir: str, seed: int,
     return lam, rows
 
 
+def stage_c_uniform(out: Path) -> dict[str, dict]:
+    """The study's stage-C U-kx results: `U-kx` entries of `ddpg/stage_c.json` and `uniform/U-kx/` run folders."""
+    uni: dict[str, dict] = {}
+    for sc in [out / a / "stage_c.json" for a in AGENTS]:
+        if sc.is_file():
+            uni.update({k: v for k, v in read_json(sc).items() if k.startswith("U-")})
+    for sc in sorted((out / "uniform").glob("U-*/stage_c.json")):
+        uni[sc.parent.name] = read_json(sc)["searched"]
+    return uni
+
+
+def calibrate_lambda_val(out: str | Path) -> tuple[float, list]:
+    """Equal-reward lambda from the stage-C U-kx models of a study folder, on their **validation** accuracies
+    (held-out training data; never the test split). Needs U-1x (it defines Q(A_b)) and one more U-kx."""
+    uni = stage_c_uniform(Path(out))
+    if "U-1x" not in uni:
+        raise CimnasError(f"{out}: no stage-C U-1x result (it gives Q(A_b)); train U-1x first")
+    missing = sorted(k for k, v in uni.items() if "val_accuracy" not in v)
+    if missing:
+        raise CimnasError(f"{out}: {missing[0]} has no val_accuracy (trained by an older cimnas); retrain it")
+    qb = uni["U-1x"]["energy_uj"]
+    rows = sorted((float(k[2:-1]), v["val_accuracy"], v["energy_uj"] / qb) for k, v in uni.items())
+    for k, a, r in rows:
+        print(f"U-{k:g}x: stage-C val acc {a:.4f}  Q/Q(A_b) {r:.3f}", file=sys.stderr)
+    return _report_lambda(rows)
+
+
 def uniform_widths(config: str, k: float) -> list[int]:
     """Per-layer widths of U-kx for a HAWIS config (the same rounding as stage C's baselines)."""
-    from cimnas.pipelines.hawis import _uniform
-
     if not k > 0:
         raise CimnasError(f"width multiplier k must be > 0, got {k}")
-    return _uniform(_context(config), float(k))
+    return _context(config).uniform(float(k))
 
 
 def seed_spread(config: str, k: float, n: int, out_json: str | Path, seed: int = 0) -> dict:
     """Train U-kx `n` times with stage C's schedule on the same data, each with its own init and batch-order
     seed (labels `U-kx-rep<i>`), to measure how much stage-C test accuracy moves with the training seed
-    alone. Results go to `out_json` after each model (atomic; a rerun skips finished ones)."""
-    import json
-
-    from cimnas.pipelines.hawis import _uniform, train_from_scratch
-    from cimnas.utils.seed import derive_seed, seed_everything
-
+    alone. `accuracies` holds test accuracies (the spread of the final number), `val_accuracies` the held-out
+    ones. Results go to `out_json` after each model (atomic; a rerun skips finished ones)."""
     if n < 2:
         raise CimnasError(f"spread needs n >= 2 trainings, got {n}")
     if not k > 0:
         raise CimnasError(f"width multiplier k must be > 0, got {k}")
     ctx = _context(config, [f"seed={seed}"])
     cfg = ctx.cfg
-    widths = _uniform(ctx, float(k))
+    widths = ctx.uniform(float(k))
     out_json = Path(out_json)
     res = read_json(out_json) if out_json.is_file() else {"widths": widths, "accuracies": {}}
+    res.setdefault("val_accuracies", {})
     for i in range(n):
         label = f"U-{float(k):g}x-rep{i}"
         if label in res["accuracies"]:
             continue
         seed_everything(derive_seed(cfg.seed, "retrain-init", label))
-        res["accuracies"][label] = train_from_scratch(ctx, ctx.build(widths), cfg.retrain, label)
-        accs = np.array(list(res["accuracies"].values()))
-        res.update(mean=float(accs.mean()), std=float(accs.std(ddof=1)) if len(accs) > 1 else 0.0,
-                   min=float(accs.min()), max=float(accs.max()))
-        atomic_write_bytes(out_json, json.dumps(res, indent=1).encode())
+        trained = train_model(ctx, ctx.build(widths), cfg.retrain, label)
+        res["accuracies"][label] = trained["test_accuracy"]
+        res["val_accuracies"][label] = trained["val_accuracy"]
+        s = summarize(list(res["accuracies"].values()))
+        res.update({k: s[k] for k in ("mean", "std", "min", "max")})
+        write_json(out_json, res)
         print(f"{label}: test acc {res['accuracies'][label]:.4f}", file=sys.stderr)
     return res
 
@@ -158,20 +190,17 @@ def collect(out: Path) -> dict:
     missing = [a for a in AGENTS if not (out / a / "stage_c.json").is_file()]
     if missing:
         raise CimnasError(f"{out}: no stage_c.json for {', '.join(missing)}; run the study script first")
-    uni: dict[str, dict] = {}
+    uni = stage_c_uniform(out)
     agents = {}
     for a in AGENTS:
         eps = read_jsonl(out / a / "episodes.jsonl")
         models = []
         for label, v in read_json(out / a / "stage_c.json").items():
             if label.startswith("U-"):
-                uni[label] = v
                 continue
             rec = next((r for r in eps if r["widths"] == v["widths"]), None)
             models.append({"label": label, "stage_c": v, "episode": rec})
         agents[a] = {"episodes": eps, "models": models}
-    for sc in sorted((out / "uniform").glob("U-*/stage_c.json")):
-        uni[sc.parent.name] = read_json(sc)["searched"]
     if len(uni) < 2:
         raise CimnasError(f"{out}: fewer than two U-kx baselines found (ddpg/stage_c.json or uniform/U-kx/)")
     return {"uniform": dict(sorted(uni.items(), key=lambda kv: kv[1]["energy_uj"])), "agents": agents}
@@ -255,12 +284,15 @@ def compare(out: str | Path, title: str | None = None) -> str:
 
 # ============================================================================ CLI
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m cimnas.reports.hawis_study", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m cimnas.pipelines.studies.hawis_study",
+                                description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
     q = sub.add_parser("lambda", help="equal-reward lambda from the U-kx sub-nets of a pretrained super-net")
     q.add_argument("config")
     q.add_argument("pretrain_dir")
     q.add_argument("seed", type=int)
+    q = sub.add_parser("lambda-val", help="equal-reward lambda from the stage-C U-kx validation accuracies")
+    q.add_argument("out")
     q = sub.add_parser("uniform-widths", help="U-kx widths of a config as a YAML list")
     q.add_argument("config")
     q.add_argument("k", type=float)
@@ -277,6 +309,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.cmd == "lambda":
             print(f"{calibrate_lambda(args.config, args.pretrain_dir, args.seed)[0]:.4f}")
+        elif args.cmd == "lambda-val":
+            print(f"{calibrate_lambda_val(args.out)[0]:.4f}")
         elif args.cmd == "spread":
             r = seed_spread(args.config, args.k, args.n, args.out_json, args.seed)
             print(f"mean {100 * r['mean']:.2f} %, std {100 * r['std']:.2f} points, range {100 * r['min']:.2f}"
