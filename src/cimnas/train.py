@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from cimnas import distributed
 from cimnas.config import OptimConfig
 from cimnas.errors import CimnasError
 from cimnas.nn.layers import quant_layers
@@ -120,7 +121,15 @@ def train_steps(model: nn.Module, batches: Batches, optimizer: torch.optim.Optim
     Default step: loss = cross_entropy(model(x), y) + regularizer(model); backward inside `batch_context`; then
     `optimizer.step()` outside it, so an update computed at perturbed weights applies to the clean ones.
     A custom `step(x, y)` does all of that itself and returns its loss (accuracy is then not tracked).
+
+    A DistributedDataParallel `model` (`cimnas.distributed.wrap`) trains on this rank's share of every global
+    batch (a batch with fewer samples than ranks is skipped by every rank alike); the loss is scaled by
+    n_rank * world / n_global so DDP's gradient average is the gradient of the global-batch mean; the returned
+    metrics are summed over ranks. `batch_context` and `regularizer` receive the module inside the wrapper.
     """
+    ddp = distributed.is_wrapped(model)
+    world = distributed.world_size() if ddp else 1
+    module = distributed.unwrap(model)
     model.train()
     device = torch.device(device)
     loss_sum = torch.zeros((), device=device)
@@ -129,24 +138,34 @@ def train_steps(model: nn.Module, batches: Batches, optimizer: torch.optim.Optim
     seen = 0
     for x, y in _progress(batches, total, desc, progress):
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        n_global = y.shape[0]
+        if ddp:
+            if n_global < world:
+                continue
+            x, y = distributed.shard(x, y)
         n = y.shape[0]
         if step is not None:
             loss_sum += torch.as_tensor(step(x, y), device=device).detach() * n
             seen += n
             continue
         optimizer.zero_grad(set_to_none=True)
-        ctx = batch_context(model) if batch_context is not None else contextlib.nullcontext()
+        ctx = batch_context(module) if batch_context is not None else contextlib.nullcontext()
         with ctx:
             logits = model(x)
             loss = F.cross_entropy(logits, y)
-            reg = regularizer(model) if regularizer is not None else None
-            (loss + reg if reg is not None else loss).backward()
+            objective = loss * (n * world / n_global) if ddp else loss
+            reg = regularizer(module) if regularizer is not None else None
+            (objective + reg if reg is not None else objective).backward()
         optimizer.step()
         loss_sum += loss.detach() * n
         if reg is not None:
             reg_sum += reg.detach() * n
         correct += (logits.detach().argmax(1) == y).sum()
         seen += n
+    if ddp:  # one all-reduce per epoch: the sums over every rank's share
+        sums = distributed.all_reduce_sum(torch.stack([loss_sum.double(), reg_sum.double(), correct.double(),
+                                                       torch.tensor(float(seen), device=device).double()]))
+        loss_sum, reg_sum, correct, seen = sums[0], sums[1], sums[2], int(sums[3])
     if seen == 0:
         return {"loss": float("nan"), "reg": 0.0, "train_acc": float("nan"), "samples": 0}
     acc = float(correct) / seen if step is None else float("nan")
@@ -174,7 +193,18 @@ def fit(model: nn.Module, split: Any, cfg: OptimConfig, *, device: str | torch.d
     The optimiser, schedule and regulariser come from `cfg` unless given. Each record holds epoch, loss, reg,
     train_acc, lr and, with `eval_split`, `eval_acc`. A non-finite loss stops the run with a one-line error
     before `on_epoch_end` (so the last checkpoint written there is the last good one).
+
+    Under torchrun (`cimnas.distributed.init()` joined a group of several processes) the model is wrapped in
+    DistributedDataParallel (or given wrapped), every rank follows the same sequence of global batches of
+    `cfg.batch_size` and takes its share, metrics are all-reduced, BatchNorm buffers are rank 0's after each
+    epoch and `on_epoch_end` runs on rank 0 only (logging, checkpoints). A custom `step` must use a model
+    wrapped by the caller (`fit(distributed.wrap(model, device), ..., step=...)`), so its backward syncs.
     """
+    if step is not None and distributed.active() and not distributed.is_wrapped(model):
+        raise CimnasError(f"{desc}: under torchrun a custom training step needs the model wrapped by "
+                          "cimnas.distributed.wrap (and the step using that wrapper)")
+    net = distributed.wrap(model, device) if step is None else model
+    model = distributed.unwrap(net)
     optimizer = optimizer if optimizer is not None or step is not None else make_optimizer(model, cfg)
     if scheduler is None and optimizer is not None:
         scheduler = make_scheduler(optimizer, cfg)
@@ -183,10 +213,11 @@ def fit(model: nn.Module, split: Any, cfg: OptimConfig, *, device: str | torch.d
     records = []
     for epoch in range(start_epoch, cfg.epochs):
         lr = optimizer.param_groups[0]["lr"] if optimizer is not None else float("nan")
-        stats = train_epoch(model, split, optimizer, batch_size=cfg.batch_size, device=device,
+        stats = train_epoch(net, split, optimizer, batch_size=cfg.batch_size, device=device,
                             generator=epoch_generator(seed, epoch, label), max_batches=cfg.max_batches,
                             augment=cfg.augment, step=step, regularizer=regularizer, batch_context=batch_context,
-                            progress=cfg.progress, desc=f"{desc} {epoch + 1}/{cfg.epochs}")
+                            progress=cfg.progress and distributed.is_rank0(), desc=f"{desc} {epoch + 1}/{cfg.epochs}")
+        distributed.broadcast_buffers(net)
         if not math.isfinite(stats["loss"]) and stats["samples"] > 0:
             raise CimnasError(f"{desc}: the training loss became {stats['loss']} in epoch {epoch + 1} (lr {lr:g} "
                               "too high?); the last good checkpoint is kept: lower the learning rate and resume")
@@ -196,7 +227,7 @@ def fit(model: nn.Module, split: Any, cfg: OptimConfig, *, device: str | torch.d
         if eval_split is not None:
             record["eval_acc"] = evaluate(model, eval_split, batch_size=cfg.eval_batch_size, device=device)
         records.append(record)
-        if on_epoch_end is not None:
+        if on_epoch_end is not None and distributed.is_rank0():
             on_epoch_end(epoch + 1, record)
     return records
 
