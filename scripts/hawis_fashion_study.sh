@@ -21,7 +21,7 @@ rm -f "$OUT/FAILED"
 
 uniform() {  # U-kx baselines, each in its own run folder (stage C of retrain.widths: accuracy, energy, robustness)
   for K in "$@"; do
-    W=$($PY -m cimnas.reports.hawis_study uniform-widths "$CFG" "$K")
+    W=$($PY -m cimnas.pipelines.studies.hawis_study uniform-widths "$CFG" "$K")
     $CLI hawis retrain --config "$CFG" --out "$OUT/uniform/U-${K}x" --set seed="$SEED" --set "retrain.widths=$W" \
         --set retrain.pareto_models=0 > "$OUT/uniform/U-${K}x.out" 2>&1
   done
@@ -29,9 +29,7 @@ uniform() {  # U-kx baselines, each in its own run folder (stage C of retrain.wi
 
 search() {  # $1 = agent; stages B + C from the shared super-net, lambda from the calibration
   local AGENT=$1; shift
-  mkdir -p "$OUT/$AGENT/checkpoints"
-  cp -n "$OUT/pretrain/checkpoints/supernet.pt" "$OUT/$AGENT/checkpoints/supernet.pt"
-  $CLI hawis run --config "$CFG" --out "$OUT/$AGENT" --resume --set seed="$SEED" \
+  $CLI hawis run --config "$CFG" --out "$OUT/$AGENT" --resume --set seed="$SEED" --set pretrain.from_run="$OUT/pretrain" \
       --set search.env.lam="$(cat "$OUT/lambda.txt")" "$@" > "$OUT/$AGENT.out" 2>&1
 }
 
@@ -39,7 +37,7 @@ worker_a() {
   $CLI hawis pretrain --config "$CFG" --out "$OUT/pretrain" --set seed="$SEED" > "$OUT/pretrain.out" 2>&1
   if [ ! -f "$OUT/lambda.txt" ]; then
     # lambda (Eq. 5) at which the super-net's U-kx sub-nets get equal reward (docs/hawis.md "Choosing lambda")
-    $PY -m cimnas.reports.hawis_study lambda "$CFG" "$OUT/pretrain" "$SEED" > "$OUT/lambda.tmp" 2> "$OUT/lambda.log"
+    $PY -m cimnas.pipelines.studies.hawis_study lambda "$CFG" "$OUT/pretrain" "$SEED" > "$OUT/lambda.tmp" 2> "$OUT/lambda.log"
     mv "$OUT/lambda.tmp" "$OUT/lambda.txt"
   fi
   search ddpg
@@ -63,4 +61,4 @@ wait $PA || { echo "worker A failed: see $OUT/*.out" >&2; wait $PB || true; exit
 wait $PB || { echo "worker B failed: see $OUT/*.out" >&2; exit 1; }
 $CLI hawis report "$OUT/ddpg" > /dev/null
 $CLI hawis report "$OUT/random" > /dev/null
-$PY -m cimnas.reports.hawis_study compare "$OUT" --title "Fashion-MNIST: DDPG vs random search vs U-kx"
+$PY -m cimnas.pipelines.studies.hawis_study compare "$OUT" --title "Fashion-MNIST: DDPG vs random search vs U-kx"

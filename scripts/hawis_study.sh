@@ -18,18 +18,17 @@ $CLI hawis pretrain --config $CFG --out "$OUT/pretrain" --set seed=$SEED
 # Lambda calibration (Eq. 5): the lambda at which the U-kx sub-nets of the pretrained super-net
 # (BN recalibrated, held-out accuracy) get equal reward, i.e. the reward neither prefers nor penalises
 # moving along the uniform curve; the search is then rewarded for beating that curve.
-LAM=$(.venv/bin/python -m cimnas.reports.hawis_study lambda "$CFG" "$OUT/pretrain" "$SEED")
+LAM=$(.venv/bin/python -m cimnas.pipelines.studies.hawis_study lambda "$CFG" "$OUT/pretrain" "$SEED")
 echo "lambda = $LAM" | tee "$OUT/lambda.txt"
 
-# Stage B + C for both agents, same super-net, same seed, same episodes; U-kx trained once (DDPG run).
-for AGENT in ddpg random; do
-  mkdir -p "$OUT/$AGENT/checkpoints"
-  cp -n "$OUT/pretrain/checkpoints/supernet.pt" "$OUT/$AGENT/checkpoints/supernet.pt"
-done
+# Stage B + C for both agents, same super-net (pretrain.from_run), same seed, same episodes; U-kx trained once
+# (DDPG run). Stage C trains on search_train and records val_accuracy (held-out) and test_accuracy (once).
 $CLI hawis run --config $CFG --out "$OUT/ddpg" --resume --set seed=$SEED --set search.env.lam=$LAM \
+    --set pretrain.from_run="$OUT/pretrain" \
     > "$OUT/ddpg.out" 2>&1 &
 P1=$!
 $CLI hawis run --config $CFG --out "$OUT/random" --resume --set seed=$SEED --set search.env.lam=$LAM \
+    --set pretrain.from_run="$OUT/pretrain" \
     --set search.agent=random --set 'search.agent_options={}' --set 'retrain.baselines=[]' \
     > "$OUT/random.out" 2>&1 &
 P2=$!
@@ -39,4 +38,4 @@ $CLI hawis report "$OUT/ddpg"
 $CLI hawis report "$OUT/random"
 
 # Both agents and the U-kx baselines on one Fig. 1-style plot + a summary table (compare.md).
-.venv/bin/python -m cimnas.reports.hawis_study compare "$OUT" --title "digits: DDPG vs random search vs U-kx"
+.venv/bin/python -m cimnas.pipelines.studies.hawis_study compare "$OUT" --title "digits: DDPG vs random search vs U-kx"

@@ -26,7 +26,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "run": "stages A -> B -> C and the report into --out (resumable)",
         "pretrain": "stage A only: slimmable pretraining of the super-net",
         "search": "stage B (after A, which is skipped when done): the width search",
-        "retrain": "stage C only: retrain the best (or retrain.widths) architecture and evaluate it",
+        "retrain": "stage C only: retrain the best (or retrain.widths) architecture on search_train; "
+                   "validation accuracy on the held-out split, test accuracy once",
     }
     for name, text in helps.items():
         q = sub.add_parser(name, help=text, description=text)
@@ -72,7 +73,8 @@ def _print_summary(summary: dict) -> None:
                   f"{100 * b['accuracy']:.2f}%, energy {b['energy_uj']:.4g} uJ\n")
     if "final" in summary:
         f = summary["final"]
-        out.write(f"  final model: test accuracy {100 * f['test_accuracy']:.2f}%, energy {f['energy_uj']:.4g} uJ, "
+        out.write(f"  final model: test accuracy {100 * f['test_accuracy']:.2f}% (held-out val "
+                  f"{100 * f['val_accuracy']:.2f}%), energy {f['energy_uj']:.4g} uJ, "
                   f"BiOps {f['biops']:,}, FLOPs {f['flops']:,}\n")
         out.write(f"  widths: {f['widths']}\n")
         if f.get("robustness"):
