@@ -24,10 +24,7 @@ CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 FILES = sorted(CONFIGS.rglob("*.yaml")) + sorted(CONFIGS.rglob("*.yml"))
 
 # Known failures in files of pipelines being ported right now (strict: the mark must go when the port lands).
-PORT_HAWIS = "HAWIS port in progress: pretrain.two_side_coef is now regularizer: two_side + reg_coef (OptimConfig)"
-XFAIL = {"hawis/resnet18_imagenet.yaml": PORT_HAWIS, "hawis/resnet20_cifar10.yaml": PORT_HAWIS,
-         "hawis/resnet32_cifar10.yaml": PORT_HAWIS,
-         # not a port: the example spec is stale against CrossbarSpec (energy_comparator_pj, psum_bits are no
+XFAIL = {  # not a port: the example spec is stale against CrossbarSpec (energy_comparator_pj, psum_bits are no
          # fields since 72db764; crossbars_per_tile, ... missing); for the hardware owner to regenerate
          "hardware/mnsim-128.yaml": "stale example spec: unknown keys energy_comparator_pj, psum_bits"}
 
