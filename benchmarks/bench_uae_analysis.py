@@ -18,8 +18,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import median_time  # noqa: E402
 
+from cimnas.hardware.defects import GaussianNoise  # noqa: E402
 from cimnas.nn.models import build_model  # noqa: E402
-from cimnas.uae.analysis import WeightNoise, default_chunk, output_change, output_change_loop  # noqa: E402
+from cimnas.pipelines.uae.analysis import WeightNoise, default_chunk, output_change, output_change_loop  # noqa: E402
 
 SAMPLES = 2000
 SIGMA = 0.04
@@ -29,7 +30,7 @@ def run() -> dict:
     torch.manual_seed(0)
     model = build_model("lenet5", in_channels=1, num_classes=10, image_size=28).eval()
     x = torch.rand(1, 1, 28, 28, generator=torch.Generator().manual_seed(0))
-    noise = WeightNoise(model, SIGMA)
+    noise = WeightNoise(model, GaussianNoise(SIGMA))
     chunk = default_chunk(noise.numel, SAMPLES)
 
     def analysis():
@@ -38,7 +39,7 @@ def run() -> dict:
     def floor():
         g = torch.Generator().manual_seed(0)
         for s0 in range(0, SAMPLES, chunk):
-            noise.draw_noise(min(chunk, SAMPLES - s0), g)
+            noise.draw_weights(min(chunk, SAMPLES - s0), g)  # the batched draw of W + N
 
     def loop():
         output_change_loop(model, x, SIGMA, SAMPLES, seed=0)

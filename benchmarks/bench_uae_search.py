@@ -16,9 +16,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import ratio  # noqa: E402
 
+from cimnas.hardware.defects import GaussianNoise  # noqa: E402
+from cimnas.hardware.montecarlo import CachedBatches, accuracy  # noqa: E402
+from cimnas.pipelines.uae.child import build_child  # noqa: E402
+from cimnas.pipelines.uae.noise import evaluate_under_noise  # noqa: E402
 from cimnas.search.uae_space import UAESpaceConfig  # noqa: E402
-from cimnas.uae.noise_training import _accuracy, _eval_batches, evaluate_under_noise  # noqa: E402
-from cimnas.uae.search import build_child  # noqa: E402
 
 K = 5
 
@@ -38,14 +40,14 @@ def run() -> dict:
     arch = space.arch_from_indices([2, 1, 1, 4] * 6)  # 16 channels, 3x3, int 1, frac 4
     model = build_child(arch, space, 1, 10, 8, seed=0).eval()
     split = _Split(torch.rand(360, 1, 8, 8), torch.randint(0, 10, (360,)))  # digits search_eval size
-    batches = _eval_batches(split, 512, None, torch.device("cpu"))
+    batches = CachedBatches(split, 512, "cpu")
 
     def noisy():
-        evaluate_under_noise(model, split, k=K, sigma=0.04, generator=torch.Generator().manual_seed(0))
+        evaluate_under_noise(model, split, k=K, noise=GaussianNoise(0.04), seed=0)
 
     def clean():
         for _ in range(K + 1):  # K noisy passes + the clean pass evaluate_under_noise also makes
-            _accuracy(model, batches)
+            accuracy(model, batches)
 
     return {"uae_k_sample_overhead": ratio(noisy, clean, repeats=5, rounds=3)}
 
