@@ -13,27 +13,22 @@ binarize_overhead_resnet20:         binarized ResNet-20 / float ResNet-20 (3x32x
 binarize_overhead_resnet20_1thread: the same with torch.set_num_threads(1)
 Goal: <= 1.15 each.
 
-The machine is shared, so the ResNet-20 figures interleave the two models step by step (order
-alternating within each pair) and take the median of the per-pair ratios; `*_spread` is the
+The machine is shared, so every figure interleaves the two models step by step (order
+alternating within each pair) and takes the median of the per-pair ratios; `*_spread` is the
 [25th, 75th] percentile of those per-pair ratios and `binarize_threads_default` the thread
-count the default figure ran with.
+count the default figures ran with.
 """
 
 from __future__ import annotations
 
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ratio  # noqa: E402
-
-from cimnas.nn.layers import QConv2d  # noqa: E402
-from cimnas.nn.quantizers import BinaryActivation, BinaryWeight  # noqa: E402
+from cimnas.nn.layers import QConv2d
+from cimnas.nn.quantizers import BinaryActivation, BinaryWeight
 
 
 def _step_fn(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor | None):
@@ -81,7 +76,7 @@ def run(pairs: int = 15) -> dict:
     fconv = QConv2d(64, 64, 3)
     bconv = QConv2d(64, 64, 3, input_quantizer=BinaryActivation(), weight_quantizer=BinaryWeight())
     bconv.load_state_dict(fconv.state_dict())
-    conv_ratio = ratio(_step_fn(bconv, x, None), _step_fn(fconv, x, None))
+    conv_ratio, conv_spread = _summary(interleaved_ratios(_step_fn(bconv, x, None), _step_fn(fconv, x, None), pairs))
 
     from cimnas.nn.models import build_model
 
@@ -99,6 +94,7 @@ def run(pairs: int = 15) -> dict:
         torch.set_num_threads(threads)
     return {
         "binarize_overhead_conv": conv_ratio,
+        "binarize_overhead_conv_spread": conv_spread,
         "binarize_overhead_resnet20": net_ratio,
         "binarize_overhead_resnet20_spread": net_spread,
         "binarize_overhead_resnet20_1thread": one_ratio,
