@@ -4,6 +4,8 @@
 percentile, linear interpolation; UAE's "95%-minimum" is this value), median, max.
 `mean_ci(values)` and `diff_ci(a, b)`: Student-t confidence intervals for a mean and for a difference of two
 independent means (Welch), used wherever a comparison claims a difference.
+`rank_correlation(x, y, seed=...)`: Kendall's tau-b and Spearman's rho with percentile-bootstrap and Fisher-z
+intervals (`cimnas hawis rank-check`: does a proxy rank candidates like their stand-alone accuracies?).
 """
 
 from __future__ import annotations
@@ -77,3 +79,80 @@ def combination_ci(samples: Sequence[Sequence[float]], coefs: Sequence[float],
     dof = var * var / denom if denom > 0 else 1.0
     half = float(_st.t.ppf(0.5 + level / 2, dof) * np.sqrt(var))
     return est, est - half, est + half
+
+
+def _kendall_tau_b_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Kendall's tau-b of every row pair (x[b], y[b]) of two (B, n) arrays (NaN where a row is constant)."""
+    out = np.empty(x.shape[0])
+    chunk = max(1, 4_000_000 // (x.shape[1] ** 2))
+    for s in range(0, x.shape[0], chunk):
+        sx = np.sign(x[s:s + chunk, :, None] - x[s:s + chunk, None, :])
+        sy = np.sign(y[s:s + chunk, :, None] - y[s:s + chunk, None, :])
+        den = np.sqrt((sx * sx).sum(axis=(1, 2)) * (sy * sy).sum(axis=(1, 2)))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out[s:s + chunk] = np.where(den > 0, (sx * sy).sum(axis=(1, 2)) / np.where(den > 0, den, 1), np.nan)
+    return out
+
+
+def _spearman_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Spearman's rho (Pearson correlation of average ranks) of every row pair (NaN where a row is constant)."""
+    rx, ry = _st.rankdata(x, axis=1), _st.rankdata(y, axis=1)
+    rx, ry = rx - rx.mean(axis=1, keepdims=True), ry - ry.mean(axis=1, keepdims=True)
+    den = np.sqrt((rx * rx).sum(axis=1) * (ry * ry).sum(axis=1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, (rx * ry).sum(axis=1) / np.where(den > 0, den, 1), np.nan)
+
+
+def fisher_ci(r: float, n: int, var_factor: float, dof: int, level: float = 0.95) -> tuple[float, float] | None:
+    """Fisher-z interval tanh(atanh(r) -+ z_q sqrt(var_factor / (n - dof))) of a rank correlation, with the
+    Fieller-Hartley-Pearson (1957) variances: Spearman var_factor 1.06, dof 3; Kendall 0.437, dof 4.
+    None when n <= dof."""
+    if n <= dof:
+        return None
+    z = float(np.arctanh(np.clip(r, -1 + 1e-12, 1 - 1e-12)))
+    half = float(_st.norm.ppf(0.5 + level / 2) * np.sqrt(var_factor / (n - dof)))
+    return float(np.tanh(z - half)), float(np.tanh(z + half))
+
+
+def rank_correlation(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray, *, seed: int,
+                     resamples: int = 2000, level: float = 0.95) -> dict:
+    """Kendall's tau-b (scipy.stats.kendalltau) and Spearman's rho of paired measurements, with intervals.
+
+    `*_ci`: percentile bootstrap over the pairs (`resamples` draws of n pairs with replacement from
+    numpy's Generator(seed); a draw in which x or y is constant has no correlation and is left out, `used`
+    counts the rest). `*_fisher_ci`: Fisher-z intervals (`fisher_ci`), which assume a roughly normal z and are
+    a cross-check. A constant x or y has no ranking: the statistics are None and `note` says why."""
+    a, b = np.asarray(x, dtype=float).ravel(), np.asarray(y, dtype=float).ravel()
+    check(a.size == b.size, f"rank correlation needs paired values; got {a.size} and {b.size}")
+    check(a.size >= 3, f"rank correlation needs at least 3 pairs, got {a.size}")
+    check(bool(np.isfinite(a).all() and np.isfinite(b).all()), "rank correlation: the values must be finite")
+    check(1 <= resamples <= 1_000_000, f"bootstrap resamples must be in 1..1000000, got {resamples}")
+    check(0 < level < 1, f"confidence level must be in (0, 1), got {level}")
+    out: dict = {"n": int(a.size), "level": level,
+                 "bootstrap": {"method": "percentile, pairs resampled", "resamples": resamples, "seed": seed}}
+    if np.ptp(a) == 0 or np.ptp(b) == 0:
+        for k in ("kendall_tau", "kendall_p", "kendall_ci", "kendall_fisher_ci", "spearman_rho", "spearman_p",
+                  "spearman_ci", "spearman_fisher_ci"):
+            out[k] = None
+        out["note"] = "one of the two lists is constant: no ranking to compare"
+        out["bootstrap"]["used"] = 0
+        return out
+    tau, tau_p = _st.kendalltau(a, b)
+    rho, rho_p = _st.spearmanr(a, b)
+    idx = np.random.default_rng(seed).integers(0, a.size, size=(resamples, a.size))
+    boot_tau = _kendall_tau_b_rows(a[idx], b[idx])
+    boot_rho = _spearman_rows(a[idx], b[idx])
+    ok = np.isfinite(boot_tau) & np.isfinite(boot_rho)
+    q = [100 * (1 - level) / 2, 100 * (1 + level) / 2]
+
+    def interval(v: np.ndarray) -> list[float] | None:
+        return [float(t) for t in np.percentile(v[ok], q)] if ok.any() else None
+
+    fk = fisher_ci(float(tau), a.size, 0.437, 4, level)
+    fs = fisher_ci(float(rho), a.size, 1.06, 3, level)
+    out.update({"kendall_tau": float(tau), "kendall_p": float(tau_p), "kendall_ci": interval(boot_tau),
+                "kendall_fisher_ci": list(fk) if fk else None, "spearman_rho": float(rho),
+                "spearman_p": float(rho_p), "spearman_ci": interval(boot_rho),
+                "spearman_fisher_ci": list(fs) if fs else None})
+    out["bootstrap"]["used"] = int(ok.sum())
+    return out

@@ -1,4 +1,5 @@
-"""`cimnas hawis run|pretrain|search|retrain|report`: the HAWIS pipeline (stages A -> B -> C)."""
+"""`cimnas hawis run|pretrain|search|retrain|report|rank-check`: the HAWIS pipeline (stages A -> B -> C) and the
+super-net ranking check."""
 
 from __future__ import annotations
 
@@ -44,6 +45,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        description="Regenerate the Fig. 1/4/5-style plots and the Table II-style table.md.")
     r.add_argument("run_dir", help="HAWIS run folder")
     r.set_defaults(func=_report)
+    text = ("does the stage-A super-net rank width vectors like their stand-alone validation accuracies? "
+            "(Kendall tau, Spearman rho with 95 % intervals, scatter plot; never reads the test split)")
+    c = sub.add_parser("rank-check", help=text, description=text)
+    c.add_argument("run_dir", help="HAWIS run folder with a finished stage A (checkpoints/supernet.pt)")
+    c.add_argument("--archs", help="YAML/JSON list of {name, widths}")
+    c.add_argument("--standalone", metavar="HEADROOM_DIR", help="headroom study folder: its architectures (unless "
+                   "--archs) and their stand-alone val accuracies (mean over seeds); others are trained here")
+    c.add_argument("--candidate-ft", action="store_true", help="candidate fine-tune before each proxy evaluation "
+                   "(search.env.candidate_epochs; weights restored after)")
+    c.add_argument("--out", help="output run folder (default RUN_DIR/rank_check)")
+    c.add_argument("--resume", action="store_true", help="continue --out, keeping every finished architecture")
+    c.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="change search.env.* (proxy) or retrain.* (stand-alone training) of the run's config")
+    c.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples for the intervals")
+    c.set_defaults(func=_rank_check)
 
 
 def _run_stage(args: argparse.Namespace) -> int:
@@ -90,4 +106,14 @@ def _report(args: argparse.Namespace) -> int:
 
     paths = make_report(args.run_dir)
     sys.stdout.write("wrote " + ", ".join(paths) + "\n")
+    return 0
+
+
+def _rank_check(args: argparse.Namespace) -> int:
+    from cimnas.pipelines.hawis.rank_check import run_rank_check, table
+
+    result = run_rank_check(args.run_dir, archs_file=args.archs, standalone_dir=args.standalone, out=args.out,
+                            candidate_ft=args.candidate_ft, resume=args.resume, overrides=args.overrides,
+                            resamples=args.resamples)
+    sys.stdout.write(table(result))
     return 0

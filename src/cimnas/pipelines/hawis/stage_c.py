@@ -25,9 +25,10 @@ from cimnas.utils.seed import derive_seed, seed_everything
 RESULTS = "stage_c.json"
 
 
-def train_model(ctx: Context, model: nn.Module, rcfg: RetrainConfig, label: str) -> dict:
+def train_model(ctx: Context, model: nn.Module, rcfg: RetrainConfig, label: str, *, test: bool = True) -> dict:
     """Train `model` with `rcfg` on search_train; returns {val_accuracy, test_accuracy, train_s, optimizer,
-    scheduler} (the last two: state dicts for the checkpoint)."""
+    scheduler} (the last two: state dicts for the checkpoint). `test=False` never reads the test split (no
+    test_accuracy): for design choices tuned on validation accuracy (hawis rank-check)."""
     opt = make_optimizer(model, rcfg)
     sched = make_scheduler(opt, rcfg)
     every = max(1, rcfg.epochs // 5)
@@ -41,9 +42,9 @@ def train_model(ctx: Context, model: nn.Module, rcfg: RetrainConfig, label: str)
     fit(model, ctx.splits.search_train, rcfg, device=ctx.device, seed=ctx.seed, optimizer=opt, scheduler=sched,
         on_epoch_end=on_epoch_end, label=f"retrain-{label}", desc=f"stage C {label} epoch")
     out = {"val_accuracy": evaluate(model, ctx.splits.search_eval, batch_size=rcfg.eval_batch_size,
-                                    device=ctx.device),
-           "test_accuracy": evaluate(model, ctx.splits.test, batch_size=rcfg.eval_batch_size, device=ctx.device),
-           "train_s": round(time.perf_counter() - t0, 2)}
+                                    device=ctx.device), "train_s": round(time.perf_counter() - t0, 2)}
+    if test:
+        out["test_accuracy"] = evaluate(model, ctx.splits.test, batch_size=rcfg.eval_batch_size, device=ctx.device)
     return {**out, "optimizer": opt.state_dict(), "scheduler": sched.state_dict()}
 
 
