@@ -3,6 +3,8 @@ CimnasErrors from tasks, retried worker deaths, and an in-process mode that neve
 
 from __future__ import annotations
 
+import argparse
+import json
 import os
 import subprocess
 import sys
@@ -12,14 +14,18 @@ from pathlib import Path
 import pytest
 import torch
 
+from cimnas.cli import main
+from cimnas.config import OptimConfig
+from cimnas.data import load_dataset
 from cimnas.data.base import DataSplit
 from cimnas.errors import CimnasError
 from cimnas.hardware.crossbar import CrossbarSpec
 from cimnas.hardware.defects import DefectConfig
 from cimnas.hardware.mapping import map_model
 from cimnas.hardware.montecarlo import CachedBatches, evaluate_trials, mapped_draw, run_trial
-from cimnas.nn.models import build_model, rebuild_model
-from cimnas.parallel import Parallelism, TaskResources, run_tasks
+from cimnas.nn.models import build_model, rebuild_model, save_model_checkpoint
+from cimnas.parallel import Parallelism, TaskResources, add_parallel_args, parallelism_from_args, run_tasks
+from cimnas.train import fit
 from cimnas.utils.seed import derive_seed, make_generator
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
@@ -129,10 +135,6 @@ def test_bad_settings_are_one_line_errors(bad, match) -> None:
 
 
 def test_parallelism_flags() -> None:
-    import argparse
-
-    from cimnas.parallel import add_parallel_args, parallelism_from_args
-
     ap = argparse.ArgumentParser()
     add_parallel_args(ap)
     par = parallelism_from_args(ap.parse_args(["--workers", "3", "--task-gpus", "0.25"]))
@@ -208,3 +210,35 @@ def test_on_result_in_task_order_and_resume(ray_cluster) -> None:
     rest = {i: p for i, p in tasks.items() if i not in log}  # the caller's resume filter
     run_tasks(slow_first_task, rest, workers=2, on_result=lambda i, r: log.append(r), progress=False)
     assert log == [0, 1, 2, 3]
+
+
+# ---------------------------------------------------------------------------- cimnas robustness --workers
+@pytest.fixture
+def checkpoint(tmp_path):
+    model = build_model("mlp", in_channels=1, num_classes=10, image_size=8, precision="binary", seed=0, bn=True)
+    cfg = OptimConfig(epochs=2, batch_size=32, optimizer="adam", lr=0.01, progress=False)
+    fit(model, load_dataset("digits", seed=0, limit=500).train, cfg, device="cpu", seed=0)  # ~85 % clean
+    path = tmp_path / "m.pt"
+    save_model_checkpoint(path, model, {"name": "digits", "in_channels": 1, "image_size": 8, "num_classes": 10})
+    return path
+
+
+def _robustness(capsys, *argv) -> dict:
+    code = main(["robustness", *argv, "--json"])
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    return json.loads(out.out)
+
+
+@pytest.mark.ray
+def test_robustness_workers_independence(ray_cluster, capsys, checkpoint) -> None:
+    argv = ["--checkpoint", str(checkpoint), "--sa1", "0.02", "--sigma", "0.3", "--trials", "7",
+            "--max-samples", "100"]
+    one, two = _robustness(capsys, *argv), _robustness(capsys, *argv, "--workers", "2")
+    assert one["models"] == two["models"] and len(set(next(iter(one["models"].values()))["accs"])) > 1
+    assert one["execution"] == {"engine": "in-process", "workers": 1}
+    assert two["execution"]["engine"] == "ray" and two["execution"]["workers"] == 2
+    sweep = ["--checkpoint", str(checkpoint), "--sweep", "--sa0-levels", "0,0.1", "--sa1-levels", "0.2",
+             "--sigma-levels", "0.5", "--trials", "3", "--max-samples", "64"]
+    one, two = _robustness(capsys, *sweep), _robustness(capsys, *sweep, "--workers", "2")
+    assert one["kinds"] == two["kinds"] and one["samples"] == two["samples"] == 64

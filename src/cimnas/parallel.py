@@ -30,7 +30,6 @@ from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import torch
 from tqdm import tqdm
 
 from cimnas.errors import CimnasError, check
@@ -174,6 +173,8 @@ def ensure_ray(par: Parallelism) -> Any:
 
 def _on_worker(fn: TaskFn, task_id: Hashable, payload: Any, shared: Any, threads: int) -> Any:
     """What a Ray worker runs: one task with `threads` torch intra-op threads."""
+    import torch  # here, not at the top: the CLI registers --workers through this module without loading torch
+
     torch.set_num_threads(threads)
     return fn(task_id, payload, shared)
 

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from cimnas.errors import CimnasError, check
+from cimnas.parallel import add_parallel_args, parallelism_from_args
 
 
 def _spec_args(p) -> None:
@@ -57,6 +58,7 @@ def register(subparsers) -> None:
     r.add_argument("--out", default=None, help="folder for robustness.json and robustness.png (--sweep)")
     r.add_argument("--json", action="store_true")
     _spec_args(r)
+    add_parallel_args(r)  # --workers N: trials (or sweep levels) as Ray tasks; same numbers for any N
     r.set_defaults(func=cmd_robustness)
 
     s = subparsers.add_parser("presets", help="list crossbar presets and their fields")
@@ -187,16 +189,17 @@ def cmd_robustness(args) -> int:
     from cimnas.data import load_dataset
     from cimnas.hardware.crossbar import load_spec
     from cimnas.hardware.defects import DefectConfig
+    from cimnas.hardware.mc_parallel import parallel_sweep, parallel_trials
     from cimnas.hardware.montecarlo import (
         DEFAULT_SWEEP,
         check_mc_work,
-        evaluate_trials,
         model_weights,
         robustness_sweep,
     )
     from cimnas.nn.models import load_model
 
     spec = load_spec(args.preset, args.overrides, args.spec)
+    par = parallelism_from_args(args)
     check(args.trials >= 1, f"--trials must be >= 1, got {args.trials}")
     check(args.max_samples is None or args.max_samples >= 1,
           f"--max-samples must be >= 1 (or left out for the whole split), got {args.max_samples}")
@@ -231,12 +234,14 @@ def cmd_robustness(args) -> int:
     progress = sys.stderr.isatty()
     if sweep is None:
         results = {}
+        execution: dict = {"engine": "in-process", "workers": 1}
         for label, model in models.items():
-            res = evaluate_trials(model, split, spec, defects, args.trials, args.seed, args.batch_size,
-                                  args.device, max_samples=args.max_samples, progress=progress)
+            res, execution = parallel_trials(model, split, spec, defects, args.trials, args.seed, parallel=par,
+                                             batch_size=args.batch_size, device=args.device,
+                                             max_samples=args.max_samples, progress=progress)
             results[label] = res.to_dict()
         payload = {"dataset": dataset, "split": args.split, "trials": args.trials, "seed": args.seed,
-                   "defects": vars(defects), "preset": spec.name, "models": results}
+                   "defects": vars(defects), "preset": spec.name, "models": results, "execution": execution}
         if args.json:
             print(json.dumps(payload, indent=2))
         else:
@@ -246,8 +251,14 @@ def cmd_robustness(args) -> int:
                 print(f"{label:<20}{100 * r['mean']:>8.2f}{100 * r['std']:>7.2f}{100 * r['min']:>7.2f}"
                       f"{100 * r['p5']:>7.2f}{100 * r['max']:>7.2f}")
         return 0
-    res = robustness_sweep(models, split, spec, sweep, args.trials, args.seed, args.batch_size, args.device,
-                           max_samples=args.max_samples, progress=progress)
+    if par.in_process:
+        res = robustness_sweep(models, split, spec, sweep, args.trials, args.seed, args.batch_size, args.device,
+                               max_samples=args.max_samples, progress=progress)
+        res["execution"] = {"engine": "in-process", "workers": 1}
+    else:
+        res, res["execution"] = parallel_sweep(models, split, spec, sweep, args.trials, args.seed, parallel=par,
+                                               batch_size=args.batch_size, device=args.device,
+                                               max_samples=args.max_samples, progress=progress)
     res.update(dataset=dataset, split=args.split, checkpoints=dict(zip(labels, args.checkpoint, strict=True)))
     if args.out:
         from cimnas.reports.robustness_plot import plot_robustness
