@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from cimnas.device import generator_on
 from cimnas.errors import CimnasError
 from cimnas.registry import Registry
 
@@ -34,11 +35,14 @@ class Augmentation:
     hflip: bool = True
 
     def apply(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-        """Augment a float batch (N, C, H, W); random draws come from `generator` (on CPU)."""
+        """Augment a float batch (N, C, H, W) where it lies: per-sample crop offsets and flips are drawn on
+        x's device (from `generator`, or from a generator derived from it there: `cimnas.device.generator_on`)
+        and applied with batched gathers, no per-image loop and no host round trip."""
+        generator = generator_on(generator, x.device)
         n, _, h, w = x.shape
         if self.crop_padding_px > 0:
             p = self.crop_padding_px
-            off = torch.randint(0, 2 * p + 1, (2, n), generator=generator).to(x.device)
+            off = torch.randint(0, 2 * p + 1, (2, n), generator=generator, device=x.device)
             xp = torch.nn.functional.pad(x, (p, p, p, p))
             rows = off[0][:, None] + torch.arange(h, device=x.device)[None, :]  # (N, H)
             cols = off[1][:, None] + torch.arange(w, device=x.device)[None, :]  # (N, W)
@@ -46,7 +50,7 @@ class Augmentation:
             # advanced indexing -> (N, H, W, C); back to NCHW
             x = xp.permute(0, 2, 3, 1)[idx_n, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
         if self.hflip:
-            flip = (torch.rand(n, generator=generator) < 0.5).to(x.device)
+            flip = torch.rand(n, generator=generator, device=x.device) < 0.5
             x = torch.where(flip[:, None, None, None], x.flip(3), x)
         return x.contiguous()
 
@@ -84,14 +88,16 @@ class DataSplit:
                 augment: bool = False) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Yield (x, y) batches on the split's device; x float in [0, 1] (N, C, H, W), y long.
 
-        shuffle draws one permutation from `generator` (CPU); augment applies this split's
-        `augmentation` (if it has one) to each batch with draws from the same generator.
+        shuffle draws one permutation on the split's device from `generator` (a generator on another device
+        seeds one there: `cimnas.device.generator_on`); augment applies this split's `augmentation` (if it has
+        one) to each batch with draws from that same generator, on the same device.
         """
         if batch_size < 1:
             raise CimnasError(f"batch size must be >= 1, got {batch_size}")
         n = len(self)
+        generator = generator_on(generator, self.indices.device) if shuffle or augment else generator
         if shuffle:
-            order = self.indices[torch.randperm(n, generator=generator).to(self.indices.device)]
+            order = self.indices[torch.randperm(n, generator=generator, device=self.indices.device)]
         else:
             order = self.indices
         for start in range(0, n, batch_size):
@@ -205,7 +211,8 @@ def check_images(name: str, x: torch.Tensor, y: torch.Tensor, spec: DatasetSpec,
 
 
 def seeded_permutation(n: int, seed: int, label: str) -> torch.Tensor:
-    """A permutation of range(n) that depends only on (seed, label)."""
+    """A permutation of range(n) that depends only on (seed, label): drawn on the CPU whatever the data's device,
+    so a dataset's subsets and search split are the same on every machine."""
     from cimnas.utils.seed import derive_seed, make_generator
 
     return torch.randperm(n, generator=make_generator(derive_seed(seed, label)))

@@ -18,6 +18,13 @@ Fast path: the split's batches are materialised on the device once and reused by
 computed once per model, and trials of defect-free settings are evaluated once. Each trial is a pure function
 of (weights, defects, seed, trial index), so trials can be farmed out to workers unchanged.
 
+Batched trials (`trial_batch`): on an accelerator, C trials are drawn one by one exactly as above (same
+generators, same draws), their weights stacked into (C, *W.shape) tensors and evaluated in one pass per batch,
+`torch.vmap` over the model with the stacked weights set through `weight_overrides` (a conv whose input and
+weight are both batched becomes one grouped convolution). C is sized from the free device memory
+(`trials_per_pass`); the accuracies equal the one-by-one ones. On the CPU the default is one trial per pass:
+there grouped convolutions are slower than C plain ones (docs/benchmarks.md, `mc_vmap_vs_sequential_cpu`).
+
 Work limit: a Monte-Carlo request costs about samples x noisy weights random draws (plus as many forward
 passes); `check_mc_work` refuses, before any work, requests above `CIMNAS_MAX_MC_WORK` (environment variable,
 default 1e11 = 10,000 samples of a 10-million-weight model) with the estimate and how to raise it.
@@ -131,14 +138,86 @@ class CachedBatches:
 
 @torch.inference_mode()
 def accuracy(model: nn.Module, batches: CachedBatches) -> float:
-    """Top-1 accuracy of `model` in eval mode over pre-loaded batches."""
+    """Top-1 accuracy of `model` in eval mode over pre-loaded batches (counted on the device, read once)."""
     was = model.training
     model.eval()
-    correct = 0
+    correct = torch.zeros((), dtype=torch.long, device=batches.batches[0][1].device)
     for x, y in batches:
-        correct += int((model(x).argmax(1) == y).sum().item())
+        correct += (model(x).argmax(1) == y).sum()
     model.train(was)
-    return correct / batches.n
+    return int(correct) / batches.n
+
+
+@torch.inference_mode()
+def batched_accuracies(model: nn.Module, weights: dict[str, torch.Tensor], batches: CachedBatches) -> list[float]:
+    """Top-1 accuracies of C weight samples at once: `weights[name]` is (C, *W.shape) for each quantized layer
+    it names; one vmapped pass per batch (module doc). Equal to C `accuracy` calls under `weight_overrides`."""
+    names = list(weights)
+    stacked = tuple(weights[n] for n in names)
+    c = stacked[0].shape[0]
+
+    def predict_one(ws: tuple[torch.Tensor, ...], x: torch.Tensor) -> torch.Tensor:
+        with weight_overrides(model, dict(zip(names, ws, strict=True))):
+            return model(x).argmax(-1)
+
+    predict = torch.vmap(predict_one, in_dims=(0, None))
+    was = model.training
+    model.eval()
+    correct = torch.zeros(c, dtype=torch.long, device=stacked[0].device)
+    try:
+        for x, y in batches:
+            correct += (predict(stacked, x) == y).sum(1)
+    finally:
+        model.train(was)
+    return [int(v) / batches.n for v in correct.tolist()]
+
+
+#: Upper bound on trials per batched pass (beyond it a pass gains nothing and a chunk's draws pile up).
+MAX_TRIALS_PER_PASS = 256
+#: Share of the free accelerator memory a batched pass may fill.
+MEMORY_SHARE = 0.5
+
+
+@torch.inference_mode()
+def activation_bytes(model: nn.Module, x: torch.Tensor) -> int:
+    """Bytes of every leaf module's output in one forward pass on `x`: an upper bound on the activation
+    memory one trial needs in a batched pass (inference frees most of them as it goes)."""
+    total = [0]
+
+    def hook(_m: nn.Module, _i: object, out: object) -> None:
+        if isinstance(out, torch.Tensor):
+            total[0] += out.numel() * out.element_size()
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if not list(m.children())]
+    was = model.training
+    model.eval()
+    try:
+        model(x)
+    finally:
+        model.train(was)
+        for h in handles:
+            h.remove()
+    return total[0] + x.numel() * x.element_size()
+
+
+def free_memory_bytes(device: torch.device) -> int:
+    """Free memory of an accelerator (CUDA: mem_get_info; others: a fixed 1 GiB)."""
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    return 2**30
+
+
+def trials_per_pass(model: nn.Module, batches: CachedBatches, trials: int, device: torch.device | str) -> int:
+    """How many trials one batched pass evaluates: 1 on the CPU (module doc); on an accelerator as many as
+    MEMORY_SHARE of its free memory holds (a trial's weights + a batch's activations), at most
+    MAX_TRIALS_PER_PASS and `trials`."""
+    device = torch.device(device)
+    if device.type == "cpu" or trials <= 1:
+        return 1
+    weight_bytes = sum(m.weight.numel() * m.weight.element_size() for _, m in quant_layers(model))
+    per_trial = 2 * weight_bytes + activation_bytes(model, batches.batches[0][0])
+    fits = int(MEMORY_SHARE * free_memory_bytes(device)) // max(1, per_trial)
+    return max(1, min(trials, MAX_TRIALS_PER_PASS, fits))
 
 
 def _as_defects(defects: DefectConfig | Sequence[DefectModel] | None) -> list[DefectModel]:
@@ -182,29 +261,51 @@ def weight_draw(model: nn.Module, defects: list[DefectModel]) -> Draw:
     return draw
 
 
+def trial_generator(seed: int, trial: int, device: torch.device | str = "cpu") -> torch.Generator:
+    """The generator of trial `trial`: derive_seed(seed, "mc-trial", trial), on the device the draws are used on."""
+    return make_generator(derive_seed(seed, "mc-trial", trial), device=torch.device(device))
+
+
 def run_trial(model: nn.Module, draw: Draw, batches: CachedBatches, seed: int, trial: int,
               device: torch.device | str = "cpu") -> float:
     """Accuracy of one defect sample: draw once (generator of (seed, trial)), override, evaluate, restore."""
-    gen = make_generator(derive_seed(seed, "mc-trial", trial), device=torch.device(device))
     with torch.no_grad():
-        weights = draw(gen)
+        weights = draw(trial_generator(seed, trial, device))
     with weight_overrides(model, weights):
         return accuracy(model, batches)
+
+
+def run_trials(model: nn.Module, draw: Draw, batches: CachedBatches, seed: int, trials: Sequence[int],
+               device: torch.device | str = "cpu") -> list[float]:
+    """Accuracies of several trials in one batched pass: each drawn exactly as `run_trial` draws it, the
+    weights stacked per layer, evaluated by `batched_accuracies` (same results as one `run_trial` each)."""
+    if len(trials) == 1:
+        return [run_trial(model, draw, batches, seed, trials[0], device)]
+    with torch.no_grad():
+        draws = [draw(trial_generator(seed, t, device)) for t in trials]
+        stacked = {name: torch.stack([d[name] for d in draws]) for name in draws[0]}
+    del draws
+    return batched_accuracies(model, stacked, batches)
 
 
 def evaluate_trials(model: nn.Module, split, spec: CrossbarSpec | None,
                     defects: DefectConfig | Sequence[DefectModel] | None, trials: int, seed: int,
                     batch_size: int = 512, device: str | torch.device = "cpu", *,
                     mapped: MappedModel | None = None, batches: CachedBatches | None = None,
-                    max_samples: int | None = None, progress: bool = False) -> MCResult:
+                    max_samples: int | None = None, progress: bool = False,
+                    trial_batch: int | None = None) -> MCResult:
     """Accuracy over `trials` independent defect samples of `model` on `split` (module doc).
 
     `spec`: the crossbar the model is mapped onto, or None for weight-level defects on the layers' own weights.
     `mapped` / `batches` may be passed in to reuse the mapping and the loaded data across calls. The model
-    is left in the train/eval mode it was in, with its own weights.
+    is left in the train/eval mode it was in, with its own weights. `trial_batch`: trials per batched pass
+    (None = `trials_per_pass`: from the free memory on an accelerator, 1 on the CPU); the accuracies do not
+    depend on it.
     """
     check(isinstance(trials, int) and trials >= 1, f"--trials must be >= 1, got {trials}")
     check(max_samples is None or max_samples >= 1, f"max_samples must be >= 1 (or unset), got {max_samples}")
+    check(trial_batch is None or (isinstance(trial_batch, int) and trial_batch >= 1),
+          f"trial_batch must be a positive integer (or unset), got {trial_batch!r}")
     device = torch.device(device)
     ds = _as_defects(defects)
     check_mc_work(trials if ds else 1, model_weights(model), "Monte-Carlo trials")
@@ -219,8 +320,14 @@ def evaluate_trials(model: nn.Module, split, spec: CrossbarSpec | None,
             draw = weight_draw(model, ds)
         if not ds:  # ideal devices: every trial is the same, evaluate once
             return MCResult.from_accs([run_trial(model, draw, batches, seed, 0, device)] * trials)
-        it = tqdm(range(trials), desc="monte-carlo", disable=not progress, leave=False)
-        return MCResult.from_accs([run_trial(model, draw, batches, seed, t, device) for t in it])
+        chunk = trial_batch if trial_batch is not None else trials_per_pass(model, batches, trials, device)
+        accs: list[float] = []
+        with tqdm(total=trials, desc="monte-carlo", disable=not progress, leave=False) as bar:
+            for start in range(0, trials, chunk):
+                ts = list(range(start, min(trials, start + chunk)))
+                accs += run_trials(model, draw, batches, seed, ts, device)
+                bar.update(len(ts))
+        return MCResult.from_accs(accs)
     finally:
         model.train(was_training)
 
