@@ -57,7 +57,8 @@ class TrainRunConfig:
         check(self.train.epochs >= 1, f"train.epochs must be >= 1 for cimnas train, got {self.train.epochs}")
         check(self.train.epochs <= 100_000, f"train.epochs={self.train.epochs} is not a training budget; "
               "give at most 100000")
-        check(self.seed >= 0, f"seed must be >= 0, got {self.seed}")
+        for key, seed in (("seed", self.seed), ("data.seed", self.data.seed)):
+            check(seed is None or 0 <= seed < 2**63, f"{key} must be in 0 .. 2**63 - 1, got {seed}")
         if self.device not in ("auto", "cpu") and not self.device.startswith(("cuda", "mps")):
             raise CimnasError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
 
