@@ -208,3 +208,25 @@ def test_representable_init_lifts_dead_layers_only():
             assert r.quantized_weight().abs().sum() > 0  # no longer all rounded to zero
         else:
             assert torch.equal(r.weight, p.weight)
+
+
+def test_final_in_place_and_from_another_run(tmp_path, monkeypatch):
+    import yaml
+
+    from cimnas.pipelines.uae import final as final_mod
+    from cimnas.pipelines.uae import search as search_mod
+
+    splits = _Splits()
+    monkeypatch.setattr(search_mod, "load_splits", lambda cfg, device: splits)
+    run_search(_cfg(search={"episodes": 3}), tmp_path / "a", splits=splits, run_final=False)
+    res = final_mod.final_command(tmp_path / "a")
+    assert res["mc_samples"] == 3 and (tmp_path / "a" / "checkpoints" / "final_model.pt").is_file()
+    # the chosen child retrained plain into a new folder; the source run is left as it was
+    before = (tmp_path / "a" / "final.json").read_bytes()
+    other = final_mod.final_command(tmp_path / "b", source=tmp_path / "a",
+                                    overrides=["train.noise_aware=false", "label=plain"])
+    assert other["arch_key"] == res["arch_key"] and other["noise_aware"] is False and other["label"] == "plain"
+    assert (tmp_path / "a" / "final.json").read_bytes() == before
+    assert yaml.safe_load((tmp_path / "b" / "config.yaml").read_text())["train"]["noise_aware"] is False
+    with pytest.raises(CimnasError, match="--resume"):  # never into a folder that already holds a run
+        final_mod.final_command(tmp_path / "b", source=tmp_path / "a")
