@@ -151,7 +151,7 @@ def test_checkpoint_round_trip_and_mismatch(tmp_path):
     with pytest.raises(CimnasError, match="does not match"):
         load_model(tmp_path / "bad.pt")
     save_checkpoint(tmp_path / "foreign.pt", {"weights": torch.zeros(2)})
-    with pytest.raises(CimnasError, match="not a cimnas-checkpoint-v1"):
+    with pytest.raises(CimnasError, match="not a cimnas-checkpoint-v2"):
         load_model(tmp_path / "foreign.pt")
     (tmp_path / "corrupt.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(CimnasError):

@@ -38,6 +38,7 @@ import yaml
 from cimnas.config import diff_configs, from_dict, safe_yaml, to_dict
 from cimnas.errors import CimnasError, check
 from cimnas.utils.io import (
+    CHECKPOINT_FORMAT,
     append_jsonl,
     atomic_write_bytes,
     clean_stale_tmp,
@@ -52,7 +53,6 @@ from cimnas.utils.io import (
 )
 
 RUN_FORMAT = "cimnas-run-v2"
-CHECKPOINT_FORMAT = "cimnas-checkpoint-v2"
 LOCK_NAME = ".lock"
 T = TypeVar("T")
 

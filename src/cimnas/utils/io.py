@@ -18,6 +18,8 @@ import torch
 from cimnas.errors import CimnasError
 
 TMP_SUFFIX = ".tmp"
+#: format of every checkpoint cimnas writes (cimnas.nn.models.model_payload, cimnas.runs.RunFolder.save)
+CHECKPOINT_FORMAT = "cimnas-checkpoint-v2"
 
 
 def os_error(path: str | Path, e: OSError, doing: str = "write") -> CimnasError:

@@ -30,9 +30,9 @@ from torch import nn
 
 from cimnas.errors import CimnasError
 from cimnas.nn.models._common import MODELS, NAMED_WIDTHS, WidthSearchable, image_hw, named_widths, uniform_widths
+from cimnas.utils.io import CHECKPOINT_FORMAT, load_checkpoint, save_checkpoint
 
 PRECISIONS = ("float", "binary", "kbit")
-CHECKPOINT_FORMAT = "cimnas-checkpoint-v1"
 
 
 def _import_all() -> None:
@@ -126,34 +126,43 @@ def rebuild_model(arch_meta: dict) -> nn.Module:
     return build_model(name, **meta)
 
 
-def save_model_checkpoint(path: str | Path, model: nn.Module, dataset_info: dict, config: dict | None = None,
-                          epoch: int = 0, optimizer_state: dict | None = None, metrics: dict | None = None) -> None:
-    """Atomically save the cimnas-checkpoint-v1 payload (docs/architecture.md)."""
-    from cimnas.utils.io import save_checkpoint
-
+def model_payload(model: nn.Module, *, dataset: dict | None = None, config: dict | None = None, epoch: int = 0,
+                  optimizer: Any = None, scheduler: Any = None, metrics: dict | None = None, **extra: Any) -> dict:
+    """The one checkpoint payload of every command (docs/architecture.md): arch (`model.arch_meta`, so
+    `load_model` rebuilds it), state_dict (on the CPU), dataset shape, resolved config, epoch, optimiser and
+    scheduler states (objects or their state dicts), metrics, plus pipeline-specific `extra` fields."""
     if not hasattr(model, "arch_meta"):
         raise CimnasError("model has no arch_meta; build it with cimnas.nn.models.build_model")
-    ds = {k: _jsonable(dataset_info.get(k)) for k in ("name", "in_channels", "image_size", "num_classes")}
-    save_checkpoint(path, {
-        "format": CHECKPOINT_FORMAT, "arch": dict(model.arch_meta), "state_dict": model.state_dict(),
-        "dataset": ds, "config": config or {}, "epoch": int(epoch), "optimizer": optimizer_state,
-        "metrics": metrics or {},
-    })
+    ds = {k: _jsonable((dataset or {}).get(k)) for k in ("name", "in_channels", "image_size", "num_classes")}
+
+    def state(obj: Any) -> Any:
+        return obj.state_dict() if hasattr(obj, "state_dict") else obj
+
+    return {"format": CHECKPOINT_FORMAT, "arch": _jsonable(dict(model.arch_meta)),
+            "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}, "dataset": ds,
+            "config": config or {}, "epoch": int(epoch), "optimizer": state(optimizer),
+            "scheduler": state(scheduler), "metrics": metrics or {}, **extra}
+
+
+def save_model_checkpoint(path: str | Path, model: nn.Module, dataset_info: dict, config: dict | None = None,
+                          epoch: int = 0, optimizer_state: dict | None = None, metrics: dict | None = None) -> None:
+    """Atomically save `model_payload(...)` to `path`."""
+    save_checkpoint(path, model_payload(model, dataset=dataset_info, config=config, epoch=epoch,
+                                        optimizer=optimizer_state, metrics=metrics))
 
 
 def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
-    """Rebuild and load a checkpoint saved by `save_model_checkpoint` -> (model, checkpoint dict)."""
-    from cimnas.utils.io import load_checkpoint
-
+    """Rebuild and load any cimnas model checkpoint (`model_payload`) -> (model, checkpoint dict)."""
     ckpt = load_checkpoint(path, map_location=map_location)
-    if ckpt.get("format") != CHECKPOINT_FORMAT or "arch" not in ckpt or "state_dict" not in ckpt:
+    if ckpt.get("format") != CHECKPOINT_FORMAT or not isinstance(ckpt.get("arch"), dict) \
+            or not isinstance(ckpt.get("state_dict"), dict):
         raise CimnasError(f"{path} is not a {CHECKPOINT_FORMAT} model checkpoint (format "
-                          f"{ckpt.get('format')!r}); point to a checkpoint written by cimnas")
+                          f"{ckpt.get('format')!r}); point to a checkpoint written by this cimnas")
     model = rebuild_model(ckpt["arch"])
     try:
         model.load_state_dict(ckpt["state_dict"], strict=True)
-    except RuntimeError as e:
-        first = str(e).strip().splitlines()
+    except (RuntimeError, TypeError, ValueError, AttributeError) as e:
+        first = str(e).strip().splitlines() or [type(e).__name__]
         raise CimnasError(f"checkpoint {path} does not match its architecture "
                           f"({first[1].strip() if len(first) > 1 else first[0]}); re-create it") from e
     model.to(map_location)
@@ -169,4 +178,4 @@ def list_models() -> list[dict]:
 _import_all()
 
 __all__ = ["MODELS", "NAMED_WIDTHS", "PRECISIONS", "WidthSearchable", "build_model", "list_models", "load_model",
-           "named_widths", "rebuild_model", "save_model_checkpoint"]
+           "model_payload", "named_widths", "rebuild_model", "save_model_checkpoint"]
