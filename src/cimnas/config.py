@@ -296,9 +296,13 @@ class OptimConfig:
     w0: float = 0.01  # Eq. 4 target magnitude |w| -> w0 (authors' code: 0.01)
     augment: bool = True  # apply the split's own augmentation (none if the dataset has none)
     progress: bool = True  # tqdm bar when stderr is a terminal
+    compile: bool = False  # torch.compile the model's training forward (GPU; the first steps pay the compile)
+    amp: Literal["off", "bf16"] = "off"  # bf16 autocast of forward (BN statistics, binarization, loss stay fp32)
+    channels_last: bool = False  # NHWC memory format for the model and the batches (faster convs on GPUs)
 
     def validate(self) -> None:
         check(self.epochs >= 0, f"epochs must be >= 0, got {self.epochs}")
+        check(self.amp in ("off", "bf16"), f"amp must be off or bf16, got {self.amp!r}")
         check(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
         check(self.eval_batch_size >= 1, f"eval_batch_size must be >= 1, got {self.eval_batch_size}")
         check(0 < self.lr <= 10, f"lr must be in (0, 10], got {self.lr}")

@@ -111,12 +111,42 @@ def _progress(iterable: Any, total: int | None, desc: str, enabled: bool) -> Any
     return tqdm(iterable, total=total, desc=desc, leave=False, disable=not (enabled and sys.stderr.isatty()))
 
 
+# ---------------------------------------------------------------------------- the GPU path
+def autocast(device: str | torch.device, amp: str) -> contextlib.AbstractContextManager:
+    """bf16 autocast on `device` for amp="bf16", else nothing (OptimConfig.amp)."""
+    if amp == "off":
+        return contextlib.nullcontext()
+    if amp != "bf16":
+        raise CimnasError(f"amp must be off or bf16, got {amp!r}")
+    return torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16)
+
+
+def training_forward(model: nn.Module, cfg: OptimConfig) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """The forward the default step calls: `torch.compile(model)` for `cfg.compile` (it shares the model's
+    parameters; the first batches pay the compile time), else None (= `model` itself)."""
+    return torch.compile(model) if cfg.compile else None
+
+
+def speed_options(model: nn.Module, cfg: OptimConfig, *, compiled: bool = True) -> dict:
+    """The `train_steps` keyword arguments of `cfg`'s GPU path (the model itself is put in channels_last by
+    `fit`, before any DDP wrapper is built)."""
+    forward = training_forward(model, cfg) if compiled else None
+    return {"forward": forward, "amp": cfg.amp, "channels_last": cfg.channels_last}
+
+
 # ---------------------------------------------------------------------------- the loop
 def train_steps(model: nn.Module, batches: Batches, optimizer: torch.optim.Optimizer | None, *,
                 device: str | torch.device, step: Step | None = None, regularizer: Regularizer | None = None,
                 batch_context: BatchContext | None = None, total: int | None = None, progress: bool = False,
-                desc: str = "train") -> dict:
+                desc: str = "train", forward: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                amp: str = "off", channels_last: bool = False) -> dict:
     """Train on `batches`; returns {"loss", "reg", "train_acc", "samples"} (means over samples).
+
+    GPU path (`OptimConfig.compile / amp / channels_last`, set up by `fit`): `forward` replaces `model(x)` in
+    the default step (a `torch.compile`d model); `amp="bf16"` runs that forward under bf16 autocast while the
+    loss and the regulariser are computed in fp32 (BN statistics and binarization stay fp32 inside the layers);
+    `channels_last` hands 4-D batches to the model in NHWC. Metrics accumulate on the device and are read once,
+    at the end: no host synchronisation per batch.
 
     Default step: loss = cross_entropy(model(x), y) + regularizer(model); backward inside `batch_context`; then
     `optimizer.step()` outside it, so an update computed at perturbed weights applies to the clean ones.
@@ -136,8 +166,11 @@ def train_steps(model: nn.Module, batches: Batches, optimizer: torch.optim.Optim
     reg_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
     seen = 0
+    fwd = forward if forward is not None else model
     for x, y in _progress(batches, total, desc, progress):
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        if channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
         n_global = y.shape[0]
         if ddp:
             if n_global < world:
@@ -151,8 +184,9 @@ def train_steps(model: nn.Module, batches: Batches, optimizer: torch.optim.Optim
         optimizer.zero_grad(set_to_none=True)
         ctx = batch_context(module) if batch_context is not None else contextlib.nullcontext()
         with ctx:
-            logits = model(x)
-            loss = F.cross_entropy(logits, y)
+            with autocast(device, amp):
+                logits = fwd(x)
+            loss = F.cross_entropy(logits.float(), y)
             objective = loss * (n * world / n_global) if ddp else loss
             reg = regularizer(module) if regularizer is not None else None
             (objective + reg if reg is not None else objective).backward()
@@ -192,7 +226,8 @@ def fit(model: nn.Module, split: Any, cfg: OptimConfig, *, device: str | torch.d
 
     The optimiser, schedule and regulariser come from `cfg` unless given. Each record holds epoch, loss, reg,
     train_acc, lr and, with `eval_split`, `eval_acc`. A non-finite loss stops the run with a one-line error
-    before `on_epoch_end` (so the last checkpoint written there is the last good one).
+    before `on_epoch_end` (so the last checkpoint written there is the last good one). `cfg.compile`, `cfg.amp`
+    and `cfg.channels_last` select the GPU path of the default step (`train_steps`).
 
     Under torchrun (`cimnas.distributed.init()` joined a group of several processes) the model is wrapped in
     DistributedDataParallel (or given wrapped), every rank follows the same sequence of global batches of
@@ -203,6 +238,8 @@ def fit(model: nn.Module, split: Any, cfg: OptimConfig, *, device: str | torch.d
     if step is not None and distributed.active() and not distributed.is_wrapped(model):
         raise CimnasError(f"{desc}: under torchrun a custom training step needs the model wrapped by "
                           "cimnas.distributed.wrap (and the step using that wrapper)")
+    if cfg.channels_last:  # before DDP builds its gradient buckets, which follow the parameters' layout
+        distributed.unwrap(model).to(memory_format=torch.channels_last)
     net = distributed.wrap(model, device) if step is None else model
     model = distributed.unwrap(net)
     optimizer = optimizer if optimizer is not None or step is not None else make_optimizer(model, cfg)
@@ -210,12 +247,14 @@ def fit(model: nn.Module, split: Any, cfg: OptimConfig, *, device: str | torch.d
         scheduler = make_scheduler(optimizer, cfg)
     if regularizer is None:
         regularizer = make_regularizer(cfg)
+    speed = speed_options(net, cfg, compiled=step is None)  # a custom step calls its own model
     records = []
     for epoch in range(start_epoch, cfg.epochs):
         lr = optimizer.param_groups[0]["lr"] if optimizer is not None else float("nan")
         stats = train_epoch(net, split, optimizer, batch_size=cfg.batch_size, device=device,
                             generator=epoch_generator(seed, epoch, label), max_batches=cfg.max_batches,
                             augment=cfg.augment, step=step, regularizer=regularizer, batch_context=batch_context,
+                            **speed,
                             progress=cfg.progress and distributed.is_rank0(), desc=f"{desc} {epoch + 1}/{cfg.epochs}")
         distributed.broadcast_buffers(net)
         if not math.isfinite(stats["loss"]) and stats["samples"] > 0:
