@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from cimnas.cli import main
-from cimnas.config import OptimConfig
+from cimnas.config import OptimConfig, from_dict, validate
 from cimnas.data import load_dataset
 from cimnas.data.base import DataSplit
 from cimnas.errors import CimnasError
@@ -25,7 +25,10 @@ from cimnas.hardware.mapping import map_model
 from cimnas.hardware.montecarlo import CachedBatches, evaluate_trials, mapped_draw, run_trial
 from cimnas.nn.models import build_model, rebuild_model, save_model_checkpoint
 from cimnas.parallel import Parallelism, TaskResources, add_parallel_args, parallelism_from_args, run_tasks
+from cimnas.pipelines.uae.config import UAESearchConfig
+from cimnas.pipelines.uae.search import run_search
 from cimnas.train import fit
+from cimnas.utils.io import read_jsonl
 from cimnas.utils.seed import derive_seed, make_generator
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
@@ -242,3 +245,61 @@ def test_robustness_workers_independence(ray_cluster, capsys, checkpoint) -> Non
              "--sigma-levels", "0.5", "--trials", "3", "--max-samples", "64"]
     one, two = _robustness(capsys, *sweep), _robustness(capsys, *sweep, "--workers", "2")
     assert one["kinds"] == two["kinds"] and one["samples"] == two["samples"] == 64
+
+
+# ---------------------------------------------------------------------------- uae search --workers
+_TIMES = ("time_s", "train_s", "eval_s")
+
+
+def _uae_cfg(**over):
+    d = {"label": "toy", "progress": False, "device": "cpu",
+         "space": {"n_conv": 2, "fc_hidden": 16, "channels": [4, 6], "kernels": [1, 3], "int_bits": [1, 2],
+                   "frac_bits": [2, 3], "pool_after": [1]},
+         "train": {"epochs": 1, "batch_size": 12, "lr": 0.01}, "eval": {"k": 2, "statistic": "mean"},
+         "controller": {"batch_rollouts": 3, "lr": 0.05},
+         "search": {"episodes": 7, "stop_repeats": 0, "energy_weight": 0.0}, "final": {"epochs": 1, "samples": 3}}
+    for k, v in over.items():
+        d[k] = {**d[k], **v}
+    cfg = from_dict(UAESearchConfig, d)
+    validate(cfg)
+    return cfg
+
+
+def _episodes(folder: Path) -> list[dict]:
+    return [{k: v for k, v in r.items() if k not in _TIMES} for r in read_jsonl(folder / "episodes.jsonl")]
+
+
+@pytest.mark.ray
+def test_uae_search_workers_independence_and_resume(ray_cluster, tmp_path) -> None:
+    splits = load_dataset("digits", seed=0, limit=150)
+    one = run_search(_uae_cfg(), tmp_path / "one", splits=splits, run_final=False)
+    two = run_search(_uae_cfg(), tmp_path / "two", splits=splits, run_final=False, parallel=Parallelism(2))
+    log = _episodes(tmp_path / "one")
+    assert len(log) == 7 and _episodes(tmp_path / "two") == log and one["arch_key"] == two["arch_key"]
+    assert len({r["arch_key"] for r in log}) > 1 and len({r["reward"] for r in log}) > 1
+
+    class Killed(Exception):
+        pass
+
+    def kill(i):
+        if i == 4:  # mid-batch (batches 0-2, 3-5, 6): episodes 0-4 logged, 5 cancelled
+            raise Killed
+
+    with pytest.raises(Killed):
+        run_search(_uae_cfg(), tmp_path / "cut", splits=splits, run_final=False, on_episode=kill,
+                   parallel=Parallelism(2))
+    assert len(read_jsonl(tmp_path / "cut" / "episodes.jsonl")) == 5
+    run_search(_uae_cfg(), tmp_path / "cut", resume=True, splits=splits, run_final=False, parallel=Parallelism(2))
+    assert _episodes(tmp_path / "cut") == log  # nothing lost, nothing logged twice
+    runs = json.loads((tmp_path / "two" / "run.json").read_text())["executions"]
+    assert runs[-1]["workers"] == 2
+
+
+@pytest.mark.ray
+def test_uae_search_stop_inside_a_batch(ray_cluster, tmp_path) -> None:
+    cfg = _uae_cfg(space={"channels": [4], "kernels": [3], "int_bits": [2], "frac_bits": [3]},
+                   search={"episodes": 20, "stop_repeats": 2})
+    out = run_search(cfg, tmp_path / "r", splits=load_dataset("digits", seed=0, limit=150), run_final=False,
+                     parallel=Parallelism(2))
+    log = read_jsonl(tmp_path / "r" / "episodes.jsonl")
+    assert len(log) == 2 and out["stop_reason"] == "repeats" and [r["cache_hit"] for r in log] == [False, True]

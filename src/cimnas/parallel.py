@@ -98,6 +98,15 @@ def parallelism_from_args(args: argparse.Namespace) -> Parallelism:
     return Parallelism(args.workers, args.ray_address, TaskResources(args.task_cpus, args.task_gpus)).validate()
 
 
+class Shared:
+    """Big read-only task inputs put in Ray's object store once and reused by several `run_tasks` calls (a UAE
+    search's data for every controller batch): `run_tasks(..., shared=Shared(splits, par))`."""
+
+    def __init__(self, value: Any, par: Parallelism):
+        self.value = value
+        self.ref = None if par.in_process else ensure_ray(par).put(value)
+
+
 @dataclass
 class TaskRun:
     """What `run_tasks` returns: the results in task order and how they were computed."""
@@ -133,6 +142,7 @@ def run_tasks(fn: TaskFn, tasks: Mapping[Hashable, Any], *, workers: int = 1, ra
 def _run_in_process(fn: TaskFn, tasks: Mapping, ids: list, shared: Any, on_result: Callable | None,
                     bar: tqdm) -> list:
     results = []
+    shared = shared.value if isinstance(shared, Shared) else shared
     for task_id in ids:
         results.append(fn(task_id, tasks[task_id], shared))
         if on_result is not None:
@@ -200,7 +210,9 @@ def _run_on_ray(fn: TaskFn, tasks: Mapping, ids: list, par: Parallelism, shared:
     res = par.resources
     remote = ray.remote(_on_worker).options(num_cpus=res.cpus, num_gpus=res.gpus, max_retries=retries,
                                             retry_exceptions=False)
-    shared_ref = ray.put(shared)  # once: every task gets the reference, not a copy in its arguments
+    # once: every task gets the reference, not a copy in its arguments
+    shared_ref = shared.ref if isinstance(shared, Shared) and shared.ref is not None else ray.put(
+        shared.value if isinstance(shared, Shared) else shared)
     fn_ref = ray.put(fn)
     threads = max(1, int(res.cpus))
     # locally at most `workers` tasks in flight (the worker count is a promise); on a cluster Ray schedules all

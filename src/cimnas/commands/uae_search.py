@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 from cimnas.errors import CimnasError
+from cimnas.parallel import add_parallel_args, parallelism_from_args
 
 
 def _search(args: argparse.Namespace) -> int:
@@ -25,7 +26,8 @@ def _search(args: argparse.Namespace) -> int:
         cfg = load_run_config(args.out)
     else:
         cfg = load_config(UAESearchConfig, args.config, args.set)
-    result = run_search(cfg, args.out, resume=args.resume, run_final=not args.no_final)
+    result = run_search(cfg, args.out, resume=args.resume, run_final=not args.no_final,
+                        parallel=parallelism_from_args(args))
     print(json.dumps(result, indent=2) if args.json else _line(result))
     return 0
 
@@ -72,6 +74,7 @@ def register_search(uae_subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
     p.add_argument("--no-final", action="store_true", help="stop after the search (run `final` later)")
     p.add_argument("--json", action="store_true", help="print final.json")
+    add_parallel_args(p)  # --workers N: the children of each controller batch in parallel (same episodes.jsonl)
     p.set_defaults(func=_search)
     p = uae_subparsers.add_parser("final", help="retrain the best child of a search run + Monte-Carlo evaluation")
     p.add_argument("--out", required=True, help="run folder of a finished search (or, with --from, a new folder)")

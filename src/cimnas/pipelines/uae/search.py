@@ -31,6 +31,7 @@ from tqdm import tqdm
 
 from cimnas.config import from_dict, read_yaml, validate
 from cimnas.errors import CimnasError, check
+from cimnas.parallel import Parallelism, Shared, run_tasks
 from cimnas.pipelines.uae.child import build_child, child_energy_uj, evaluate_child
 from cimnas.pipelines.uae.config import SEARCH_RESUMABLE, UAESearchConfig
 from cimnas.runs import RunFolder, guarded
@@ -139,17 +140,17 @@ def _episode(cfg: UAESearchConfig, ctrl: LSTMController, splits: Any, cache: dic
     t0 = time.perf_counter()
     hit = key in cache
     res = cache[key] if hit else evaluate_child(arch, cfg, splits, derive_seed(cfg.seed, "child", key), device)
-    reward = uae_reward(res["clean_acc"], res["noisy_accs"], cfg.eval.statistic, res["energy_uj"],
-                        cfg.search.energy_weight, energy_ref)
-    return {"episode": i, "arch_key": key, "arch": arch.to_dict(), "decisions": decisions, "reward": reward,
-            "clean_acc": res["clean_acc"], "noisy": res["noisy"], "noisy_accs": res["noisy_accs"],
-            "energy_uj": res["energy_uj"], "params": res["params"], "train_s": res["train_s"],
-            "eval_s": res["eval_s"], "time_s": 0.0 if hit else time.perf_counter() - t0, "cache_hit": hit}
+    rec = _record(cfg, res, arch, decisions, i, hit, energy_ref)
+    rec["time_s"] = 0.0 if hit else time.perf_counter() - t0
+    return rec
 
 
 def search(run: RunFolder, cfg: UAESearchConfig, splits: Any, device: torch.device,
-           on_episode: Callable[[int], None] | None = None) -> dict:
-    """The controller loop in an open run folder; writes best_arch.json and returns its content."""
+           on_episode: Callable[[int], None] | None = None, parallel: Parallelism | None = None) -> dict:
+    """The controller loop in an open run folder; writes best_arch.json and returns its content.
+
+    With a `parallel` of several workers (or a Ray address) the children of one controller batch are trained
+    on Ray workers at once (`_parallel_batches`); episodes.jsonl is the same as with one worker."""
     log = run.records("episodes.jsonl")
     run.check_extends("search.episodes", cfg.search.episodes, len(log), "episodes")
     ctrl = make_controller(cfg)
@@ -165,6 +166,9 @@ def search(run: RunFolder, cfg: UAESearchConfig, splits: Any, device: torch.devi
             _save_controller(run, ctrl, i + 1)
     bar = tqdm(total=cfg.search.episodes, initial=len(log), desc=f"{cfg.label} episodes",
                disable=not cfg.progress or _finished(cfg, log))
+    if parallel is not None and not parallel.in_process:
+        _parallel_batches(run, cfg, ctrl, log, cache, energy_ref, Shared((cfg, splits), parallel), parallel,
+                          bar, on_episode)
     while not _finished(cfg, log):
         rec = _episode(cfg, ctrl, splits, cache, energy_ref, len(log), device)
         run.append("episodes.jsonl", rec)
@@ -192,20 +196,106 @@ def search(run: RunFolder, cfg: UAESearchConfig, splits: Any, device: torch.devi
     return summary
 
 
+def _child_task(key: str, arch: Any, shared: tuple) -> dict:
+    """One child on a worker: trained and evaluated with its seed from (run seed, child key)."""
+    cfg, splits = shared
+    return evaluate_child(arch, cfg, splits, derive_seed(cfg.seed, "child", key), resolve_device(cfg.device))
+
+
+class _SearchDone(Exception):
+    """Raised from on_result when the search stops inside a batch: the batch's other children are cancelled."""
+
+
+def _parallel_batches(run: RunFolder, cfg: UAESearchConfig, ctrl: LSTMController, log: list[dict], cache: dict,
+                      energy_ref: float | None, shared: Shared, parallel: Parallelism, bar: Any,
+                      on_episode: Callable[[int], None] | None) -> None:
+    """The controller loop, one batch at a time: propose the rest of the batch (the controller's weights do
+    not change inside a batch, and observing draws no random numbers, so the proposals are those of the
+    one-worker loop), train the new children in parallel, then log / observe them in episode order as soon as
+    every earlier one is done (a kill loses no logged child; a resume replays them)."""
+    while not _finished(cfg, log):
+        n = min(ctrl.batch_rollouts - len(ctrl.pending), cfg.search.episodes - len(log))
+        batch = _Batch(run, cfg, ctrl, log, cache, energy_ref, [ctrl.sample() for _ in range(n)], bar, on_episode)
+        try:
+            run_tasks(_child_task, batch.todo(), shared=shared, progress=False, on_result=batch.emit,
+                      **parallel.kwargs())
+            batch.emit()  # cache hits after the last new child
+        except _SearchDone:
+            return
+
+
+class _Batch:
+    """The proposals of one controller batch and the in-order logging of their episodes."""
+
+    def __init__(self, run: RunFolder, cfg: UAESearchConfig, ctrl: LSTMController, log: list[dict], cache: dict,
+                 energy_ref: float | None, proposals: list[list[int]], bar: Any,
+                 on_episode: Callable[[int], None] | None):
+        self.run, self.cfg, self.ctrl, self.log, self.cache = run, cfg, ctrl, log, cache
+        self.energy_ref, self.proposals, self.bar, self.on_episode = energy_ref, proposals, bar, on_episode
+        self.archs = [cfg.space.arch_from_indices(d) for d in proposals]
+        self.results: dict[str, dict] = {}
+        self.emitted = 0
+
+    def todo(self) -> dict[str, Any]:
+        """The new children, each once, in order of first proposal (task id = child key)."""
+        out: dict[str, Any] = {}
+        for a in self.archs:
+            if a.key() not in self.cache:
+                out.setdefault(a.key(), a)
+        return out
+
+    def emit(self, key: str | None = None, res: dict | None = None) -> None:
+        """Record a finished child, then log every episode whose child is known, in order."""
+        if key is not None:
+            self.results[key] = res
+        while self.emitted < len(self.archs):
+            arch = self.archs[self.emitted]
+            k = arch.key()
+            if k not in self.cache and k not in self.results:
+                return
+            hit = k in self.cache
+            rec = _record(self.cfg, self.cache[k] if hit else self.results[k], arch, self.proposals[self.emitted],
+                          len(self.log), hit, self.energy_ref)
+            self.run.append("episodes.jsonl", rec)
+            self.log.append(rec)
+            if not hit:
+                self.cache[k] = rec
+            if self.ctrl.observe(rec["decisions"], rec["reward"]):
+                _save_controller(self.run, self.ctrl, len(self.log))
+            self.emitted += 1
+            self.bar.update(1)
+            if self.on_episode is not None:
+                self.on_episode(rec["episode"])
+            if _finished(self.cfg, self.log):
+                raise _SearchDone
+
+
+def _record(cfg: UAESearchConfig, res: dict, arch: Any, decisions: list[int], i: int, hit: bool,
+            energy_ref: float | None) -> dict:
+    """One episodes.jsonl line (the same fields as `_episode`; time_s = the child's train + eval time)."""
+    reward = uae_reward(res["clean_acc"], res["noisy_accs"], cfg.eval.statistic, res["energy_uj"],
+                        cfg.search.energy_weight, energy_ref)
+    return {"episode": i, "arch_key": arch.key(), "arch": arch.to_dict(), "decisions": decisions, "reward": reward,
+            "clean_acc": res["clean_acc"], "noisy": res["noisy"], "noisy_accs": res["noisy_accs"],
+            "energy_uj": res["energy_uj"], "params": res["params"], "train_s": res["train_s"],
+            "eval_s": res["eval_s"], "time_s": 0.0 if hit else res["train_s"] + res["eval_s"], "cache_hit": hit}
+
+
 def run_search(cfg: UAESearchConfig, out: str | Path, *, resume: bool = False, splits: Any = None,
                on_episode: Callable[[int], None] | None = None, run_final: bool = True,
-               figures: bool = True) -> dict:
+               figures: bool = True, parallel: Parallelism | None = None) -> dict:
     """Run (or resume) a UAE search in run folder `out`; returns final.json's content (or the search summary when
     `run_final` is False). `splits` overrides the dataset (tests); `on_episode(i)` is called after episode i is
-    logged (tests simulate a kill with it)."""
+    logged (tests simulate a kill with it); `parallel`: the children of each controller batch on Ray workers."""
     from cimnas.pipelines.uae.final import final_evaluation
 
     device = resolve_device(cfg.device)
     splits = splits if splits is not None else load_splits(cfg, device)
     check_final_work(cfg, splits)  # before the run folder is touched
     with open_run(cfg, out, resume) as run:
-        run.record_execution(device=str(device))
-        summary = search(run, cfg, splits, device, on_episode)
+        par = parallel or Parallelism()
+        run.record_execution(device=str(device), workers=par.workers, ray_address=par.ray_address)
+        summary = search(run, cfg, splits, device, on_episode, par)
         if not run_final:
             return summary
         result = final_evaluation(run, cfg, splits, device)
