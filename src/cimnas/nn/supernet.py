@@ -125,11 +125,12 @@ class SuperNet(nn.Module):
     def slimmable_step(self, x: torch.Tensor, y: torch.Tensor, widths_list: Sequence[Sequence[int]],
                        optimizer: torch.optim.Optimizer,
                        regularizer: Callable[[nn.Module], torch.Tensor] | None = None,
-                       distill: bool = False) -> float:
+                       distill: bool = False) -> torch.Tensor | float:
         """One sandwich-rule step (Eq. 1): sum of the sub-nets' losses on one batch, one optimizer step.
 
         `distill`: in-place distillation; `widths_list[0]` is the teacher (cross-entropy with the labels),
-        the others minimise the cross-entropy with its softmax (detached). Returns the mean loss."""
+        the others minimise the cross-entropy with its softmax (detached). Returns the mean loss (a 0-dim tensor
+        on the device: no host synchronisation per step)."""
         self.train()
         optimizer.zero_grad(set_to_none=True)
         prev = self.widths()
@@ -143,7 +144,7 @@ class SuperNet(nn.Module):
                 if distill and i == 0:
                     soft = F.softmax(logits.detach(), dim=1)
                 loss.backward()
-                total += float(loss.detach())
+                total = total + loss.detach()
         finally:
             self.model.set_widths(prev)
         if regularizer is not None:

@@ -77,7 +77,7 @@ def train_child(model: torch.nn.Module, split: Any, cfg: UAESearchConfig, train:
     batch order from derive_seed(seed, "order"), training noise from derive_seed(seed, "train-noise")."""
     ctx = None
     if cfg.noise_aware():
-        ctx = noise_batch_context(cfg.noise.defect(), make_generator(derive_seed(seed, "train-noise")))
+        ctx = noise_batch_context(cfg.noise.defect(), make_generator(derive_seed(seed, "train-noise"), device))
     return fit(model, split, train, device=device, seed=derive_seed(seed, "order"), batch_context=ctx, desc=desc)
 
 
