@@ -96,10 +96,10 @@ def run_analysis(cfg: AnalysisConfig, out: str | Path, *, resume: bool = False, 
     from cimnas.reports.uae_analysis_plot import plot_output_change
 
     device = resolve_device(cfg.device)
+    splits = load_splits(cfg.data, cfg.seed)  # bad data / input index: refused before the folder is touched
+    x, label = pick_input(splits, cfg.analysis.input_index)
     with RunFolder.open(out, KIND, cfg, resume=resume, resumable=("device", "train.progress"),
                         config_cls=AnalysisConfig) as run:
-        splits = load_splits(cfg.data, cfg.seed)
-        x, label = pick_input(splits, cfg.analysis.input_index)
         info: dict = {"dataset": splits.name, "model": canonical_model(cfg.model)}
         if cfg.checkpoint:
             from cimnas.nn.models import load_model
