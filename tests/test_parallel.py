@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from cimnas.cli import main
 from cimnas.config import OptimConfig, from_dict, validate
@@ -25,8 +26,10 @@ from cimnas.hardware.mapping import map_model
 from cimnas.hardware.montecarlo import CachedBatches, evaluate_trials, mapped_draw, run_trial
 from cimnas.nn.models import build_model, rebuild_model, save_model_checkpoint
 from cimnas.parallel import Parallelism, TaskResources, add_parallel_args, parallelism_from_args, run_tasks
+from cimnas.pipelines.hawis import load_hawis_config, run_pipeline
 from cimnas.pipelines.uae.config import UAESearchConfig
 from cimnas.pipelines.uae.search import run_search
+from cimnas.runs import load_payload
 from cimnas.train import fit
 from cimnas.utils.io import read_jsonl
 from cimnas.utils.seed import derive_seed, make_generator
@@ -303,3 +306,32 @@ def test_uae_search_stop_inside_a_batch(ray_cluster, tmp_path) -> None:
                      parallel=Parallelism(2))
     log = read_jsonl(tmp_path / "r" / "episodes.jsonl")
     assert len(log) == 2 and out["stop_reason"] == "repeats" and [r["cache_hit"] for r in log] == [False, True]
+
+
+# ---------------------------------------------------------------------------- hawis retrain --workers
+HAWIS = {"seed": 3, "device": "cpu", "data": {"name": "digits", "limit": 160, "test_limit": 60},
+         "model": {"name": "mlp", "thermometer_levels": 4, "options": {"hidden_sizes": [16, 16], "bn": True}},
+         "space": {"r_min": 0.5, "r_max": 2.0, "d": 4},
+         "retrain": {"epochs": 2, "batch_size": 32, "lr": 0.05, "milestones": [], "widths": [8, 12],
+                     "baselines": [0.5, 1], "references": ["fp"], "progress": False},
+         "defects": {"trials": 2}}
+
+
+@pytest.mark.ray
+def test_hawis_stage_c_workers_independence(ray_cluster, tmp_path) -> None:
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(HAWIS))
+    cfg = load_hawis_config(tmp_path / "cfg.yaml", [])
+    run_pipeline(cfg, tmp_path / "one", stages=("retrain",))
+    run_pipeline(cfg, tmp_path / "two", stages=("retrain",), parallel=Parallelism(2))
+
+    def stage_c(name):
+        res = json.loads((tmp_path / name / "stage_c.json").read_text())
+        return {label: {k: v for k, v in e.items() if k != "train_s"} for label, e in res.items()}
+
+    one = stage_c("one")
+    assert list(one) == ["searched", "U-0.5x", "U-1x", "FP"] and stage_c("two") == one  # job order, same numbers
+    assert len({e["test_accuracy"] for e in one.values()}) > 1 and "robustness" in one["searched"]
+    a, b = (load_payload(tmp_path / n / "checkpoints" / "final_model.pt") for n in ("one", "two"))
+    assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])
+    runs = json.loads((tmp_path / "two" / "run.json").read_text())["executions"]
+    assert runs[-1]["stage"] == "retrain" and runs[-1]["workers"] == 2

@@ -7,6 +7,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from cimnas.parallel import add_parallel_args, parallelism_from_args
+
 STAGES = {
     "run": ("pretrain", "search", "retrain", "report"),
     "pretrain": ("pretrain",),
@@ -40,6 +42,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         if name == "run":
             q.add_argument("--resume", action="store_true",
                            help="continue the run in --out (its config must match)")
+        if name in ("run", "retrain"):
+            add_parallel_args(q)  # --workers N: the stage-C models in parallel (same stage_c.json)
         q.set_defaults(func=_run_stage, stage=name)
     r = sub.add_parser("report", help="regenerate figures and table.md of a run folder",
                        description="Regenerate the Fig. 1/4/5-style plots and the Table II-style table.md.")
@@ -75,7 +79,8 @@ def _run_stage(args: argparse.Namespace) -> int:
         if not config.is_file():
             raise CimnasError(f"no --config given and {args.out} holds no config.yaml")
     cfg = load_hawis_config(config, args.overrides)
-    summary = run_pipeline(cfg, args.out, resume=resume, stages=STAGES[args.stage])
+    parallel = parallelism_from_args(args) if hasattr(args, "workers") else None
+    summary = run_pipeline(cfg, args.out, resume=resume, stages=STAGES[args.stage], parallel=parallel)
     _print_summary(summary)
     return 0
 

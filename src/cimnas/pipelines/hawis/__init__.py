@@ -23,6 +23,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from cimnas.parallel import Parallelism
 from cimnas.pipelines.hawis.config import HawisConfig, load_hawis_config
 from cimnas.pipelines.hawis.context import Context, load_run_config, make_context, open_run
 from cimnas.pipelines.hawis.stage_a import build_supernet, stage_pretrain
@@ -34,8 +35,10 @@ ALL_STAGES = ("pretrain", "search", "retrain", "report")
 
 
 def run_pipeline(cfg: HawisConfig, out: str | Path, *, resume: bool = False,
-                 stages: tuple[str, ...] = ALL_STAGES, stop_after: int | None = None) -> dict:
-    """Run the requested stages into run folder `out`; returns a summary dict."""
+                 stages: tuple[str, ...] = ALL_STAGES, stop_after: int | None = None,
+                 parallel: Parallelism | None = None) -> dict:
+    """Run the requested stages into run folder `out`; returns a summary dict. `parallel`: stage C's models on
+    Ray workers (stages A and B stay one driver: B's episodes depend on each other)."""
     run = open_run(cfg, out, resume)
     try:
         ctx = make_context(cfg, run)
@@ -48,7 +51,7 @@ def run_pipeline(cfg: HawisConfig, out: str | Path, *, resume: bool = False,
                 records = stage_search(ctx, net, stop_after=stop_after)
                 summary["best"] = run.read_result("best_arch.json")
         if "retrain" in stages:
-            summary["final"] = stage_retrain(ctx, records)
+            summary["final"] = stage_retrain(ctx, records, parallel)
         if "report" in stages:
             from cimnas.reports.hawis_plots import make_report
 

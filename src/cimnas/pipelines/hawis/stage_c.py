@@ -11,16 +11,18 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import replace
 
 from torch import nn
 
 from cimnas.config import to_dict
+from cimnas.parallel import Parallelism, run_tasks
 from cimnas.pipelines.hawis.config import RetrainConfig
 from cimnas.pipelines.hawis.context import REFERENCE_PRECISION, Context, mc_accuracies
 from cimnas.pipelines.hawis.stage_b import best_record, pareto_front
 from cimnas.stats import summarize
 from cimnas.train import evaluate, fit, make_optimizer, make_scheduler
-from cimnas.utils.seed import derive_seed, seed_everything
+from cimnas.utils.seed import derive_seed, resolve_device, seed_everything
 
 RESULTS = "stage_c.json"
 
@@ -69,31 +71,70 @@ def jobs_for(ctx: Context, records: list[dict] | None) -> tuple[dict, list[tuple
     return best, jobs
 
 
-def stage_retrain(ctx: Context, records: list[dict] | None = None) -> dict:
-    """Stage C: retrain the best widths (and optionally Pareto points, U-kx and references)."""
+def retrain_job(ctx: Context, label: str, widths: list[int] | None, precision: str) -> dict:
+    """Train one stage-C model from scratch (init seeded by its label) -> {"entry", "checkpoint"}; a pure function
+    of (config, data, label), so it runs unchanged on a Ray worker."""
+    cfg, rcfg = ctx.cfg, ctx.cfg.retrain
+    seed_everything(derive_seed(cfg.seed, "retrain-init", label))
+    model = ctx.build(widths, precision=precision)
+    trained = train_model(ctx, model, rcfg, label)
+    entry = {"widths": list(model.widths), "precision": precision,
+             **{k: trained[k] for k in ("val_accuracy", "test_accuracy", "train_s")}, **ctx.energy(model)}
+    checkpoint = None
+    if label == "searched":
+        if rcfg.robustness and cfg.defects.trials > 0:
+            entry["robustness"] = robustness_summary(ctx, model)
+        checkpoint = {"arch": dict(model.arch_meta), "state_dict": model.state_dict(),
+                      "dataset": ctx.splits.info(), "config": to_dict(cfg), "epoch": rcfg.epochs,
+                      "optimizer": trained["optimizer"], "scheduler": trained["scheduler"], "metrics": entry}
+    return {"entry": entry, "checkpoint": checkpoint}
+
+
+def _store(ctx: Context, results: dict, label: str, out: dict) -> None:
+    """Write one finished model: its checkpoint (the searched one), stage_c.json, the log line."""
+    run, entry = ctx.run, out["entry"]
+    for line in out.get("log", []):
+        run.log(line, echo=False)
+    if out["checkpoint"] is not None:
+        run.save("final_model.pt", out["checkpoint"])
+    results[label] = entry
+    run.write_result(RESULTS, results)
+    run.log(f"stage C {label}: val acc {entry['val_accuracy']:.4f}, test acc {entry['test_accuracy']:.4f}, "
+            f"energy {entry['energy_uj']:.4g} uJ")
+
+
+class _Lines:
+    """A worker's stand-in for the run folder's log: the lines go back with the result."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def log(self, msg: str, echo: bool = True) -> None:
+        self.lines.append(msg)
+
+
+def _retrain_task(label: str, job: tuple, ctx: Context) -> dict:
+    wctx = replace(ctx, run=_Lines(), device=resolve_device(ctx.cfg.device))
+    out = retrain_job(wctx, label, *job)
+    return {**out, "log": wctx.run.lines}
+
+
+def stage_retrain(ctx: Context, records: list[dict] | None = None, parallel: Parallelism | None = None) -> dict:
+    """Stage C: retrain the best widths (and optionally Pareto points, U-kx and references). With `parallel`
+    (several workers or a Ray address) the models train on Ray workers at once; stage_c.json gets them in job
+    order as they finish (a kill loses no written model; a resume skips them), the same as one worker."""
     cfg, run = ctx.cfg, ctx.run
-    rcfg = cfg.retrain
     best, jobs = jobs_for(ctx, records)
     results: dict = run.read_result(RESULTS) if run.has(RESULTS) else {}
-    for label, widths, precision in jobs:
-        if label in results:
-            continue
-        seed_everything(derive_seed(cfg.seed, "retrain-init", label))
-        model = ctx.build(widths, precision=precision)
-        trained = train_model(ctx, model, rcfg, label)
-        entry = {"widths": list(model.widths), "precision": precision,
-                 **{k: trained[k] for k in ("val_accuracy", "test_accuracy", "train_s")}, **ctx.energy(model)}
-        if label == "searched":
-            if rcfg.robustness and cfg.defects.trials > 0:
-                entry["robustness"] = robustness_summary(ctx, model)
-            run.save("final_model.pt", {"arch": dict(model.arch_meta), "state_dict": model.state_dict(),
-                                        "dataset": ctx.splits.info(), "config": to_dict(cfg),
-                                        "epoch": rcfg.epochs, "optimizer": trained["optimizer"],
-                                        "scheduler": trained["scheduler"], "metrics": entry})
-        results[label] = entry
-        run.write_result(RESULTS, results)
-        run.log(f"stage C {label}: val acc {entry['val_accuracy']:.4f}, test acc {entry['test_accuracy']:.4f}, "
-                f"energy {entry['energy_uj']:.4g} uJ")
+    todo = {label: (widths, precision) for label, widths, precision in jobs if label not in results}
+    if parallel is not None and not parallel.in_process and todo:
+        done = run_tasks(_retrain_task, todo, shared=replace(ctx, run=None), desc="stage C",
+                         progress=cfg.retrain.progress, on_result=lambda label, out: _store(ctx, results, label, out),
+                         **parallel.kwargs())
+        run.record_execution(stage="retrain", **done.execution)
+    for label, (widths, precision) in todo.items():
+        if label not in results:
+            _store(ctx, results, label, retrain_job(ctx, label, widths, precision))
     final = dict(results["searched"])
     final.update({"source": best["source"], "search_metrics": {k: best.get(k) for k in ("episode", "reward",
                                                                                         "accuracy", "energy_uj")}})
