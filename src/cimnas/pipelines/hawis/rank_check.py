@@ -140,6 +140,8 @@ def load_inputs(run_dir: str | Path, archs_file: str | None, standalone_dir: str
     head = read_headroom(standalone_dir, cfg) if standalone_dir is not None else []
     archs = read_archs(archs_file) if archs_file is not None else [{k: h[k] for k in ("name", "widths")} for h in head]
     check_archs(archs, space)
+    check(len(archs) >= 3, f"rank-check needs at least 3 architectures to rank, got {len(archs)} (12 or more "
+          "give useful intervals)")
     known = {tuple(h["widths"]): h["values"] for h in head if h["values"]}
     return cfg, space, archs, {a["name"]: known[tuple(a["widths"])] for a in archs if tuple(a["widths"]) in known}
 
