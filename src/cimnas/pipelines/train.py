@@ -19,20 +19,21 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from cimnas import distributed
 from cimnas.config import DataConfig, ModelConfig, OptimConfig, to_dict
 from cimnas.data import DATASETS, load_dataset
 from cimnas.errors import CimnasError, check
 from cimnas.nn.counting import count_ops, trace_layers
 from cimnas.nn.models import MODELS, build_model
 from cimnas.nn.refactor import RefactorOptions
-from cimnas.runs import RunFolder, load_state
+from cimnas.runs import RunFolder, load_payload, load_state
 from cimnas.train import evaluate, fit, make_optimizer, make_scheduler
-from cimnas.utils.seed import resolve_device
 
 KIND = "train"
 CHECKPOINT = "checkpoint.pt"
@@ -134,22 +135,29 @@ def run_training(cfg: TrainRunConfig, out_dir: Any, resume: bool = False,
     Everything a user can get wrong (config, dataset, model) is checked before the folder is created;
     resume=False refuses a folder that holds a run, resume=True continues it from its checkpoint.
     `on_epoch_end(epoch, record)` is called after each epoch's checkpoint is written.
+
+    Under torchrun (`torchrun --nproc_per_node N -m cimnas train ...`) fit() trains with DDP on the same global
+    batches; rank 0 alone holds the run folder (lock, log, checkpoints, final.json) and tells the other ranks
+    the resume epoch; they load the same checkpoint and return {} after training.
     """
-    device = resolve_device(cfg.device)
+    device = distributed.init(cfg.device)
     splits = load_splits(cfg.data, cfg.seed, device)
     model = build_from_config(cfg.model, splits, cfg.seed).to(device)
     optimizer = make_optimizer(model, cfg.train)
     scheduler = make_scheduler(optimizer, cfg.train)
     cfg_dict = to_dict(cfg)
+    if not distributed.is_rank0():
+        return _follow_rank0(cfg, out_dir, splits, model, optimizer, scheduler, device)
 
     with RunFolder.open(out_dir, KIND, cfg, resume=resume, resumable=RESUMABLE,
                         config_cls=TrainRunConfig) as run:
         start = _restore(run, cfg, model, optimizer, scheduler) if run.resumed else 0
+        distributed.broadcast_object(start)
         if run.resumed:
             run.write_config(cfg_dict)  # a resume may have extended train.epochs
             run.rewrite_records(METRICS, [r for r in run.records(METRICS) if _epoch(r) <= start])
             run.log(f"resumed at epoch {start}/{cfg.train.epochs}")
-        run.record_execution(command="train", device=str(device), start_epoch=start)
+        run.record_execution(command="train", device=str(device), start_epoch=start, **distributed.execution())
         clock = [time.perf_counter()]
 
         def epoch_done(epoch: int, rec: dict) -> None:
@@ -178,6 +186,20 @@ def run_training(cfg: TrainRunConfig, out_dir: Any, resume: bool = False,
         run.log(f"test accuracy {final['test_acc']:.4f} (val {final['val_acc']:.4f}) after {cfg.train.epochs} "
                 "epochs", echo=False)
     return final
+
+
+def _follow_rank0(cfg: TrainRunConfig, out_dir: Any, splits: Any, model: nn.Module, optimizer: Any,
+                  scheduler: Any, device: torch.device) -> dict:
+    """A rank > 0 under torchrun: no run folder; rank 0's resume epoch and checkpoint, then the same fit()."""
+    start = distributed.broadcast_object(None)
+    if start:
+        path = Path(out_dir) / "checkpoints" / CHECKPOINT
+        ck = load_payload(path, CKPT_FIELDS)
+        for target, key in ((model, "state_dict"), (optimizer, "optimizer"), (scheduler, "scheduler")):
+            load_state(target, ck[key], path)
+    fit(model, splits.search_train, cfg.train, device=device, seed=cfg.seed, optimizer=optimizer,
+        scheduler=scheduler, start_epoch=start, eval_split=splits.search_eval, desc="epoch")
+    return {}
 
 
 def _epoch(record: dict) -> int:
