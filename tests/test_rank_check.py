@@ -145,6 +145,13 @@ def test_end_to_end_stats_order_independence_and_resume(hawis_run, tmp_path, cap
     assert res2["stats"]["n"] == 5 and unranked(res2["rows"][:4]) == unranked(rows)
     assert not res2["rows"][4]["in_space"]  # 28 channels: below r_min = 0.5 of the 64-channel layers
     assert "outside the space" in (out / "rank_check.md").read_text()
+    # an earlier rank-check's stand-alone models serve another one (e.g. of another stage-A variant)
+    reuse = tmp_path / "rc_reuse"
+    assert main(["hawis", "rank-check", str(hawis_run), "--archs", _archs(tmp_path, ARCHS), "--standalone", str(out),
+                 "--out", str(reuse), "--resamples", "50"]) == 0
+    assert not (reuse / "standalone.jsonl").exists()
+    got = json.loads((reuse / "rank_check.json").read_text())["rows"]
+    assert [r["standalone_val_accuracy"] for r in got] == [r["standalone_val_accuracy"] for r in res2["rows"]]
     # a different proxy budget is not a resume of the same check
     assert main(["hawis", "rank-check", str(hawis_run), "--archs", _archs(tmp_path, ARCHS), "--out", str(out),
                  "--resume", "--set", "search.env.bn_recal_batches=2"]) == 2

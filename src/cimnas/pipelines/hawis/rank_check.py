@@ -35,7 +35,7 @@ from cimnas.pipelines.hawis.stage_b import make_env
 from cimnas.pipelines.hawis.stage_c import train_model
 from cimnas.runs import RunFolder
 from cimnas.stats import rank_correlation
-from cimnas.utils.io import os_errors, read_json
+from cimnas.utils.io import os_errors, read_json, read_jsonl
 from cimnas.utils.seed import derive_seed, seed_everything
 
 KIND = "hawis-rank-check"
@@ -92,8 +92,11 @@ def read_archs(path: str | Path) -> list[dict]:
 
 
 def read_headroom(root: str | Path, cfg: HawisConfig) -> list[dict]:
-    """Architectures of a headroom study with their stand-alone val accuracies (one value per seed)."""
+    """Architectures of a headroom study with their stand-alone val accuracies (one value per seed); or those an
+    earlier rank-check trained (its folder: same data, model and seed required)."""
     root = Path(root)
+    if (root / STANDALONE).is_file():
+        return read_rank_check_standalone(root, cfg)
     check((root / "headroom.json").is_file(), f"{root} has no headroom.json; finish the headroom study first "
           f"(python -m cimnas.pipelines.studies.headroom CONFIG {root})")
     base = read_yaml(root / "config.yaml").get("base", {}) if (root / "config.yaml").is_file() else {}
@@ -111,6 +114,19 @@ def read_headroom(root: str | Path, cfg: HawisConfig) -> list[dict]:
             vals = [f["val_acc"] for f in finals if isinstance(f, dict) and f.get("val_acc") is not None]
         out.append({"name": r["label"], "widths": [int(w) for w in r["widths"]], "values": vals})
     return out
+
+
+def read_rank_check_standalone(root: Path, cfg: HawisConfig) -> list[dict]:
+    """The stand-alone records of an earlier rank-check folder, if its HAWIS run has the same data, model, seed."""
+    other = read_yaml(root / "config.yaml").get("hawis_run")
+    check(isinstance(other, str), f"{root}/config.yaml names no hawis_run; it is not a rank-check folder")
+    theirs = load_config(HawisConfig, Path(other) / "config.yaml")
+    for key in ("data", "model", "seed"):
+        check(to_dict(theirs)[key] == to_dict(cfg)[key], f"{root} trained its stand-alone models with another "
+              f"{key} section than this HAWIS run; give a rank-check (or headroom) folder with the same {key}")
+    recs = {r["name"]: r for r in read_jsonl(root / STANDALONE)}
+    return [{"name": r["name"], "widths": [int(w) for w in r["widths"]], "values": [float(r["val_accuracy"])]}
+            for r in recs.values()]
 
 
 def check_archs(archs: list[dict], space: WidthSpace) -> None:
@@ -226,7 +242,7 @@ def summarize_rank_check(archs: list[dict], space: WidthSpace, proxy: dict, know
         w = a["widths"]
         ratios = {round(v / b, 6) for v, b in zip(w, space.base_widths, strict=True)}
         sa = ({"val_accuracy": sum(known[a["name"]]) / len(known[a["name"]]), "seeds": len(known[a["name"]]),
-               "source": "headroom"} if a["name"] in known else
+               "source": "--standalone folder"} if a["name"] in known else
               {"val_accuracy": trained[a["name"]]["val_accuracy"], "seeds": 1, "source": "trained here"})
         rows.append({"name": a["name"], "widths": w, "uniform": len(ratios) == 1,
                      "in_space": all(x <= v <= y for v, x, y in zip(w, lo, hi, strict=True)),
