@@ -11,21 +11,29 @@ single-process run (measured 0.11 max abs difference): there the test checks tha
 from __future__ import annotations
 
 import copy
+import json
 import os
 import pickle
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 import torch.multiprocessing as mp
+import yaml
 
 from cimnas import distributed
-from cimnas.config import OptimConfig
+from cimnas.config import OptimConfig, load_config
 from cimnas.data import load_dataset
 from cimnas.errors import CimnasError
 from cimnas.nn.models import build_model
+from cimnas.pipelines.train import TrainRunConfig, run_training
+from cimnas.runs import load_payload
 from cimnas.train import fit
 
 WORLD = 2
+SRC = str(Path(__file__).resolve().parents[1] / "src")
 # batch 25 splits 13 / 12 between the ranks: the loss scaling must weigh the shares by their sizes
 CFG = OptimConfig(epochs=2, batch_size=25, lr=0.05, milestones=[1], progress=False, augment=False)
 
@@ -110,3 +118,37 @@ def test_custom_step_needs_a_wrapped_model(ranks) -> None:
     assert distributed.world_size() == 1 and distributed.is_rank0()  # this process: no group
     model = torch.nn.Linear(2, 2)
     assert distributed.wrap(model, "cpu") is model and distributed.execution()["world_size"] == 1
+
+
+# ---------------------------------------------------------------------------- torchrun -m cimnas train
+TRAIN = {"seed": 0, "device": "cpu", "data": {"name": "digits", "limit": 200},
+         "model": {"name": "mlp", "precision": "float", "options": {"hidden_sizes": [32], "bn": False}},
+         "train": {"epochs": 2, "batch_size": 25, "lr": 0.05, "milestones": [1], "progress": False,
+                   "augment": False}}
+
+
+def _torchrun(*argv: str) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(WORLD),
+           "-m", "cimnas", "train", *argv]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": SRC})
+
+
+def test_torchrun_cimnas_train_resume_equals_one_process(tmp_path) -> None:
+    cfg = tmp_path / "train.yaml"
+    cfg.write_text(yaml.safe_dump(TRAIN))
+    single = run_training(load_config(TrainRunConfig, cfg, []), tmp_path / "single")
+    out = tmp_path / "ddp"  # epoch 1 in one process, resumed to epoch 2 by 2 torchrun processes
+    run_training(load_config(TrainRunConfig, cfg, ["train.epochs=1"]), out)
+    second = _torchrun("--config", str(cfg), "--out", str(out), "--resume")
+    assert second.returncode == 0, second.stderr[-2000:]
+    assert second.stdout.count("test accuracy") == 1  # rank 0 reports, once
+    a = load_payload(tmp_path / "single" / "checkpoints" / "checkpoint.pt")
+    b = load_payload(out / "checkpoints" / "checkpoint.pt")
+    assert b["epoch"] == 2 and all(torch.allclose(a["state_dict"][k], b["state_dict"][k], rtol=0, atol=1e-5)
+                                   for k in a["state_dict"])
+    final = json.loads((out / "final.json").read_text())
+    assert final["test_acc"] == pytest.approx(single["test_acc"], abs=1.5 / 100)  # at most one test sample
+    runs = json.loads((out / "run.json").read_text())["executions"]
+    assert [(r["world_size"], r["start_epoch"]) for r in runs] == [(1, 0), (2, 1)]
+    assert runs[1]["engine"] == "torchrun" and runs[1]["backend"] == "gloo"

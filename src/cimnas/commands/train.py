@@ -24,6 +24,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from cimnas import distributed
     from cimnas.config import load_config
     from cimnas.pipelines.train import TrainRunConfig, run_training
 
@@ -31,7 +32,12 @@ def run(args: argparse.Namespace) -> int:
     if args.data_dir:
         overrides.append(f"data.data_dir={args.data_dir}")
     cfg = load_config(TrainRunConfig, args.config, overrides)
-    final = run_training(cfg, args.out, resume=args.resume)
+    try:
+        final = run_training(cfg, args.out, resume=args.resume)
+    finally:
+        distributed.shutdown()  # under torchrun: leave the process group (a no-op otherwise)
+    if not final:  # a rank > 0 under torchrun: rank 0 reports
+        return 0
     summary = {k: final[k] for k in ("test_acc", "val_acc", "epochs", "biops", "flops", "params")}
     sys.stdout.write(f"test accuracy {100 * final['test_acc']:.2f}% (val {100 * final['val_acc']:.2f}%) after "
                      f"{final['epochs']} epochs; BiOps {final['biops']:,}, FLOPs {final['flops']:,}; "
