@@ -235,7 +235,7 @@ def read_yaml(path: str | Path) -> dict:
               f"(at most {MAX_CONFIG_BYTES:,} bytes): check the path")
         text = path.read_bytes().decode("utf-8")
     except UnicodeDecodeError as e:
-        raise CimnasError(f"config file {path} is not a text (UTF-8 YAML) file; check the path") from e
+        raise CimnasError(f"config file {path} is a binary file, not a YAML config (not UTF-8 text); check the path") from e
     except OSError as e:
         raise CimnasError(f"cannot read config file {path}: {e.strerror}") from e
     check("\x00" not in text, f"config file {path} is a binary file, not YAML; check the path")
