@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import os
 import platform
 import sys
 import time
@@ -24,7 +25,11 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--only", nargs="*", help="bench file stems to run, e.g. bench_hardware")
     ap.add_argument("--out", default=str(HERE / "results.json"))
+    ap.add_argument("--device", default=None, help="device of the device-aware benchmarks (bench_speed, "
+                    "bench_paper_cost): sets CIMNAS_BENCH_DEVICE (default auto)")
     args = ap.parse_args()
+    if args.device is not None:
+        os.environ["CIMNAS_BENCH_DEVICE"] = args.device
     out = Path(args.out)
     results = json.loads(out.read_text()) if out.is_file() else {}
     for path in sorted(HERE.glob("bench_*.py")):
@@ -45,6 +50,7 @@ def main() -> int:
         "torch": torch.__version__,
         "cpu_threads": torch.get_num_threads(),
         "device": "cuda" if torch.cuda.is_available() else "cpu",
+        "bench_device": os.environ.get("CIMNAS_BENCH_DEVICE", "auto"),
     }
     out.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
     print(f"wrote {out}")
