@@ -3,6 +3,8 @@
 - `ray_speedup_mc`: T Monte-Carlo trials of a small binarized LeNet-5, sharded into tasks of trial ranges
   (seeds from the trial index), in-process (`--workers 1`) / on 2 Ray workers. Goal >= 1.7 on 2 cores.
 - `ray_overhead_1worker`: the same tasks on 1 Ray worker / in-process. Goal <= 1.1.
+- `ray_speedup_uae_batch`: one UAE controller batch of 4 children (same cost, different fraction bits) trained
+  and K-sample evaluated on digits, in-process / 2 Ray workers (the search's own task). Goal >= 1.7.
 - `ddp_speedup_fit`: one epoch of a binarized ResNet-20 (CIFAR shape, synthetic data), single process / a
   2-process gloo DDP group, same global batch, one torch thread per process. Reported (>= 1.3 expected).
 
@@ -91,6 +93,37 @@ def bench_ray_mc() -> dict:
             "ray_mc_in_process_s": med(t_in), "ray_mc_trials": TRIALS}
 
 
+def bench_uae_batch() -> dict:
+    from cimnas.config import from_dict, validate
+    from cimnas.data import load_dataset
+    from cimnas.pipelines.uae.config import UAESearchConfig
+    from cimnas.pipelines.uae.search import _child_task
+
+    cfg = from_dict(UAESearchConfig, {
+        "label": "bench", "progress": False, "device": "cpu",
+        "space": {"n_conv": 2, "fc_hidden": 32, "channels": [16], "kernels": [3], "int_bits": [1],
+                  "frac_bits": [2, 3, 4, 5], "pool_after": [1]},
+        "train": {"epochs": 2, "batch_size": 32, "lr": 0.01}, "eval": {"k": 5, "statistic": "mean"}})
+    validate(cfg)
+    splits = load_dataset("digits", seed=0)
+    archs = [cfg.space.arch_from_indices([0, 0, 0, f] * 2) for f in range(4)]
+    tasks = {a.key(): a for a in archs}
+    torch.set_num_threads(1)
+    ray = ensure_ray(Parallelism(workers=2))
+    in_process = lambda: run_tasks(_child_task, tasks, shared=(cfg, splits), progress=False).results  # noqa: E731
+    on_two = lambda: _run_on_ray(_child_task, tasks, list(tasks), Parallelism(workers=2), (cfg, splits), 0,  # noqa: E731
+                                 None, _NoBar()).results
+    strip = lambda rs: [{k: v for k, v in r.items() if not k.endswith("_s")} for r in rs]  # noqa: E731
+    assert strip(on_two()) == strip(in_process())  # warm-up; the same children
+    t_in, t_two = [], []
+    for _ in range(ROUNDS):
+        t_in.append(_timed(in_process))
+        t_two.append(_timed(on_two))
+    ray.shutdown()
+    med = statistics.median
+    return {"ray_speedup_uae_batch": med(t_in) / med(t_two), "ray_uae_batch_in_process_s": med(t_in)}
+
+
 class _NoBar:
     def update(self, n: int) -> None:
         pass
@@ -137,7 +170,7 @@ def bench_ddp_fit() -> dict:
 
 
 def run() -> dict:
-    return {**bench_ray_mc(), **bench_ddp_fit()}
+    return {**bench_ray_mc(), **bench_uae_batch(), **bench_ddp_fit()}
 
 
 if __name__ == "__main__":
