@@ -44,7 +44,6 @@ class _RoundSTE(torch.autograd.Function):
 # as long as subnormals are not flushed to zero (torch.set_flush_denormal(True) is never set here).
 _ACT_GRAD_BOUNDS = {torch.float64: (-(2.0**-1074), 1.0 + 2.0**-52)}
 _ACT_GRAD_BOUNDS_F32 = (-(2.0**-149), 1.0 + 2.0**-23)  # float32, and bf16/fp16 (compared in float32)
-_REDUCED = (torch.bfloat16, torch.float16)
 
 
 class _BinaryActFn(torch.autograd.Function):
@@ -143,7 +142,9 @@ class Identity(Quantizer):
 class BinaryActivation(Quantizer):
     """I_b = round(clip(x, 0, 1)) in {0, 1} (HAWIS Sec. II-A, DoReFa 1-bit activations).
 
-    Gradient: straight-through, zeroed outside [0, 1] (clipped STE).
+    Gradient: straight-through, zeroed outside [0, 1] (clipped STE). Exact in any float dtype:
+    0, 0.5 and 1 are bf16/fp16 values and comparisons do not round, so under autocast a bf16 input
+    gives the {0, 1} output and gradient of its float32 upcast (tests/test_autocast.py).
     """
 
     bits = 1
