@@ -46,7 +46,7 @@ def _final(args: argparse.Namespace) -> int:
     if args.set and args.source is None:
         raise CimnasError("--set needs --from RUN (a new run folder for the changed config); `uae final --out RUN` "
                           "keeps RUN's config")
-    result = final_command(args.out, source=args.source, overrides=args.set)
+    result = final_command(args.out, source=args.source, overrides=args.set, parallel=parallelism_from_args(args))
     print(json.dumps(result, indent=2) if args.json else _line(result))
     return 0
 
@@ -83,6 +83,7 @@ def register_search(uae_subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="config change for --from (e.g. train.noise_aware=false)")
     p.add_argument("--json", action="store_true")
+    add_parallel_args(p)  # --workers N: the Monte-Carlo samples sharded (same statistics)
     p.set_defaults(func=_final)
     p = uae_subparsers.add_parser("report", help="figures per run and a UAE Table-3 markdown table")
     p.add_argument("--runs", nargs="+", required=True, help="run folders with final.json")

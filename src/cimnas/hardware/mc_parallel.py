@@ -10,7 +10,7 @@ With `Parallelism()` (one worker, no address) everything stays in this process o
 from __future__ import annotations
 
 import math
-from collections.abc import Hashable
+from collections.abc import Hashable, Sequence
 from typing import Any
 
 import torch
@@ -19,7 +19,7 @@ from torch import nn
 from cimnas.data.base import DataSplit
 from cimnas.errors import CimnasError, check
 from cimnas.hardware.crossbar import CrossbarSpec
-from cimnas.hardware.defects import DefectConfig
+from cimnas.hardware.defects import DefectConfig, DefectModel
 from cimnas.hardware.mapping import map_model
 from cimnas.hardware.montecarlo import (
     CachedBatches,
@@ -76,7 +76,8 @@ def trial_shards(trials: int, workers: int) -> list[tuple[int, int]]:
     return [(lo, min(trials, lo + size)) for lo in range(0, trials, size)]
 
 
-def parallel_trials(model: nn.Module, split: Any, spec: CrossbarSpec | None, defects: DefectConfig, trials: int,
+def parallel_trials(model: nn.Module, split: Any, spec: CrossbarSpec | None,
+                    defects: DefectConfig | Sequence[DefectModel], trials: int,
                     seed: int, *, parallel: Parallelism, batch_size: int = 512, device: str = "cpu",
                     max_samples: int | None = None, progress: bool = False) -> tuple[MCResult, dict]:
     """`evaluate_trials` with the trials sharded over `parallel`'s workers -> (result, execution)."""
@@ -85,7 +86,8 @@ def parallel_trials(model: nn.Module, split: Any, spec: CrossbarSpec | None, def
                               max_samples=max_samples, progress=progress)
         return res, {"engine": "in-process", "workers": 1}
     check(isinstance(trials, int) and trials >= 1, f"--trials must be >= 1, got {trials}")
-    defects.validate()
+    if isinstance(defects, DefectConfig):
+        defects.validate()
     check_mc_work(trials, model_weights(model), "Monte-Carlo trials")
     payload = {"defects": defects, "spec": spec, "seed": seed, "device": str(device)}
     tasks = {("", lo, hi): payload for lo, hi in trial_shards(trials, parallel.workers)}

@@ -19,6 +19,8 @@ import torch
 
 from cimnas.config import apply_overrides, from_dict, to_dict, validate
 from cimnas.errors import check
+from cimnas.hardware.mc_parallel import parallel_trials
+from cimnas.parallel import Parallelism
 from cimnas.pipelines.uae.child import build_child, train_child
 from cimnas.pipelines.uae.config import UAESearchConfig
 from cimnas.pipelines.uae.noise import evaluate_under_noise
@@ -35,8 +37,11 @@ def _dataset_info(splits: Any) -> dict:
             "num_classes": splits.num_classes}
 
 
-def final_evaluation(run: RunFolder, cfg: UAESearchConfig, splits: Any, device: torch.device) -> dict:
-    """Retrain + Monte-Carlo evaluation of best_arch.json's child in the open run folder; writes final.json."""
+def final_evaluation(run: RunFolder, cfg: UAESearchConfig, splits: Any, device: torch.device,
+                     parallel: Parallelism | None = None) -> dict:
+    """Retrain + Monte-Carlo evaluation of best_arch.json's child in the open run folder; writes final.json.
+    With `parallel` (several workers or a Ray address) the noise samples are sharded over Ray workers (the
+    same accuracies: sample t is drawn from its index)."""
     from cimnas.hardware.montecarlo import check_mc_work, model_weights
 
     check(run.has("best_arch.json"), f"{run.root} has no best_arch.json; finish the search first "
@@ -51,9 +56,18 @@ def final_evaluation(run: RunFolder, cfg: UAESearchConfig, splits: Any, device: 
     t0 = time.perf_counter()
     train_child(model, splits.train, cfg, train, seed, device, desc="final")
     t1 = time.perf_counter()
-    clean, accs = evaluate_under_noise(model, splits.test, k=cfg.final.samples, noise=cfg.noise.defect(),
-                                       seed=derive_seed(seed, "mc"), batch_size=cfg.eval.batch_size,
-                                       max_samples=cfg.final.max_test_samples, device=device, progress=cfg.progress)
+    sharded = parallel is not None and not parallel.in_process
+    clean, accs = evaluate_under_noise(model, splits.test, k=0 if sharded else cfg.final.samples,
+                                       noise=cfg.noise.defect(), seed=derive_seed(seed, "mc"),
+                                       batch_size=cfg.eval.batch_size, max_samples=cfg.final.max_test_samples,
+                                       device=device, progress=cfg.progress)
+    if sharded and cfg.final.samples > 0:
+        res, execution = parallel_trials(model, splits.test, None, [cfg.noise.defect()], cfg.final.samples,
+                                         derive_seed(seed, "mc"), parallel=parallel, batch_size=cfg.eval.batch_size,
+                                         device=str(device), max_samples=cfg.final.max_test_samples,
+                                         progress=cfg.progress)
+        accs = res.accs
+        run.record_execution(stage="final", **execution)
     t2 = time.perf_counter()
     s = summarize(accs)
     result = {"label": cfg.label, "k": cfg.eval.k, "statistic": cfg.eval.statistic, "noise_aware": cfg.noise_aware(),
@@ -73,7 +87,8 @@ def final_evaluation(run: RunFolder, cfg: UAESearchConfig, splits: Any, device: 
     return result
 
 
-def final_command(out: str | Path, *, source: str | Path | None = None, overrides: list[str] | None = None) -> dict:
+def final_command(out: str | Path, *, source: str | Path | None = None, overrides: list[str] | None = None,
+                  parallel: Parallelism | None = None) -> dict:
     """`cimnas uae final`: the final stage of the search in `out`; with `source`, a new run folder `out` retrains
     `source`'s chosen child under `source`'s config changed by `overrides` (e.g. train.noise_aware=false)."""
     from cimnas.pipelines.uae.search import load_run_config, load_splits, open_run
@@ -90,4 +105,4 @@ def final_command(out: str | Path, *, source: str | Path | None = None, override
     with open_run(cfg, out, resume=source is None) as run:
         if source is not None:
             shutil.copyfile(best, run.path("best_arch.json"))
-        return final_evaluation(run, cfg, load_splits(cfg, device), device)
+        return final_evaluation(run, cfg, load_splits(cfg, device), device, parallel)

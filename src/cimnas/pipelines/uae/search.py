@@ -298,7 +298,7 @@ def run_search(cfg: UAESearchConfig, out: str | Path, *, resume: bool = False, s
         summary = search(run, cfg, splits, device, on_episode, par)
         if not run_final:
             return summary
-        result = final_evaluation(run, cfg, splits, device)
+        result = final_evaluation(run, cfg, splits, device, par)
         if figures:
             from cimnas.reports.uae_search import make_figures
 
