@@ -24,6 +24,7 @@ import torch.multiprocessing as mp
 import yaml
 
 from cimnas import distributed
+from cimnas.cli import main
 from cimnas.config import OptimConfig, load_config
 from cimnas.data import load_dataset
 from cimnas.errors import CimnasError
@@ -152,3 +153,11 @@ def test_torchrun_cimnas_train_resume_equals_one_process(tmp_path) -> None:
     runs = json.loads((out / "run.json").read_text())["executions"]
     assert [(r["world_size"], r["start_epoch"]) for r in runs] == [(1, 0), (2, 1)]
     assert runs[1]["engine"] == "torchrun" and runs[1]["backend"] == "gloo"
+
+
+@pytest.mark.parametrize("argv", [["hawis", "retrain"], ["uae", "search", "--config", "configs/uae/demo.yaml"]])
+def test_commands_without_ddp_refuse_torchrun(argv, tmp_path, monkeypatch, capsys) -> None:
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert main([*argv, "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "does not run under torchrun" in err[0] and not (tmp_path / "o").exists()

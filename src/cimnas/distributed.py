@@ -38,6 +38,12 @@ def launched() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
+def refuse_launch(command: str) -> None:
+    """A one-line error when a command that has no DDP path was started by torchrun (every rank would run it)."""
+    check(not launched(), f"{command} does not run under torchrun (only `cimnas train` does): start it once, "
+          "without torchrun, and use --workers N / --ray-address for its parallel parts")
+
+
 def _env_int(name: str) -> int:
     value = os.environ.get(name)
     check(value is not None and value.strip().isdigit(),

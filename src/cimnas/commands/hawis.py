@@ -67,8 +67,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run_stage(args: argparse.Namespace) -> int:
+    from cimnas import distributed
     from cimnas.errors import CimnasError
     from cimnas.pipelines.hawis import load_hawis_config, run_pipeline
+
+    distributed.refuse_launch(f"cimnas hawis {args.stage}")
 
     config = args.config
     resume = bool(getattr(args, "resume", False)) or args.stage != "run"

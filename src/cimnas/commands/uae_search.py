@@ -14,9 +14,12 @@ from cimnas.parallel import add_parallel_args, parallelism_from_args
 
 
 def _search(args: argparse.Namespace) -> int:
+    from cimnas import distributed
     from cimnas.config import load_config
     from cimnas.pipelines.uae.config import UAESearchConfig
     from cimnas.pipelines.uae.search import load_run_config, run_search
+
+    distributed.refuse_launch("cimnas uae search")
 
     if args.config is None:
         if not args.resume:
