@@ -17,9 +17,9 @@ ALIAS_BOMB = "a: &a [1, 1, 1, 1, 1, 1, 1, 1, 1]\n" + "".join(
     f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join([f'*{chr(97 + i)}'] * 9)}]\n" for i in range(8))  # 9**9 leaves
 
 HOSTILE_CONFIGS = {
-    "png": (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "not a text (UTF-8 YAML) file"),
-    "nul_bytes": (b"\x7fELF\x02\x01\x01\x00\x00\x00", "is a binary file, not YAML"),
-    "latin1": ("train: {lr: 0.1}  # caf\xe9\n".encode("latin-1"), "not a text (UTF-8 YAML) file"),
+    "png": (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "is a binary file"),
+    "nul_bytes": (b"\x7fELF\x02\x01\x01\x00\x00\x00", "is a binary file"),
+    "latin1": ("train: {lr: 0.1}  # caf\xe9\n".encode("latin-1"), "is a binary file"),
     "empty": (b"", "is empty"),
     "comments_only": (b"# nothing here\n", "is empty"),
     "list": (b"- data\n- model\n", "must hold a mapping at the top level, not a list"),

@@ -18,6 +18,7 @@ function of (seed, e) (cimnas.train.fit), so a resumed run repeats what an unint
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -128,8 +129,8 @@ def _restore(run: RunFolder, cfg: TrainRunConfig, model: nn.Module, optimizer: A
 
 
 # ---------------------------------------------------------------- the run
-def run_training(cfg: TrainRunConfig, out_dir: Any, resume: bool = False,
-                 on_epoch_end: Any = None) -> dict:
+def run_training(cfg: TrainRunConfig, out_dir: str | Path, resume: bool = False,
+                 on_epoch_end: Callable[[int, dict], None] | None = None) -> dict:
     """Train `cfg.model` on `cfg.data` into run folder `out_dir`; returns the final.json dict.
 
     Everything a user can get wrong (config, dataset, model) is checked before the folder is created;
