@@ -131,7 +131,7 @@ def run_tasks(fn: TaskFn, tasks: Mapping[Hashable, Any], *, workers: int = 1, ra
     ids = list(tasks)
     bar = tqdm(total=len(ids), desc=desc, disable=not (progress and sys.stderr.isatty()))
     try:
-        if par.in_process:
+        if par.in_process or not ids:  # nothing to farm out: no Ray start-up
             return TaskRun(_run_in_process(fn, tasks, ids, shared, on_result, bar),
                            {"engine": "in-process", "workers": 1})
         return _run_on_ray(fn, tasks, ids, par, shared, retries, on_result, bar)
@@ -233,7 +233,9 @@ def _run_on_ray(fn: TaskFn, tasks: Mapping, ids: list, par: Parallelism, shared:
                 try:
                     results[i] = ray.get(ref)
                 except Exception as e:  # noqa: BLE001 - unwrapped below into what the caller can act on
-                    raise _unwrap(ray, e, ids[i]) from None
+                    err = _unwrap(ray, e, ids[i])
+                    # a CimnasError is one line for the CLI; anything else is a bug: keep the worker's traceback
+                    raise err from (None if isinstance(err, CimnasError) or err is e else e)
                 del refs[i]
                 bar.update(1)
             while emitted in results and emitted < len(ids):  # in task order, as soon as the prefix is done
