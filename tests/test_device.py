@@ -9,6 +9,11 @@
 from __future__ import annotations
 
 import copy
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -168,3 +173,19 @@ def test_no_host_sync_per_batch(digits, monkeypatch):
         train_steps(m, batches[:k], opt, device="cpu")
         reads.append(counts["n"])
     assert reads[0] == reads[1]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(os.environ.get("CIMNAS_RUN_DEVICE_CHECK") != "1",
+                    reason="minutes on a 2-core CPU: set CIMNAS_RUN_DEVICE_CHECK=1 to run the device check's CPU path")
+def test_device_check_tiny_cpu_path(tmp_path):
+    """scripts/device_check.sh --tiny runs every step on the CPU and writes one JSON with each step's outcome."""
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "OUT": str(tmp_path), "PYTHON": sys.executable}
+    subprocess.run(["bash", str(root / "scripts/device_check.sh"), "--tiny"], env=env, check=True, timeout=900)
+    res = json.loads((tmp_path / "device_check.json").read_text())
+    assert res["tiny"] is True and res["environment"]["cuda"] is False
+    assert {"environment", "cuda_tests", "cost", "train_u1x", "train_u2x"} <= set(res["steps"])
+    assert res["steps"]["cost"]["rc"] == "0" and res["cost"]["hawis_episodes_timed"] == 1
+    for k in ("train_u1x", "train_u2x"):
+        assert res["steps"][k]["rc"] == "0" and 0.0 <= res["fashion_mnist"][k]["test_acc"] <= 1.0
