@@ -138,14 +138,22 @@ def to_dict(cfg: Any) -> dict:
     return dataclasses.asdict(cfg)
 
 
-def validate(cfg: Any) -> None:
-    """Call `validate()` on `cfg` and on every nested dataclass section."""
+def validate(cfg: Any, section: str = "") -> None:
+    """Call `validate()` on `cfg` and on every nested dataclass section; a section's error names the section
+    (`train: lr must be in (0, 10], got 20.0`) unless its message already starts with it."""
     for f in dataclasses.fields(cfg):
         v = getattr(cfg, f.name)
         if dataclasses.is_dataclass(v):
-            validate(v)
+            validate(v, f"{section}{f.name}.")
     if hasattr(cfg, "validate"):
-        cfg.validate()
+        try:
+            cfg.validate()
+        except CimnasError as e:
+            name = section.rstrip(".")
+            msg = str(e)
+            if not name or msg.startswith((name, f"config key '{name}", f"'{name}")):
+                raise
+            raise CimnasError(f"{name}: {msg}") from e
 
 
 #: PyYAML's safe loader (no Python objects are ever built), in libyaml's C form where installed (~20x faster).
@@ -235,7 +243,8 @@ def read_yaml(path: str | Path) -> dict:
               f"(at most {MAX_CONFIG_BYTES:,} bytes): check the path")
         text = path.read_bytes().decode("utf-8")
     except UnicodeDecodeError as e:
-        raise CimnasError(f"config file {path} is a binary file, not a YAML config (not UTF-8 text); check the path") from e
+        raise CimnasError(f"config file {path} is a binary file, not a YAML config (not UTF-8 text); "
+                          "check the path") from e
     except OSError as e:
         raise CimnasError(f"cannot read config file {path}: {e.strerror}") from e
     check("\x00" not in text, f"config file {path} is a binary file, not YAML; check the path")

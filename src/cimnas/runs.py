@@ -82,6 +82,8 @@ class RunFolder:
             is_file = root.exists() and not root.is_dir()
         if is_file:
             raise CimnasError(f"{root} is a file, not a run folder: give a folder path for --out")
+        if root.is_dir():  # refuse a foreign folder before anything (the lock file) is written into it
+            _check_not_foreign(root)
         try:
             root.mkdir(parents=True, exist_ok=True)
         except OSError as e:
@@ -142,17 +144,10 @@ class RunFolder:
             raise os_error(self.root, e, "write into the run folder") from e
 
     def _adopt(self, cfg_dict: dict, resume: bool, resumable: Sequence[str], config_cls: type | None) -> None:
-        others = sorted(p.name for p in self.root.iterdir() if p.name != LOCK_NAME)
         meta_path = self.root / "run.json"
-        if not others:
+        if not _check_not_foreign(self.root):
             self._start(cfg_dict)
             return
-        if not meta_path.is_file():
-            if (self.root / "config.yaml").is_file():
-                raise CimnasError(f"{self.root} was written by an older cimnas (run format v1); this version "
-                                  f"reads {RUN_FORMAT}: start a new --out folder (the old results stay readable)")
-            raise CimnasError(f"{self.root} is not empty and is not a cimnas run ({', '.join(others[:3])}"
-                              f"{', ...' if len(others) > 3 else ''}); choose an empty or new --out folder")
         meta = read_json(meta_path)
         check(isinstance(meta, dict) and meta.get("format") == RUN_FORMAT,
               f"{meta_path} is not a {RUN_FORMAT} run description; start a new --out folder")
@@ -261,6 +256,21 @@ class RunFolder:
              map_location: str | torch.device = "cpu") -> dict:
         """Load checkpoint `checkpoints/<name>`, checking its format and the types of `fields`."""
         return load_payload(self.ckpt / name, fields, map_location)
+
+
+def _check_not_foreign(root: Path) -> bool:
+    """Refuse a non-empty folder that is not a cimnas run (v2); returns whether it holds anything."""
+    with os_errors(root, "read the run folder"):
+        others = sorted(p.name for p in root.iterdir() if p.name != LOCK_NAME)
+        has_meta = (root / "run.json").is_file()
+        has_config = (root / "config.yaml").is_file()
+    if others and not has_meta:
+        if has_config:
+            raise CimnasError(f"{root} was written by an older cimnas (run format v1); this version reads "
+                              f"{RUN_FORMAT}: start a new --out folder (the old results stay readable)")
+        raise CimnasError(f"{root} is not empty and is not a cimnas run ({', '.join(others[:3])}"
+                          f"{', ...' if len(others) > 3 else ''}); choose an empty or new --out folder")
+    return bool(others)
 
 
 def _admitted(key: str, resumable: Sequence[str]) -> bool:
