@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from cimnas.errors import CimnasError
-from cimnas.limits import check_model, check_work, model_footprint
+from cimnas.limits import check_mc_work, check_model, check_params, model_footprint
 from cimnas.nn.models import build_model
 
 
@@ -22,7 +22,7 @@ def test_footprint_counts_parameters_without_allocating() -> None:
 
 
 def test_huge_widths_refused_with_estimate(monkeypatch: pytest.MonkeyPatch) -> None:
-    with pytest.raises(CimnasError, match=r"parameters, over the limit .*CIMNAS_MAX_PARAMS"):
+    with pytest.raises(CimnasError, match=r"parameters .*over the limit .*CIMNAS_MAX_PARAMS"):
         check_model(_build(2000.0), (3, 32, 32), 128, "model resnet20")
     monkeypatch.setenv("CIMNAS_MAX_MEMORY_GB", "0.01")
     with pytest.raises(CimnasError, match=r"GiB to train at batch size 128.*CIMNAS_MAX_MEMORY_GB"):
@@ -32,11 +32,21 @@ def test_huge_widths_refused_with_estimate(monkeypatch: pytest.MonkeyPatch) -> N
 
 
 def test_work_limit(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert check_work(100, 1000, 1e6, "robustness") == pytest.approx(1e11)
-    with pytest.raises(CimnasError, match=r"1,000,000,000 samples .*CIMNAS_MAX_WORK"):
-        check_work(10**9, 10_000, 4e7, "robustness")
-    monkeypatch.setenv("CIMNAS_MAX_WORK", "1e30")
-    check_work(10**9, 10_000, 4e7, "robustness")
-    monkeypatch.setenv("CIMNAS_MAX_WORK", "lots")
-    with pytest.raises(CimnasError, match="not a number"):
-        check_work(1, 1, 1, "x")
+    assert check_mc_work(100, 1000, "robustness") == pytest.approx(1e5)
+    with pytest.raises(CimnasError, match=r"1,000,000,000 samples x 100,000 weights .*CIMNAS_MAX_MC_WORK"):
+        check_mc_work(10**9, 100_000, "robustness")
+    monkeypatch.setenv("CIMNAS_MAX_MC_WORK", "1e30")
+    check_mc_work(10**9, 100_000, "robustness")
+    for bad in ("lots", "inf", "-1"):
+        monkeypatch.setenv("CIMNAS_MAX_MC_WORK", bad)
+        with pytest.raises(CimnasError, match="CIMNAS_MAX_MC_WORK"):
+            check_mc_work(1, 1, "x")
+    with pytest.raises(CimnasError, match="positive integer"):
+        check_mc_work(0, 10, "trials")
+
+
+def test_param_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert check_params(10, "m") == 10
+    monkeypatch.setenv("CIMNAS_MAX_PARAMS", "5")
+    with pytest.raises(CimnasError, match="over the limit of 5.*CIMNAS_MAX_PARAMS"):
+        check_params(10, "m")

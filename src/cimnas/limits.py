@@ -1,14 +1,16 @@
-"""Refuse up front what cannot finish: memory for a model, work for a Monte-Carlo run.
+"""Refuse up front what cannot finish: memory for a model, work for a Monte-Carlo run. The one place for limits.
 
 Before a model is allocated its parameter count and activation memory are estimated on the `meta` device (no
-memory is used), and before a Monte-Carlo run its work (samples x evaluated inputs x multiply-accumulates) is
-estimated; either over its limit is a one-line error that gives the estimate, the limit and how to raise it.
+memory is used), and before a Monte-Carlo run its work (samples x perturbed weights: the noise draws, which
+dominate its cost) is estimated; either over its limit is a one-line error that gives the estimate, the limit and
+how to raise it.
 
 Limits (environment variables, for a user who has the machine for more):
+- `CIMNAS_MAX_PARAMS`: parameters of one model (default 2e8 = 0.8 GB of float32 weights; ResNet-18 at HAWIS-A
+  widths has about 1e8).
 - `CIMNAS_MAX_MEMORY_GB`: memory one training job may plan for (default: 80 % of this machine's RAM).
-- `CIMNAS_MAX_PARAMS`: parameters of one model (default 5e8; ResNet-18 at HAWIS-A widths has about 1e8).
-- `CIMNAS_MAX_WORK`: multiply-accumulates of one Monte-Carlo run (default 5e14, about a day on a 2-core CPU
-  and minutes on a GPU; UAE's final 10,000-sample evaluation of a CIFAR child on 10,000 images is ~1e14).
+- `CIMNAS_MAX_MC_WORK`: weight draws of one Monte-Carlo run, samples x weights (default 1e11: UAE's final 10,000
+  samples of a CIFAR child with 1e6 weights are 1e10).
 """
 
 from __future__ import annotations
@@ -21,8 +23,9 @@ from torch import nn
 
 from cimnas.errors import CimnasError, check
 
-DEFAULT_MAX_PARAMS = 5e8
-DEFAULT_MAX_WORK = 5e14
+DEFAULT_MAX_PARAMS = 2e8
+DEFAULT_MAX_MC_WORK = 1e11
+MAX_MC_WORK_ENV = "CIMNAS_MAX_MC_WORK"
 #: bytes per parameter while training with SGD + momentum: weight, gradient, momentum, and slack for Adam
 TRAIN_BYTES_PER_PARAM = 16
 
@@ -38,6 +41,11 @@ def _env_float(name: str, default: float) -> float:
     check(value > 0 and value == value and value != float("inf"),
           f"environment variable {name}={raw!r} must be a finite number > 0")
     return value
+
+
+def max_params() -> int:
+    """`CIMNAS_MAX_PARAMS`, else the default."""
+    return int(_env_float("CIMNAS_MAX_PARAMS", DEFAULT_MAX_PARAMS))
 
 
 def memory_limit_bytes() -> float:
@@ -83,10 +91,7 @@ def check_model(build: Callable[[], nn.Module], input_shape: Sequence[int], batc
         fp = model_footprint(build, input_shape, batch_size)
     except (RuntimeError, NotImplementedError):  # a layer without meta support: nothing to estimate with
         return {}
-    max_params = _env_float("CIMNAS_MAX_PARAMS", DEFAULT_MAX_PARAMS)
-    check(fp["params"] <= max_params,
-          f"{what} has {fp['params']:.3g} parameters, over the limit of {max_params:.3g}; choose smaller widths, "
-          "or raise the limit with CIMNAS_MAX_PARAMS=<n> if this machine can hold it")
+    check_params(fp["params"], what)
     mem = memory_limit_bytes()
     check(fp["train_bytes"] <= mem,
           f"{what} needs about {_fmt_bytes(fp['train_bytes'])} to train at batch size {batch_size}, over the limit "
@@ -95,14 +100,27 @@ def check_model(build: Callable[[], nn.Module], input_shape: Sequence[int], batc
     return fp
 
 
-def check_work(samples: int, inputs: int, macs_per_input: float, what: str) -> float:
-    """Refuse a Monte-Carlo run of `samples` draws x `inputs` evaluated inputs x `macs_per_input` over the work
-    limit; returns the estimate in multiply-accumulates."""
-    check(samples >= 0 and inputs >= 0, f"{what}: sample counts must be >= 0")
-    work = float(samples) * float(inputs) * max(float(macs_per_input), 1.0)
-    limit = _env_float("CIMNAS_MAX_WORK", DEFAULT_MAX_WORK)
-    check(work <= limit,
-          f"{what}: {samples:,} samples x {inputs:,} inputs x {macs_per_input:.3g} MACs = {work:.3g} "
-          f"multiply-accumulates, over the limit of {limit:.3g} (days of compute); use fewer samples, or raise the "
-          "limit with CIMNAS_MAX_WORK=<n>")
+def check_params(n: int, what: str) -> int:
+    """Refuse a model of `n` parameters over `CIMNAS_MAX_PARAMS`."""
+    limit = max_params()
+    check(n <= limit, f"{what} would have {n:,} parameters ({4 * n / 2 ** 30:.1f} GiB of float32 weights), over the "
+          f"limit of {limit:,}: choose smaller widths, or raise the limit with CIMNAS_MAX_PARAMS=<n> if this machine "
+          "can hold it")
+    return n
+
+
+def max_mc_work() -> float:
+    """The Monte-Carlo work limit (weight draws): `CIMNAS_MAX_MC_WORK`, else the default."""
+    return _env_float(MAX_MC_WORK_ENV, DEFAULT_MAX_MC_WORK)
+
+
+def check_mc_work(samples: int, weights: int, what: str = "Monte-Carlo samples") -> float:
+    """Refuse (one line, before any work) `samples` draws of `weights` weights over the work limit; returns the
+    estimate."""
+    check(isinstance(samples, int) and not isinstance(samples, bool) and samples >= 1,
+          f"{what} must be a positive integer, got {samples!r}")
+    work = float(samples) * max(1, int(weights))
+    limit = max_mc_work()
+    check(work <= limit, f"{what}: {samples:,} samples x {int(weights):,} weights = {work:.3g} weight draws, over "
+          f"the limit of {limit:.3g}; use fewer samples or raise the limit with {MAX_MC_WORK_ENV}={work:.0e}")
     return work

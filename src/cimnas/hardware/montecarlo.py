@@ -32,7 +32,6 @@ default 1e11 = 10,000 samples of a 10-million-weight model) with the estimate an
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 
@@ -40,48 +39,21 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from cimnas.errors import CimnasError, check
+from cimnas.errors import check
 from cimnas.hardware.crossbar import CrossbarSpec
 from cimnas.hardware.defects import DefectConfig, DefectModel, GaussianNoise, sample_weight
 from cimnas.hardware.mapping import MappedModel, map_model
+from cimnas.limits import check_mc_work, max_mc_work  # noqa: F401  (re-exported: callers import them here)
 from cimnas.nn.layers import quant_layers
 from cimnas.nn.overrides import weight_overrides
 from cimnas.stats import summarize
 from cimnas.utils.seed import derive_seed, make_generator
-
-MAX_MC_WORK_ENV = "CIMNAS_MAX_MC_WORK"
-DEFAULT_MAX_MC_WORK = 10**11
-
-
-def max_mc_work() -> float:
-    """The Monte-Carlo work limit (weight draws): $CIMNAS_MAX_MC_WORK or DEFAULT_MAX_MC_WORK."""
-    raw = os.environ.get(MAX_MC_WORK_ENV)
-    if raw is None or raw.strip() == "":
-        return float(DEFAULT_MAX_MC_WORK)
-    try:
-        value = float(raw)
-    except ValueError:
-        value = float("nan")
-    check(value == value and 0 < value < float("inf"),
-          f"{MAX_MC_WORK_ENV}={raw!r} is not a positive number; set it to e.g. 1e12 or unset it")
-    return value
 
 
 def model_weights(model: nn.Module) -> int:
     """Number of conv / FC weights a Monte-Carlo trial perturbs."""
     return sum(m.weight.numel() for _, m in quant_layers(model))
 
-
-def check_mc_work(samples: int, weights: int, what: str = "Monte-Carlo samples") -> None:
-    """Refuse (one line, before any work) `samples` draws of `weights` weights above the work limit."""
-    check(isinstance(samples, int) and not isinstance(samples, bool) and samples >= 1,
-          f"{what} must be a positive integer, got {samples!r}")
-    work = float(samples) * max(1, int(weights))
-    limit = max_mc_work()
-    if work > limit:
-        raise CimnasError(f"{what}: {samples:,} samples x {int(weights):,} weights = {work:.3g} weight draws, above "
-                          f"the limit {limit:.3g}; use fewer samples or raise the limit with "
-                          f"{MAX_MC_WORK_ENV}={work:.0e}")
 
 #: Default sweep levels (HAWIS Fig. 3 axes; the paper's region of interest is SA0 <= 1.75 %,
 #: SA1 <= 9.04 %).

@@ -11,7 +11,6 @@ one-line error with the estimate.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,13 +20,14 @@ from torch import nn
 
 from cimnas.config import diff_configs, load_config, to_dict
 from cimnas.errors import CimnasError, check
+from cimnas.limits import check_params
 from cimnas.nn.widths import WidthSpace, round_channels
 from cimnas.pipelines.hawis.config import RESUMABLE_ALWAYS, RESUMABLE_BEFORE_C, HawisConfig
 from cimnas.runs import RunFolder
 from cimnas.utils.seed import resolve_device
 
 KIND = "hawis"
-DEFAULT_MAX_PARAMS = 2e8
+
 REFERENCE_PRECISION = {"fp": ("FP", "float"), "8bit": ("8-bit", "kbit")}
 
 
@@ -57,19 +57,6 @@ def open_run(cfg: HawisConfig, out: str | Path, resume: bool) -> RunFolder:
         run.close()
         raise
     return run
-
-
-def max_params() -> int:
-    """The size limit of one model (CIMNAS_MAX_PARAMS, default 2e8 parameters)."""
-    raw = os.environ.get("CIMNAS_MAX_PARAMS")
-    if raw is None:
-        return int(DEFAULT_MAX_PARAMS)
-    try:
-        value = float(raw)
-    except ValueError:
-        value = float("nan")
-    check(value == value and 1 <= value < 1e15, f"CIMNAS_MAX_PARAMS={raw!r} is not a parameter count; give e.g. 2e8")
-    return int(value)
 
 
 @dataclass
@@ -111,11 +98,7 @@ class Context:
     def check_size(self, widths: list[int] | None, precision: str, what: str) -> int:
         """Parameters of a model (counted on the meta device); over the limit -> one-line error."""
         n = sum(p.numel() for p in self.build(widths, precision, meta=True).parameters())
-        limit = max_params()
-        check(n <= limit, f"{what} would have {n:,} parameters ({4 * n / 2 ** 30:.1f} GiB of float32 weights), over "
-              f"the limit of {limit:,} (CIMNAS_MAX_PARAMS): lower space.r_max / the widths / model.options, or "
-              "raise CIMNAS_MAX_PARAMS")
-        return n
+        return check_params(n, what)
 
     def energy(self, model: nn.Module) -> dict:
         from cimnas.hardware.energy import estimate_model
