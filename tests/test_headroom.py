@@ -68,3 +68,14 @@ def test_tiny_study_end_to_end_and_resume(tmp_path: Path) -> None:
     before = (tmp_path / "s" / "headroom.json").read_text()
     run_study(cfg, tmp_path / "s")  # every model is read back from its run folder
     assert (tmp_path / "s" / "headroom.json").read_text() == before
+
+
+@pytest.mark.ray
+def test_two_ray_workers_give_the_same_study(tmp_path: Path) -> None:
+    pytest.importorskip("ray", reason="Ray is not installed: pip install 'cimnas[distributed]'")
+    from cimnas.parallel import Parallelism
+
+    cfg = _cfg(uniform_seeds=1, allocations=[])
+    one = run_study(cfg, tmp_path / "one")
+    two = run_study(cfg, tmp_path / "two", par=Parallelism(workers=2))
+    assert [r["test_acc"] for r in one["rows"]] == [r["test_acc"] for r in two["rows"]]

@@ -41,6 +41,7 @@ from cimnas.hardware.energy import estimate_arch
 from cimnas.nn.models import build_model, named_widths
 from cimnas.nn.refactor import RefactorOptions
 from cimnas.nn.widths import round_channels
+from cimnas.parallel import Parallelism, add_parallel_args, parallelism_from_args, run_tasks
 from cimnas.pipelines.train import TrainRunConfig, load_splits, run_training
 from cimnas.runs import RunFolder
 from cimnas.stats import combination_ci, summarize
@@ -170,11 +171,14 @@ def plan(cfg: HeadroomConfig, geo: Geometry) -> list[dict]:
     return jobs
 
 
-def train_one(cfg: HeadroomConfig, job: dict, seed: int, root: Path) -> dict:
-    """Train one model of the study in its own resumable `cimnas train` run folder; returns its final.json."""
+def train_one(task_id: tuple[str, int], payload: dict, shared: Any) -> dict:
+    """One model of the study (a `cimnas.parallel` task): trained in its own resumable `cimnas train` run folder
+    under the study folder; returns its final.json. A pure function of (config, widths, seed)."""
+    label, seed = task_id
+    cfg, job, root = shared["cfg"], payload, Path(shared["root"])
     model = dataclasses.replace(cfg.base.model, widths=list(job["widths"]), width_mult=1.0)
     run_cfg = dataclasses.replace(cfg.base, model=model, seed=seed)
-    out = root / "runs" / job["label"] / f"seed{seed}"
+    out = root / "runs" / label / f"seed{seed}"
     done = out / "final.json"
     if done.is_file():
         from cimnas.utils.io import read_json
@@ -183,7 +187,9 @@ def train_one(cfg: HeadroomConfig, job: dict, seed: int, root: Path) -> dict:
     return run_training(run_cfg, out, resume=True)
 
 
-def run_study(cfg: HeadroomConfig, out: str | Path, *, resume: bool = True) -> dict:
+def run_study(cfg: HeadroomConfig, out: str | Path, *, resume: bool = True, par: Parallelism | None = None) -> dict:
+    """Train every model of the study (in parallel on Ray workers with `par`) and write the comparison."""
+    par = par or Parallelism()
     run = RunFolder.open(out, KIND, cfg, resume=resume, config_cls=HeadroomConfig)
     try:
         splits = load_splits(cfg.base.data, cfg.base.seed, torch.device("cpu"))
@@ -191,12 +197,20 @@ def run_study(cfg: HeadroomConfig, out: str | Path, *, resume: bool = True) -> d
         jobs = plan(cfg, geo)
         run.log(f"headroom: {sum(len(j['seeds']) for j in jobs)} models ({len(jobs)} widths), "
                 f"U-1x energy {geo.energy(geo.uniform(1.0)):.4g} uJ")
-        for job in jobs:
-            job["runs"] = []
-            for seed in job["seeds"]:
-                final = train_one(cfg, job, seed, run.root)
-                job["runs"].append({"seed": seed, "test_acc": final["test_acc"], "val_acc": final.get("val_acc")})
-                run.log(f"{job['label']} seed {seed}: test {final['test_acc']:.4f} val {final.get('val_acc')}")
+        by_label = {j["label"]: j for j in jobs}
+        for j in jobs:
+            j["runs"] = []
+
+        def done(task_id: tuple[str, int], final: dict) -> None:
+            label, seed = task_id
+            by_label[label]["runs"].append({"seed": seed, "test_acc": final["test_acc"],
+                                            "val_acc": final.get("val_acc")})
+            run.log(f"{label} seed {seed}: test {final['test_acc']:.4f} val {final.get('val_acc')}")
+
+        tasks = {(j["label"], seed): {"widths": j["widths"]} for j in jobs for seed in j["seeds"]}
+        ex = run_tasks(train_one, tasks, shared={"cfg": cfg, "root": str(run.root)}, on_result=done,
+                       desc="headroom models", **par.kwargs()).execution
+        run.record_execution(**ex)
         result = analyse(jobs)
         run.write_result("headroom.json", result)
         (run.root / "headroom.md").write_text(table(result))
@@ -304,10 +318,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("config")
     p.add_argument("out")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    add_parallel_args(p)
     args = p.parse_args(argv)
     try:
         cfg = load_config(HeadroomConfig, args.config, args.set)
-        result = run_study(cfg, args.out)
+        result = run_study(cfg, args.out, par=parallelism_from_args(args))
     except CimnasError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
