@@ -124,6 +124,9 @@ def test_end_to_end_stats_order_independence_and_resume(hawis_run, tmp_path, cap
         assert res["stats"]["kendall_tau"] == pytest.approx(st.kendalltau(px, sa)[0])
         assert res["stats"]["spearman_rho"] == pytest.approx(st.spearmanr(px, sa)[0])
     assert sorted(r["proxy_rank"] for r in rows) == [1, 2, 3, 4]
+    energy = [r["energy_uj"] for r in rows]
+    if np.ptp(sa) > 0:
+        assert res["energy_stats"]["kendall_tau"] == pytest.approx(st.kendalltau(energy, sa)[0])
     assert res["stage_a"]["epochs"] == 1 and res["stage_a"]["wall_s"] is not None
     # the proxy never changes the super-net: the same architecture scores the same in any order and company
     rev = tmp_path / "rc_rev"

@@ -255,8 +255,11 @@ def summarize_rank_check(archs: list[dict], space: WidthSpace, proxy: dict, know
             rows[i][key.split("_")[0] + "_rank"] = rank
     stats = rank_correlation([r["proxy_accuracy"] for r in rows], [r["standalone_val_accuracy"] for r in rows],
                              seed=seed, resamples=resamples)
+    # the trivial proxy "more energy = more accurate": a super-net that ranks no better than this adds nothing
+    by_energy = rank_correlation([r["energy_uj"] for r in rows], [r["standalone_val_accuracy"] for r in rows],
+                                 seed=seed, resamples=resamples)
     env = cfg.search.env
-    return {"stats": stats, "rows": rows, "n_uniform": sum(r["uniform"] for r in rows),
+    return {"stats": stats, "energy_stats": by_energy, "rows": rows, "n_uniform": sum(r["uniform"] for r in rows),
             "proxy": {"candidate_ft": candidate_ft, "candidate_epochs": env.candidate_epochs if candidate_ft else 0,
                       "bn_recal_batches": env.bn_recal_batches, "eval_max_batches": env.eval_max_batches,
                       "batch_size": env.batch_size,
@@ -290,6 +293,10 @@ def table(result: dict) -> str:
         f = [s.get("kendall_fisher_ci"), s.get("spearman_fisher_ci")]
         lines.append("Fisher-z cross-check (Fieller-Hartley-Pearson variances): " + ", ".join(
             f"{n} [{c[0]:+.3f}, {c[1]:+.3f}]" for n, c in zip(("tau", "rho"), f, strict=True) if c) + ".")
+    e = result.get("energy_stats")
+    if e:
+        lines.append(f"Baseline proxy 'more energy = more accurate' (energy vs stand-alone): tau {_fmt(e, 'kendall')}, "
+                     f"rho {_fmt(e, 'spearman')}.")
     if s.get("note"):
         lines.append(s["note"] + ".")
     return "\n".join(lines) + "\n"
