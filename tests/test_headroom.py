@@ -79,3 +79,15 @@ def test_two_ray_workers_give_the_same_study(tmp_path: Path) -> None:
     one = run_study(cfg, tmp_path / "one")
     two = run_study(cfg, tmp_path / "two", par=Parallelism(workers=2))
     assert [r["test_acc"] for r in one["rows"]] == [r["test_acc"] for r in two["rows"]]
+
+
+def test_fewer_seeds_on_resume_reuse_models_and_a_changed_model_is_refused(tmp_path: Path) -> None:
+    cfg = _cfg(allocations=[])
+    run_study(cfg, tmp_path / "s")
+    fewer = _cfg(allocations=[], uniform_seeds=1)
+    res = run_study(fewer, tmp_path / "s")
+    assert all(r["test_acc"]["n"] == 1 for r in res["rows"])
+    changed = _cfg(allocations=[], uniform_seeds=1)
+    changed.base.train.lr = 0.05
+    with pytest.raises(CimnasError, match="cannot resume"):
+        run_study(changed, tmp_path / "s")

@@ -109,6 +109,11 @@ class SuperNet(nn.Module):
         finally:
             self.model.set_widths(prev)
 
+    @property
+    def arch_meta(self) -> dict:
+        """The wrapped model's build description (checkpoints store it; the state dict is the super-net's)."""
+        return self.model.arch_meta
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
 

@@ -31,7 +31,7 @@ from cimnas.config import DataConfig, ModelConfig, OptimConfig, to_dict
 from cimnas.data import DATASETS, load_dataset
 from cimnas.errors import CimnasError, check
 from cimnas.nn.counting import count_ops, trace_layers
-from cimnas.nn.models import MODELS, build_model
+from cimnas.nn.models import MODELS, build_model, model_payload
 from cimnas.nn.refactor import RefactorOptions
 from cimnas.runs import RunFolder, load_payload, load_state
 from cimnas.train import evaluate, fit, make_optimizer, make_scheduler
@@ -92,15 +92,6 @@ def ops_summary(model: nn.Module, splits: Any) -> dict:
     """Totals and per-layer BiOps / FLOPs / params (HAWIS Tables III/IV columns)."""
     shape = (splits.in_channels, splits.image_size, splits.image_size)
     return count_ops(trace_layers(model, shape))
-
-
-def checkpoint_payload(model: nn.Module, splits: Any, cfg_dict: dict, epoch: int, optimizer: Any,
-                       scheduler: Any, metrics: dict) -> dict:
-    """The one checkpoint payload of docs/architecture.md (RunFolder.save adds the format)."""
-    return {"arch": dict(getattr(model, "arch_meta", {})),
-            "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-            "dataset": splits.info(), "config": cfg_dict, "epoch": epoch,
-            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "metrics": metrics}
 
 
 # ---------------------------------------------------------------- resume
@@ -167,7 +158,8 @@ def run_training(cfg: TrainRunConfig, out_dir: str | Path, resume: bool = False,
                       "time_s": round(time.perf_counter() - clock[0], 3)}
             # metrics first: a crash before the checkpoint leaves a line that resume drops again
             run.append(METRICS, record)
-            run.save(CHECKPOINT, checkpoint_payload(model, splits, cfg_dict, epoch, optimizer, scheduler, record))
+            run.save(CHECKPOINT, model_payload(model, dataset=splits.info(), config=cfg_dict, epoch=epoch,
+                                               optimizer=optimizer, scheduler=scheduler, metrics=record))
             run.log(f"epoch {epoch}/{cfg.train.epochs}: loss {record['loss']:.4f}, train {record['train_acc']:.4f},"
                     f" val {record['val_acc']:.4f}, lr {record['lr']:g}", echo=False)
             clock[0] = time.perf_counter()

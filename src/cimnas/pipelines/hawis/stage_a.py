@@ -16,6 +16,7 @@ import torch
 
 from cimnas.config import to_dict
 from cimnas.errors import check
+from cimnas.nn.models import model_payload
 from cimnas.nn.supernet import SuperNet
 from cimnas.pipelines.hawis.context import Context
 from cimnas.runs import load_payload, load_state
@@ -36,8 +37,7 @@ def build_supernet(ctx: Context) -> SuperNet:
 
 def payload(ctx: Context, net: SuperNet, epoch: int, **extra: object) -> dict:
     """The common checkpoint payload (RunFolder.save adds the format)."""
-    return {"arch": dict(net.model.arch_meta), "state_dict": net.state_dict(), "dataset": ctx.splits.info(),
-            "config": to_dict(ctx.cfg), "epoch": int(epoch), **extra}
+    return model_payload(net, dataset=ctx.splits.info(), config=to_dict(ctx.cfg), epoch=epoch, **extra)
 
 
 def load_supernet(ctx: Context, net: SuperNet, path: Path) -> None:

@@ -15,6 +15,7 @@ from typing import Any
 
 from cimnas.config import to_dict
 from cimnas.errors import CimnasError, check
+from cimnas.nn.models import model_payload
 from cimnas.nn.supernet import SuperNet
 from cimnas.pipelines.hawis.context import Context, mc_accuracies
 from cimnas.runs import RunFolder, guarded, load_state
@@ -109,10 +110,9 @@ def stage_search(ctx: Context, net: SuperNet, *, stop_after: int | None = None) 
                "energy_uj": res.energy_uj, "reward_accuracy": res.reward_accuracy, "robust": res.robust,
                "wall_s": round(time.perf_counter() - t0, 4), "times_s": times}
         records.append(rec)
-        run.save(STATE, {"arch": dict(net.model.arch_meta), "state_dict": net.state_dict(),
-                         "dataset": ctx.splits.info(), "config": to_dict(cfg), "epoch": episode + 1,
-                         "optimizer": env.optimizer.state_dict(), "agent": agent.state_dict(),
-                         "records": json.dumps(records), "episode": episode + 1})
+        run.save(STATE, model_payload(net, dataset=ctx.splits.info(), config=to_dict(cfg), epoch=episode + 1,
+                                      optimizer=env.optimizer, agent=agent.state_dict(),
+                                      records=json.dumps(records), episode=episode + 1))
         run.append("episodes.jsonl", rec)
         run.log(f"episode {episode + 1}/{scfg.episodes}: reward {res.reward:+.4f} acc {res.accuracy:.4f} "
                 f"energy {res.energy_uj:.4g} uJ  widths {widths}  time {rec['wall_s']:.1f} s ("

@@ -16,6 +16,7 @@ from dataclasses import replace
 from torch import nn
 
 from cimnas.config import to_dict
+from cimnas.nn.models import model_payload
 from cimnas.parallel import Parallelism, run_tasks
 from cimnas.pipelines.hawis.config import RetrainConfig
 from cimnas.pipelines.hawis.context import REFERENCE_PRECISION, Context, mc_accuracies
@@ -84,9 +85,8 @@ def retrain_job(ctx: Context, label: str, widths: list[int] | None, precision: s
     if label == "searched":
         if rcfg.robustness and cfg.defects.trials > 0:
             entry["robustness"] = robustness_summary(ctx, model)
-        checkpoint = {"arch": dict(model.arch_meta), "state_dict": model.state_dict(),
-                      "dataset": ctx.splits.info(), "config": to_dict(cfg), "epoch": rcfg.epochs,
-                      "optimizer": trained["optimizer"], "scheduler": trained["scheduler"], "metrics": entry}
+        checkpoint = model_payload(model, dataset=ctx.splits.info(), config=to_dict(cfg), epoch=rcfg.epochs,
+                                   optimizer=trained["optimizer"], scheduler=trained["scheduler"], metrics=entry)
     return {"entry": entry, "checkpoint": checkpoint}
 
 

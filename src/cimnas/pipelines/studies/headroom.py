@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from cimnas.config import load_config
+from cimnas.config import diff_configs, load_config, to_dict
 from cimnas.errors import CimnasError, check
 from cimnas.hardware.crossbar import load_spec
 from cimnas.hardware.energy import estimate_arch
@@ -45,8 +45,11 @@ from cimnas.parallel import Parallelism, add_parallel_args, parallelism_from_arg
 from cimnas.pipelines.train import TrainRunConfig, load_splits, run_training
 from cimnas.runs import RunFolder
 from cimnas.stats import combination_ci, summarize
+from cimnas.utils.io import read_json
 
 KIND = "study-headroom"
+#: which models a study holds may change on resume (each model is its own run folder, checked when reused)
+RESUMABLE = ("uniform", "uniform_seeds", "allocations", "allocation_seeds", "base.train.progress")
 
 
 @dataclass
@@ -179,18 +182,19 @@ def train_one(task_id: tuple[str, int], payload: dict, shared: Any) -> dict:
     model = dataclasses.replace(cfg.base.model, widths=list(job["widths"]), width_mult=1.0)
     run_cfg = dataclasses.replace(cfg.base, model=model, seed=seed)
     out = root / "runs" / label / f"seed{seed}"
-    done = out / "final.json"
-    if done.is_file():
-        from cimnas.utils.io import read_json
-
-        return read_json(done)
+    if (out / "final.json").is_file():  # finished: reuse it if it is the same model and budget
+        stored = RunFolder(out, "train").stored_config(TrainRunConfig)
+        diff = diff_configs(stored, to_dict(run_cfg))
+        check(not diff, f"{out} holds a model trained with other settings ({', '.join(diff[:3])}); give the "
+              "allocation another name or remove that folder")
+        return read_json(out / "final.json")
     return run_training(run_cfg, out, resume=True)
 
 
 def run_study(cfg: HeadroomConfig, out: str | Path, *, resume: bool = True, par: Parallelism | None = None) -> dict:
     """Train every model of the study (in parallel on Ray workers with `par`) and write the comparison."""
     par = par or Parallelism()
-    run = RunFolder.open(out, KIND, cfg, resume=resume, config_cls=HeadroomConfig)
+    run = RunFolder.open(out, KIND, cfg, resume=resume, config_cls=HeadroomConfig, resumable=RESUMABLE)
     try:
         splits = load_splits(cfg.base.data, cfg.base.seed, torch.device("cpu"))
         geo = Geometry(cfg, splits)

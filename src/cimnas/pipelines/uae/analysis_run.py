@@ -17,6 +17,7 @@ from torch import nn
 
 from cimnas.config import OptimConfig
 from cimnas.errors import check
+from cimnas.nn.models import model_payload
 from cimnas.pipelines.uae.analysis import gaussian_fit_stats, output_change
 from cimnas.pipelines.uae.config import AnalysisConfig, AnalysisSettings, NoiseConfig
 from cimnas.runs import RunFolder, load_state
@@ -117,10 +118,8 @@ def run_analysis(cfg: AnalysisConfig, out: str | Path, *, resume: bool = False, 
             else:
                 log = train_model(model, splits, cfg.train, cfg.seed, device)
                 info["test_acc"] = log["test_acc"]
-                run.save("model.pt", {"arch": getattr(model, "arch_meta", {}), "state_dict": model.state_dict(),
-                                      "dataset": splits.info(), "config": run.stored_config(),
-                                      "epoch": cfg.train.epochs, "optimizer": None, "scheduler": None,
-                                      "metrics": {"test_acc": log["test_acc"]}})
+                run.save("model.pt", model_payload(model, dataset=splits.info(), config=run.stored_config(),
+                                                   epoch=cfg.train.epochs, metrics={"test_acc": log["test_acc"]}))
             info["epochs"] = cfg.train.epochs
         model = model.to(device)
         with torch.no_grad():

@@ -20,6 +20,7 @@ import torch
 from cimnas.config import apply_overrides, from_dict, to_dict, validate
 from cimnas.errors import check
 from cimnas.hardware.mc_parallel import parallel_trials
+from cimnas.nn.models import model_payload
 from cimnas.parallel import Parallelism
 from cimnas.pipelines.uae.child import build_child, train_child
 from cimnas.pipelines.uae.config import UAESearchConfig
@@ -77,10 +78,9 @@ def final_evaluation(run: RunFolder, cfg: UAESearchConfig, splits: Any, device: 
               "search_time_h": best["search_time_s"] / 3600, "episodes": best["episodes"],
               "unique_children": best["unique_children"], "stop_reason": best["stop_reason"],
               "energy_uj": best["energy_uj"], "final_train_s": t1 - t0, "final_eval_s": t2 - t1}
-    run.save("final_model.pt", {
-        "arch": model.arch_meta, "state_dict": model.state_dict(), "dataset": _dataset_info(splits),
-        "config": to_dict(cfg), "epoch": cfg.final.epochs, "optimizer": None, "scheduler": None,
-        "metrics": {k: v for k, v in result.items() if isinstance(v, int | float)}})
+    run.save("final_model.pt", model_payload(model, dataset=_dataset_info(splits), config=to_dict(cfg),
+                                             epoch=cfg.final.epochs,
+                                             metrics={k: v for k, v in result.items() if isinstance(v, int | float)}))
     run.write_result("final.json", result)
     run.log(f"final: clean {clean:.4f}, mean {s['mean']:.4f}, p5 {s['p5']:.4f} over {s['n']} noise samples",
             echo=cfg.progress)
