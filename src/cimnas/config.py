@@ -39,14 +39,11 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         non_none = [a for a in args if a is not type(None)]
         if len(non_none) == 1:
             return _coerce(value, non_none[0], key)
-        errors = []
-        for a in args:
-            if a is type(None):
-                continue
+        for a in non_none:
             try:
                 return _coerce(value, a, key)
-            except CimnasError as e:
-                errors.append(str(e))
+            except CimnasError:
+                continue
         raise CimnasError(f"config key {key!r}: {value!r} is not a {_type_name(tp)}")
     if origin is typing.Literal:
         if value not in args:

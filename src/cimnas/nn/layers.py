@@ -103,15 +103,11 @@ def _bn_input(bn: nn.modules.batchnorm._BatchNorm, x: torch.Tensor) -> torch.Ten
 
 
 class SlimmableBatchNorm2d(nn.BatchNorm2d):
-    """BatchNorm2d whose first `active` channels are used (running stats and affine sliced).
+    """BatchNorm2d that serves the first C channels of its input (running stats and affine sliced to the input).
 
     For non-uniform super-nets the running statistics are recalibrated per sub-net before
     evaluation (slimmable networks / once-for-all), see cimnas.nn.supernet.
     """
-
-    def __init__(self, num_features: int, **kw):
-        super().__init__(num_features, **kw)
-        self.active: int | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = _bn_input(self, x)
