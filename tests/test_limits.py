@@ -50,3 +50,30 @@ def test_param_limit(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CIMNAS_MAX_PARAMS", "5")
     with pytest.raises(CimnasError, match="over the limit of 5.*CIMNAS_MAX_PARAMS"):
         check_params(10, "m")
+
+
+def test_crafted_checkpoint_with_huge_widths_is_refused_before_allocating(tmp_path, monkeypatch) -> None:
+    import torch
+
+    from cimnas.nn.models import load_model, model_payload
+
+    small = build_model("mlp", in_channels=1, num_classes=10, image_size=8, precision="float")
+    payload = model_payload(small, dataset={"name": "digits"})
+    payload["arch"]["widths"] = [10**6, 10**6]  # a crafted description: ~1e12 parameters
+    torch.save(payload, tmp_path / "evil.pt")
+    with pytest.raises(CimnasError, match="parameters .*over the limit"):
+        load_model(tmp_path / "evil.pt")
+    torch.save(model_payload(small, dataset={"name": "digits"}), tmp_path / "ok.pt")
+    assert load_model(tmp_path / "ok.pt")[0] is not None
+
+
+def test_train_refuses_a_model_over_the_limit_before_the_folder_exists(tmp_path) -> None:
+    from cimnas.config import from_dict
+    from cimnas.pipelines.train import TrainRunConfig, run_training
+
+    cfg = from_dict(TrainRunConfig, {"data": {"name": "digits", "limit": 100},
+                                     "model": {"name": "mlp", "precision": "float", "widths": [200000, 200000]},
+                                     "train": {"epochs": 1, "progress": False}})
+    with pytest.raises(CimnasError, match="over the limit"):
+        run_training(cfg, tmp_path / "out")
+    assert not (tmp_path / "out").exists()

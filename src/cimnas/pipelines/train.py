@@ -30,6 +30,7 @@ from cimnas import distributed
 from cimnas.config import DataConfig, ModelConfig, OptimConfig, to_dict
 from cimnas.data import DATASETS, load_dataset
 from cimnas.errors import CimnasError, check
+from cimnas.limits import check_model
 from cimnas.nn.counting import count_ops, trace_layers
 from cimnas.nn.models import MODELS, build_model, model_payload
 from cimnas.nn.refactor import RefactorOptions
@@ -134,6 +135,9 @@ def run_training(cfg: TrainRunConfig, out_dir: str | Path, resume: bool = False,
     """
     device = distributed.init(cfg.device)
     splits = load_splits(cfg.data, cfg.seed, device)
+    check_model(lambda: build_from_config(cfg.model, splits, cfg.seed),
+                (splits.in_channels, splits.image_size, splits.image_size), cfg.train.batch_size,
+                f"model {cfg.model.name}")  # estimated on the meta device, before anything is allocated
     model = build_from_config(cfg.model, splits, cfg.seed).to(device)
     optimizer = make_optimizer(model, cfg.train)
     scheduler = make_scheduler(optimizer, cfg.train)

@@ -29,7 +29,10 @@ import torch
 from torch import nn
 
 from cimnas.errors import CimnasError
+from cimnas.limits import check_params
 from cimnas.nn.models._common import MODELS, NAMED_WIDTHS, WidthSearchable, image_hw, named_widths, uniform_widths
+from cimnas.nn.refactor import RefactorOptions, quantize_kbit
+from cimnas.nn.refactor import refactor as refactor_fn
 from cimnas.utils.io import CHECKPOINT_FORMAT, load_checkpoint, save_checkpoint
 
 PRECISIONS = ("float", "binary", "kbit")
@@ -69,9 +72,6 @@ def build_model(name: str, *, in_channels: int, num_classes: int, image_size: in
                 bits: int = 8, refactor: Any = None, seed: int | None = None, **kw: Any) -> nn.Module:
     """Build a registered model (see module docstring). `seed` (optional) seeds the weight init;
     it is not part of `arch_meta` (a checkpoint restores the weights)."""
-    from cimnas.nn.refactor import RefactorOptions, quantize_kbit
-    from cimnas.nn.refactor import refactor as refactor_fn
-
     fn = MODELS.get(name)
     if precision not in PRECISIONS:
         raise CimnasError(f"unknown precision {precision!r}; choose one of: {', '.join(PRECISIONS)}")
@@ -123,6 +123,12 @@ def rebuild_model(arch_meta: dict) -> nn.Module:
     for k in ("in_channels", "num_classes", "image_size"):
         if k not in meta:
             raise CimnasError(f"arch metadata lacks {k!r}; the checkpoint is incomplete")
+    try:  # a crafted description must not allocate: count its parameters on the meta device first
+        with torch.random.fork_rng(devices=[]), torch.device("meta"):
+            probe = build_model(name, **meta)
+    except (TypeError, ValueError) as e:
+        raise CimnasError(f"arch metadata does not describe a {name} model ({e}); the checkpoint is corrupt") from e
+    check_params(sum(p.numel() for p in probe.parameters()), f"the checkpoint's {name} model")
     return build_model(name, **meta)
 
 
