@@ -42,12 +42,14 @@ from cimnas.utils.io import (
     append_jsonl,
     atomic_write_bytes,
     clean_stale_tmp,
+    dumps,
     load_checkpoint,
     os_error,
     os_errors,
     read_json,
     read_jsonl,
     repair_jsonl,
+    require_fields,
     save_checkpoint,
     write_json,
 )
@@ -231,8 +233,6 @@ class RunFolder:
 
     def rewrite_records(self, name: str, records: list[dict]) -> None:
         """Make log `name` hold exactly `records` (e.g. the ones a checkpoint covers), atomically."""
-        from cimnas.utils.io import dumps
-
         path = self.root / name
         repair_jsonl(path)
         text = "".join(dumps(r) + "\n" for r in records)
@@ -280,8 +280,6 @@ def _admitted(key: str, resumable: Sequence[str]) -> bool:
 def load_payload(path: str | Path, fields: dict[str, type | tuple[type, ...]] | None = None,
                  map_location: str | torch.device = "cpu") -> dict:
     """Load a cimnas checkpoint (weights_only) and check its format and the types of `fields`."""
-    from cimnas.utils.io import require_fields
-
     ck = load_checkpoint(path, map_location=map_location)
     if ck.get("format") != CHECKPOINT_FORMAT:
         raise CimnasError(f"checkpoint {path} has format {ck.get('format')!r}, not {CHECKPOINT_FORMAT!r}; it was "

@@ -9,6 +9,7 @@ flip) is done on the whole batch with tensor ops, never with a per-image Python 
 
 from __future__ import annotations
 
+import importlib.util
 import inspect
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ import torch
 from cimnas.device import generator_on
 from cimnas.errors import CimnasError
 from cimnas.registry import Registry
+from cimnas.utils.seed import derive_seed, make_generator
 
 DATASETS = Registry("dataset")
 
@@ -174,8 +176,6 @@ class DatasetSpec:
     def availability(self, data_dir: str | Path | None = None) -> tuple[bool, str]:
         """(available, where or why not), without reading the data."""
         if self.requires is not None:
-            import importlib.util
-
             if importlib.util.find_spec(self.requires) is None:
                 return False, f"needs {self.requires} (pip install cimnas[{self.name}])"
         if not self.files:
@@ -213,8 +213,6 @@ def check_images(name: str, x: torch.Tensor, y: torch.Tensor, spec: DatasetSpec,
 def seeded_permutation(n: int, seed: int, label: str) -> torch.Tensor:
     """A permutation of range(n) that depends only on (seed, label): drawn on the CPU whatever the data's device,
     so a dataset's subsets and search split are the same on every machine."""
-    from cimnas.utils.seed import derive_seed, make_generator
-
     return torch.randperm(n, generator=make_generator(derive_seed(seed, label)))
 
 

@@ -47,7 +47,7 @@ def check_image_folder(root: Path) -> list[str]:
 
 
 def _torchvision() -> Any:
-    try:
+    try:  # lazy: optional extra cimnas[imagenet]
         import torchvision  # noqa: F401
         from torchvision import datasets, transforms
     except ImportError as e:

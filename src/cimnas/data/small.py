@@ -17,7 +17,7 @@ DIGITS_SPLIT_SEED = 0  # fixed: the digits test set is the same for every run, l
 
 def read_digits(_: Path | None) -> RawData:
     """sklearn `load_digits` (1797 images, values 0..16), split 80/20 with a fixed seeded permutation."""
-    from sklearn.datasets import load_digits
+    from sklearn.datasets import load_digits  # lazy: sklearn.datasets costs 2.5-2.9 s to import, digits only
 
     d = load_digits()
     x = torch.from_numpy(d.images.astype(np.uint8)).unsqueeze(1)  # (1797, 1, 8, 8), codes 0..16

@@ -27,7 +27,8 @@ from torch import nn
 
 from cimnas.errors import CimnasError
 from cimnas.hardware.crossbar import CrossbarSpec
-from cimnas.hardware.energy import parallel_rows
+from cimnas.hardware.energy import parallel_rows, tile_layer
+from cimnas.nn.counting import LayerGeom
 from cimnas.nn.layers import QConv2d, QLinear, quant_layers
 
 
@@ -151,9 +152,6 @@ def _weight_bits(layer: QConv2d | QLinear, spec: CrossbarSpec) -> int:
 
 def map_layer(name: str, layer: QConv2d | QLinear, spec: CrossbarSpec) -> MappedLayer:
     """Program one layer's quantized weight onto differential, bit-sliced crossbars."""
-    from cimnas.hardware.energy import tile_layer  # local import: energy imports nn only
-    from cimnas.nn.counting import LayerGeom
-
     with torch.no_grad():
         w = layer.active_weight().detach()
         wq = layer.weight_quantizer

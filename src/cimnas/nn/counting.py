@@ -25,6 +25,9 @@ from torch import nn
 
 from cimnas.errors import CimnasError
 from cimnas.nn.layers import QConv2d, QLinear
+from cimnas.nn.models import MODELS, PRECISIONS, build_model
+from cimnas.nn.models._common import check_widths, image_hw, named_widths, uniform_widths
+from cimnas.nn.refactor import RefactorOptions
 
 
 @dataclass(frozen=True)
@@ -159,10 +162,6 @@ def arch_geometry(name: str, *, in_channels: int = 3, num_classes: int = 10, ima
     Same arguments as `cimnas.nn.models.build_model`. CIFAR ResNets take the closed form above
     (after the same validation as the builder); any other model is built and traced on the `meta` device.
     """
-    from cimnas.nn.models import MODELS, PRECISIONS, build_model
-    from cimnas.nn.models._common import check_widths, image_hw, named_widths, uniform_widths
-    from cimnas.nn.refactor import RefactorOptions
-
     MODELS.get(name)
     depth = {"resnet20": 20, "resnet32": 32, "resnet56": 56, "resnet110": 110}.get(name)
     shortcut = kw.get("shortcut", "A")

@@ -32,6 +32,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from cimnas.errors import CimnasError
+from cimnas.nn.models import build_model, rebuild_model
 from cimnas.nn.widths import WidthSpace
 
 
@@ -69,8 +70,6 @@ class SuperNet(nn.Module):
     def build(cls, name: str, *, in_channels: int, num_classes: int, image_size: int,
               r_min: float = 1.0, r_max: float = 5.0, d: int = 4, **kw) -> SuperNet:
         """Build the binarized baseline `name` at the space's max widths (Eq. 8 of r_max)."""
-        from cimnas.nn.models import build_model
-
         probe = build_model(name, in_channels=in_channels, num_classes=num_classes, image_size=image_size,
                             precision="binary", **kw)
         space = WidthSpace(tuple(probe.base_widths), r_min, r_max, d)
@@ -200,8 +199,6 @@ class SuperNet(nn.Module):
     def extract_subnet(self, widths: Sequence[int]) -> nn.Module:
         """A standalone model built with `widths`, holding the super-net's sliced weights and
         (current) BN statistics; it computes exactly as the super-net does with `widths` set."""
-        from cimnas.nn.models import rebuild_model
-
         widths = self.check_widths(widths)
         meta = dict(self.model.arch_meta)
         meta["widths"] = list(widths)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import matplotlib
@@ -42,8 +43,6 @@ def plot_robustness(sweep: dict, path: str | Path, title: str | None = None) -> 
                  fontsize=9)
     fig.tight_layout()
     path = Path(path)
-    import io
-
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=130)
     plt.close(fig)

@@ -30,7 +30,7 @@ from cimnas.config import OptimConfig
 from cimnas.errors import CimnasError, check
 from cimnas.nn.regularizers import two_side_regularizer
 from cimnas.nn.supernet import SuperNet
-from cimnas.search.rewards import REWARDS
+from cimnas.search.rewards import REWARDS, robust_accuracy
 from cimnas.search.spaces import WidthSpace, build_states, episode_state
 from cimnas.train import cycle_batches, evaluate, make_optimizer, n_batches, train_steps
 from cimnas.utils.seed import derive_seed, make_generator
@@ -222,8 +222,6 @@ class HawisEnv:
             robust = None
             reward_acc = acc
             if cfg.reward_accuracy != "clean":
-                from cimnas.search.rewards import robust_accuracy
-
                 sub = self.supernet.extract_subnet(widths)
                 accs = [float(a) for a in self.robust_fn(sub, seed)]
                 stat = "mean" if cfg.reward_accuracy == "mc_mean" else "p5"

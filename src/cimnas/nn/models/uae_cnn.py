@@ -21,6 +21,7 @@ from torch import nn
 
 from cimnas.errors import check
 from cimnas.nn.layers import QConv2d, QLinear
+from cimnas.nn.models._common import MODELS
 from cimnas.nn.quantizers import DoReFaActivation, FixedPoint
 
 
@@ -88,6 +89,7 @@ _BUILD_KEYS = ("channels", "kernels", "int_bits", "frac_bits", "fc_hidden", "n_f
                "fc_frac_bits", "input_bits", "pool_after")
 
 
+@MODELS.register("uae_cnn", "UAE fixed-point CNN (6 conv + 2 FC, per-layer channels/kernel/bits)")
 def build_uae_cnn(*, in_channels: int, num_classes: int, image_size: int, **kw) -> UAECNN:
     """UAE Table-2 fixed-point CNN; kwargs: channels, kernels, int_bits, frac_bits (per conv),
     fc_hidden, n_fc, fc_int_bits, fc_frac_bits, input_bits, pool_after. Generic `build_model`
@@ -97,10 +99,3 @@ def build_uae_cnn(*, in_channels: int, num_classes: int, image_size: int, **kw) 
           "uae_cnn needs channels, kernels, int_bits and frac_bits (one entry per conv layer)")
     return UAECNN(in_channels, num_classes, image_size, **args)
 
-
-try:  # the shared registry (cimnas.nn.models imports every module of the package)
-    from cimnas.nn.models import MODELS
-except ImportError:  # registry not there yet: the class stays usable on its own
-    MODELS = None
-if MODELS is not None:
-    MODELS.register("uae_cnn", "UAE fixed-point CNN (6 conv + 2 FC, per-layer channels/kernel/bits)")(build_uae_cnn)

@@ -53,7 +53,7 @@ def run_pipeline(cfg: HawisConfig, out: str | Path, *, resume: bool = False,
         if "retrain" in stages:
             summary["final"] = stage_retrain(ctx, records, parallel)
         if "report" in stages:
-            from cimnas.reports.hawis_plots import make_report
+            from cimnas.reports.hawis_plots import make_report  # lazy: matplotlib, figures only
 
             summary["figures"] = make_report(run.root)
         summary["wall_s"] = round(time.perf_counter() - t0, 1)

@@ -20,6 +20,8 @@ from typing import Literal
 from cimnas.config import DataConfig, ModelConfig, OptimConfig, from_dict, load_config
 from cimnas.config import validate as validate_config
 from cimnas.errors import CimnasError, check
+from cimnas.nn.refactor import RefactorOptions
+from cimnas.search.agents import AGENT_CONFIGS, AGENTS
 from cimnas.search.env import EnvConfig
 
 #: Keys that may differ on --resume at any time.
@@ -48,8 +50,6 @@ class HawisModelConfig(ModelConfig):
               "HAWIS (the search chooses widths); use retrain.widths or retrain.baselines")
         extra = self.options.get("refactor")
         if extra is not None:
-            from cimnas.nn.refactor import RefactorOptions
-
             check(isinstance(extra, dict), "model.options.refactor must be a mapping, e.g. {binarize_last: true}")
             dup = [k for k in REFACTOR_FIELDS if k in extra]
             check(not dup, f"model.options.refactor.{dup[0] if dup else ''} is a model key: set model."
@@ -109,8 +109,6 @@ class SearchConfig:
     env: EnvConfig = field(default_factory=EnvConfig)
 
     def validate(self) -> None:
-        from cimnas.search.agents import AGENT_CONFIGS, AGENTS
-
         check(1 <= self.episodes <= 1_000_000, f"search.episodes must be in 1..1000000, got {self.episodes}")
         AGENTS.get(self.agent)  # unknown name -> one-line error listing the agents
         agent_cfg = from_dict(AGENT_CONFIGS[self.agent], dict(self.agent_options),

@@ -19,8 +19,14 @@ import torch
 from torch import nn
 
 from cimnas.config import diff_configs, load_config, to_dict
+from cimnas.data import load_dataset
 from cimnas.errors import CimnasError, check
+from cimnas.hardware import montecarlo
+from cimnas.hardware.crossbar import load_spec
+from cimnas.hardware.defects import DefectConfig
+from cimnas.hardware.energy import estimate_model
 from cimnas.limits import check_params
+from cimnas.nn.models import build_model
 from cimnas.nn.widths import WidthSpace, round_channels
 from cimnas.pipelines.hawis.config import RESUMABLE_ALWAYS, RESUMABLE_BEFORE_C, HawisConfig
 from cimnas.runs import RunFolder
@@ -83,8 +89,6 @@ class Context:
         """A model of the configured family: binarized with the config's refactor options, or an FP / k-bit
         reference (which keeps its float / k-bit input: re-factorization applies to binary models only).
         `meta`: built on the meta device (no memory, no RNG draw), to count parameters or trace shapes."""
-        from cimnas.nn.models import build_model
-
         m = self.cfg.model
         kw = dict(in_channels=self.splits.in_channels, num_classes=self.splits.num_classes,
                   image_size=self.splits.image_size, widths=widths, precision=precision,
@@ -101,8 +105,6 @@ class Context:
         return check_params(n, what)
 
     def energy(self, model: nn.Module) -> dict:
-        from cimnas.hardware.energy import estimate_model
-
         est = estimate_model(model, self.input_shape, self.spec)
         return {"energy_uj": float(est["energy_uj"]), "latency_us": float(est["latency_us"]),
                 "crossbars": int(est["crossbars"]), "biops": int(est["biops"]), "flops": int(est["flops"])}
@@ -114,9 +116,6 @@ class Context:
 
 def make_context(cfg: HawisConfig, run: RunFolder) -> Context:
     """Load the data and the hardware spec, build the width space, check every model's size up front."""
-    from cimnas.data import load_dataset
-    from cimnas.hardware.crossbar import load_spec
-
     device = resolve_device(cfg.device)
     d = cfg.data
     unknown = sorted(set(d.options) - {"image_size"})
@@ -155,9 +154,6 @@ def check_multiples(widths: list[int], n: int, d: int, key: str) -> None:
 
 def mc_accuracies(ctx: Context, model: nn.Module, split: Any, trials: int, seed: int) -> list[float]:
     """Accuracies of `model` over `trials` defect samples (cimnas.hardware.montecarlo)."""
-    from cimnas.hardware import montecarlo
-    from cimnas.hardware.defects import DefectConfig
-
     d = ctx.cfg.defects
     defects = DefectConfig(sa0=d.sa0_rate, sa1=d.sa1_rate, sigma_variation=d.sigma)
     out = montecarlo.evaluate_trials(model, split, ctx.spec, defects, trials, seed, device=ctx.device)

@@ -15,6 +15,7 @@ from typing import Any
 
 from cimnas.config import to_dict
 from cimnas.errors import CimnasError, check
+from cimnas.nn.counting import trace_layers
 from cimnas.nn.models import model_payload
 from cimnas.nn.supernet import SuperNet
 from cimnas.pipelines.hawis.context import Context, mc_accuracies
@@ -30,8 +31,6 @@ STATE_FIELDS = {"state_dict": dict, "optimizer": dict, "agent": dict, "records":
 def searchable_geoms(ctx: Context) -> tuple[list[Any], list[int]]:
     """Eq. 6 static columns are measured on A_fp: the traced geometry of its searchable layers,
     and a block index per layer (layers sharing a module prefix share a block)."""
-    from cimnas.nn.counting import trace_layers
-
     fp = ctx.build(None, precision="float")
     by_name = {g.name: g for g in trace_layers(fp, ctx.input_shape)}
     picked = [by_name[n] for n in fp.searchable_layer_names()]

@@ -23,6 +23,7 @@ searched widths lie above the uniform curve.
 from __future__ import annotations
 
 import argparse
+import io
 import math
 import sys
 import tempfile
@@ -213,13 +214,11 @@ def _rob(v: dict) -> str:
 
 def compare(out: str | Path, title: str | None = None) -> str:
     """Write OUT/compare.md and OUT/compare_fig1.png; returns the markdown."""
-    import io
-
-    import matplotlib
+    import matplotlib  # lazy: matplotlib (+pyplot) costs 1.1-1.5 s to import, figures only
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from scipy.stats import spearmanr
+    from scipy.stats import spearmanr  # lazy: scipy.stats costs 2.1-2.5 s to import, this table only
 
     out = Path(out)
     data = collect(out)

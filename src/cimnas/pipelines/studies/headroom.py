@@ -287,7 +287,7 @@ def table(result: dict) -> str:
 
 
 def plot(result: dict, path: Path) -> None:
-    import matplotlib
+    import matplotlib  # lazy: matplotlib (+pyplot) costs 1.1-1.5 s to import, figures only
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

@@ -16,10 +16,15 @@ import torch
 from torch import nn
 
 from cimnas.config import OptimConfig
+from cimnas.data import load_dataset
 from cimnas.errors import check
-from cimnas.nn.models import model_payload
+from cimnas.hardware.montecarlo import check_mc_work, model_weights
+from cimnas.nn.layers import quant_layers
+from cimnas.nn.models import build_model, load_model, model_payload
+from cimnas.nn.quantizers import Identity
 from cimnas.pipelines.uae.analysis import gaussian_fit_stats, output_change
 from cimnas.pipelines.uae.config import AnalysisConfig, AnalysisSettings, NoiseConfig
+from cimnas.reports.uae_analysis_plot import plot_output_change
 from cimnas.runs import RunFolder, load_state
 from cimnas.train import evaluate, fit
 from cimnas.utils.seed import derive_seed, resolve_device
@@ -36,10 +41,6 @@ def build_analysis_model(name: str, splits: Any, model_kwargs: dict | None = Non
                          seed: int = 0) -> nn.Module:
     """Build `name` for `splits` via cimnas.nn.models.build_model, initialised from `seed` (global RNG untouched);
     `float_quantizers` replaces every quantizer by identity (the Float-Conv twin of the fixed-point CNN)."""
-    from cimnas.nn.layers import quant_layers
-    from cimnas.nn.models import build_model
-    from cimnas.nn.quantizers import Identity
-
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = build_model(canonical_model(name), in_channels=splits.in_channels, num_classes=splits.num_classes,
@@ -71,8 +72,6 @@ def analyze(model: nn.Module, x: torch.Tensor, noise: NoiseConfig, s: AnalysisSe
             progress: bool = False) -> dict:
     """Output change of `model` at input `x` (Eq. 3-4) and its Gaussian fit (Eq. 5-6), as plain data;
     `values` (S, n_out) is returned too for plotting."""
-    from cimnas.hardware.montecarlo import check_mc_work, model_weights
-
     check_mc_work(s.samples, model_weights(model), "analysis samples")
     t0 = time.perf_counter()
     values = output_change(model, x, noise.sigma, s.samples, noise.mode, s.seed if seed is None else seed,
@@ -84,8 +83,6 @@ def analyze(model: nn.Module, x: torch.Tensor, noise: NoiseConfig, s: AnalysisSe
 
 
 def load_splits(data: Any, seed: int) -> Any:
-    from cimnas.data import load_dataset
-
     return load_dataset(data.name, data.data_dir, seed=data.resolved_seed(seed), limit=data.limit,
                         test_limit=data.test_limit, search_fraction=data.search_fraction, augment=data.augment,
                         options=data.options or None)
@@ -93,9 +90,6 @@ def load_splits(data: Any, seed: int) -> Any:
 
 def run_analysis(cfg: AnalysisConfig, out: str | Path, *, resume: bool = False, progress: bool = True) -> dict:
     """One `uae analyze` run in run folder `out`; returns analysis.json's content (plus "figure")."""
-    from cimnas.hardware.montecarlo import check_mc_work, model_weights
-    from cimnas.reports.uae_analysis_plot import plot_output_change
-
     device = resolve_device(cfg.device)
     splits = load_splits(cfg.data, cfg.seed)  # bad data / input index: refused before the folder is touched
     x, label = pick_input(splits, cfg.analysis.input_index)
@@ -103,8 +97,6 @@ def run_analysis(cfg: AnalysisConfig, out: str | Path, *, resume: bool = False, 
                         config_cls=AnalysisConfig) as run:
         info: dict = {"dataset": splits.name, "model": canonical_model(cfg.model)}
         if cfg.checkpoint:
-            from cimnas.nn.models import load_model
-
             model, ckpt = load_model(cfg.checkpoint)
             info["checkpoint"] = str(cfg.checkpoint)
             info["test_acc"] = (ckpt.get("metrics") or {}).get("test_acc")

@@ -11,7 +11,11 @@ from typing import Any
 import torch
 
 from cimnas.config import OptimConfig
+from cimnas.hardware.crossbar import load_spec
+from cimnas.hardware.energy import estimate
+from cimnas.nn.counting import trace_layers
 from cimnas.nn.models.uae_cnn import build_uae_cnn
+from cimnas.nn.quantizers import FixedPoint
 from cimnas.pipelines.uae.config import UAESearchConfig
 from cimnas.pipelines.uae.noise import evaluate_under_noise, noise_batch_context
 from cimnas.search.uae_rewards import summarize
@@ -32,8 +36,6 @@ def representable_init(model: torch.nn.Module) -> torch.nn.Module:
     UAE CNN is followed by BatchNorm, so scaling its weights by a constant does not change the
     clean function it computes (only which values the quantizer can represent).
     """
-    from cimnas.nn.quantizers import FixedPoint
-
     with torch.no_grad():
         for conv in getattr(model, "convs", []):
             q = conv.weight_quantizer
@@ -58,16 +60,11 @@ def build_child(arch: UAEArch, space: UAESpaceConfig, in_channels: int, num_clas
 
 @functools.lru_cache(maxsize=8)
 def _crossbar_spec(preset: str) -> Any:
-    from cimnas.hardware.crossbar import load_spec
-
     return load_spec(preset)
 
 
 def child_energy_uj(model: torch.nn.Module, input_shape: tuple[int, int, int], preset: str) -> float:
     """Energy (uJ) of one inference from the shared hardware model."""
-    from cimnas.hardware.energy import estimate
-    from cimnas.nn.counting import trace_layers
-
     return float(estimate(trace_layers(model, input_shape), _crossbar_spec(preset))["energy_uj"])
 
 

@@ -20,8 +20,10 @@ import torch
 from cimnas.config import apply_overrides, from_dict, to_dict, validate
 from cimnas.errors import check
 from cimnas.hardware.mc_parallel import parallel_trials
+from cimnas.hardware.montecarlo import check_mc_work, model_weights
 from cimnas.nn.models import model_payload
 from cimnas.parallel import Parallelism
+from cimnas.pipelines.uae import search as uae_search
 from cimnas.pipelines.uae.child import build_child, train_child
 from cimnas.pipelines.uae.config import UAESearchConfig
 from cimnas.pipelines.uae.noise import evaluate_under_noise
@@ -43,8 +45,6 @@ def final_evaluation(run: RunFolder, cfg: UAESearchConfig, splits: Any, device: 
     """Retrain + Monte-Carlo evaluation of best_arch.json's child in the open run folder; writes final.json.
     With `parallel` (several workers or a Ray address) the noise samples are sharded over Ray workers (the
     same accuracies: sample t is drawn from its index)."""
-    from cimnas.hardware.montecarlo import check_mc_work, model_weights
-
     check(run.has("best_arch.json"), f"{run.root} has no best_arch.json; finish the search first "
           "(`cimnas uae search --resume`)")
     best = run.read_result("best_arch.json")
@@ -91,10 +91,8 @@ def final_command(out: str | Path, *, source: str | Path | None = None, override
                   parallel: Parallelism | None = None) -> dict:
     """`cimnas uae final`: the final stage of the search in `out`; with `source`, a new run folder `out` retrains
     `source`'s chosen child under `source`'s config changed by `overrides` (e.g. train.noise_aware=false)."""
-    from cimnas.pipelines.uae.search import load_run_config, load_splits, open_run
-
     src = Path(source) if source is not None else Path(out)
-    cfg = load_run_config(src)
+    cfg = uae_search.load_run_config(src)
     if overrides:
         cfg = from_dict(UAESearchConfig, apply_overrides(to_dict(cfg), overrides))
         validate(cfg)
@@ -102,7 +100,7 @@ def final_command(out: str | Path, *, source: str | Path | None = None, override
     device = resolve_device(cfg.device)
     best = src / "best_arch.json"
     check(best.is_file(), f"{src} has no best_arch.json; finish the search first (`cimnas uae search --resume`)")
-    with open_run(cfg, out, resume=source is None) as run:
+    with uae_search.open_run(cfg, out, resume=source is None) as run:
         if source is not None:
             shutil.copyfile(best, run.path("best_arch.json"))
-        return final_evaluation(run, cfg, load_splits(cfg, device), device, parallel)
+        return final_evaluation(run, cfg, uae_search.load_splits(cfg, device), device, parallel)

@@ -30,7 +30,9 @@ import torch
 from tqdm import tqdm
 
 from cimnas.config import from_dict, read_yaml, validate
+from cimnas.data import load_dataset
 from cimnas.errors import CimnasError, check
+from cimnas.hardware.montecarlo import check_mc_work, model_weights
 from cimnas.parallel import Parallelism, Shared, run_tasks
 from cimnas.pipelines.uae.child import build_child, child_energy_uj, evaluate_child
 from cimnas.pipelines.uae.config import SEARCH_RESUMABLE, UAESearchConfig
@@ -44,8 +46,6 @@ CONTROLLER = "controller.pt"
 
 
 def load_splits(cfg: UAESearchConfig, device: torch.device) -> Any:
-    from cimnas.data import load_dataset
-
     d = cfg.data
     return load_dataset(d.name, data_dir=d.data_dir, seed=d.resolved_seed(cfg.seed),
                         search_fraction=d.search_fraction, device="cpu" if device.type == "cpu" else device,
@@ -107,8 +107,6 @@ def _energy_ref(cfg: UAESearchConfig, splits: Any) -> float:
 def check_final_work(cfg: UAESearchConfig, splits: Any) -> None:
     """Refuse, before the search starts, a final Monte-Carlo evaluation above the work limit (estimated on the
     space's largest child) and K-sample evaluations likewise."""
-    from cimnas.hardware.montecarlo import check_mc_work, model_weights
-
     big = build_child(cfg.space.largest_arch(), cfg.space, splits.in_channels, splits.num_classes,
                       splits.image_size, 0, init="default")
     n = model_weights(big)
@@ -287,7 +285,7 @@ def run_search(cfg: UAESearchConfig, out: str | Path, *, resume: bool = False, s
     """Run (or resume) a UAE search in run folder `out`; returns final.json's content (or the search summary when
     `run_final` is False). `splits` overrides the dataset (tests); `on_episode(i)` is called after episode i is
     logged (tests simulate a kill with it); `parallel`: the children of each controller batch on Ray workers."""
-    from cimnas.pipelines.uae.final import final_evaluation
+    from cimnas.pipelines.uae.final import final_evaluation  # lazy: import cycle, final.py imports this module
 
     device = resolve_device(cfg.device)
     splits = splits if splits is not None else load_splits(cfg, device)
@@ -300,7 +298,7 @@ def run_search(cfg: UAESearchConfig, out: str | Path, *, resume: bool = False, s
             return summary
         result = final_evaluation(run, cfg, splits, device, par)
         if figures:
-            from cimnas.reports.uae_search import make_figures
+            from cimnas.reports.uae_search import make_figures  # lazy: matplotlib, figures only
 
             make_figures(run.root)
         return result
