@@ -275,6 +275,13 @@ def diff_configs(a: dict, b: dict, prefix: str = "") -> list[str]:
     return out
 
 
+def check_device(device: str, key: str = "device") -> None:
+    """A root config's device name: auto, cpu, cuda, cuda:N or mps (whether it exists is checked when it is used,
+    `cimnas.device.resolve_device`)."""
+    check(device in ("auto", "cpu") or device.startswith(("cuda", "mps")),
+          f"{key} must be auto, cpu, cuda or cuda:N, got {device!r}")
+
+
 # ============================================================================ shared sections
 # One vocabulary for every command: `optim`-style training sections, the data section and the model section
 # are these classes (pipelines subclass them only to change defaults).

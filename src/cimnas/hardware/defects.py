@@ -117,6 +117,15 @@ class StuckAt(DefectModel):
 NOISE_MODES = ("absolute", "relative", "bitsliced")
 
 
+def check_gaussian(sigma: float, mode: str, cell_bits: int, weight_bits: int, prefix: str) -> None:
+    """The parameters of `GaussianNoise` (and of the UAE `noise:` section, `prefix` "noise.") are valid."""
+    check(math.isfinite(float(sigma)) and sigma >= 0,
+          f"{prefix}sigma must be a finite number >= 0 (a standard deviation), got {sigma}")
+    check(mode in NOISE_MODES, f"{prefix}mode must be one of {', '.join(NOISE_MODES)}, got {mode!r}")
+    check(1 <= int(cell_bits) <= 16, f"{prefix}cell_bits must be in 1..16, got {cell_bits}")
+    check(1 <= int(weight_bits) <= 32, f"{prefix}weight_bits must be in 1..32, got {weight_bits}")
+
+
 @DEFECTS.register("gaussian", "additive Gaussian weight noise W + N(0, sigma) (UAE Eq. 1)")
 class GaussianNoise(DefectModel):
     """W_dep = W + N(0, std_l) (UAE Eq. 1), one std per layer l. Modes (`NOISE_MODES`):
@@ -139,10 +148,7 @@ class GaussianNoise(DefectModel):
     MODES = NOISE_MODES
 
     def __init__(self, sigma: float = 0.04, mode: str = "absolute", *, cell_bits: int = 4, weight_bits: int = 8):
-        check(math.isfinite(float(sigma)) and sigma >= 0, f"gaussian sigma must be a finite number >= 0, got {sigma}")
-        check(mode in NOISE_MODES, f"unknown gaussian noise mode {mode!r}; choose one of: {', '.join(NOISE_MODES)}")
-        check(1 <= int(cell_bits) <= 16, f"gaussian cell_bits must be in 1..16, got {cell_bits}")
-        check(1 <= int(weight_bits) <= 32, f"gaussian weight_bits must be in 1..32, got {weight_bits}")
+        check_gaussian(sigma, mode, cell_bits, weight_bits, "gaussian noise ")
         self.sigma, self.mode = float(sigma), mode
         self.cell_bits, self.weight_bits = int(cell_bits), int(weight_bits)
 

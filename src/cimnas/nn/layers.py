@@ -102,6 +102,28 @@ def _bn_input(bn: nn.modules.batchnorm._BatchNorm, x: torch.Tensor) -> torch.Ten
     return x
 
 
+def _sliced_batch_norm(bn: nn.modules.batchnorm._BatchNorm, x: torch.Tensor) -> torch.Tensor:
+    """Batch norm of x (N, C, ...) with the first C channels of `bn`'s running statistics and affine
+    parameters (C < bn.num_features: a slimmable layer serving a narrower sub-net)."""
+    c = x.shape[1]
+    if bn.training and bn.track_running_stats:
+        bn.num_batches_tracked.add_(1)
+    momentum = bn.momentum
+    if bn.training and momentum is None:  # cumulative moving average
+        momentum = 1.0 / float(bn.num_batches_tracked)
+    use_batch = bn.training or not bn.track_running_stats
+    return F.batch_norm(
+        x,
+        bn.running_mean[:c] if bn.running_mean is not None else None,
+        bn.running_var[:c] if bn.running_var is not None else None,
+        bn.weight[:c] if bn.affine else None,
+        bn.bias[:c] if bn.affine else None,
+        use_batch,
+        momentum if momentum is not None else 0.0,
+        bn.eps,
+    )
+
+
 class SlimmableBatchNorm2d(nn.BatchNorm2d):
     """BatchNorm2d that serves the first C channels of its input (running stats and affine sliced to the input).
 
@@ -111,25 +133,9 @@ class SlimmableBatchNorm2d(nn.BatchNorm2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = _bn_input(self, x)
-        c = x.shape[1]
-        if c == self.num_features:
+        if x.shape[1] == self.num_features:
             return super().forward(x)
-        if self.training and self.track_running_stats:
-            self.num_batches_tracked.add_(1)
-        momentum = self.momentum
-        if self.training and momentum is None:  # cumulative moving average
-            momentum = 1.0 / float(self.num_batches_tracked)
-        use_batch = self.training or not self.track_running_stats
-        return F.batch_norm(
-            x,
-            self.running_mean[:c] if self.running_mean is not None else None,
-            self.running_var[:c] if self.running_var is not None else None,
-            self.weight[:c] if self.affine else None,
-            self.bias[:c] if self.affine else None,
-            use_batch,
-            momentum if momentum is not None else 0.0,
-            self.eps,
-        )
+        return _sliced_batch_norm(self, x)
 
 
 class SlimmableBatchNorm1d(nn.BatchNorm1d):
@@ -137,19 +143,9 @@ class SlimmableBatchNorm1d(nn.BatchNorm1d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = _bn_input(self, x)
-        c = x.shape[1]
-        if c == self.num_features:
+        if x.shape[1] == self.num_features:
             return super().forward(x)
-        if self.training and self.track_running_stats:
-            self.num_batches_tracked.add_(1)
-        momentum = self.momentum
-        if self.training and momentum is None:
-            momentum = 1.0 / float(self.num_batches_tracked)
-        return F.batch_norm(
-            x, self.running_mean[:c], self.running_var[:c],
-            self.weight[:c] if self.affine else None, self.bias[:c] if self.affine else None,
-            self.training or not self.track_running_stats, momentum if momentum is not None else 0.0, self.eps,
-        )
+        return _sliced_batch_norm(self, x)
 
 
 def match_channels(x: torch.Tensor, channels: int) -> torch.Tensor:

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from cimnas import distributed
-from cimnas.config import DataConfig, ModelConfig, OptimConfig, to_dict
+from cimnas.config import DataConfig, ModelConfig, OptimConfig, check_device, to_dict
 from cimnas.data import DATASETS, load_dataset
 from cimnas.errors import CimnasError, check
 from cimnas.limits import check_model
@@ -62,8 +62,7 @@ class TrainRunConfig:
               "give at most 100000")
         for key, seed in (("seed", self.seed), ("data.seed", self.data.seed)):
             check(seed is None or 0 <= seed < 2**63, f"{key} must be in 0 .. 2**63 - 1, got {seed}")
-        if self.device not in ("auto", "cpu") and not self.device.startswith(("cuda", "mps")):
-            raise CimnasError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+        check_device(self.device)
 
 
 # ---------------------------------------------------------------- building blocks

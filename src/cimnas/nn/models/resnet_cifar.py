@@ -36,9 +36,9 @@ from cimnas.nn.models._common import (
 )
 
 
-class BasicBlockA(nn.Module):
+class BasicBlock(nn.Module):
     """3x3 conv - BN - act - 3x3 conv - BN, plus an option-A shortcut (or, with `conv_shortcut` on a
-    down-sampling block, a 1x1 conv + BN: option B), then act."""
+    down-sampling block, a 1x1 conv + BN: option B, the ImageNet ResNet-18 block), then act."""
 
     def __init__(self, c_in: int, c_mid: int, c_out: int, stride: int, conv_shortcut: bool = False):
         super().__init__()
@@ -86,7 +86,7 @@ class CifarResNet(WidthSearchable):
         self.conv1 = QConv2d(in_channels, widths[0], 3)
         self.bn1 = SlimmableBatchNorm2d(widths[0])
         self.act1 = nn.ReLU()
-        block = partial(BasicBlockA, conv_shortcut=shortcut == "B")
+        block = partial(BasicBlock, conv_shortcut=shortcut == "B")
         self.blocks, block_convs = residual_stages(block, widths, stages=3, per_stage=n)
         self._convs = ["conv1"] + block_convs
         self.pool = nn.AdaptiveAvgPool2d(1)

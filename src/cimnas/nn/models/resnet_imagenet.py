@@ -15,6 +15,8 @@ the stride of the conv before it (the extra 3x3 conv with the HAWIS stem).
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 from torch import nn
 
@@ -30,25 +32,11 @@ from cimnas.nn.models._common import (
     set_active,
     traced_shape,
 )
-from cimnas.nn.models.resnet_cifar import BasicBlockA
+from cimnas.nn.models.resnet_cifar import BasicBlock
 
 BASE_WIDTHS_18 = [64] + [64] * 4 + [128] * 4 + [256] * 4 + [512] * 4
-
-
-class BasicBlockB(BasicBlockA):
-    """ImageNet basic block; 1x1 conv + BN shortcut when it downsamples, option A otherwise."""
-
-    def __init__(self, c_in: int, c_mid: int, c_out: int, stride: int):
-        super().__init__(c_in, c_mid, c_out, stride)
-        self.has_conv_shortcut = stride > 1
-        if self.has_conv_shortcut:
-            self.shortcut_conv = QConv2d(c_in, c_out, 1, stride=stride, padding=0)
-            self.shortcut_bn = SlimmableBatchNorm2d(c_out)
-
-    def shortcut(self, x: torch.Tensor, channels: int) -> torch.Tensor:
-        if self.has_conv_shortcut:
-            return self.shortcut_bn(self.shortcut_conv(x))
-        return super().shortcut(x, channels)
+# ImageNet basic block: 1x1 conv + BN shortcut when it downsamples, option A otherwise
+BasicBlockB = partial(BasicBlock, conv_shortcut=True)
 
 
 class ImageNetResNet18(WidthSearchable):

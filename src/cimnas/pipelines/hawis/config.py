@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from cimnas.config import DataConfig, ModelConfig, OptimConfig, from_dict, load_config
+from cimnas.config import DataConfig, ModelConfig, OptimConfig, check_device, from_dict, load_config
 from cimnas.config import validate as validate_config
 from cimnas.errors import CimnasError, check
 from cimnas.nn.refactor import RefactorOptions
@@ -195,8 +195,7 @@ class HawisConfig:
     report: ReportConfig = field(default_factory=ReportConfig)
 
     def validate(self) -> None:
-        check(self.device in ("auto", "cpu") or self.device.startswith(("cuda", "mps")),
-              f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+        check_device(self.device)
         if self.search.env.reward_accuracy != "clean":
             check(self.defects.sa0_rate + self.defects.sa1_rate > 0 or self.defects.sigma > 0,
                   f"search.env.reward_accuracy={self.search.env.reward_accuracy} needs a defect model: set "

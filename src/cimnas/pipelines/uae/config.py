@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from cimnas.config import DataConfig, OptimConfig
 from cimnas.errors import check
-from cimnas.hardware.defects import NOISE_MODES, GaussianNoise
+from cimnas.hardware.defects import GaussianNoise, check_gaussian
 from cimnas.search.uae_rewards import canonical_statistic, statistic_quantile
 from cimnas.search.uae_space import UAESpaceConfig
 
@@ -34,10 +34,7 @@ class NoiseConfig:
     weight_bits: int = 8  # bitsliced mode, float layers: bits of the integer code
 
     def validate(self) -> None:
-        check(self.sigma >= 0, f"noise.sigma must be >= 0 (a standard deviation), got {self.sigma}")
-        check(self.mode in NOISE_MODES, f"noise.mode must be one of {', '.join(NOISE_MODES)}, got {self.mode!r}")
-        check(1 <= self.cell_bits <= 16, f"noise.cell_bits must be in 1..16, got {self.cell_bits}")
-        check(1 <= self.weight_bits <= 32, f"noise.weight_bits must be in 1..32, got {self.weight_bits}")
+        check_gaussian(self.sigma, self.mode, self.cell_bits, self.weight_bits, "noise.")
 
     def defect(self) -> GaussianNoise:
         return GaussianNoise(self.sigma, self.mode, cell_bits=self.cell_bits, weight_bits=self.weight_bits)
