@@ -72,12 +72,15 @@ def test_tiny_study_end_to_end_and_resume(tmp_path: Path) -> None:
 
 @pytest.mark.ray
 def test_two_ray_workers_give_the_same_study(tmp_path: Path) -> None:
-    pytest.importorskip("ray", reason="Ray is not installed: pip install 'cimnas[distributed]'")
+    ray = pytest.importorskip("ray", reason="Ray is not installed: pip install 'cimnas[distributed]'")
     from cimnas.parallel import Parallelism
 
     cfg = _cfg(uniform_seeds=1, allocations=[])
     one = run_study(cfg, tmp_path / "one")
-    two = run_study(cfg, tmp_path / "two", par=Parallelism(workers=2))
+    try:
+        two = run_study(cfg, tmp_path / "two", par=Parallelism(workers=2))
+    finally:
+        ray.shutdown()  # the local cluster this test started: other tests start their own
     assert [r["test_acc"] for r in one["rows"]] == [r["test_acc"] for r in two["rows"]]
 
 
