@@ -22,7 +22,8 @@ demo: $(STAMP)
 	$(BIN)/cimnas hawis run --config configs/hawis/demo.yaml --out $(OUT) --resume
 
 test: $(STAMP)
-	$(BIN)/python -m pytest tests
+	# two workers on two cores; Ray / torchrun tests share one worker (tests/conftest.py)
+	$(BIN)/python -m pytest tests -n 2 --dist loadgroup
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run_all.py
