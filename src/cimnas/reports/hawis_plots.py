@@ -20,6 +20,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from cimnas.config import read_yaml  # noqa: E402
 from cimnas.errors import CimnasError  # noqa: E402
+from cimnas.reports.figures import finish  # noqa: E402
 from cimnas.reports.tables import table_markdown  # noqa: E402
 from cimnas.utils.io import atomic_write_bytes, read_json, read_jsonl  # noqa: E402
 
@@ -67,14 +68,10 @@ def fig1_pareto(data: dict, path: Path) -> None:
         ax.plot(final["energy_uj"], 100 * final["test_accuracy"], "*", c="#d62728", ms=14,
                 label="HAWIS final (test acc.)")
     ax.set_xscale("log")
-    ax.set_xlabel("energy per inference (uJ)")
-    ax.set_ylabel("accuracy (%)")
-    ax.set_title("Energy vs accuracy (HAWIS Fig. 1 style)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    finish(fig, ax, path, xlabel="energy per inference (uJ)", ylabel="accuracy (%)",
+           title="Energy vs accuracy (HAWIS Fig. 1 style)", legend=False)
 
 
 def fig4_channels(data: dict, path: Path) -> None:
@@ -84,13 +81,9 @@ def fig4_channels(data: dict, path: Path) -> None:
     if eps:
         layer = min(max(layer, 0), len(eps[0]["widths"]) - 1)
         ax.plot([e["episode"] + 1 for e in eps], [e["widths"][layer] for e in eps], "-", lw=0.8, c="#e0a000")
-    ax.set_xlabel("episode")
-    ax.set_ylabel(f"#output channels, layer {layer + 1}")
-    ax.set_title("Channels of one layer per episode (HAWIS Fig. 4 style)")
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    finish(fig, ax, path, xlabel="episode", ylabel=f"#output channels, layer {layer + 1}",
+           title="Channels of one layer per episode (HAWIS Fig. 4 style)", legend=False)
 
 
 def fig5_layers(data: dict, path: Path) -> None:
@@ -105,13 +98,7 @@ def fig5_layers(data: dict, path: Path) -> None:
             ax.bar([i - 0.2 for i in x], uni, width=0.4, color="#1f77b4", label=f"U-{k:g}x")
         ax.bar([i + 0.2 for i in x], widths, width=0.4, color="#e0a000", label="HAWIS (searched)")
         ax.set_xticks(x)
-    ax.set_xlabel("layer")
-    ax.set_ylabel("#output channels")
-    ax.set_title("Channels per layer (HAWIS Fig. 5 style)")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    finish(fig, ax, path, xlabel="layer", ylabel="#output channels", title="Channels per layer (HAWIS Fig. 5 style)")
 
 
 def make_report(run_dir: str | Path) -> list[str]:

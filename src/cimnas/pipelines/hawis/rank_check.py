@@ -33,6 +33,7 @@ from cimnas.pipelines.hawis.context import check_multiples, make_context
 from cimnas.pipelines.hawis.stage_a import DONE, build_supernet, load_supernet
 from cimnas.pipelines.hawis.stage_b import make_env
 from cimnas.pipelines.hawis.stage_c import train_model
+from cimnas.reports.figures import finish
 from cimnas.runs import RunFolder
 from cimnas.stats import rank_correlation
 from cimnas.utils.io import os_errors, read_json, read_jsonl
@@ -308,7 +309,6 @@ def plot(result: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    path.parent.mkdir(parents=True, exist_ok=True)
     fig, ax = plt.subplots(figsize=(6.4, 4.8))
     for uniform, marker, label in ((True, "o", "uniform"), (False, "s", "non-uniform")):
         rows = [r for r in result["rows"] if r["uniform"] == uniform]
@@ -319,13 +319,9 @@ def plot(result: dict, path: Path) -> None:
         ax.annotate(r["name"], (100 * r["proxy_accuracy"], 100 * r["standalone_val_accuracy"]), fontsize=7,
                     textcoords="offset points", xytext=(4, 3))
     s = result["stats"]
-    ax.set_title(f"n={s['n']}  tau {_fmt(s, 'kendall')}  rho {_fmt(s, 'spearman')}", fontsize=9)
-    ax.set_xlabel("super-net proxy: held-out accuracy (%)")
-    ax.set_ylabel("stand-alone: validation accuracy (%)")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    finish(fig, ax, path, xlabel="super-net proxy: held-out accuracy (%)",
+           ylabel="stand-alone: validation accuracy (%)",
+           title=f"n={s['n']}  tau {_fmt(s, 'kendall')}  rho {_fmt(s, 'spearman')}", title_size=9)
 
 
 __all__ = ["KIND", "check_archs", "load_inputs", "read_archs", "read_headroom", "run_rank_check", "table"]

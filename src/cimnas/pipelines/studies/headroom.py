@@ -43,6 +43,7 @@ from cimnas.nn.refactor import RefactorOptions
 from cimnas.nn.widths import round_channels
 from cimnas.parallel import Parallelism, add_parallel_args, parallelism_from_args, run_tasks
 from cimnas.pipelines.train import TrainRunConfig, load_splits, run_training
+from cimnas.reports.figures import finish
 from cimnas.runs import RunFolder
 from cimnas.stats import combination_ci, summarize
 from cimnas.utils.io import read_json
@@ -292,7 +293,6 @@ def plot(result: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    path.parent.mkdir(parents=True, exist_ok=True)
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     uni = [r for r in result["rows"] if r["kind"] == "uniform" and "test_acc" in r]
     e = [r["energy_uj"] for r in uni]
@@ -308,13 +308,8 @@ def plot(result: dict, path: Path) -> None:
         ax.annotate(r["label"], (r["energy_uj"], 100 * r["test_acc"]["mean"]), textcoords="offset points",
                     xytext=(4, -10), fontsize=8)
     ax.set_xscale("log")
-    ax.set_xlabel("crossbar energy per inference (µJ)")
-    ax.set_ylabel("test accuracy (%)")
-    ax.set_title("Width allocations vs uniform widening")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    finish(fig, ax, path, xlabel="crossbar energy per inference (µJ)", ylabel="test accuracy (%)",
+           title="Width allocations vs uniform widening")
 
 
 def main(argv: list[str] | None = None) -> int:
