@@ -14,7 +14,8 @@ from cimnas.config import OptimConfig, load_config
 from cimnas.data import load_dataset
 from cimnas.errors import CimnasError
 from cimnas.nn.layers import QConv2d, QLinear
-from cimnas.train import evaluate, l2_regularizer, make_optimizer, make_scheduler, scale_milestones, train_epoch
+from cimnas.nn.regularizers import l2_regularizer
+from cimnas.train import evaluate, make_optimizer, make_scheduler, scale_milestones, train_epoch
 
 
 class Tiny(nn.Module):
@@ -67,7 +68,7 @@ def test_regularizer_is_added_to_the_loss(digits):
     opt = torch.optim.SGD(m.parameters(), lr=0.0)  # lr 0: weights stay, so the reported reg is exact
     coef = 0.5
     stats = train_epoch(m, digits.search_eval, opt, batch_size=64, generator=torch.Generator().manual_seed(0),
-                        device="cpu", regularizer=l2_regularizer(coef), progress=False)
+                        device="cpu", regularizer=lambda model: l2_regularizer(model, coef), progress=False)
     hand = coef * float((m.conv.weight.detach() ** 2).sum() + (m.fc.weight.detach() ** 2).sum())
     assert stats["reg"] == pytest.approx(hand, rel=1e-5)
 

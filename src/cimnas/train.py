@@ -35,7 +35,6 @@ from tqdm import tqdm
 from cimnas import distributed
 from cimnas.config import OptimConfig
 from cimnas.errors import CimnasError
-from cimnas.nn.layers import quant_layers
 from cimnas.nn.regularizers import two_side_regularizer
 from cimnas.utils.seed import derive_seed, make_generator
 
@@ -298,12 +297,3 @@ def evaluate(model: nn.Module, data: Any, *, batch_size: int = 512, device: str 
     """Top-1 accuracy in [0, 1] (eval mode, no augmentation) on a split or a list of (x, y) batches."""
     pred, y = predict(model, data, batch_size=batch_size, device=device, max_batches=max_batches)
     return float((pred == y).float().mean()) if y.numel() else float("nan")
-
-
-def l2_regularizer(coef: float) -> Regularizer:
-    """coef * sum(w^2) over conv/FC weights (explicit-loss form of weight decay, for comparisons)."""
-
-    def reg(model: nn.Module) -> torch.Tensor:
-        return coef * sum((m.weight ** 2).sum() for _, m in quant_layers(model))
-
-    return reg
