@@ -155,9 +155,11 @@ def test_torchrun_cimnas_train_resume_equals_one_process(tmp_path) -> None:
     assert runs[1]["engine"] == "torchrun" and runs[1]["backend"] == "gloo"
 
 
-@pytest.mark.parametrize("argv", [["hawis", "retrain"], ["uae", "search", "--config", "configs/uae/demo.yaml"]])
+@pytest.mark.parametrize("argv", [["hawis", "run"], ["hawis", "search"],
+                                  ["uae", "search", "--config", "configs/uae/demo.yaml"]])
 def test_commands_without_ddp_refuse_torchrun(argv, tmp_path, monkeypatch, capsys) -> None:
     monkeypatch.setenv("WORLD_SIZE", "2")
     assert main([*argv, "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "does not run under torchrun" in err[0] and not (tmp_path / "o").exists()
+    assert "`cimnas hawis pretrain` and `cimnas hawis retrain`" in err[0]  # what does run under torchrun

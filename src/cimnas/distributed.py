@@ -14,13 +14,23 @@ the gradient of the global-batch mean; epoch metrics are all-reduced. BatchNorm 
 normalises its share with its own statistics; the running statistics are rank 0's, broadcast at every
 forward and after each epoch): SyncBatchNorm needs CUDA and would replace the slimmable BN layers.
 Logging and checkpoints are rank 0's (`is_rank0()`); `fit` calls `on_epoch_end` on rank 0 only.
+
+Decisions taken once (open the run folder, where to resume) are rank 0's: it works inside `rank0_section()`
+and sends the outcome with `share(value)`; the other ranks wait in `share()`. If rank 0 fails in that
+section (a refused resume), the other ranks get an error marker instead of a value and raise the same one-line
+error, so none waits for a broadcast that never comes (`cimnas train`, `cimnas hawis pretrain / retrain`).
+
+A training step that is not fit's default one (HAWIS's sandwich rule: several backwards, one optimizer step)
+averages its gradients itself with `average_gradients`.
 """
 
 from __future__ import annotations
 
 import datetime
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
@@ -38,10 +48,14 @@ def launched() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
-def refuse_launch(command: str) -> None:
+#: the commands that run data-parallel under torchrun
+TORCHRUN_COMMANDS = "`cimnas train`, `cimnas hawis pretrain` and `cimnas hawis retrain`"
+
+
+def refuse_launch(command: str, reason: str = "it has no data-parallel path") -> None:
     """A one-line error when a command that has no DDP path was started by torchrun (every rank would run it)."""
-    check(not launched(), f"{command} does not run under torchrun (only `cimnas train` does): start it once, "
-          "without torchrun, and use --workers N / --ray-address for its parallel parts")
+    check(not launched(), f"{command} does not run under torchrun ({reason}; only {TORCHRUN_COMMANDS} do): "
+          "start it once, without torchrun, and use --workers N / --ray-address for its parallel parts")
 
 
 def _env_int(name: str) -> int:
@@ -129,6 +143,68 @@ def broadcast_object(obj: object) -> object:
     box = [obj]
     dist.broadcast_object_list(box, src=0)
     return box[0]
+
+
+@dataclass(frozen=True)
+class RankFailure:
+    """What rank 0 sends instead of a decision when it stopped before taking it (`rank0_section`)."""
+
+    message: str
+
+
+@contextmanager
+def rank0_section() -> Iterator[None]:
+    """Rank 0's work before its next `share` (open the run folder, read the checkpoint, decide the resume).
+
+    If it raises, the other ranks, which wait in that `share`, receive a `RankFailure` and raise the same
+    one-line error (a CimnasError's text; another exception by its type and first line) instead of waiting
+    forever; then the exception goes on up on rank 0. The section must hold no collective of its own (the
+    marker is a broadcast the others are waiting for). Nothing happens on other ranks or single-process."""
+    try:
+        yield
+    except Exception as e:
+        if active() and is_rank0():
+            text = str(e).splitlines()[0] if str(e) else ""
+            msg = text if isinstance(e, CimnasError) else f"rank 0 stopped with {type(e).__name__}: {text}"
+            try:
+                broadcast_object(RankFailure(msg))
+            except Exception:  # noqa: BLE001 - a rank that is gone already; rank 0's own error matters
+                pass
+        raise
+
+
+def share(value: object = None) -> object:
+    """Rank 0's `value` on every rank (a resume epoch, the models left to train); single-process: `value`.
+    A rank other than 0 receiving rank 0's `RankFailure` raises it as a CimnasError."""
+    if not active():
+        return value
+    got = broadcast_object(value if is_rank0() else None)
+    if isinstance(got, RankFailure) and not is_rank0():
+        raise CimnasError(got.message)
+    return got
+
+
+def average_gradients(params: Iterable[nn.Parameter], n: int) -> None:
+    """Replace every gradient by the sample-weighted mean over ranks, sum_r n_r g_r / sum_r n_r (no-op
+    single-process).
+
+    `n`: this rank's share of the global batch; `g_r`: the gradient of the mean loss over that share, so the
+    result is the gradient of the mean over the global batch (unequal shares included). One flat all-reduce
+    carries every gradient and, as its last element, the share size. Parameters without a gradient are left
+    out (every rank ran the same sub-nets, so the same ones have none)."""
+    if not active():
+        return
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return
+    device = grads[0].device
+    flat = torch.cat([g.reshape(-1).float() for g in grads] + [torch.ones(1, device=device)]) * float(n)
+    all_reduce_sum(flat)
+    flat /= flat[-1].clone()
+    offset = 0
+    for g in grads:
+        g.copy_(flat[offset:offset + g.numel()].view_as(g))
+        offset += g.numel()
 
 
 def _collective_device() -> torch.device:

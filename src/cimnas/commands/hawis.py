@@ -1,5 +1,6 @@
 """`cimnas hawis run|pretrain|search|retrain|report|rank-check`: the HAWIS pipeline (stages A -> B -> C) and the
-super-net ranking check."""
+super-net ranking check. `hawis pretrain` and `hawis retrain` also run data-parallel under
+`torchrun --nproc_per_node N -m cimnas hawis ...` (docs/scale.md)."""
 
 from __future__ import annotations
 
@@ -70,9 +71,13 @@ def _run_stage(args: argparse.Namespace) -> int:
     from cimnas import distributed
     from cimnas.errors import CimnasError
     from cimnas.pipelines.hawis import load_hawis_config, run_pipeline
+    from cimnas.pipelines.hawis.stage_c import TORCHRUN_AND_RAY
 
-    distributed.refuse_launch(f"cimnas hawis {args.stage}")
-
+    if args.stage in ("run", "search"):  # stages A and C only have a data-parallel path
+        distributed.refuse_launch(f"cimnas hawis {args.stage}", "stage B's episodes are one driver")
+    parallel = parallelism_from_args(args) if hasattr(args, "workers") else None
+    if distributed.launched() and parallel is not None and not parallel.in_process:
+        raise CimnasError(TORCHRUN_AND_RAY)
     config = args.config
     resume = bool(getattr(args, "resume", False)) or args.stage != "run"
     if config is None:
@@ -82,9 +87,12 @@ def _run_stage(args: argparse.Namespace) -> int:
         if not config.is_file():
             raise CimnasError(f"no --config given and {args.out} holds no config.yaml")
     cfg = load_hawis_config(config, args.overrides)
-    parallel = parallelism_from_args(args) if hasattr(args, "workers") else None
-    summary = run_pipeline(cfg, args.out, resume=resume, stages=STAGES[args.stage], parallel=parallel)
-    _print_summary(summary)
+    try:
+        summary = run_pipeline(cfg, args.out, resume=resume, stages=STAGES[args.stage], parallel=parallel)
+    finally:
+        distributed.shutdown()  # under torchrun: leave the process group (a no-op otherwise)
+    if summary:  # empty on a rank > 0 under torchrun: rank 0 reports
+        _print_summary(summary)
     return 0
 
 

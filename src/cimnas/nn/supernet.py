@@ -129,12 +129,15 @@ class SuperNet(nn.Module):
     def slimmable_step(self, x: torch.Tensor, y: torch.Tensor, widths_list: Sequence[Sequence[int]],
                        optimizer: torch.optim.Optimizer,
                        regularizer: Callable[[nn.Module], torch.Tensor] | None = None,
-                       distill: bool = False) -> torch.Tensor | float:
+                       distill: bool = False,
+                       reduce_grads: Callable[[], None] | None = None) -> torch.Tensor | float:
         """One sandwich-rule step (Eq. 1): sum of the sub-nets' losses on one batch, one optimizer step.
 
         `distill`: in-place distillation; `widths_list[0]` is the teacher (cross-entropy with the labels),
-        the others minimise the cross-entropy with its softmax (detached). Returns the mean loss (a 0-dim tensor
-        on the device: no host synchronisation per step)."""
+        the others minimise the cross-entropy with its softmax (detached). `reduce_grads`: called once after
+        the sub-nets' backwards and before the regularizer's (data-parallel training averages the accumulated
+        data gradients over ranks there, so the regularizer's gradient, the same on every rank, is added once).
+        Returns the mean loss (a 0-dim tensor on the device: no host synchronisation per step)."""
         self.train()
         optimizer.zero_grad(set_to_none=True)
         prev = self.widths()
@@ -151,6 +154,8 @@ class SuperNet(nn.Module):
                 total = total + loss.detach()
         finally:
             self.model.set_widths(prev)
+        if reduce_grads is not None:
+            reduce_grads()
         if regularizer is not None:
             reg = regularizer(self.model)
             if isinstance(reg, torch.Tensor) and reg.requires_grad:

@@ -17,6 +17,7 @@ function of (seed, e) (cimnas.train.fit), so a resumed run repeats what an unint
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -130,7 +131,8 @@ def run_training(cfg: TrainRunConfig, out_dir: str | Path, resume: bool = False,
 
     Under torchrun (`torchrun --nproc_per_node N -m cimnas train ...`) fit() trains with DDP on the same global
     batches; rank 0 alone holds the run folder (lock, log, checkpoints, final.json) and tells the other ranks
-    the resume epoch; they load the same checkpoint and return {} after training.
+    the resume epoch; they load the same checkpoint and return {} after training. If rank 0 stops before
+    that (a refused resume), the other ranks raise its one-line error instead of waiting for the epoch.
     """
     device = distributed.init(cfg.device)
     splits = load_splits(cfg.data, cfg.seed, device)
@@ -144,10 +146,12 @@ def run_training(cfg: TrainRunConfig, out_dir: str | Path, resume: bool = False,
     if not distributed.is_rank0():
         return _follow_rank0(cfg, out_dir, splits, model, optimizer, scheduler, device)
 
-    with RunFolder.open(out_dir, KIND, cfg, resume=resume, resumable=RESUMABLE,
-                        config_cls=TrainRunConfig) as run:
-        start = _restore(run, cfg, model, optimizer, scheduler) if run.resumed else 0
-        distributed.broadcast_object(start)
+    with contextlib.ExitStack() as stack:
+        with distributed.rank0_section():  # a refused resume reaches the other ranks as the same error
+            run = stack.enter_context(RunFolder.open(out_dir, KIND, cfg, resume=resume, resumable=RESUMABLE,
+                                                     config_cls=TrainRunConfig))
+            start = _restore(run, cfg, model, optimizer, scheduler) if run.resumed else 0
+        distributed.share(start)
         if run.resumed:
             run.write_config(cfg_dict)  # a resume may have extended train.epochs
             run.rewrite_records(METRICS, [r for r in run.records(METRICS) if _epoch(r) <= start])
@@ -187,7 +191,7 @@ def run_training(cfg: TrainRunConfig, out_dir: str | Path, resume: bool = False,
 def _follow_rank0(cfg: TrainRunConfig, out_dir: Any, splits: Any, model: nn.Module, optimizer: Any,
                   scheduler: Any, device: torch.device) -> dict:
     """A rank > 0 under torchrun: no run folder; rank 0's resume epoch and checkpoint, then the same fit()."""
-    start = distributed.broadcast_object(None)
+    start = distributed.share()  # rank 0's failure to open the run raises here
     if start:
         path = Path(out_dir) / "checkpoints" / CHECKPOINT
         ck = load_payload(path, CKPT_FIELDS)

@@ -16,6 +16,10 @@ Run folder (`cimnas hawis run --config FILE --out DIR [--resume]`, kind "hawis",
     figures/, table.md     reports (cimnas.reports.hawis_plots, from these files only)
 
 Modules: config (HawisConfig), context (run folder, data, model builder, size limit), stage_a, stage_b, stage_c.
+
+torchrun: `torchrun --nproc_per_node N -m cimnas hawis pretrain|retrain --config FILE --out DIR` trains stage A
+or stage C data-parallel (gloo on CPU, NCCL on CUDA); rank 0 owns the run folder and run.json's `executions`
+records engine, world_size and backend. `hawis run` / `hawis search` refuse torchrun (stage B is one driver).
 """
 
 from __future__ import annotations
@@ -23,12 +27,14 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from cimnas import distributed
+from cimnas.errors import check
 from cimnas.parallel import Parallelism
 from cimnas.pipelines.hawis.config import HawisConfig, load_hawis_config
-from cimnas.pipelines.hawis.context import Context, load_run_config, make_context, open_run
+from cimnas.pipelines.hawis.context import Context, Follower, load_run_config, make_context, open_run
 from cimnas.pipelines.hawis.stage_a import build_supernet, stage_pretrain
 from cimnas.pipelines.hawis.stage_b import best_record, pareto_front, stage_search
-from cimnas.pipelines.hawis.stage_c import stage_retrain, train_model
+from cimnas.pipelines.hawis.stage_c import TORCHRUN_AND_RAY, stage_retrain, train_model
 from cimnas.search.env import PHASES, EnvConfig
 
 ALL_STAGES = ("pretrain", "search", "retrain", "report")
@@ -38,10 +44,34 @@ def run_pipeline(cfg: HawisConfig, out: str | Path, *, resume: bool = False,
                  stages: tuple[str, ...] = ALL_STAGES, stop_after: int | None = None,
                  parallel: Parallelism | None = None) -> dict:
     """Run the requested stages into run folder `out`; returns a summary dict. `parallel`: stage C's models on
-    Ray workers (stages A and B stay one driver: B's episodes depend on each other)."""
-    run = open_run(cfg, out, resume)
+    Ray workers (stages A and B stay one driver: B's episodes depend on each other).
+
+    Under torchrun (stages "pretrain" or "retrain" only) rank 0 opens the run folder and builds its context
+    first; the other ranks build the same context around a `Follower`, train alongside and return {}. A run
+    folder rank 0 refuses reaches every rank as the same one-line error."""
+    device = distributed.init(cfg.device)
+    if distributed.active():
+        check("search" not in stages, "stage B (the width search) does not run under torchrun: its episodes share "
+              "one super-net and one replay buffer; run `cimnas hawis search` once, without torchrun")
+        check(parallel is None or parallel.in_process, TORCHRUN_AND_RAY)
+    if not distributed.is_rank0():
+        distributed.share()  # rank 0's refusal raises here
+        ctx = make_context(cfg, Follower(out))
+        if "pretrain" in stages:
+            stage_pretrain(ctx)
+        if "retrain" in stages:
+            stage_retrain(ctx)
+        return {}
+    with distributed.rank0_section():
+        run = open_run(cfg, out, resume)
+        try:
+            ctx = make_context(cfg, run)
+            run.record_execution(stages=list(stages), device=str(device), **distributed.execution())
+        except BaseException:
+            run.close()
+            raise
+    distributed.share("opened")
     try:
-        ctx = make_context(cfg, run)
         summary: dict = {"run_dir": str(run.root)}
         t0 = time.perf_counter()
         records = None

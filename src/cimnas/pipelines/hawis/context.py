@@ -7,6 +7,9 @@ Size limit: before anything is trained, every model the config can build (the su
 baselines, retrain.widths, the references) is built on the `meta` device (no memory) and its parameters counted;
 more than `CIMNAS_MAX_PARAMS` (environment variable, default 2e8 parameters = 0.8 GB of float32 weights) is a
 one-line error with the estimate.
+
+Under torchrun (`cimnas hawis pretrain` / `retrain`) rank 0 holds the run folder; every other rank builds the
+same context (same data, same seeds) around a `Follower`, which writes nothing.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from cimnas import distributed
 from cimnas.config import diff_configs, load_config, to_dict
 from cimnas.data import load_dataset
 from cimnas.errors import CimnasError, check
@@ -30,7 +34,6 @@ from cimnas.nn.models import build_model
 from cimnas.nn.widths import WidthSpace, round_channels
 from cimnas.pipelines.hawis.config import RESUMABLE_ALWAYS, RESUMABLE_BEFORE_C, HawisConfig
 from cimnas.runs import RunFolder
-from cimnas.utils.seed import resolve_device
 
 KIND = "hawis"
 
@@ -65,12 +68,28 @@ def open_run(cfg: HawisConfig, out: str | Path, resume: bool) -> RunFolder:
     return run
 
 
+class Follower:
+    """The run folder as a rank other than 0 sees it under torchrun: where it is (to load a checkpoint rank 0
+    points to) and a silent log; no writes and no reads of anything rank 0 may be writing (rank 0 decides
+    and `distributed.share`s what the stages need)."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    @property
+    def ckpt(self) -> Path:
+        return self.root / "checkpoints"
+
+    def log(self, msg: str, echo: bool = True) -> None:
+        """Rank 0 logs."""
+
+
 @dataclass
 class Context:
     """What every stage needs: config, run folder, data, device, hardware spec, width space."""
 
     cfg: HawisConfig
-    run: RunFolder
+    run: RunFolder | Follower
     splits: Any
     device: torch.device
     spec: Any
@@ -114,9 +133,10 @@ class Context:
         return list(self.space.uniform_widths(float(k), clip=False).widths)
 
 
-def make_context(cfg: HawisConfig, run: RunFolder) -> Context:
-    """Load the data and the hardware spec, build the width space, check every model's size up front."""
-    device = resolve_device(cfg.device)
+def make_context(cfg: HawisConfig, run: RunFolder | Follower) -> Context:
+    """Load the data and the hardware spec, build the width space, check every model's size up front.
+    The device is this rank's under torchrun (`distributed.init`), the configured one otherwise."""
+    device = distributed.init(cfg.device)
     d = cfg.data
     unknown = sorted(set(d.options) - {"image_size"})
     check(not unknown, f"data.options.{unknown[0] if unknown else ''} is not a dataset option; valid: image_size")
@@ -140,7 +160,8 @@ def make_context(cfg: HawisConfig, run: RunFolder) -> Context:
         ctx.check_size(ctx.uniform(k), "binary", f"the U-{k:g}x baseline")
     for ref in r.references:
         ctx.check_size(None, REFERENCE_PRECISION[ref][1], f"the {REFERENCE_PRECISION[ref][0]} reference")
-    run.write_result("space.json", ctx.space.to_dict())
+    if distributed.is_rank0():
+        run.write_result("space.json", ctx.space.to_dict())
     return ctx
 
 

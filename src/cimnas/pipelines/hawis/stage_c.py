@@ -4,7 +4,8 @@ Every model is trained by `cimnas.train.fit` on `search_train`; `val_accuracy` i
 `search_eval` part of the training data (what any calibration or model selection may use, e.g. the study's
 lambda calibration), and `test_accuracy` on the test split once per model, for the final number. Results go to
 stage_c.json after each model (a resume skips finished ones), the searched model to checkpoints/final_model.pt,
-its summary (with Monte-Carlo robustness under `defects`) to final.json.
+its summary (with Monte-Carlo robustness under `defects`) to final.json. Under torchrun
+(`torchrun --nproc_per_node N -m cimnas hawis retrain ...`) each model trains data-parallel (`stage_retrain`).
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ from dataclasses import replace
 
 from torch import nn
 
+from cimnas import distributed
 from cimnas.config import to_dict
+from cimnas.errors import check
 from cimnas.nn.models import model_payload
 from cimnas.parallel import Parallelism, run_tasks
 from cimnas.pipelines.hawis.config import RetrainConfig
@@ -26,6 +29,8 @@ from cimnas.train import evaluate, fit, make_optimizer, make_scheduler
 from cimnas.utils.seed import derive_seed, resolve_device, seed_everything
 
 RESULTS = "stage_c.json"
+TORCHRUN_AND_RAY = ("--workers / --ray-address (Ray workers) and torchrun do not mix: under torchrun every "
+                    "stage-C model trains data-parallel over the ranks; drop --workers, or run without torchrun")
 
 
 def train_model(ctx: Context, model: nn.Module, rcfg: RetrainConfig, label: str, *, test: bool = True) -> dict:
@@ -119,22 +124,44 @@ def _retrain_task(label: str, job: tuple, ctx: Context) -> dict:
     return {**out, "log": wctx.run.lines}
 
 
+def _plan(ctx: Context, records: list[dict] | None) -> tuple[dict, dict, dict]:
+    """Rank 0: (the searched model's record, the stage_c.json results so far, {label: (widths, precision)} of
+    the models still to train)."""
+    best, jobs = jobs_for(ctx, records)
+    results: dict = ctx.run.read_result(RESULTS) if ctx.run.has(RESULTS) else {}
+    return best, results, {label: (widths, precision) for label, widths, precision in jobs if label not in results}
+
+
 def stage_retrain(ctx: Context, records: list[dict] | None = None, parallel: Parallelism | None = None) -> dict:
     """Stage C: retrain the best widths (and optionally Pareto points, U-kx and references). With `parallel`
     (several workers or a Ray address) the models train on Ray workers at once; stage_c.json gets them in job
-    order as they finish (a kill loses no written model; a resume skips them), the same as one worker."""
+    order as they finish (a kill loses no written model; a resume skips them), the same as one worker.
+
+    Under torchrun the models train one after another, each data-parallel over the ranks (fit's DDP path);
+    rank 0 decides which are left and writes every result, the other ranks return {}. Every rank evaluates
+    and measures robustness itself (the same weights and trial seeds give the same numbers), so none waits
+    at a collective while rank 0 works alone. Ray workers and torchrun do not mix."""
     cfg, run = ctx.cfg, ctx.run
-    best, jobs = jobs_for(ctx, records)
-    results: dict = run.read_result(RESULTS) if run.has(RESULTS) else {}
-    todo = {label: (widths, precision) for label, widths, precision in jobs if label not in results}
+    lead = distributed.is_rank0()
+    with distributed.rank0_section():
+        plan = _plan(ctx, records) if lead else None
+    todo = distributed.share(plan[2] if lead else None)
+    best, results = plan[:2] if lead else (None, {})
     if parallel is not None and not parallel.in_process and todo:
+        check(not distributed.active(), TORCHRUN_AND_RAY)
         done = run_tasks(_retrain_task, todo, shared=replace(ctx, run=None), desc="stage C",
                          progress=cfg.retrain.progress, on_result=lambda label, out: _store(ctx, results, label, out),
                          **parallel.kwargs())
         run.record_execution(stage="retrain", **done.execution)
     for label, (widths, precision) in todo.items():
         if label not in results:
-            _store(ctx, results, label, retrain_job(ctx, label, widths, precision))
+            out = retrain_job(ctx, label, widths, precision)
+            with distributed.rank0_section():
+                if lead:
+                    _store(ctx, results, label, out)
+            distributed.share(label)  # a failed write on rank 0 stops every rank here
+    if not lead:
+        return {}
     final = dict(results["searched"])
     final.update({"source": best["source"], "search_metrics": {k: best.get(k) for k in ("episode", "reward",
                                                                                         "accuracy", "energy_uj")}})
