@@ -1,53 +1,156 @@
-"""HAWIS small-scale study helpers: lambda calibration (Eq. 5) and the DDPG vs random vs U-kx comparison.
+"""HAWIS small-scale study: the whole study as parallel runs, lambda calibration (Eq. 5), the U-kx seed spread,
+and the DDPG vs random vs U-kx comparison (`hawis_compare`).
 
-Used by `scripts/hawis_study.sh` (digits) and `scripts/hawis_fashion_study.sh` (Fashion-MNIST):
-
+    python -m cimnas.pipelines.studies.hawis_study run CONFIG OUT [--set seed=S] [--uniform 0.5 1 2]
+                                                   [--agents ddpg random] [--lam L] [--workers N | --ray-address A]
     python -m cimnas.pipelines.studies.hawis_study lambda CONFIG PRETRAIN_DIR SEED  # lambda from super-net U-kx
     python -m cimnas.pipelines.studies.hawis_study lambda-val STUDY_DIR             # lambda from stage-C U-kx
     python -m cimnas.pipelines.studies.hawis_study uniform-widths CONFIG K          # U-kx widths as a YAML list
     python -m cimnas.pipelines.studies.hawis_study compare OUT [--title TEXT]       # compare.md + compare_fig1.png
     python -m cimnas.pipelines.studies.hawis_study spread CONFIG K N OUT.json       # stage-C spread of U-kx
 
+`run` (`run_study`) is the study of `scripts/hawis_study.sh` / `scripts/hawis_fashion_study.sh` as tasks of
+`cimnas.parallel.run_tasks` (in this process, on N local Ray workers, or on a Ray cluster), each task one HAWIS
+run folder of the study folder OUT, resumable on its own:
+
+    pretrain/        stage A, the super-net both searches start from (pretrain.from_run)
+    uniform/U-kx/    stage C of the U-kx widths (retrain.widths, with robustness), one per --uniform multiplier
+    ddpg/, random/   stages A (copied) -> B -> C -> report at lambda (--lam, else calibrated: lambda.txt);
+                     retrain.baselines=[] (the baselines are uniform/)
+
+in two phases: the super-net and the U-kx baselines (independent), then the searches (they need the super-net
+and lambda, calibrated in between from the super-net's U-kx sub-nets). Then `compare` when both agents ran.
+OUT itself is a run folder (kind "hawis-study": the HAWIS config and the study's choices, run.log, and in
+run.json how each phase ran). Every task is a function of (config, seed, its label) and writes only its own
+folder, so the runs do not depend on the worker count; rerunning the command resumes (a finished folder is
+reused by `run_pipeline(resume=True)`, a half-done one continues).
+
 No choice made here sees the test split: both lambda calibrations use held-out accuracies of the training data
 (`search_eval`: the super-net's sub-nets, or stage C's `val_accuracy`); test accuracies appear only as the final
 numbers of `compare` and `spread`.
-
-A study folder OUT holds `ddpg/` and `random/` HAWIS run folders (same super-net, seed and episode count)
-and the U-kx baselines either as `U-kx` entries of `ddpg/stage_c.json` or as their own run folders
-`uniform/U-kx/` (stage C of `retrain.widths`, with robustness). `compare` puts every model on one
-Fig. 1-style plot and tabulates, for each retrained searched model, the U-kx accuracy interpolated at its
-energy (linear in log-energy between the two neighbouring baselines): the paper's claim (Fig. 1) is that
-searched widths lie above the uniform curve.
 """
 
 from __future__ import annotations
 
 import argparse
-import io
+import copy
 import math
 import sys
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from cimnas.errors import CimnasError
-from cimnas.pipelines.hawis import load_hawis_config, make_context, train_model
+from cimnas.config import apply_overrides, from_dict, to_dict, validate
+from cimnas.errors import CimnasError, check
+from cimnas.parallel import Parallelism, add_parallel_args, parallelism_from_args, run_tasks
+from cimnas.pipelines.hawis import ALL_STAGES, HawisConfig, load_hawis_config, make_context, run_pipeline, train_model
 from cimnas.pipelines.hawis.stage_a import DONE, build_supernet, load_supernet
+from cimnas.pipelines.studies.hawis_compare import AGENTS, compare, interp_uniform, stage_c_uniform
 from cimnas.runs import RunFolder
 from cimnas.stats import summarize
 from cimnas.train import cycle_batches, evaluate
-from cimnas.utils.io import atomic_write_bytes, read_json, read_jsonl, write_json
+from cimnas.utils.io import read_json, write_json
 from cimnas.utils.seed import derive_seed, make_generator, seed_everything
 
-AGENTS = ("ddpg", "random")
+KIND = "hawis-study"
+#: which baselines and agents a study holds may change on resume (each is its own run folder)
+RESUMABLE = ("uniform", "agents")
+UNIFORM = (0.5, 0.75, 1.0, 1.5, 2.0)
+AGENT_OVERRIDES = {"ddpg": [], "random": ["search.agent=random", "search.agent_options={}"]}
+
+
+def _context_of(cfg: HawisConfig):
+    """A stage context for `cfg` whose run folder is a throwaway temporary directory (nothing of the study is
+    written there)."""
+    return make_context(cfg, RunFolder.open(tempfile.mkdtemp(prefix="cimnas-study-"), "hawis-study", cfg))
 
 
 def _context(config: str, overrides: list[str] | None = None):
-    """A stage context for `config` whose run folder is a throwaway temporary directory (nothing of the
-    study is written there)."""
-    cfg = load_hawis_config(config, overrides or [])
-    return make_context(cfg, RunFolder.open(tempfile.mkdtemp(prefix="cimnas-study-"), "hawis-study", cfg))
+    return _context_of(load_hawis_config(config, overrides or []))
+
+
+# ============================================================================ the study as parallel runs
+def derived_config(base: dict, overrides: Sequence[str]) -> HawisConfig:
+    """The HAWIS config of one study run: the study's resolved config with `overrides` (checked)."""
+    cfg = from_dict(HawisConfig, apply_overrides(copy.deepcopy(base), list(overrides)))
+    validate(cfg)
+    return cfg
+
+
+def study_task(label: str, payload: dict, shared: dict) -> dict:
+    """One run of the study (a `cimnas.parallel` task): `run_pipeline` of its stages into its own run folder
+    (resumed when it exists); returns the plain summary (search best, final model)."""
+    cfg = derived_config(shared["base"], payload["overrides"])
+    summary = run_pipeline(cfg, Path(shared["root"]) / payload["out"], resume=True, stages=tuple(payload["stages"]))
+    return {k: summary[k] for k in ("run_dir", "best", "final") if k in summary}
+
+
+def _final_line(label: str, summary: dict) -> str:
+    f = summary.get("final")
+    if not f:
+        return f"{label}: done ({summary['run_dir']})"
+    return (f"{label}: widths {f['widths']}, test acc {f['test_accuracy']:.4f} (val {f['val_accuracy']:.4f}), "
+            f"energy {f['energy_uj']:.4g} uJ")
+
+
+def study_lambda(cfg: HawisConfig, run: RunFolder, lam: float | None) -> float:
+    """--lam, else lambda.txt of an earlier call, else calibrated on the super-net's U-kx sub-nets (written)."""
+    if lam is not None:
+        return float(lam)
+    if run.has("lambda.txt"):
+        return float(run.path("lambda.txt").read_text().split()[-1])
+    lam, rows = lambda_from_supernet(_context_of(cfg), run.root / "pretrain")
+    lam = float(f"{lam:.6g}")  # the value lambda.txt gives back on resume (the runs' configs must not change)
+    run.path("lambda.txt").write_text(f"{lam:.6g}\n")
+    run.log(f"lambda {lam:.4g} from the super-net's U-kx sub-nets " + ", ".join(
+        f"U-{k:g}x {a:.4f}" for k, a, _ in rows), echo=False)
+    return lam
+
+
+def run_study(cfg: HawisConfig, out: str | Path, *, uniform: Sequence[float] = UNIFORM,
+              agents: Sequence[str] = AGENTS, lam: float | None = None, par: Parallelism | None = None,
+              title: str | None = None) -> dict:
+    """The study of `cfg` (its seed) into study folder `out` (module doc); returns {run label: summary}."""
+    par = par or Parallelism()
+    uniform = [float(k) for k in uniform]
+    check(all(k > 0 for k in uniform) and len(set(uniform)) == len(uniform),
+          f"--uniform must list distinct multipliers > 0, got {uniform}")
+    check(set(agents) <= set(AGENTS) and len(set(agents)) == len(agents),
+          f"--agents must name distinct agents of {', '.join(AGENTS)}, got {list(agents)}")
+    base = to_dict(cfg)
+    study = {"hawis": base, "uniform": uniform, "agents": list(agents), "lam": lam}
+    run = RunFolder.open(out, KIND, study, resume=True, resumable=RESUMABLE)
+    try:
+        ctx = _context_of(cfg)
+        shared = {"base": base, "root": str(run.root)}
+        summaries: dict = {}
+
+        def done(label: str, summary: dict) -> None:
+            summaries[label] = summary
+            run.log(_final_line(label, summary))
+
+        first = {"pretrain": {"out": "pretrain", "stages": ["pretrain"], "overrides": []}}
+        for k in uniform:
+            widths = "[" + ",".join(str(w) for w in ctx.uniform(k)) + "]"
+            first[f"U-{k:g}x"] = {"out": f"uniform/U-{k:g}x", "stages": ["retrain"],
+                                  "overrides": [f"retrain.widths={widths}", "retrain.pareto_models=0"]}
+        ex = run_tasks(study_task, first, shared=shared, on_result=done, desc="super-net, U-kx", **par.kwargs())
+        run.record_execution(phase="pretrain+uniform", **ex.execution)
+        if agents:
+            lam = study_lambda(cfg, run, lam)
+            second = {a: {"out": a, "stages": list(ALL_STAGES), "overrides": [
+                f"pretrain.from_run={run.root / 'pretrain'}", f"search.env.lam={lam}", "retrain.baselines=[]",
+                *AGENT_OVERRIDES[a]]} for a in agents}
+            ex = run_tasks(study_task, second, shared=shared, on_result=done, desc="searches", **par.kwargs())
+            run.record_execution(phase="search", lam=lam, **ex.execution)
+        if set(agents) == set(AGENTS) and len(uniform) >= 2:
+            compare(run.root, title)
+            run.log("wrote compare.md and compare_fig1.png", echo=False)
+        return summaries
+    finally:
+        run.close()
 
 
 # ============================================================================ lambda calibration
@@ -75,11 +178,19 @@ def equal_reward_lambda(rows: list[tuple[float, float, float]]) -> tuple[float, 
     return math.exp((lo + hi) / 2), True
 
 
+LAMBDA_MULTIPLIERS = (0.5, 0.75, 1, 1.25, 1.5, 2)
+
+
 def calibrate_lambda(config: str, pretrain_dir: str, seed: int,
-                     multipliers: tuple[float, ...] = (0.5, 0.75, 1, 1.25, 1.5, 2)) -> tuple[float, list]:
+                     multipliers: tuple[float, ...] = LAMBDA_MULTIPLIERS) -> tuple[float, list]:
     """Evaluate the U-kx sub-nets of a pretrained super-net (BN recalibrated, held-out accuracy) and return
     the equal-reward lambda and the rows `(k, accuracy, Q/Q(A_b))`; progress goes to stderr."""
-    ctx = _context(config, [f"seed={seed}"])
+    return lambda_from_supernet(_context(config, [f"seed={seed}"]), pretrain_dir, multipliers)
+
+
+def lambda_from_supernet(ctx, pretrain_dir: str | Path,
+                         multipliers: tuple[float, ...] = LAMBDA_MULTIPLIERS) -> tuple[float, list]:
+    """`calibrate_lambda` on a built context."""
     cfg = ctx.cfg
     net = build_supernet(ctx)
     path = Path(pretrain_dir) / "checkpoints" / DONE
@@ -108,17 +219,6 @@ def _report_lambda(rows: list[tuple[float, float, float]]) -> tuple[float, list]
         for k, a, r in rows:
             print(f"  U-{k:g}x reward at lam {lam:.4f}: {-(1 - a) * math.log(r / lam):+.4f}", file=sys.stderr)
     return lam, rows
-
-
-def stage_c_uniform(out: Path) -> dict[str, dict]:
-    """The study's stage-C U-kx results: `U-kx` entries of `ddpg/stage_c.json` and `uniform/U-kx/` run folders."""
-    uni: dict[str, dict] = {}
-    for sc in [out / a / "stage_c.json" for a in AGENTS]:
-        if sc.is_file():
-            uni.update({k: v for k, v in read_json(sc).items() if k.startswith("U-")})
-    for sc in sorted((out / "uniform").glob("U-*/stage_c.json")):
-        uni[sc.parent.name] = read_json(sc)["searched"]
-    return uni
 
 
 def calibrate_lambda_val(out: str | Path) -> tuple[float, list]:
@@ -174,118 +274,22 @@ def seed_spread(config: str, k: float, n: int, out_json: str | Path, seed: int =
     return res
 
 
-# ============================================================================ comparison
-def interp_uniform(uniform: list[tuple[float, float]], energy: float) -> float | None:
-    """Accuracy of the uniform curve at `energy`: linear in log-energy between the neighbouring U-kx points
-    `(energy, accuracy)`; None outside their range."""
-    pts = sorted(uniform)
-    for (e0, a0), (e1, a1) in zip(pts, pts[1:], strict=False):
-        if e0 <= energy <= e1:
-            t = 0.0 if e1 == e0 else (math.log(energy) - math.log(e0)) / (math.log(e1) - math.log(e0))
-            return a0 + t * (a1 - a0)
-    return None
-
-
-def collect(out: Path) -> dict:
-    """The study's models: uniform baselines, each agent's episodes and retrained models."""
-    missing = [a for a in AGENTS if not (out / a / "stage_c.json").is_file()]
-    if missing:
-        raise CimnasError(f"{out}: no stage_c.json for {', '.join(missing)}; run the study script first")
-    uni = stage_c_uniform(out)
-    agents = {}
-    for a in AGENTS:
-        eps = read_jsonl(out / a / "episodes.jsonl")
-        models = []
-        for label, v in read_json(out / a / "stage_c.json").items():
-            if label.startswith("U-"):
-                continue
-            rec = next((r for r in eps if r["widths"] == v["widths"]), None)
-            models.append({"label": label, "stage_c": v, "episode": rec})
-        agents[a] = {"episodes": eps, "models": models}
-    if len(uni) < 2:
-        raise CimnasError(f"{out}: fewer than two U-kx baselines found (ddpg/stage_c.json or uniform/U-kx/)")
-    return {"uniform": dict(sorted(uni.items(), key=lambda kv: kv[1]["energy_uj"])), "agents": agents}
-
-
-def _rob(v: dict) -> str:
-    r = v.get("robustness")
-    return f"{100 * r['mean']:.2f} / {100 * r['p5']:.2f}" if r else "-"
-
-
-def compare(out: str | Path, title: str | None = None) -> str:
-    """Write OUT/compare.md and OUT/compare_fig1.png; returns the markdown."""
-    import matplotlib  # lazy: matplotlib (+pyplot) costs 1.1-1.5 s to import, figures only
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from scipy.stats import spearmanr  # lazy: scipy.stats costs 2.1-2.5 s to import, this table only
-
-    out = Path(out)
-    data = collect(out)
-    uni = data["uniform"]
-    curve = [(v["energy_uj"], v["test_accuracy"]) for v in uni.values()]
-    lines = ["| model | energy (uJ) | test acc. (%) | U-kx at same energy (%) | difference (points) | "
-             "held-out acc. in search (%) | reward | robustness mean / p5 (%) |", "|---|---|---|---|---|---|---|---|"]
-    for k, v in uni.items():
-        lines.append(f"| {k} | {v['energy_uj']:.2f} | {100 * v['test_accuracy']:.2f} | - | - | - | - | {_rob(v)} |")
-    fig, ax = plt.subplots(figsize=(6.4, 4.4))
-    ax.plot([e for e, _ in curve], [100 * a for _, a in curve], "-s", c="#1f77b4", label="uniform U-kx (stage C, test)")
-    for k, v in uni.items():
-        ax.annotate(k, (v["energy_uj"], 100 * v["test_accuracy"]), fontsize=7, xytext=(3, -9),
-                    textcoords="offset points")
-    pairs, summary = [], []
-    for a, col, mk in (("ddpg", "#d62728", "*"), ("random", "#2ca02c", "P")):
-        eps = data["agents"][a]["episodes"]
-        ax.scatter([r["energy_uj"] for r in eps], [100 * r["accuracy"] for r in eps], s=8, c=col, alpha=0.25,
-                   label=f"{a} candidates (held-out)")
-        first_pareto = True
-        for m in data["agents"][a]["models"]:
-            v, rec = m["stage_c"], m["episode"]
-            ref = interp_uniform(curve, v["energy_uj"])
-            diff = "-" if ref is None else f"{100 * (v['test_accuracy'] - ref):+.2f}"
-            refs = "-" if ref is None else f"{100 * ref:.2f}"
-            ep = f" (ep. {rec['episode']})" if rec else ""
-            held = f"{100 * rec['accuracy']:.2f}" if rec else "-"
-            rew = f"{rec['reward']:+.4f}" if rec else "-"
-            name = "best reward" if m["label"] == "searched" else "Pareto point"
-            lines.append(f"| {a} {name}{ep} | {v['energy_uj']:.2f} | {100 * v['test_accuracy']:.2f} | {refs} | "
-                         f"{diff} | {held} | {rew} | {_rob(v)} |")
-            if rec:
-                pairs.append((rec["accuracy"], v["test_accuracy"]))
-            show = m["label"] == "searched" or first_pareto
-            ax.plot(v["energy_uj"], 100 * v["test_accuracy"], mk, c=col, ms=12 if m["label"] == "searched" else 7,
-                    label=f"{a} {name} (stage C, test)" if show else None)
-            first_pareto = first_pareto and m["label"] == "searched"
-        r = np.array([x["reward"] for x in eps])
-        tail = r[-20:]
-        summary.append(f"{a}: {len(r)} episodes, best reward {r.max():+.4f}, mean reward all {r.mean():+.4f}, "
-                       f"last {len(tail)} {tail.mean():+.4f}")
-    ax.set_xscale("log")
-    ax.set_xlabel("energy per inference (uJ)")
-    ax.set_ylabel("accuracy (%)")
-    ax.set_title(title or f"{out.name}: DDPG vs random search vs U-kx")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=6, loc="lower right")
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=120)
-    plt.close(fig)
-    atomic_write_bytes(out / "compare_fig1.png", buf.getvalue())
-    if len(pairs) > 2:
-        rho = spearmanr([p[0] for p in pairs], [p[1] for p in pairs]).statistic
-        lines.append(f"\nSpearman rho (search held-out acc. vs stage-C test acc., {len(pairs)} searched models): "
-                     f"{rho:.2f}")
-    lines += [""] + summary
-    text = "\n".join(lines) + "\n"
-    atomic_write_bytes(out / "compare.md", text.encode())
-    return text
-
-
 # ============================================================================ CLI
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m cimnas.pipelines.studies.hawis_study",
                                 description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
+    q = sub.add_parser("run", help="the whole study (super-net, U-kx, DDPG and random searches) as parallel runs")
+    q.add_argument("config")
+    q.add_argument("out")
+    q.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one HAWIS config value (repeatable), e.g. --set seed=1")
+    q.add_argument("--uniform", type=float, nargs="*", default=list(UNIFORM), metavar="K",
+                   help="U-kx baselines, each its own run folder uniform/U-kx")
+    q.add_argument("--agents", nargs="*", default=list(AGENTS), choices=AGENTS, help="searches to run")
+    q.add_argument("--lam", type=float, help="Eq. 5 lambda (default: calibrated on the super-net, lambda.txt)")
+    q.add_argument("--title", help="title of compare_fig1.png")
+    add_parallel_args(q)
     q = sub.add_parser("lambda", help="equal-reward lambda from the U-kx sub-nets of a pretrained super-net")
     q.add_argument("config")
     q.add_argument("pretrain_dir")
@@ -306,7 +310,12 @@ def main(argv: list[str] | None = None) -> int:
     q.add_argument("--title")
     args = p.parse_args(argv)
     try:
-        if args.cmd == "lambda":
+        if args.cmd == "run":
+            cfg = load_hawis_config(args.config, args.overrides)
+            runs = run_study(cfg, args.out, uniform=args.uniform, agents=args.agents, lam=args.lam,
+                             par=parallelism_from_args(args), title=args.title)
+            print("\n".join(_final_line(label, summary) for label, summary in runs.items()))
+        elif args.cmd == "lambda":
             print(f"{calibrate_lambda(args.config, args.pretrain_dir, args.seed)[0]:.4f}")
         elif args.cmd == "lambda-val":
             print(f"{calibrate_lambda_val(args.out)[0]:.4f}")
@@ -323,6 +332,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     return 0
 
+
+__all__ = ["AGENTS", "calibrate_lambda", "calibrate_lambda_val", "compare", "derived_config", "equal_reward_lambda",
+           "interp_uniform", "lambda_from_supernet", "run_study", "seed_spread", "stage_c_uniform", "study_task",
+           "uniform_widths"]
 
 if __name__ == "__main__":
     sys.exit(main())
