@@ -230,21 +230,23 @@ def _run_on_ray(fn: TaskFn, tasks: Mapping, ids: list, par: Parallelism, shared:
             done, _ = ray.wait(list(index_of), num_returns=1)
             for ref in done:
                 i = index_of[ref]
+                refs.pop(i)  # finished: never cancelled below (cancelling a finished task trips a Ray check)
                 try:
                     results[i] = ray.get(ref)
                 except Exception as e:  # noqa: BLE001 - unwrapped below into what the caller can act on
                     err = _unwrap(ray, e, ids[i])
                     # a CimnasError is one line for the CLI; anything else is a bug: keep the worker's traceback
                     raise err from (None if isinstance(err, CimnasError) or err is e else e)
-                del refs[i]
                 bar.update(1)
             while emitted in results and emitted < len(ids):  # in task order, as soon as the prefix is done
                 if on_result is not None:
                     on_result(ids[emitted], results[emitted])
                 emitted += 1
     except BaseException:
-        for ref in refs.values():
-            ray.cancel(ref, force=True)
+        if refs:  # only tasks still pending: a finished one may not be cancelled
+            _, pending = ray.wait(list(refs.values()), num_returns=len(refs), timeout=0)
+            for ref in pending:
+                ray.cancel(ref, force=True)
         raise
     execution = {"engine": "ray", "workers": par.workers, "address": par.ray_address or "local",
                  "ray_version": ray.__version__, "task_cpus": res.cpus, "task_gpus": res.gpus,
