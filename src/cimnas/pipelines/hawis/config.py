@@ -92,11 +92,14 @@ class PretrainConfig(OptimConfig):
     regularizer: Literal["none", "l2", "two_side"] = "two_side"
     n_random: int = 2  # random non-uniform sub-nets per step besides the largest and smallest
     inplace_distill: bool = False  # smaller sub-nets learn the largest's soft predictions (US-Nets)
+    distill_warmup: int = 0  # with inplace_distill: the first this many epochs train every sub-net on the labels
     from_run: str | None = None  # a finished HAWIS run folder whose stage-A super-net to start from
 
     def validate(self) -> None:
         super().validate()
         check(0 <= self.n_random <= 64, f"pretrain.n_random must be in 0..64, got {self.n_random}")
+        check(0 <= self.distill_warmup <= max(self.epochs, 0), f"pretrain.distill_warmup must be in "
+              f"0..pretrain.epochs ({self.epochs}), got {self.distill_warmup}")
 
 
 @dataclass

@@ -144,7 +144,10 @@ def stage_pretrain(ctx: Context) -> SuperNet:
 
     def sandwich_step(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor | float:
         return net.slimmable_step(x, y, net.sandwich_widths(draws.generator(), cfg.n_random), opt, reg,
-                                  distill=cfg.inplace_distill, reduce_grads=average(y.shape[0]))
+                                  distill=distilling(), reduce_grads=average(y.shape[0]))
+
+    def distilling() -> bool:  # in-place distillation after `distill_warmup` label-only epochs (epoch off the schedule)
+        return cfg.inplace_distill and int(sched.last_epoch) >= cfg.distill_warmup
 
     t0 = [time.perf_counter()]
 
