@@ -2,7 +2,8 @@
 
 Folder -> command: train/ and ablation/ -> `cimnas train`; hawis/ -> `cimnas hawis`; uae/ -> `cimnas uae search`
 (table1.yaml: `cimnas uae table1`); hardware/ -> a CrossbarSpec file (`--spec-file`); studies/ -> the study driver
-named by the file (headroom_*.yaml: `python -m cimnas.pipelines.studies.headroom`). A file in any other folder
+named by the file (headroom_*.yaml: `python -m cimnas.pipelines.studies.headroom`; rank_*_archs.yaml: the `--archs`
+list of `cimnas hawis rank-check`). A file in any other folder
 fails, so a new folder needs a line here.
 """
 
@@ -16,6 +17,7 @@ from cimnas.config import load_config
 from cimnas.errors import CimnasError
 from cimnas.hardware.crossbar import CrossbarSpec, load_spec
 from cimnas.pipelines.hawis import HawisConfig
+from cimnas.pipelines.hawis.rank_check import read_archs
 from cimnas.pipelines.studies.headroom import HeadroomConfig
 from cimnas.pipelines.train import TrainRunConfig
 from cimnas.pipelines.uae.config import Table1Config, UAESearchConfig
@@ -45,6 +47,10 @@ def load_any(path: Path) -> object:
         for a in cfg.allocations:
             a.validate()
         return cfg
+    if folder == "studies" and path.stem.startswith("rank_") and path.stem.endswith("_archs"):
+        archs = read_archs(path)
+        assert len(archs) >= 12, f"{path}: the rank-check needs at least 12 architectures"
+        return archs
     if folder == "hardware":
         return load_spec(spec_file=path)
     raise AssertionError(f"{path}: no command reads configs/{folder}/; map the folder in tests/test_configs_all.py")

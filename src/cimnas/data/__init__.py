@@ -19,7 +19,8 @@ from cimnas.data.base import (
     dataset_spec,
     dataset_table,
     load_dataset,
+    load_from_config,
 )
 
 __all__ = ["DATASETS", "Augmentation", "DataSplit", "DatasetSpec", "Splits", "dataset_spec", "dataset_table",
-           "load_dataset"]
+           "load_dataset", "load_from_config"]

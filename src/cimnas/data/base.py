@@ -14,6 +14,7 @@ import inspect
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -308,6 +309,19 @@ def load_dataset(name: str, data_dir: str | Path | None = None, seed: int = 0,
     raw = spec.read(spec.resolve_dir(data_dir))
     return build_splits(spec, raw, seed=seed, search_fraction=frac, limit=limit, test_limit=test_limit,
                         augment=aug, device=device)
+
+
+def load_from_config(data: Any, run_seed: int, device: str | torch.device = "cpu") -> Splits:
+    """The splits a config's `data` section names (`cimnas.config.DataConfig`): the one way every command loads
+    its data. Seeded by `data.seed`, else the run's seed. `data.options` are the dataset builder's options (e.g.
+    synthetic's channels / num_classes); `image_size` among them is load_dataset's own argument (a fixed-shape
+    dataset refuses another size). Unknown options are a one-line error naming the ones the dataset takes."""
+    opts = _options_dict(data.options)
+    image_size = opts.pop("image_size", None)
+    return load_dataset(data.name, data_dir=data.data_dir, seed=data.resolved_seed(run_seed),
+                        search_fraction=data.search_fraction, device=device, limit=data.limit,
+                        test_limit=data.test_limit, augment=data.augment, image_size=image_size,
+                        options=opts or None)
 
 
 def dataset_table(data_dir: str | Path | None = None) -> list[dict]:

@@ -29,7 +29,7 @@ from torch import nn
 
 from cimnas import distributed
 from cimnas.config import DataConfig, ModelConfig, OptimConfig, check_device, to_dict
-from cimnas.data import DATASETS, load_dataset
+from cimnas.data import DATASETS, load_from_config
 from cimnas.errors import CimnasError, check
 from cimnas.limits import check_model
 from cimnas.nn.counting import count_ops, trace_layers
@@ -68,14 +68,8 @@ class TrainRunConfig:
 
 # ---------------------------------------------------------------- building blocks
 def load_splits(cfg: DataConfig, run_seed: int, device: torch.device) -> Any:
-    """The dataset of `cfg` (seeded by data.seed, else the run's seed); `data.options` go to load_dataset."""
-    try:
-        return load_dataset(cfg.name, data_dir=cfg.data_dir, seed=cfg.resolved_seed(run_seed),
-                            search_fraction=cfg.search_fraction, device=device, limit=cfg.limit,
-                            test_limit=cfg.test_limit, augment=cfg.augment, **cfg.options)
-    except TypeError as e:  # an unknown key in data.options
-        raise CimnasError(f"data.options {sorted(cfg.options)} are not all options of load_dataset ({e}); "
-                          "remove the unknown ones") from e
+    """The dataset of `cfg` (`cimnas.data.load_from_config`: seeded by data.seed, else the run's seed)."""
+    return load_from_config(cfg, run_seed, device)
 
 
 def build_from_config(cfg: ModelConfig, splits: Any, seed: int) -> nn.Module:

@@ -23,7 +23,7 @@ from torch import nn
 
 from cimnas import distributed
 from cimnas.config import diff_configs, load_config, to_dict
-from cimnas.data import load_dataset
+from cimnas.data import load_from_config
 from cimnas.errors import CimnasError, check
 from cimnas.hardware import montecarlo
 from cimnas.hardware.crossbar import load_spec
@@ -137,11 +137,7 @@ def make_context(cfg: HawisConfig, run: RunFolder | Follower) -> Context:
     """Load the data and the hardware spec, build the width space, check every model's size up front.
     The device is this rank's under torchrun (`distributed.init`), the configured one otherwise."""
     device = distributed.init(cfg.device)
-    d = cfg.data
-    unknown = sorted(set(d.options) - {"image_size"})
-    check(not unknown, f"data.options.{unknown[0] if unknown else ''} is not a dataset option; valid: image_size")
-    splits = load_dataset(d.name, d.data_dir, seed=d.resolved_seed(cfg.seed), search_fraction=d.search_fraction,
-                          device=device, limit=d.limit, test_limit=d.test_limit, augment=d.augment, **d.options)
+    splits = load_from_config(cfg.data, cfg.seed, device)
     spec = load_spec(cfg.hardware.preset, cfg.hardware.overrides)
     shape = (splits.in_channels, splits.image_size, splits.image_size)
     ctx = Context(cfg, run, splits, device, spec, WidthSpace((1,)), shape)

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from cimnas.config import OptimConfig
-from cimnas.data import load_dataset
+from cimnas.data import load_from_config
 from cimnas.errors import check
 from cimnas.hardware.montecarlo import check_mc_work, model_weights
 from cimnas.nn.layers import quant_layers
@@ -83,9 +83,7 @@ def analyze(model: nn.Module, x: torch.Tensor, noise: NoiseConfig, s: AnalysisSe
 
 
 def load_splits(data: Any, seed: int) -> Any:
-    return load_dataset(data.name, data.data_dir, seed=data.resolved_seed(seed), limit=data.limit,
-                        test_limit=data.test_limit, search_fraction=data.search_fraction, augment=data.augment,
-                        options=data.options or None)
+    return load_from_config(data, seed)
 
 
 def run_analysis(cfg: AnalysisConfig, out: str | Path, *, resume: bool = False, progress: bool = True) -> dict:

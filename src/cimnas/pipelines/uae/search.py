@@ -30,7 +30,7 @@ import torch
 from tqdm import tqdm
 
 from cimnas.config import from_dict, read_yaml, validate
-from cimnas.data import load_dataset
+from cimnas.data import load_from_config
 from cimnas.errors import CimnasError, check
 from cimnas.hardware.montecarlo import check_mc_work, model_weights
 from cimnas.parallel import Parallelism, Shared, run_tasks
@@ -46,10 +46,7 @@ CONTROLLER = "controller.pt"
 
 
 def load_splits(cfg: UAESearchConfig, device: torch.device) -> Any:
-    d = cfg.data
-    return load_dataset(d.name, data_dir=d.data_dir, seed=d.resolved_seed(cfg.seed),
-                        search_fraction=d.search_fraction, device="cpu" if device.type == "cpu" else device,
-                        limit=d.limit, test_limit=d.test_limit, augment=d.augment, options=d.options or None)
+    return load_from_config(cfg.data, cfg.seed, device)
 
 
 def open_run(cfg: UAESearchConfig, out: str | Path, resume: bool) -> RunFolder:
