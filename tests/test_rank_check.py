@@ -212,6 +212,38 @@ def test_standalone_values_from_a_headroom_folder(hawis_run, tmp_path):
         read_headroom(_headroom(tmp_path, "cifar", data="cifar10"), load_hawis_config(hawis_run / "config.yaml"))
 
 
+def test_several_standalone_folders_and_the_split_check(hawis_run, tmp_path):
+    from cimnas.pipelines.hawis.rank_check import read_headroom
+
+    head = _headroom(tmp_path)  # every architecture but wide-last
+    extra = tmp_path / "extra"  # an earlier rank-check that trained wide-last (same data, model, seed)
+    assert main(["hawis", "rank-check", str(hawis_run), "--archs", _archs(tmp_path, ARCHS[3:4] + ARCHS[:2]),
+                 "--out", str(extra), "--standalone", str(head)]) == 0
+    assert [r["name"] for r in _lines(extra / "standalone.jsonl")] == ["wide-last"]
+    out = tmp_path / "rc_two"
+    assert main(["hawis", "rank-check", str(hawis_run), "--archs", _archs(tmp_path, ARCHS), "--out", str(out),
+                 "--standalone", str(head), "--standalone", str(extra)]) == 0
+    assert not (out / "standalone.jsonl").exists()  # all five known: nothing trained
+    rows = {r["name"]: r for r in json.loads((out / "rank_check.json").read_text())["rows"]}
+    wide_last = _lines(extra / "standalone.jsonl")[0]["val_accuracy"]
+    assert rows["wide-last"]["standalone_val_accuracy"] == pytest.approx(wide_last)
+    assert rows["U-0.5x"]["standalone_val_accuracy"] == pytest.approx(0.72)  # the first folder's values
+    cfg = load_hawis_config(hawis_run / "config.yaml")
+    for key, bad in (("limit", 999), ("seed", 7)):
+        other = _headroom(tmp_path, f"split_{key}")
+        stored = yaml.safe_load((other / "config.yaml").read_text())
+        stored["base"]["data"][key] = bad
+        (other / "config.yaml").write_text(yaml.safe_dump(stored))
+        with pytest.raises(CimnasError, match="validation split or input coding differs"):
+            read_headroom(other, cfg)
+    same = _headroom(tmp_path, "same_split")
+    stored = yaml.safe_load((same / "config.yaml").read_text())
+    stored["base"]["data"].update(limit=cfg.data.limit, seed=cfg.data.resolved_seed(cfg.seed))
+    stored["base"]["model"]["thermometer_levels"] = cfg.model.thermometer_levels
+    (same / "config.yaml").write_text(yaml.safe_dump(stored))
+    assert len(read_headroom(same, cfg)) == 4
+
+
 def test_bad_input_is_one_line_exit_2(hawis_run, tmp_path, capsys):
     no_ckpt = tmp_path / "no_ckpt"
     no_ckpt.mkdir()

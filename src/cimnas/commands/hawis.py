@@ -55,8 +55,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     c = sub.add_parser("rank-check", help=text, description=text)
     c.add_argument("run_dir", help="HAWIS run folder with a finished stage A (checkpoints/supernet.pt)")
     c.add_argument("--archs", help="YAML/JSON list of {name, widths}")
-    c.add_argument("--standalone", metavar="HEADROOM_DIR", help="headroom study folder: its architectures (unless "
-                   "--archs) and their stand-alone val accuracies (mean over seeds); others are trained here")
+    c.add_argument("--standalone", metavar="HEADROOM_DIR", action="append", help="headroom study (or earlier "
+                   "rank-check) folder: its architectures (unless --archs) and their stand-alone val accuracies "
+                   "(mean over seeds); repeatable (the first folder holding a width vector wins); others are "
+                   "trained here")
     c.add_argument("--candidate-ft", action="store_true", help="candidate fine-tune before each proxy evaluation "
                    "(search.env.candidate_epochs; weights restored after)")
     c.add_argument("--out", help="output run folder (default RUN_DIR/rank_check)")

@@ -105,6 +105,7 @@ def read_headroom(root: str | Path, cfg: HawisConfig) -> list[dict]:
         theirs = (base.get(key) or {}).get("name")
         check(theirs in (None, mine), f"headroom study {root} trained {key} {theirs!r}, the HAWIS run uses "
               f"{mine!r}: give a headroom study on the same {key}")
+    _check_same_split(root, base, cfg)
     rows = read_json(root / "headroom.json").get("rows")
     check(isinstance(rows, list) and rows, f"{root}/headroom.json lists no models")
     out = []
@@ -114,6 +115,35 @@ def read_headroom(root: str | Path, cfg: HawisConfig) -> list[dict]:
             finals = [read_json(p) for p in sorted((root / "runs" / r["label"]).glob("seed*/final.json"))]
             vals = [f["val_acc"] for f in finals if isinstance(f, dict) and f.get("val_acc") is not None]
         out.append({"name": r["label"], "widths": [int(w) for w in r["widths"]], "values": vals})
+    return out
+
+
+def _check_same_split(root: Path, base: dict, cfg: HawisConfig) -> None:
+    """A headroom study's validation accuracies compare with the proxy only on the same held-out split and input
+    coding: the data keys that carve the split (limit, search_fraction, the data seed) and the model's input
+    options must match the HAWIS run's where the study's config states them."""
+    data, model = base.get("data") or {}, base.get("model") or {}
+    pairs = [(f"data.{k}", data[k], getattr(cfg.data, k)) for k in ("limit", "search_fraction") if k in data]
+    if "seed" in data or "seed" in base:
+        theirs = data.get("seed") if data.get("seed") is not None else base.get("seed", 0)
+        pairs.append(("data seed", theirs, cfg.data.resolved_seed(cfg.seed)))
+    pairs += [(f"model.{k}", model[k], getattr(cfg.model, k)) for k in ("thermometer", "thermometer_levels",
+                                                                         "topology_mod") if k in model]
+    for what, theirs, mine in pairs:
+        check(theirs == mine, f"headroom study {root} has {what} {theirs!r}, the HAWIS run {mine!r}: its validation "
+              "split or input coding differs; pretrain with the same data and model settings (--set ...)")
+
+
+def read_standalone(dirs: list[str | Path], cfg: HawisConfig) -> list[dict]:
+    """The architectures and stand-alone values of every `--standalone` folder (headroom studies or earlier
+    rank-checks), in order; an architecture found in several folders keeps the first folder's values."""
+    out: list[dict] = []
+    seen: set[tuple] = set()
+    for d in dirs:
+        for h in read_headroom(d, cfg):
+            if tuple(h["widths"]) not in seen:
+                seen.add(tuple(h["widths"]))
+                out.append(h)
     return out
 
 
@@ -140,7 +170,7 @@ def check_archs(archs: list[dict], space: WidthSpace) -> None:
               f"{top[over[0]] if over else 0} (space.r_max={space.r_max:g}); drop it or use a wider super-net")
 
 
-def load_inputs(run_dir: str | Path, archs_file: str | None, standalone_dir: str | None,
+def load_inputs(run_dir: str | Path, archs_file: str | None, standalone_dir: str | list[str] | None,
                 overrides: list[str]) -> tuple[HawisConfig, WidthSpace, list[dict], dict[str, list[float]]]:
     """Config (with `--set` applied), width space, architectures and known stand-alone values; all checked."""
     run_dir = Path(run_dir)
@@ -148,19 +178,25 @@ def load_inputs(run_dir: str | Path, archs_file: str | None, standalone_dir: str
           f"{run_dir} is not a HAWIS run folder (no config.yaml / space.json)")
     check((run_dir / "checkpoints" / DONE).is_file(), f"{run_dir} has no checkpoints/{DONE}: finish stage A "
           f"first (cimnas hawis pretrain --out {run_dir})")
-    check(archs_file is not None or standalone_dir is not None, "give --archs FILE or --standalone HEADROOM_DIR")
+    check(archs_file is not None or _dirs(standalone_dir), "give --archs FILE or --standalone HEADROOM_DIR")
     for o in overrides:
         check(o.split("=", 1)[0].startswith(OVERRIDABLE), f"--set {o}: rank-check may change only search.env.* "
               "(the proxy) and retrain.* (stand-alone training); the super-net's own settings are fixed")
     cfg = load_config(HawisConfig, run_dir / "config.yaml", overrides)
     space = WidthSpace.from_dict(read_json(run_dir / "space.json"))
-    head = read_headroom(standalone_dir, cfg) if standalone_dir is not None else []
+    head = read_standalone(_dirs(standalone_dir), cfg)
     archs = read_archs(archs_file) if archs_file is not None else [{k: h[k] for k in ("name", "widths")} for h in head]
     check_archs(archs, space)
     check(len(archs) >= 3, f"rank-check needs at least 3 architectures to rank, got {len(archs)} (12 or more "
           "give useful intervals)")
     known = {tuple(h["widths"]): h["values"] for h in head if h["values"]}
     return cfg, space, archs, {a["name"]: known[tuple(a["widths"])] for a in archs if tuple(a["widths"]) in known}
+
+
+def _dirs(standalone_dir: str | Path | list | None) -> list[str]:
+    if standalone_dir is None:
+        return []
+    return [str(d) for d in standalone_dir] if isinstance(standalone_dir, list | tuple) else [str(standalone_dir)]
 
 
 # ---------------------------------------------------------------------------- the command
@@ -171,7 +207,8 @@ def _done(run: RunFolder, name: str, archs: list[dict]) -> dict[str, dict]:
     return {r["name"]: r for r in recs if wanted.get(r.get("name")) == r.get("widths")}
 
 
-def run_rank_check(run_dir: str | Path, *, archs_file: str | None = None, standalone_dir: str | None = None,
+def run_rank_check(run_dir: str | Path, *, archs_file: str | None = None,
+                   standalone_dir: str | list[str] | None = None,
                    out: str | Path | None = None, candidate_ft: bool = False, resume: bool = False,
                    overrides: list[str] | None = None, resamples: int = 2000) -> dict:
     """Proxy and stand-alone accuracy of every architecture, their rank correlations; returns rank_check.json."""
@@ -179,7 +216,9 @@ def run_rank_check(run_dir: str | Path, *, archs_file: str | None = None, standa
     env_cfg = dataclasses.replace(cfg.search.env, slimmable_ft=False, candidate_ft=candidate_ft)
     cfg = dataclasses.replace(cfg, search=dataclasses.replace(cfg.search, env=env_cfg))
     run_dir = Path(run_dir).resolve()
-    config = {"hawis_run": str(run_dir), "archs_file": archs_file, "standalone_dir": standalone_dir,
+    dirs = _dirs(standalone_dir)
+    config = {"hawis_run": str(run_dir), "archs_file": archs_file,
+              "standalone_dir": dirs[0] if len(dirs) == 1 else (dirs or None),
               "archs": archs, "candidate_ft": candidate_ft, "seed": cfg.seed, "resamples": resamples,
               "env": to_dict(env_cfg), "retrain": to_dict(cfg.retrain)}
     run = RunFolder.open(out if out is not None else run_dir / "rank_check", KIND, config, resume=resume,
