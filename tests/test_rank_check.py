@@ -244,6 +244,18 @@ def test_several_standalone_folders_and_the_split_check(hawis_run, tmp_path):
     assert len(read_headroom(same, cfg)) == 4
 
 
+def test_proxy_only_then_resume(hawis_run, tmp_path):
+    out = tmp_path / "rc_proxy"
+    archs = _archs(tmp_path, ARCHS[:3], name="three.yaml")
+    assert main(["hawis", "rank-check", str(hawis_run), "--archs", archs, "--out", str(out), "--proxy-only"]) == 0
+    assert [r["name"] for r in _lines(out / "proxy.jsonl")] == [a["name"] for a in ARCHS[:3]]
+    assert not (out / "standalone.jsonl").exists() and not (out / "rank_check.json").exists()
+    first = _lines(out / "proxy.jsonl")
+    assert main(["hawis", "rank-check", str(hawis_run), "--archs", archs, "--out", str(out), "--resume"]) == 0
+    assert _lines(out / "proxy.jsonl") == first  # proxies kept, not recomputed
+    assert len(_lines(out / "standalone.jsonl")) == 3 and (out / "rank_check.json").is_file()
+
+
 def test_bad_input_is_one_line_exit_2(hawis_run, tmp_path, capsys):
     no_ckpt = tmp_path / "no_ckpt"
     no_ckpt.mkdir()

@@ -62,6 +62,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     c.add_argument("--candidate-ft", action="store_true", help="candidate fine-tune before each proxy evaluation "
                    "(search.env.candidate_epochs; weights restored after)")
     c.add_argument("--out", help="output run folder (default RUN_DIR/rank_check)")
+    c.add_argument("--proxy-only", action="store_true", help="compute the proxies only (stand-alone models and "
+                   "statistics later, with --resume)")
     c.add_argument("--resume", action="store_true", help="continue --out, keeping every finished architecture")
     c.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="change search.env.* (proxy) or retrain.* (stand-alone training) of the run's config")
@@ -132,6 +134,10 @@ def _rank_check(args: argparse.Namespace) -> int:
 
     result = run_rank_check(args.run_dir, archs_file=args.archs, standalone_dir=args.standalone, out=args.out,
                             candidate_ft=args.candidate_ft, resume=args.resume, overrides=args.overrides,
-                            resamples=args.resamples)
+                            resamples=args.resamples, proxy_only=args.proxy_only)
+    if args.proxy_only:
+        for r in result["proxy"]:
+            sys.stdout.write(f"{r['name']}: proxy {100 * r['proxy_accuracy']:.2f} %, energy {r['energy_uj']:.4g} uJ\n")
+        return 0
     sys.stdout.write(table(result))
     return 0

@@ -210,8 +210,10 @@ def _done(run: RunFolder, name: str, archs: list[dict]) -> dict[str, dict]:
 def run_rank_check(run_dir: str | Path, *, archs_file: str | None = None,
                    standalone_dir: str | list[str] | None = None,
                    out: str | Path | None = None, candidate_ft: bool = False, resume: bool = False,
-                   overrides: list[str] | None = None, resamples: int = 2000) -> dict:
-    """Proxy and stand-alone accuracy of every architecture, their rank correlations; returns rank_check.json."""
+                   overrides: list[str] | None = None, resamples: int = 2000, proxy_only: bool = False) -> dict:
+    """Proxy and stand-alone accuracy of every architecture, their rank correlations; returns rank_check.json.
+    `proxy_only`: stop after the proxies (proxy.jsonl; returns {"proxy": rows}), e.g. while the stand-alone models
+    still train in a headroom study; a later `--resume` adds the rest."""
     cfg, space, archs, known = load_inputs(run_dir, archs_file, standalone_dir, list(overrides or []))
     env_cfg = dataclasses.replace(cfg.search.env, slimmable_ft=False, candidate_ft=candidate_ft)
     cfg = dataclasses.replace(cfg, search=dataclasses.replace(cfg.search, env=env_cfg))
@@ -241,6 +243,9 @@ def run_rank_check(run_dir: str | Path, *, archs_file: str | None = None,
                 run.append(PROXY, rec)
                 proxy[a["name"]] = rec
                 run.log(f"proxy {a['name']}: held-out accuracy {res.accuracy:.4f}, energy {res.energy_uj:.4g} uJ")
+        if proxy_only:
+            run.log(f"proxies of {len(proxy)} architectures done (--proxy-only: no stand-alone training, no statistics)")
+            return {"proxy": [proxy[a["name"]] for a in archs]}
         trained = _done(run, STANDALONE, archs)
         for a in archs:
             if a["name"] in known or a["name"] in trained:
