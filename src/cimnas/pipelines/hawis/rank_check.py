@@ -244,7 +244,7 @@ def run_rank_check(run_dir: str | Path, *, archs_file: str | None = None,
                 proxy[a["name"]] = rec
                 run.log(f"proxy {a['name']}: held-out accuracy {res.accuracy:.4f}, energy {res.energy_uj:.4g} uJ")
         if proxy_only:
-            run.log(f"proxies of {len(proxy)} architectures done (--proxy-only: no stand-alone training, no statistics)")
+            run.log(f"proxies of {len(proxy)} architectures done (--proxy-only: no stand-alone models, no statistics)")
             return {"proxy": [proxy[a["name"]] for a in archs]}
         trained = _done(run, STANDALONE, archs)
         for a in archs:
