@@ -70,6 +70,31 @@ def test_tiny_study_end_to_end_and_resume(tmp_path: Path) -> None:
     assert (tmp_path / "s" / "headroom.json").read_text() == before
 
 
+def test_headroom_json_is_written_after_every_model(tmp_path: Path, monkeypatch) -> None:
+    import cimnas.pipelines.studies.headroom as hr
+
+    cfg = _cfg(uniform_seeds=1, allocations=[])
+    seen: list[int] = []
+    real_train = hr.train_one
+
+    def train_and_look(task_id, payload, shared):  # before each model: how many rows headroom.json holds
+        f = tmp_path / "s" / "headroom.json"
+        seen.append(sum(bool(r.get("test_acc")) for r in hr.read_json(f)["rows"]) if f.is_file() else 0)
+        return real_train(task_id, payload, shared)
+
+    monkeypatch.setattr(hr, "train_one", train_and_look)
+
+    def no_plot(result, path):
+        raise CimnasError("disk full")  # the end of the study fails: the per-model table is already on disk
+
+    monkeypatch.setattr(hr, "plot", no_plot)
+    with pytest.raises(CimnasError, match="disk full"):
+        run_study(cfg, tmp_path / "s")
+    assert seen == [0, 1]  # the second model started after the first one's row was written
+    rows = {r["label"]: r for r in hr.read_json(tmp_path / "s" / "headroom.json")["rows"]}
+    assert rows["U-0.5x"]["test_acc"]["n"] == 1 and rows["U-1x"]["test_acc"]["n"] == 1
+
+
 @pytest.mark.ray
 def test_two_ray_workers_give_the_same_study(tmp_path: Path) -> None:
     ray = pytest.importorskip("ray", reason="Ray is not installed: pip install 'cimnas[distributed]'")

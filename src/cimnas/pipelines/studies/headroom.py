@@ -211,6 +211,9 @@ def run_study(cfg: HeadroomConfig, out: str | Path, *, resume: bool = True, par:
             by_label[label]["runs"].append({"seed": seed, "test_acc": final["test_acc"],
                                             "val_acc": final.get("val_acc")})
             run.log(f"{label} seed {seed}: test {final['test_acc']:.4f} val {final.get('val_acc')}")
+            partial = analyse(jobs)  # after every model: a kill keeps the table of what finished (rank-check reads it)
+            run.write_result("headroom.json", partial)
+            (run.root / "headroom.md").write_text(table(partial))
 
         tasks = {(j["label"], seed): {"widths": j["widths"]} for j in jobs for seed in j["seeds"]}
         ex = run_tasks(train_one, tasks, shared={"cfg": cfg, "root": str(run.root)}, on_result=done,
