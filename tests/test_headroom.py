@@ -95,6 +95,22 @@ def test_headroom_json_is_written_after_every_model(tmp_path: Path, monkeypatch)
     assert rows["U-0.5x"]["test_acc"]["n"] == 1 and rows["U-1x"]["test_acc"]["n"] == 1
 
 
+def test_a_resume_reads_every_finished_model_first(tmp_path: Path, monkeypatch) -> None:
+    import shutil
+
+    import cimnas.pipelines.studies.headroom as hr
+
+    cfg = _cfg(uniform_seeds=2, allocations=[])
+    full = run_study(cfg, tmp_path / "s")
+    shutil.rmtree(tmp_path / "s" / "runs" / "U-0.5x" / "seed1")  # an unfinished model early in the plan
+    order: list[tuple] = []
+    real_train = hr.train_one
+    monkeypatch.setattr(hr, "train_one", lambda t, p, sh: (order.append(t), real_train(t, p, sh))[1])
+    again = run_study(cfg, tmp_path / "s")
+    assert order[-1] == ("U-0.5x", 1) and len(order) == 4  # the one left to train comes after the finished three
+    assert again["rows"] == full["rows"]  # same table as the uninterrupted study
+
+
 @pytest.mark.ray
 def test_two_ray_workers_give_the_same_study(tmp_path: Path) -> None:
     ray = pytest.importorskip("ray", reason="Ray is not installed: pip install 'cimnas[distributed]'")

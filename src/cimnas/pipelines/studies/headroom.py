@@ -216,6 +216,10 @@ def run_study(cfg: HeadroomConfig, out: str | Path, *, resume: bool = True, par:
             (run.root / "headroom.md").write_text(table(partial))
 
         tasks = {(j["label"], seed): {"widths": j["widths"]} for j in jobs for seed in j["seeds"]}
+        # finished models first: on a resume they are read back at once, so headroom.json holds every finished
+        # model before the first new one trains (runs are sorted by seed in `analyse`: the order leaves no trace)
+        finished = {t for t in tasks if (run.root / "runs" / t[0] / f"seed{t[1]}" / "final.json").is_file()}
+        tasks = {t: tasks[t] for t in sorted(tasks, key=lambda t: t not in finished)}
         ex = run_tasks(train_one, tasks, shared={"cfg": cfg, "root": str(run.root)}, on_result=done,
                        desc="headroom models", **par.kwargs()).execution
         run.record_execution(**ex)
@@ -248,6 +252,7 @@ def curve_difference(uniform: list[dict], energy: float, accs: list[float], key:
 def analyse(jobs: list[dict]) -> dict:
     rows = []
     for j in jobs:
+        j["runs"] = sorted(j["runs"], key=lambda r: r["seed"])
         row = {k: j[k] for k in ("label", "kind", "widths", "energy_uj")}
         for key in ("test_acc", "val_acc"):
             vals = [r[key] for r in j["runs"] if r.get(key) is not None]
