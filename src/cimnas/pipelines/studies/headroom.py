@@ -175,6 +175,19 @@ def plan(cfg: HeadroomConfig, geo: Geometry) -> list[dict]:
     return jobs
 
 
+def model_dir(root: Path, label: str, seed: int) -> Path:
+    """The `cimnas train` run folder of one model of the study."""
+    return root / "runs" / label / f"seed{seed}"
+
+
+def write_tables(run: RunFolder, jobs: list[dict]) -> dict:
+    """headroom.json and headroom.md of the models finished so far; returns the analysis."""
+    result = analyse(jobs)
+    run.write_result("headroom.json", result)
+    (run.root / "headroom.md").write_text(table(result))
+    return result
+
+
 def train_one(task_id: tuple[str, int], payload: dict, shared: Any) -> dict:
     """One model of the study (a `cimnas.parallel` task): trained in its own resumable `cimnas train` run folder
     under the study folder; returns its final.json. A pure function of (config, widths, seed)."""
@@ -182,7 +195,7 @@ def train_one(task_id: tuple[str, int], payload: dict, shared: Any) -> dict:
     cfg, job, root = shared["cfg"], payload, Path(shared["root"])
     model = dataclasses.replace(cfg.base.model, widths=list(job["widths"]), width_mult=1.0)
     run_cfg = dataclasses.replace(cfg.base, model=model, seed=seed)
-    out = root / "runs" / label / f"seed{seed}"
+    out = model_dir(root, label, seed)
     if (out / "final.json").is_file():  # finished: reuse it if it is the same model and budget
         stored = RunFolder(out, "train").stored_config(TrainRunConfig)
         diff = diff_configs(stored, to_dict(run_cfg))
@@ -211,21 +224,17 @@ def run_study(cfg: HeadroomConfig, out: str | Path, *, resume: bool = True, par:
             by_label[label]["runs"].append({"seed": seed, "test_acc": final["test_acc"],
                                             "val_acc": final.get("val_acc")})
             run.log(f"{label} seed {seed}: test {final['test_acc']:.4f} val {final.get('val_acc')}")
-            partial = analyse(jobs)  # after every model: a kill keeps the table of what finished (rank-check reads it)
-            run.write_result("headroom.json", partial)
-            (run.root / "headroom.md").write_text(table(partial))
+            write_tables(run, jobs)  # after every model: a kill keeps the table of what finished (rank-check reads it)
 
         tasks = {(j["label"], seed): {"widths": j["widths"]} for j in jobs for seed in j["seeds"]}
         # finished models first: on a resume they are read back at once, so headroom.json holds every finished
         # model before the first new one trains (runs are sorted by seed in `analyse`: the order leaves no trace)
-        finished = {t for t in tasks if (run.root / "runs" / t[0] / f"seed{t[1]}" / "final.json").is_file()}
+        finished = {t for t in tasks if (model_dir(run.root, *t) / "final.json").is_file()}
         tasks = {t: tasks[t] for t in sorted(tasks, key=lambda t: t not in finished)}
         ex = run_tasks(train_one, tasks, shared={"cfg": cfg, "root": str(run.root)}, on_result=done,
                        desc="headroom models", **par.kwargs()).execution
         run.record_execution(**ex)
-        result = analyse(jobs)
-        run.write_result("headroom.json", result)
-        (run.root / "headroom.md").write_text(table(result))
+        result = write_tables(run, jobs)  # also for a study with no model to train
         plot(result, run.figures / "headroom.png")
         run.log("headroom: wrote headroom.json, headroom.md, figures/headroom.png")
         return result
