@@ -4,7 +4,6 @@ with 1 and 2 Ray workers."""
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -83,17 +82,6 @@ def test_study_runs_every_folder_and_resumes(tmp_path, monkeypatch) -> None:
     with pytest.raises(CimnasError, match="--agents"):
         study.run_study(_cfg(tmp_path), tmp_path / "x", agents=["ppo"])
     assert study.main(["run", str(tmp_path / "cfg.yaml"), str(tmp_path / "y"), "--uniform", "0"]) == 2
-
-
-@pytest.fixture
-def ray_cluster():
-    ray = pytest.importorskip("ray", reason="Ray is not installed: pip install 'cimnas[distributed]'")
-    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    if ray.is_initialized():
-        ray.shutdown()
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
-    yield ray
-    ray.shutdown()
 
 
 @pytest.mark.ray

@@ -149,18 +149,6 @@ def test_parallelism_flags() -> None:
 
 
 # ---------------------------------------------------------------------------- on a local Ray cluster
-@pytest.fixture(scope="module")
-def ray_cluster():
-    ray = pytest.importorskip("ray", reason="Ray is not installed: pip install 'cimnas[distributed]'")
-    # the workers cannot import this test module: its task functions travel by value
-    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    if ray.is_initialized():  # a Ray left up by an earlier test (cimnas.parallel keeps it for later calls)
-        ray.shutdown()
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
-    yield ray
-    ray.shutdown()
-
-
 @pytest.mark.ray
 def test_worker_count_independence_toy(ray_cluster) -> None:
     tasks = {i: 5 + i for i in range(6)}

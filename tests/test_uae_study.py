@@ -157,16 +157,6 @@ def test_report_matches_hand_computation(made, tmp_path) -> None:
             assert (out / "figures" / f"uae_study_{name}_seed{s}.png").stat().st_size > 1000
 
 
-@pytest.fixture
-def ray_cluster():
-    ray = pytest.importorskip("ray", reason="Ray is not installed: pip install 'cimnas[distributed]'")
-    if ray.is_initialized():  # a Ray left up by an earlier test (cimnas.parallel keeps it for later calls)
-        ray.shutdown()
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
-    yield ray
-    ray.shutdown()
-
-
 @pytest.mark.ray
 def test_same_runs_with_two_ray_workers(ray_cluster, made, cfg_dir, tmp_path) -> None:
     two = tmp_path / "two"
