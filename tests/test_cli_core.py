@@ -41,3 +41,28 @@ def test_python_dash_m_cimnas_runs_the_cli():
 
     r = subprocess.run([sys.executable, "-m", "cimnas", "nosuchcommand"], capture_output=True, text=True)
     assert r.returncode == 2 and "invalid choice" in r.stderr and "Traceback" not in r.stderr
+
+
+def _all_parsers(parser):
+    yield parser
+    for action in parser._actions:
+        for sub in (getattr(action, "choices", None) or {}).values() if hasattr(action, "_name_parser_map") else ():
+            yield from _all_parsers(sub)
+
+
+def test_every_help_text_formats():
+    """`--help` of every command and sub-command renders (a bare '%' in a help string made `cimnas hawis --help`
+    raise a TypeError traceback)."""
+    parsers = list(_all_parsers(build_parser()))
+    assert len(parsers) >= 15  # the walk really reached the sub-commands
+    for p in parsers:
+        assert p.prog in p.format_help()
+
+
+@pytest.mark.parametrize("module", ["headroom", "hawis_study", "uae_study"])
+def test_study_driver_help(module, capsys):
+    import importlib
+
+    with pytest.raises(SystemExit) as e:
+        importlib.import_module(f"cimnas.pipelines.studies.{module}").main(["--help"])
+    assert e.value.code == 0 and "usage:" in capsys.readouterr().out

@@ -51,7 +51,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     r.add_argument("run_dir", help="HAWIS run folder")
     r.set_defaults(func=_report)
     text = ("does the stage-A super-net rank width vectors like their stand-alone validation accuracies? "
-            "(Kendall tau, Spearman rho with 95 % intervals, scatter plot; never reads the test split)")
+            "(Kendall tau, Spearman rho with 95 %% intervals, scatter plot; never reads the test split)")
     c = sub.add_parser("rank-check", help=text, description=text)
     c.add_argument("run_dir", help="HAWIS run folder with a finished stage A (checkpoints/supernet.pt)")
     c.add_argument("--archs", help="YAML/JSON list of {name, widths}")

@@ -223,7 +223,8 @@ def run_study(cfg: HeadroomConfig, out: str | Path, *, resume: bool = True, par:
             label, seed = task_id
             by_label[label]["runs"].append({"seed": seed, "test_acc": final["test_acc"],
                                             "val_acc": final.get("val_acc")})
-            run.log(f"{label} seed {seed}: test {final['test_acc']:.4f} val {final.get('val_acc')}")
+            val = final.get("val_acc")
+            run.log(f"{label} seed {seed}: test {final['test_acc']:.4f} val " + ("-" if val is None else f"{val:.4f}"))
             write_tables(run, jobs)  # after every model: a kill keeps the table of what finished (rank-check reads it)
 
         tasks = {(j["label"], seed): {"widths": j["widths"]} for j in jobs for seed in j["seeds"]}
