@@ -16,6 +16,7 @@ from cimnas.pipelines.studies.headroom import (
     HeadroomConfig,
     curve_difference,
     run_study,
+    width_summary,
 )
 
 
@@ -65,6 +66,8 @@ def test_tiny_study_end_to_end_and_resume(tmp_path: Path) -> None:
     assert set(rows) == {"U-0.5x", "U-1x", "wide-first"}
     assert rows["U-1x"]["test_acc"]["n"] == 2 and rows["wide-first"]["test_acc"]["n"] == 1
     assert (tmp_path / "s" / "headroom.md").is_file() and (tmp_path / "s" / "figures" / "headroom.png").is_file()
+    md = (tmp_path / "s" / "headroom.md").read_text()
+    assert "| wide-first | " in md and md.splitlines()[1] == "|---" * 7 + "|" and "val diff" in md
     before = (tmp_path / "s" / "headroom.json").read_text()
     run_study(cfg, tmp_path / "s")  # every model is read back from its run folder
     assert (tmp_path / "s" / "headroom.json").read_text() == before
@@ -135,3 +138,11 @@ def test_fewer_seeds_on_resume_reuse_models_and_a_changed_model_is_refused(tmp_p
     changed.base.train.lr = 0.05
     with pytest.raises(CimnasError, match="cannot resume"):
         run_study(changed, tmp_path / "s")
+
+
+def test_width_summary() -> None:
+    u = [16] * 7 + [32] * 6 + [64] * 6
+    assert width_summary(u) == "16-16 / 32 / 64"
+    assert width_summary([16] + [20] * 6 + [32] * 6 + [56] * 6) == "16-20 / 32 / 56"
+    assert width_summary([8] * 7 + [16, 24, 16, 24, 16, 24] + [32] * 6) == "8-8 / 16,24,16,24,16,24 / 32"
+    assert width_summary([4, 5, 6]) == "4 5 6"  # not a CIFAR ResNet layout

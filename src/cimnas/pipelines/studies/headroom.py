@@ -286,18 +286,35 @@ def analyse(jobs: list[dict]) -> dict:
     return {"rows": rows, "uniform_span": span}
 
 
+def width_summary(widths: list[int]) -> str:
+    """"stem-stage 1 / stage 2 / stage 3" of a CIFAR ResNet's 1 + 6n conv widths ("8-8 / 16 / 32"); a stage whose
+    convs differ lists them all. Other layouts: every width."""
+    if len(widths) < 7 or (len(widths) - 1) % 6:
+        return " ".join(map(str, widths))
+    n2 = (len(widths) - 1) // 3
+    stages = [widths[1 + i * n2:1 + (i + 1) * n2] for i in range(3)]
+    parts = [str(s[0]) if len(set(s)) == 1 else ",".join(map(str, s)) for s in stages]
+    return f"{widths[0]}-{parts[0]} / {parts[1]} / {parts[2]}"
+
+
 def table(result: dict) -> str:
     def acc(s: dict | None) -> str:
         return f"{100 * s['mean']:.2f} +- {100 * s['std']:.2f} ({s['n']})" if s else "-"
 
-    lines = ["| model | energy µJ | test acc. % | val acc. % | test diff vs uniform (points, 95 % CI) |",
-             "|---|---|---|---|---|"]
+    def diff(d: dict | None) -> str:
+        if not d:
+            return ""
+        if not d.get("inside_curve"):
+            return "outside the curve"
+        return f"{100 * d['diff']:+.2f} [{100 * d['ci95'][0]:+.2f}, {100 * d['ci95'][1]:+.2f}]"
+
+    lines = ["| model | widths (stem-stage 1 / stage 2 / stage 3) | energy µJ | test acc. % | val acc. % "
+             "| test diff vs uniform, points [95 % CI] | val diff [95 % CI] |",
+             "|---|---|---|---|---|---|---|"]
     for r in result["rows"]:
-        d = r.get("test_acc_vs_uniform")
-        diff = (f"{100 * d['diff']:+.2f} [{100 * d['ci95'][0]:+.2f}, {100 * d['ci95'][1]:+.2f}]"
-                if d and d.get("inside_curve") else ("outside the curve" if d else ""))
-        lines.append(f"| {r['label']} | {r['energy_uj']:.4g} | {acc(r.get('test_acc'))} | {acc(r.get('val_acc'))} "
-                     f"| {diff} |")
+        lines.append(f"| {r['label']} | {width_summary(r['widths'])} | {r['energy_uj']:.4g} | {acc(r.get('test_acc'))} "
+                     f"| {acc(r.get('val_acc'))} | {diff(r.get('test_acc_vs_uniform'))} "
+                     f"| {diff(r.get('val_acc_vs_uniform'))} |")
     s = result.get("uniform_span")
     if s:
         lines.append(f"\nUniform curve: {s['points']:+.2f} points from the first to the last U-kx; largest seed "
