@@ -15,10 +15,18 @@ import sys
 from cimnas.errors import CimnasError
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # argparse's own errors: one line, exit 2
-        sys.stderr.write(f"cimnas: error: {message} (see `{self.prog} --help`)\n")
+class OneLineParser(argparse.ArgumentParser):
+    """argparse whose own errors (unknown choice, missing or mistyped argument) are one line on stderr, exit 2:
+    `cimnas: error: ...` for `cimnas`, `error: ...` for the study drivers (`python -m cimnas.pipelines.studies.*`,
+    whose CimnasErrors read the same)."""
+
+    def error(self, message: str) -> None:
+        prefix = "cimnas: error" if self.prog.startswith("cimnas") else "error"
+        sys.stderr.write(f"{prefix}: {message} (see `{self.prog} --help`)\n")
         sys.exit(2)
+
+
+_Parser = OneLineParser  # the name the command modules' tests use
 
 
 def build_parser() -> argparse.ArgumentParser:

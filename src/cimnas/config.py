@@ -136,12 +136,16 @@ def to_dict(cfg: Any) -> dict:
 
 
 def validate(cfg: Any, section: str = "") -> None:
-    """Call `validate()` on `cfg` and on every nested dataclass section; a section's error names the section
-    (`train: lr must be in (0, 10], got 20.0`) unless its message already starts with it."""
+    """Call `validate()` on `cfg` and on every nested dataclass section (lists of sections included); a section's
+    error names the section (`train: lr must be in (0, 10], got 20.0`) unless its message already starts with it."""
     for f in dataclasses.fields(cfg):
         v = getattr(cfg, f.name)
         if dataclasses.is_dataclass(v):
             validate(v, f"{section}{f.name}.")
+        elif isinstance(v, list | tuple):  # a list of sections (headroom's allocations) is checked item by item
+            for i, item in enumerate(v):
+                if dataclasses.is_dataclass(item):
+                    validate(item, f"{section}{f.name}[{i}].")
     if hasattr(cfg, "validate"):
         try:
             cfg.validate()
@@ -230,7 +234,7 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
 
 
 def read_yaml(path: str | Path) -> dict:
-    """Read a YAML mapping; missing, binary, oversized or malformed files are CimnasErrors."""
+    """Read a YAML mapping; missing, empty, binary, oversized or malformed files are CimnasErrors."""
     path = Path(path)
     if not path.is_file():
         raise CimnasError(f"config file not found: {path}")
@@ -246,8 +250,10 @@ def read_yaml(path: str | Path) -> dict:
         raise CimnasError(f"cannot read config file {path}: {e.strerror}") from e
     check("\x00" not in text, f"config file {path} is a binary file, not YAML; check the path")
     data = safe_yaml(text, f"config file {path}")
-    if data is None:
-        return {}
+    # a config file that sets nothing is a mistake (truncated, the wrong path), never "use the defaults": every
+    # command that takes a file would otherwise run its full default budget (HAWIS: 600 episodes) on it
+    check(data is not None and data != {}, f"config file {path} is empty (or only comments); write the config's "
+          "sections into it or check the path")
     if not isinstance(data, dict):
         raise CimnasError(f"config file {path} must hold a mapping at the top level, not a {type(data).__name__}")
     return data

@@ -9,9 +9,11 @@ from pathlib import Path
 from cimnas.errors import CimnasError, check
 from cimnas.parallel import add_parallel_args, parallelism_from_args
 
+DEFAULT_PRESET = "mnsim-default"
+
 
 def _spec_args(p) -> None:
-    p.add_argument("--preset", default="mnsim-default", help="crossbar preset (see `cimnas presets`)")
+    p.add_argument("--preset", default=None, help="crossbar preset (see `cimnas presets`; default mnsim-default)")
     p.add_argument("--spec", default=None, help="YAML file of CrossbarSpec fields (instead of --preset)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="spec.FIELD=VALUE",
                    help="override a CrossbarSpec field, e.g. --set spec.rows=128 (repeatable)")
@@ -25,8 +27,9 @@ def register(subparsers) -> None:
     p.add_argument("--arch", default=None, help='JSON file with a "widths" or "arch" key (e.g. best_arch.json)')
     p.add_argument("--bits", type=int, default=1, help="1 = fully binary (HAWIS); k > 1 = k-bit DoReFa")
     p.add_argument("--dataset", default=None, help="take input shape / classes from this dataset")
-    p.add_argument("--input-shape", default="3x32x32", help="C x H x W when --dataset is not given")
-    p.add_argument("--num-classes", type=int, default=10)
+    p.add_argument("--input-shape", default=None, help="C x H x W when --dataset is not given (default 3x32x32)")
+    p.add_argument("--num-classes", type=int, default=None, help="classifier outputs when --dataset is not given "
+                   "(default 10)")
     p.add_argument("--shortcut", default=None, choices=["A", "B"],
                    help="ResNet shortcuts: A zero-pad (default), B 1x1 conv (MNSIM-2.0's ResNet-20)")
     p.add_argument("--no-topology-mod", action="store_true",
@@ -64,6 +67,22 @@ def register(subparsers) -> None:
     s = subparsers.add_parser("presets", help="list crossbar presets and their fields")
     s.add_argument("name", nargs="?", default=None)
     s.set_defaults(func=cmd_presets)
+
+
+def spec_from_args(args):
+    """The CrossbarSpec of --preset / --spec / --set (--spec replaces the preset, so giving both is a mistake)."""
+    from cimnas.hardware.crossbar import load_spec
+
+    check(args.preset is None or args.spec is None, f"give --preset {args.preset} or --spec {args.spec}, not both "
+          "(the spec file replaces the preset; change single fields with --set)")
+    return load_spec(args.preset or DEFAULT_PRESET, args.overrides, args.spec)
+
+
+def data_dir_arg(path: str | None) -> str | None:
+    """--data-dir, which must name an existing folder (a typo would otherwise be ignored for bundled datasets)."""
+    check(path is None or Path(path).is_dir(), f"--data-dir {path} not found (no such folder); give the folder holding "
+          "the dataset files (or leave --data-dir out for the dataset's usual places)")
+    return path
 
 
 # ---------------------------------------------------------------- energy
@@ -104,17 +123,23 @@ def energy_arch_args(args) -> tuple[dict, tuple[int, int, int]]:
     if args.dataset:
         from cimnas.data import DATASETS
 
+        check(args.input_shape is None and args.num_classes is None, f"--dataset {args.dataset} sets the input "
+              "shape and the classes; drop --input-shape / --num-classes (or drop --dataset)")
         ds = DATASETS.create(args.dataset)
         shape = (ds.in_channels, ds.image_size, ds.image_size)
         num_classes = ds.num_classes
     else:
-        shape, num_classes = _parse_shape(args.input_shape), args.num_classes
+        shape = _parse_shape(args.input_shape or "3x32x32")
+        num_classes = 10 if args.num_classes is None else args.num_classes
+    check(num_classes >= 1, f"--num-classes must be >= 1, got {num_classes}")
     check(args.bits >= 1, f"--bits must be >= 1, got {args.bits}")
+    check(args.arch is None or args.widths is None, "give --arch FILE or --widths LIST, not both")
     widths = None
     if args.arch:
         widths = _arch_widths(args.arch)
-    elif args.widths:
+    elif args.widths is not None:
         widths = _int_list(args.widths, "--widths")
+        check(bool(widths), "--widths is empty; give comma-separated per-layer widths (or leave it out for 1x)")
     precision = "binary" if args.bits == 1 else "kbit"
     MODELS.get(args.model)  # an unknown name is its own error, not a width mismatch
     kw = dict(in_channels=shape[0], num_classes=num_classes, image_size=shape[1], widths=widths,
@@ -141,11 +166,10 @@ def build_energy_model(args):
 
 
 def cmd_energy(args) -> int:
-    from cimnas.hardware.crossbar import load_spec
     from cimnas.hardware.energy import estimate
     from cimnas.nn.counting import arch_geometry
 
-    spec = load_spec(args.preset, args.overrides, args.spec)
+    spec = spec_from_args(args)
     kw, shape = energy_arch_args(args)
     try:  # layer geometry only: no weights are allocated (closed form or the meta device)
         layers = arch_geometry(args.model, **kw)
@@ -180,14 +204,31 @@ def _float_list(text: str | None, what: str) -> list[float] | None:
     if text is None:
         return None
     try:
-        return [float(v) for v in text.split(",") if v.strip()]
+        out = [float(v) for v in text.split(",") if v.strip()]
     except ValueError as e:
         raise CimnasError(f"{what} must be comma-separated numbers, got {text!r}") from e
+    check(bool(out), f"{what} is empty; give comma-separated levels (or leave it out for the default sweep)")
+    return out
+
+
+def _check_sweep_flags(args) -> None:
+    """--sweep sweeps one defect kind at a time over its own levels; the single-point flags do not apply to it, and
+    the sweep's flags do not apply without it (either would be silently ignored)."""
+    levels = [f for f in ("sa0_levels", "sa1_levels", "sigma_levels") if getattr(args, f) is not None]
+    if args.sweep:
+        point = [f"--{f}" for f in ("sa0", "sa1", "sigma", "gaussian") if getattr(args, f) != 0.0]
+        check(not point, f"{', '.join(point)}: one defect model, but --sweep sweeps each kind over its own levels "
+              "(--sa0-levels, --sa1-levels, --sigma-levels); drop them or --sweep")
+        return
+    check(not levels, f"--{levels[0].replace('_', '-') if levels else ''} applies to --sweep only; add --sweep or "
+          "use --sa0 / --sa1 / --sigma for one defect model")
+    check(args.out is None, "--out applies to --sweep only (it writes robustness.json and robustness.png); add "
+          "--sweep, or use --json to print the result")
 
 
 def cmd_robustness(args) -> int:
     from cimnas.data import load_dataset
-    from cimnas.hardware.crossbar import load_spec
+    from cimnas.device import resolve_device
     from cimnas.hardware.defects import DefectConfig
     from cimnas.hardware.mc_parallel import parallel_sweep, parallel_trials
     from cimnas.hardware.montecarlo import (
@@ -198,8 +239,12 @@ def cmd_robustness(args) -> int:
     )
     from cimnas.nn.models import load_model
 
-    spec = load_spec(args.preset, args.overrides, args.spec)
+    spec = spec_from_args(args)
     par = parallelism_from_args(args)
+    device = str(resolve_device(args.device))  # an unknown or absent device is refused before any loading
+    data_dir_arg(args.data_dir)
+    check(0 <= args.seed < 2**63, f"--seed must be in 0 .. 2**63 - 1, got {args.seed}")
+    _check_sweep_flags(args)
     check(args.trials >= 1, f"--trials must be >= 1, got {args.trials}")
     check(args.max_samples is None or args.max_samples >= 1,
           f"--max-samples must be >= 1 (or left out for the whole split), got {args.max_samples}")
@@ -237,7 +282,7 @@ def cmd_robustness(args) -> int:
         execution: dict = {"engine": "in-process", "workers": 1}
         for label, model in models.items():
             res, execution = parallel_trials(model, split, spec, defects, args.trials, args.seed, parallel=par,
-                                             batch_size=args.batch_size, device=args.device,
+                                             batch_size=args.batch_size, device=device,
                                              max_samples=args.max_samples, progress=progress)
             results[label] = res.to_dict()
         payload = {"dataset": dataset, "split": args.split, "trials": args.trials, "seed": args.seed,
@@ -252,12 +297,12 @@ def cmd_robustness(args) -> int:
                       f"{100 * r['p5']:>7.2f}{100 * r['max']:>7.2f}")
         return 0
     if par.in_process:
-        res = robustness_sweep(models, split, spec, sweep, args.trials, args.seed, args.batch_size, args.device,
+        res = robustness_sweep(models, split, spec, sweep, args.trials, args.seed, args.batch_size, device,
                                max_samples=args.max_samples, progress=progress)
         res["execution"] = {"engine": "in-process", "workers": 1}
     else:
         res, res["execution"] = parallel_sweep(models, split, spec, sweep, args.trials, args.seed, parallel=par,
-                                               batch_size=args.batch_size, device=args.device,
+                                               batch_size=args.batch_size, device=device,
                                                max_samples=args.max_samples, progress=progress)
     res.update(dataset=dataset, split=args.split, checkpoints=dict(zip(labels, args.checkpoint, strict=True)))
     if args.out:
@@ -282,7 +327,7 @@ def cmd_robustness(args) -> int:
 def cmd_presets(args) -> int:
     from cimnas.hardware.crossbar import list_presets, load_spec
 
-    if args.name:
+    if args.name is not None:
         print(json.dumps(load_spec(args.name).to_dict(), indent=2))
         return 0
     for name in list_presets():

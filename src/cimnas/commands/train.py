@@ -25,15 +25,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from cimnas import distributed
-    from cimnas.config import load_config, read_yaml
-    from cimnas.errors import check
+    from cimnas.commands.hardware import data_dir_arg
+    from cimnas.config import load_config
     from cimnas.pipelines.train import TrainRunConfig, run_training
 
-    # an explicit --config that sets nothing is a mistake (a truncated file, the wrong path), not "use defaults"
-    check(not args.config or read_yaml(args.config) != {}, f"config file {args.config} is empty; give a config "
-          "with data / model / train sections, or drop --config for the defaults")
+    # an explicit --config that sets nothing is refused by load_config (cimnas.config.read_yaml), not "use defaults"
     overrides = list(args.overrides)
-    if args.data_dir:
+    if data_dir_arg(args.data_dir):
         overrides.append(f"data.data_dir={args.data_dir}")
     cfg = load_config(TrainRunConfig, args.config, overrides)
     try:

@@ -57,9 +57,9 @@ def _final(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> int:
     from cimnas.reports.uae_search import make_figures, table3
 
+    text = table3(args.runs)  # every run's final.json checked before any figure is (re)drawn
     for d in args.runs:
         make_figures(d)
-    text = table3(args.runs)
     if args.out:
         from cimnas.utils.io import atomic_write_bytes
 

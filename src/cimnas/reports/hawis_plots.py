@@ -28,8 +28,14 @@ from cimnas.utils.io import atomic_write_bytes, read_json, read_jsonl  # noqa: E
 def _load(run: Path) -> dict:
     if not (run / "config.yaml").is_file():
         raise CimnasError(f"{run} is not a HAWIS run folder (no config.yaml)")
+    # another run's folder (train, UAE) would be misread and get a figures/ folder it never had
+    meta = read_json(run / "run.json") if (run / "run.json").is_file() else None
+    kind = meta.get("kind") if isinstance(meta, dict) else None
+    if kind != "hawis":
+        raise CimnasError(f"{run} is not a HAWIS run folder (run.json kind {kind!r}); give the --out folder of "
+                          "`cimnas hawis run`")
     cfg = read_yaml(run / "config.yaml")  # bounded, safe YAML (a report only reads the run folder)
-    return {
+    data = {
         "cfg": cfg,
         "episodes": read_jsonl(run / "episodes.jsonl"),
         "pareto": read_json(run / "pareto.json") if (run / "pareto.json").is_file() else [],
@@ -37,6 +43,11 @@ def _load(run: Path) -> dict:
         "stage_c": read_json(run / "stage_c.json") if (run / "stage_c.json").is_file() else {},
         "space": read_json(run / "space.json") if (run / "space.json").is_file() else {},
     }
+    for name, typ in (("pareto", list), ("final", dict), ("stage_c", dict), ("space", dict)):
+        if not isinstance(data[name], typ):
+            raise CimnasError(f"{run}/{name}.json holds a {type(data[name]).__name__}, not a {typ.__name__}; "
+                              "the run folder was edited: restore the file or rerun its stage")
+    return data
 
 
 def fig1_pareto(data: dict, path: Path) -> None:
@@ -108,10 +119,16 @@ def make_report(run_dir: str | Path) -> list[str]:
     figs = run / "figures"
     figs.mkdir(parents=True, exist_ok=True)
     out = []
-    for name, fn in (("fig1_pareto.png", fig1_pareto), ("fig4_channels_per_episode.png", fig4_channels),
-                     ("fig5_channels_per_layer.png", fig5_layers)):
-        fn(data, figs / name)
-        out.append(str(figs / name))
-    atomic_write_bytes(run / "table.md", table_markdown(run).encode())
+    try:  # a record missing a field (an edited or foreign file) is a one-line error, not a traceback
+        for name, fn in (("fig1_pareto.png", fig1_pareto), ("fig4_channels_per_episode.png", fig4_channels),
+                         ("fig5_channels_per_layer.png", fig5_layers)):
+            fn(data, figs / name)
+            out.append(str(figs / name))
+        table = table_markdown(run)
+    except (KeyError, TypeError, IndexError, AttributeError, ValueError) as e:
+        raise CimnasError(f"{run}: its episodes.jsonl / pareto.json / final.json / stage_c.json lack what the "
+                          f"report reads ({type(e).__name__}: {e}); the run folder was edited: restore the files or "
+                          "rerun the stage that wrote them") from e
+    atomic_write_bytes(run / "table.md", table.encode())
     out.append(str(run / "table.md"))
     return out

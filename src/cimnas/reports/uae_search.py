@@ -17,14 +17,31 @@ import matplotlib.pyplot as plt  # noqa: E402
 from cimnas.errors import CimnasError, check  # noqa: E402
 from cimnas.utils.io import read_json, read_jsonl  # noqa: E402
 
+#: what the figures and Table 3 read from each episode record and from final.json
+EPISODE_KEYS = ("episode", "reward", "cache_hit", "clean_acc")
+FINAL_KEYS = ("label", "k", "statistic", "clean_acc", "mean", "search_time_h", "episodes", "unique_children")
+
+
+def _check_run(run_dir: Path) -> None:
+    """A `uae search` run folder (run.json kind uae-search): another run's files would be misread or overwritten."""
+    meta = read_json(run_dir / "run.json") if (run_dir / "run.json").is_file() else None
+    kind = meta.get("kind") if isinstance(meta, dict) else None
+    check(kind == "uae-search", f"{run_dir} is not a `uae search` run folder (run.json kind {kind!r}); give the "
+          "--out folder of `cimnas uae search`")
+
 
 def make_figures(run_dir: str | Path) -> list[Path]:
     """Write figures/rewards.png and figures/clean_vs_noisy.png of one run; returns their paths."""
     run_dir = Path(run_dir)
     check((run_dir / "episodes.jsonl").is_file(), f"{run_dir} has no episodes.jsonl; give a `uae search` run folder")
+    _check_run(run_dir)
     log = read_jsonl(run_dir / "episodes.jsonl")
     if not log:
         raise CimnasError(f"{run_dir} has no episodes.jsonl entries to plot")
+    for i, r in enumerate(log):
+        missing = [k for k in EPISODE_KEYS if k not in r]
+        check(not missing and isinstance(r.get("noisy", {}), dict), f"{run_dir}/episodes.jsonl line {i + 1} is "
+              f"not a UAE episode record (no {missing[0] if missing else 'noisy mapping'}); fix or delete that line")
     figs = run_dir / "figures"
     figs.mkdir(exist_ok=True)
     ep = [r["episode"] for r in log]
@@ -67,7 +84,13 @@ def table3(run_dirs: list[str | Path]) -> str:
     for d in run_dirs:
         path = Path(d) / "final.json"
         check(path.is_file(), f"{d} has no final.json; run `cimnas uae search` (or `uae final`) there first")
+        _check_run(Path(d))
         f = read_json(path)
+        missing = [k for k in FINAL_KEYS if k not in f] if isinstance(f, dict) else ["a JSON object"]
+        if not missing and "p5" not in f and "p95" not in f:
+            missing = ["p5"]
+        check(not missing, f"{path} is not a UAE final.json (no {missing[0] if missing else ''}); rerun "
+              f"`cimnas uae final --out {d}`")
         p5 = f["p5"] if "p5" in f else f["p95"]  # final.json of older runs named the 5th percentile p95
         rows.append(f"| {f['label']} | {f['k']} | {f['statistic'] if f['k'] else '-'} | {100 * f['clean_acc']:.2f}% | "
                     f"{100 * f['mean']:.2f}% | {100 * p5:.2f}% | {f['search_time_h']:.3f} | "

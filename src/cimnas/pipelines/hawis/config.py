@@ -19,7 +19,10 @@ from typing import Literal
 
 from cimnas.config import DataConfig, ModelConfig, OptimConfig, check_device, from_dict, load_config
 from cimnas.config import validate as validate_config
+from cimnas.data import DATASETS
 from cimnas.errors import CimnasError, check
+from cimnas.hardware.crossbar import preset_path
+from cimnas.nn.models import MODELS
 from cimnas.nn.refactor import RefactorOptions
 from cimnas.search.agents import AGENT_CONFIGS, AGENTS
 from cimnas.search.env import EnvConfig
@@ -199,6 +202,13 @@ class HawisConfig:
 
     def validate(self) -> None:
         check_device(self.device)
+        # names and seeds are checked here, before `RunFolder.open` writes the folder: a refusal after it would
+        # leave a run folder of the bad config that blocks the corrected command (cimnas train does the same)
+        DATASETS.get(self.data.name)
+        MODELS.get(self.model.name)
+        preset_path(self.hardware.preset)
+        for key, seed in (("seed", self.seed), ("data.seed", self.data.seed)):
+            check(seed is None or 0 <= seed < 2**63, f"{key} must be in 0 .. 2**63 - 1, got {seed}")
         if self.search.env.reward_accuracy != "clean":
             check(self.defects.sa0_rate + self.defects.sa1_rate > 0 or self.defects.sigma > 0,
                   f"search.env.reward_accuracy={self.search.env.reward_accuracy} needs a defect model: set "

@@ -183,7 +183,10 @@ def load_inputs(run_dir: str | Path, archs_file: str | None, standalone_dir: str
         check(o.split("=", 1)[0].startswith(OVERRIDABLE), f"--set {o}: rank-check may change only search.env.* "
               "(the proxy) and retrain.* (stand-alone training); the super-net's own settings are fixed")
     cfg = load_config(HawisConfig, run_dir / "config.yaml", overrides)
-    space = WidthSpace.from_dict(read_json(run_dir / "space.json"))
+    raw = read_json(run_dir / "space.json")
+    check(isinstance(raw, dict) and isinstance(raw.get("base_widths"), list), f"{run_dir}/space.json is not a width "
+          "space (no base_widths list); the run folder was edited: restore it")
+    space = WidthSpace.from_dict(raw)
     head = read_standalone(_dirs(standalone_dir), cfg)
     archs = read_archs(archs_file) if archs_file is not None else [{k: h[k] for k in ("name", "widths")} for h in head]
     check_archs(archs, space)

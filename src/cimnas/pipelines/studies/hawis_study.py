@@ -32,7 +32,6 @@ numbers of `compare` and `spread`.
 
 from __future__ import annotations
 
-import argparse
 import copy
 import math
 import sys
@@ -42,6 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cimnas.cli import OneLineParser
 from cimnas.config import apply_overrides, from_dict, to_dict, validate
 from cimnas.errors import CimnasError, check
 from cimnas.parallel import Parallelism, add_parallel_args, parallelism_from_args, run_tasks
@@ -258,7 +258,12 @@ def seed_spread(config: str, k: float, n: int, out_json: str | Path, seed: int =
     widths = ctx.uniform(float(k))
     out_json = Path(out_json)
     res = read_json(out_json) if out_json.is_file() else {"widths": widths, "accuracies": {}}
-    res.setdefault("val_accuracies", {})
+    check(isinstance(res, dict) and isinstance(res.get("accuracies"), dict)
+          and isinstance(res.setdefault("val_accuracies", {}), dict),
+          f"{out_json} is not a spread result (no accuracies mapping); give a new OUT_JSON or delete it")
+    # a rerun adds to the file: only the same U-kx widths, or the mean / std would mix two networks
+    check(res.get("widths") == widths, f"{out_json} holds the spread of widths {res.get('widths')}, not U-{k:g}x "
+          f"{widths}; give a new OUT_JSON for this k (or this config)")
     for i in range(n):
         label = f"U-{float(k):g}x-rep{i}"
         if label in res["accuracies"]:
@@ -276,8 +281,8 @@ def seed_spread(config: str, k: float, n: int, out_json: str | Path, seed: int =
 
 # ============================================================================ CLI
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m cimnas.pipelines.studies.hawis_study",
-                                description=__doc__.split("\n")[0])
+    p = OneLineParser(prog="python -m cimnas.pipelines.studies.hawis_study",
+                      description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
     q = sub.add_parser("run", help="the whole study (super-net, U-kx, DDPG and random searches) as parallel runs")
     q.add_argument("config")

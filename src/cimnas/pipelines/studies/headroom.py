@@ -23,9 +23,9 @@ headroom.json, headroom.md, figures/headroom.png. `python -m cimnas.pipelines.st
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import math
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from cimnas.cli import OneLineParser
 from cimnas.config import diff_configs, load_config, to_dict
 from cimnas.errors import CimnasError, check
 from cimnas.hardware.crossbar import load_spec
@@ -63,6 +64,9 @@ class AllocationConfig:
     match: float = 1.0  # scaled to the crossbar energy of U-<match>x
 
     def validate(self) -> None:
+        # the name is a folder (runs/<name>/seed<k>): '' or '../x' would write beside or outside runs/
+        check(re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", self.name) is not None, f"allocation name {self.name!r} "
+              "is not a folder name (letters, digits, _ . -, not starting with . or -)")
         check(bool(self.group_mult) != (self.named is not None),
               f"allocation {self.name!r}: give exactly one of group_mult or named")
         check(all(0 < m <= 16 for m in self.group_mult), f"allocation {self.name!r}: multipliers must be in (0, 16]")
@@ -89,6 +93,9 @@ class HeadroomConfig:
         check(1 <= self.d <= 64, f"d must be in 1..64, got {self.d}")
         names = [a.name for a in self.allocations]
         check(len(names) == len(set(names)), "allocation names must be unique")
+        taken = sorted(set(names) & {f"U-{k:g}x" for k in self.uniform})
+        check(not taken, f"allocation name {taken[0] if taken else ''!r} is the label of a uniform network; "
+              "rename the allocation")
         check(self.base.model.precision == "binary", "the headroom study compares binarized networks: "
               "base.model.precision must be binary")
 
@@ -348,7 +355,7 @@ def plot(result: dict, path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m cimnas.pipelines.studies.headroom", description=__doc__.split("\n")[0])
+    p = OneLineParser(prog="python -m cimnas.pipelines.studies.headroom", description=__doc__.split("\n")[0])
     p.add_argument("config")
     p.add_argument("out")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")

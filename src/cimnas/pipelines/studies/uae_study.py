@@ -26,7 +26,6 @@ refused. A folder made by the old script (only seed<k>/ inside, no run.json) is 
 
 from __future__ import annotations
 
-import argparse
 import copy
 import platform
 import re
@@ -39,6 +38,7 @@ from pathlib import Path
 import torch
 import yaml
 
+from cimnas.cli import OneLineParser
 from cimnas.config import apply_overrides, diff_configs, from_dict, read_yaml, to_dict, validate
 from cimnas.errors import CimnasError, check
 from cimnas.parallel import Parallelism, add_parallel_args, parallelism_from_args, run_tasks
@@ -232,8 +232,8 @@ def run_study(out: str | Path, *, seeds: Sequence[int] = (0,), methods: Sequence
 
 # ============================================================================ CLI
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m cimnas.pipelines.studies.uae_study",
-                                description=__doc__.split("\n")[0])
+    p = OneLineParser(prog="python -m cimnas.pipelines.studies.uae_study",
+                      description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
     q = sub.add_parser("run", help="the searches of every (method, seed), then the cross retrains, as parallel runs")
     q.add_argument("out", help="study folder (resumed when it exists)")
