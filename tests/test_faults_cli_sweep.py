@@ -124,7 +124,7 @@ def test_energy_flags(capsys, argv, needle):
     (["--sweep", "--sa0", "0.1"], "--sa0"),  # the sweep ignored --sa0
     (["--sweep", "--sa0-levels", ",,"], "--sa0-levels is empty"),  # was silently the default levels
     (["--seed", "-1"], "--seed must be in 0 .. 2**63 - 1"),
-    (["--data-dir", "no/such/folder"], "not found"),
+    (["--data-dir", "no/such/folder"], "--data-dir no/such/folder not found"),
 ])
 def test_robustness_flags_checked_before_loading(capsys, tmp_path, argv, needle):
     # the checkpoint does not exist: each refusal comes before anything is loaded
