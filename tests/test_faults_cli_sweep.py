@@ -132,6 +132,15 @@ def test_robustness_flags_checked_before_loading(capsys, tmp_path, argv, needle)
     assert not (tmp_path / "somewhere").exists()
 
 
+def test_robustness_sweep_out_is_a_file(capsys, tmp_path):
+    """Refused before the sweep (it used to run the whole sweep, then fail to write into the file)."""
+    out = tmp_path / "afile"
+    out.write_text("mine")
+    refused(capsys, main(["robustness", "--checkpoint", str(tmp_path / "none.pt"), "--sweep", "--out", str(out)]),
+            "is a file")
+    assert out.read_text() == "mine"
+
+
 def test_data_dir_that_does_not_exist(tmp_path, capsys):
     """digits is bundled, so a mistyped --data-dir used to be ignored without a word."""
     nowhere = str(tmp_path / "nowhere")

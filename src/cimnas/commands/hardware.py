@@ -265,6 +265,8 @@ def cmd_robustness(args) -> int:
                 check(lv >= 0 and (kind == "variation" or lv <= 1), f"{kind} level {lv} out of range")
         if args.out:
             out = Path(args.out)
+            check(not out.exists() or out.is_dir(), f"--out {out} is a file; give a folder for robustness.json and "
+                  "robustness.png")
             check(not (out / "robustness.json").exists(),
                   f"{out / 'robustness.json'} exists; choose a new --out folder")
     models, dataset = {}, args.dataset
