@@ -154,8 +154,19 @@ def test_data_dir_that_does_not_exist(tmp_path, capsys):
     assert not (tmp_path / "run").exists() and not (tmp_path / "an").exists()
 
 
+@pytest.mark.parametrize("override", ["model.options=5", "data.options=[1]"])
+def test_options_section_must_be_a_mapping(tmp_path, capsys, override):
+    """`options: dict` (a bare annotation) was not type-checked: build_model(**5) was a TypeError traceback."""
+    out = tmp_path / "run"
+    refused(capsys, main(["train", "--config", _yaml(tmp_path / "t.yaml", TRAIN), "--out", str(out),
+                          "--set", override]), "expected a mapping")
+    assert not out.exists()
+
+
 # ---------------------------------------------------------------- HAWIS config checked before the folder exists
 @pytest.mark.parametrize("override, needle", [
+    ("hardware.overrides=[rows=0]", "crossbar must be at least 2x2"),
+    ("search.agent_options=5", "expected a mapping"),
     ("data.name=nosuch", "unknown dataset 'nosuch'"),
     ("model.name=nosuch", "unknown model 'nosuch'"),
     ("hardware.preset=nosuch", "unknown crossbar preset 'nosuch'"),

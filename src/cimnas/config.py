@@ -49,15 +49,15 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         if value not in args:
             raise CimnasError(f"config key {key!r}: {value!r} is not one of {', '.join(map(repr, args))}")
         return value
-    if origin in (list, tuple):
+    if origin in (list, tuple) or tp in (list, tuple):
         if isinstance(value, str):
             value = [v for v in value.split(",") if v.strip() != ""] if value.strip() else []
         if not isinstance(value, list | tuple):
             raise CimnasError(f"config key {key!r}: expected a list, got {value!r}")
         inner = args[0] if args else Any
         items = [_coerce(v, inner, f"{key}[{i}]") for i, v in enumerate(value)]
-        return items if origin is list else tuple(items)
-    if origin is dict:
+        return items if list in (origin, tp) else tuple(items)
+    if origin is dict or tp is dict:  # `options: dict` (bare) too: build_model(**5) was a TypeError traceback
         if not isinstance(value, dict):
             raise CimnasError(f"config key {key!r}: expected a mapping, got {value!r}")
         return dict(value)

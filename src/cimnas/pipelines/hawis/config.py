@@ -21,7 +21,7 @@ from cimnas.config import DataConfig, ModelConfig, OptimConfig, check_device, fr
 from cimnas.config import validate as validate_config
 from cimnas.data import DATASETS
 from cimnas.errors import CimnasError, check
-from cimnas.hardware.crossbar import preset_path
+from cimnas.hardware.crossbar import load_spec
 from cimnas.nn.models import MODELS
 from cimnas.nn.refactor import RefactorOptions
 from cimnas.search.agents import AGENT_CONFIGS, AGENTS
@@ -206,7 +206,7 @@ class HawisConfig:
         # leave a run folder of the bad config that blocks the corrected command (cimnas train does the same)
         DATASETS.get(self.data.name)
         MODELS.get(self.model.name)
-        preset_path(self.hardware.preset)
+        load_spec(self.hardware.preset, self.hardware.overrides)  # the preset and its field overrides
         for key, seed in (("seed", self.seed), ("data.seed", self.data.seed)):
             check(seed is None or 0 <= seed < 2**63, f"{key} must be in 0 .. 2**63 - 1, got {seed}")
         if self.search.env.reward_accuracy != "clean":
