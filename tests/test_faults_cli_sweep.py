@@ -166,6 +166,7 @@ def test_options_section_must_be_a_mapping(tmp_path, capsys, override):
 # ---------------------------------------------------------------- HAWIS config checked before the folder exists
 @pytest.mark.parametrize("override, needle", [
     ("hardware.overrides=[rows=0]", "crossbar must be at least 2x2"),
+    ("data.options.foo=1", "dataset digits has no option foo"),
     ("search.agent_options=5", "expected a mapping"),
     ("data.name=nosuch", "unknown dataset 'nosuch'"),
     ("model.name=nosuch", "unknown model 'nosuch'"),

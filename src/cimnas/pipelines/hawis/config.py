@@ -19,7 +19,7 @@ from typing import Literal
 
 from cimnas.config import DataConfig, ModelConfig, OptimConfig, check_device, from_dict, load_config
 from cimnas.config import validate as validate_config
-from cimnas.data import DATASETS
+from cimnas.data import dataset_spec
 from cimnas.errors import CimnasError, check
 from cimnas.hardware.crossbar import load_spec
 from cimnas.nn.models import MODELS
@@ -204,7 +204,7 @@ class HawisConfig:
         check_device(self.device)
         # names and seeds are checked here, before `RunFolder.open` writes the folder: a refusal after it would
         # leave a run folder of the bad config that blocks the corrected command (cimnas train does the same)
-        DATASETS.get(self.data.name)
+        dataset_spec(self.data.name, self.data.options)  # the name and its options (no file is read)
         MODELS.get(self.model.name)
         load_spec(self.hardware.preset, self.hardware.overrides)  # the preset and its field overrides
         for key, seed in (("seed", self.seed), ("data.seed", self.data.seed)):
