@@ -286,3 +286,21 @@ def test_uae_report_refusal_writes_nothing(runs, tmp_path, capsys):
     before = folder_hash(run)
     refused(capsys, main(["uae", "report", "--runs", str(run), "--out", str(table)]), "is not a UAE final.json")
     assert not table.exists() and folder_hash(run) == before
+
+
+@pytest.mark.parametrize("module, name, argv", [
+    (headroom, "run_study", ["c.yaml", "out"]),
+    (hawis_study, "compare", ["compare", "out"]),
+    (uae_study, "report", ["report", "out"]),
+])
+def test_study_driver_ctrl_c_is_one_line(monkeypatch, capsys, module, name, argv):
+    """Ctrl-C in a study driver was a KeyboardInterrupt traceback (`cimnas` itself printed one line)."""
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(module, name, interrupted)
+    if module is headroom:
+        monkeypatch.setattr(module, "load_config", lambda *a, **k: None)
+    assert module.main(argv) == 130
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: interrupted") and "run the same command again" in err[0]

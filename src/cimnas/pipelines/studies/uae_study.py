@@ -259,6 +259,9 @@ def main(argv: list[str] | None = None) -> int:
     except CimnasError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C: one line, not a traceback; every finished model is in its run folder
+        print("error: interrupted; finished work is saved, run the same command again to continue", file=sys.stderr)
+        return 130
     return 0
 
 
