@@ -6,6 +6,7 @@ on disk created or changed."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 import pytest
@@ -304,3 +305,36 @@ def test_study_driver_ctrl_c_is_one_line(monkeypatch, capsys, module, name, argv
     assert module.main(argv) == 130
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: interrupted") and "run the same command again" in err[0]
+
+
+@pytest.mark.parametrize("cls_path, override, needle", [
+    ("cimnas.pipelines.uae.config:UAESearchConfig", "seed=-1", "seed must be in 0 .. 2**63 - 1"),
+    ("cimnas.pipelines.uae.config:Table1Config", "seeds=[0,-3]", "seeds must be in 0 .. 2**63 - 1"),
+    ("cimnas.pipelines.uae.config:UAESearchConfig", "data.seed=9223372036854775808", "data.seed must be in"),
+    ("cimnas.pipelines.studies.headroom:HeadroomConfig", "base.seed=-2", "base.seed must be in"),
+])
+def test_every_config_checks_its_seeds(cls_path, override, needle):
+    """One range for every config's seeds (UAE configs took -1 and 2**63 while train and HAWIS refused them)."""
+    import importlib
+
+    from cimnas.config import load_config
+    from cimnas.errors import CimnasError
+
+    module, name = cls_path.split(":")
+    with pytest.raises(CimnasError, match=re.escape(needle)):
+        load_config(getattr(importlib.import_module(module), name), None, [override])
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["energy", "--width-mult", "1e6"], "--width-mult must be in (0, 16]"),  # was 4e12 crossbars, minutes of work
+    (["energy", "--width-mult", "0"], "--width-mult must be in (0, 16]"),
+])
+def test_energy_width_mult_is_bounded(capsys, argv, needle):
+    refused(capsys, main(argv), needle)
+
+
+def test_duplicate_references_are_refused(tmp_path, capsys):
+    out = tmp_path / "run"
+    refused(capsys, main(["hawis", "run", "--config", _yaml(tmp_path / "h.yaml", HAWIS), "--out", str(out),
+                          "--set", "retrain.references=[fp,fp]"]), "retrain.references lists a reference twice")
+    assert not out.exists()

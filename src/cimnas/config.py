@@ -140,6 +140,10 @@ def validate(cfg: Any, section: str = "") -> None:
     error names the section (`train: lr must be in (0, 10], got 20.0`) unless its message already starts with it."""
     for f in dataclasses.fields(cfg):
         v = getattr(cfg, f.name)
+        if f.name in ("seed", "seeds"):  # every config's seeds: one range (torch.Generator.manual_seed's)
+            for seed in (v if isinstance(v, list | tuple) else [v]):
+                check(seed is None or (isinstance(seed, int) and 0 <= seed < 2**63),
+                      f"{section}{f.name} must be in 0 .. 2**63 - 1, got {v}")
         if dataclasses.is_dataclass(v):
             validate(v, f"{section}{f.name}.")
         elif isinstance(v, list | tuple):  # a list of sections (headroom's allocations) is checked item by item

@@ -133,6 +133,10 @@ def energy_arch_args(args) -> tuple[dict, tuple[int, int, int]]:
         num_classes = 10 if args.num_classes is None else args.num_classes
     check(num_classes >= 1, f"--num-classes must be >= 1, got {num_classes}")
     check(args.bits >= 1, f"--bits must be >= 1, got {args.bits}")
+    from cimnas.pipelines.hawis.config import MAX_RATIO
+
+    check(0 < args.width_mult <= MAX_RATIO, f"--width-mult must be in (0, {MAX_RATIO:g}], got {args.width_mult} "
+          "(the paper's widest network is U-6x)")
     check(args.arch is None or args.widths is None, "give --arch FILE or --widths LIST, not both")
     widths = None
     if args.arch:

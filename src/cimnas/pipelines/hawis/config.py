@@ -163,6 +163,7 @@ class RetrainConfig(OptimConfig):
         check(len(set(self.baselines)) == len(self.baselines), "retrain.baselines lists a multiplier twice")
         for r in self.references:
             check(r in ("fp", "8bit"), f"retrain.references: unknown {r!r}; use fp and/or 8bit")
+        check(len(set(self.references)) == len(self.references), "retrain.references lists a reference twice")
 
 
 @dataclass
@@ -207,8 +208,6 @@ class HawisConfig:
         dataset_spec(self.data.name, self.data.options)  # the name and its options (no file is read)
         MODELS.get(self.model.name)
         load_spec(self.hardware.preset, self.hardware.overrides)  # the preset and its field overrides
-        for key, seed in (("seed", self.seed), ("data.seed", self.data.seed)):
-            check(seed is None or 0 <= seed < 2**63, f"{key} must be in 0 .. 2**63 - 1, got {seed}")
         if self.search.env.reward_accuracy != "clean":
             check(self.defects.sa0_rate + self.defects.sa1_rate > 0 or self.defects.sigma > 0,
                   f"search.env.reward_accuracy={self.search.env.reward_accuracy} needs a defect model: set "
