@@ -11,6 +11,7 @@ import argparse
 import importlib
 import pkgutil
 import sys
+from collections.abc import Callable
 
 from cimnas.errors import CimnasError
 
@@ -42,17 +43,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def guarded(fn: Callable[[], int | None], *, error: str = "cimnas: error:",
+            interrupted: str = "cimnas: interrupted; finished work is saved, re-run with --resume to continue") -> int:
+    """Run `fn` as a command: its exit code; bad input (`CimnasError`) is one line after `error` and exit 2, Ctrl-C
+    the one line `interrupted` and exit 130, neither a traceback (`cimnas` and the study drivers)."""
+    try:
+        return int(fn() or 0)
+    except CimnasError as e:
+        sys.stderr.write(f"{error} {e}\n")
+        return 2
+    except KeyboardInterrupt:
+        sys.stderr.write(f"{interrupted}\n")
+        return 130
+
+
+#: the study drivers' Ctrl-C line (`python -m cimnas.pipelines.studies.*`: each resumes with the same command)
+STUDY_INTERRUPTED = "error: interrupted; finished work is saved, run the same command again to continue"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    try:
-        return int(args.func(args) or 0)
-    except CimnasError as e:
-        sys.stderr.write(f"cimnas: error: {e}\n")
-        return 2
-    except KeyboardInterrupt:
-        sys.stderr.write("cimnas: interrupted; finished work is saved, re-run with --resume to continue\n")
-        return 130
+    return guarded(lambda: args.func(args))
 
 
 if __name__ == "__main__":

@@ -41,7 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cimnas.cli import OneLineParser
+from cimnas.cli import STUDY_INTERRUPTED, OneLineParser, guarded
 from cimnas.config import apply_overrides, from_dict, to_dict, validate
 from cimnas.errors import CimnasError, check
 from cimnas.parallel import Parallelism, add_parallel_args, parallelism_from_args, run_tasks
@@ -314,7 +314,8 @@ def main(argv: list[str] | None = None) -> int:
     q.add_argument("out")
     q.add_argument("--title")
     args = p.parse_args(argv)
-    try:
+
+    def run() -> None:
         if args.cmd == "run":
             cfg = load_hawis_config(args.config, args.overrides)
             runs = run_study(cfg, args.out, uniform=args.uniform, agents=args.agents, lam=args.lam,
@@ -332,13 +333,8 @@ def main(argv: list[str] | None = None) -> int:
             print("[" + ",".join(map(str, uniform_widths(args.config, args.k))) + "]")
         else:
             print(compare(args.out, args.title), end="")
-    except CimnasError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:  # Ctrl-C: one line, not a traceback; every finished model is in its run folder
-        print("error: interrupted; finished work is saved, run the same command again to continue", file=sys.stderr)
-        return 130
-    return 0
+
+    return guarded(run, error="error:", interrupted=STUDY_INTERRUPTED)  # finished models stay in their run folders
 
 
 __all__ = ["AGENTS", "calibrate_lambda", "calibrate_lambda_val", "compare", "derived_config", "equal_reward_lambda",

@@ -34,9 +34,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from cimnas.cli import OneLineParser
+from cimnas.cli import STUDY_INTERRUPTED, OneLineParser, guarded
 from cimnas.config import diff_configs, load_config, to_dict
-from cimnas.errors import CimnasError, check
+from cimnas.errors import check
 from cimnas.hardware.crossbar import load_spec
 from cimnas.hardware.energy import estimate_arch
 from cimnas.nn.models import build_model, named_widths
@@ -361,17 +361,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     add_parallel_args(p)
     args = p.parse_args(argv)
-    try:
+
+    def run() -> None:
         cfg = load_config(HeadroomConfig, args.config, args.set)
-        result = run_study(cfg, args.out, par=parallelism_from_args(args))
-    except CimnasError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:  # Ctrl-C: one line, not a traceback; every finished model is in its run folder
-        print("error: interrupted; finished work is saved, run the same command again to continue", file=sys.stderr)
-        return 130
-    print(table(result))
-    return 0
+        print(table(run_study(cfg, args.out, par=parallelism_from_args(args))))
+
+    return guarded(run, error="error:", interrupted=STUDY_INTERRUPTED)  # every finished model is in its run folder
 
 
 __all__ = ["AllocationConfig", "HeadroomConfig", "Geometry", "analyse", "curve_difference", "plan", "run_study"]

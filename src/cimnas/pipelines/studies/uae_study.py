@@ -38,9 +38,9 @@ from pathlib import Path
 import torch
 import yaml
 
-from cimnas.cli import OneLineParser
+from cimnas.cli import STUDY_INTERRUPTED, OneLineParser, guarded
 from cimnas.config import apply_overrides, diff_configs, from_dict, read_yaml, to_dict, validate
-from cimnas.errors import CimnasError, check
+from cimnas.errors import check
 from cimnas.parallel import Parallelism, add_parallel_args, parallelism_from_args, run_tasks
 from cimnas.pipelines.studies.uae_study_report import report
 from cimnas.pipelines.uae import search as uae_search
@@ -249,20 +249,16 @@ def main(argv: list[str] | None = None) -> int:
     q.add_argument("out")
     q.add_argument("--figures", help="folder of the figures (default OUT/figures)")
     args = p.parse_args(argv)
-    try:
+
+    def run() -> None:
         if args.cmd == "run":
             runs = run_study(args.out, seeds=args.seeds, methods=args.methods, config_dir=args.config_dir,
                              overrides=args.overrides, cross=not args.no_cross, par=parallelism_from_args(args))
             print("\n".join(final_line(label, r) for label, r in runs.items()))
         else:
             print(report(args.out, args.figures), end="")
-    except CimnasError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:  # Ctrl-C: one line, not a traceback; every finished model is in its run folder
-        print("error: interrupted; finished work is saved, run the same command again to continue", file=sys.stderr)
-        return 130
-    return 0
+
+    return guarded(run, error="error:", interrupted=STUDY_INTERRUPTED)  # finished models stay in their run folders
 
 
 __all__ = ["METHODS", "cross_config", "cross_task", "finished", "method_config", "method_files", "open_study",
