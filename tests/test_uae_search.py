@@ -163,10 +163,10 @@ def test_bad_config_values(over):
 
 
 def test_cli_bad_input_exits_2(tmp_path, capsys):
-    from cimnas.cli import _Parser
+    from cimnas.cli import OneLineParser
     from cimnas.commands.uae_search import register_search
 
-    parser = _Parser(prog="cimnas")
+    parser = OneLineParser(prog="cimnas")
     uae = parser.add_subparsers(dest="command").add_parser("uae").add_subparsers(dest="sub")
     register_search(uae)
     cfg_path = tmp_path / "c.yaml"

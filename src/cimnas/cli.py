@@ -27,14 +27,11 @@ class OneLineParser(argparse.ArgumentParser):
         sys.exit(2)
 
 
-_Parser = OneLineParser  # the name the command modules' tests use
-
-
 def build_parser() -> argparse.ArgumentParser:
     import cimnas.commands as commands
 
-    parser = _Parser(prog="cimnas", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    parser = OneLineParser(prog="cimnas", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)
     sub.required = True
     for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
         module = importlib.import_module(f"cimnas.commands.{info.name}")

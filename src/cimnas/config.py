@@ -140,10 +140,10 @@ def validate(cfg: Any, section: str = "") -> None:
     error names the section (`train: lr must be in (0, 10], got 20.0`) unless its message already starts with it."""
     for f in dataclasses.fields(cfg):
         v = getattr(cfg, f.name)
-        if f.name in ("seed", "seeds"):  # every config's seeds: one range (torch.Generator.manual_seed's)
+        if f.name in ("seed", "seeds"):  # every config's seeds: one range
             for seed in (v if isinstance(v, list | tuple) else [v]):
-                check(seed is None or (isinstance(seed, int) and 0 <= seed < 2**63),
-                      f"{section}{f.name} must be in 0 .. 2**63 - 1, got {v}")
+                if seed is not None:
+                    check_seed(seed, f"{section}{f.name}", v)
         if dataclasses.is_dataclass(v):
             validate(v, f"{section}{f.name}.")
         elif isinstance(v, list | tuple):  # a list of sections (headroom's allocations) is checked item by item
@@ -283,6 +283,12 @@ def diff_configs(a: dict, b: dict, prefix: str = "") -> list[str]:
         elif va != vb:
             out.append(prefix + k)
     return out
+
+
+def check_seed(seed: Any, key: str, shown: Any = None) -> None:
+    """A seed in torch.Generator.manual_seed's range, 0 .. 2**63 - 1 (configs and the commands' --seed)."""
+    check(isinstance(seed, int) and 0 <= seed < 2**63,
+          f"{key} must be in 0 .. 2**63 - 1, got {seed if shown is None else shown}")
 
 
 def check_device(device: str, key: str = "device") -> None:

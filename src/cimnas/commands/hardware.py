@@ -247,7 +247,9 @@ def cmd_robustness(args) -> int:
     par = parallelism_from_args(args)
     device = str(resolve_device(args.device))  # an unknown or absent device is refused before any loading
     data_dir_arg(args.data_dir)
-    check(0 <= args.seed < 2**63, f"--seed must be in 0 .. 2**63 - 1, got {args.seed}")
+    from cimnas.config import check_seed
+
+    check_seed(args.seed, "--seed")
     _check_sweep_flags(args)
     check(args.trials >= 1, f"--trials must be >= 1, got {args.trials}")
     check(args.max_samples is None or args.max_samples >= 1,

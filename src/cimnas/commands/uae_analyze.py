@@ -50,10 +50,10 @@ def register_analyze(sub) -> None:
 def analysis_config(args: argparse.Namespace):
     """The AnalysisConfig of the command line, validated (bad input fails before anything is loaded or written)."""
     from cimnas.commands.hardware import data_dir_arg
-    from cimnas.config import from_dict, validate
+    from cimnas.config import check_seed, from_dict, validate
     from cimnas.pipelines.uae.config import AnalysisConfig
 
-    check(0 <= args.seed < 2**63, f"--seed must be in 0 .. 2**63 - 1, got {args.seed}")
+    check_seed(args.seed, "--seed")
     data_dir_arg(args.data_dir)
     cfg = from_dict(AnalysisConfig, {
         "seed": args.seed, "device": args.device, "model": args.model, "precision": args.precision,

@@ -22,18 +22,14 @@ from cimnas.config import read_yaml  # noqa: E402
 from cimnas.errors import CimnasError  # noqa: E402
 from cimnas.reports.figures import finish  # noqa: E402
 from cimnas.reports.tables import table_markdown  # noqa: E402
-from cimnas.utils.io import atomic_write_bytes, read_json, read_jsonl  # noqa: E402
+from cimnas.utils.io import atomic_write_bytes, read_json, read_jsonl, require_run_kind  # noqa: E402
 
 
 def _load(run: Path) -> dict:
     if not (run / "config.yaml").is_file():
         raise CimnasError(f"{run} is not a HAWIS run folder (no config.yaml)")
     # another run's folder (train, UAE) would be misread and get a figures/ folder it never had
-    meta = read_json(run / "run.json") if (run / "run.json").is_file() else None
-    kind = meta.get("kind") if isinstance(meta, dict) else None
-    if kind != "hawis":
-        raise CimnasError(f"{run} is not a HAWIS run folder (run.json kind {kind!r}); give the --out folder of "
-                          "`cimnas hawis run`")
+    require_run_kind(run, "hawis", "HAWIS", "cimnas hawis run")
     cfg = read_yaml(run / "config.yaml")  # bounded, safe YAML (a report only reads the run folder)
     data = {
         "cfg": cfg,

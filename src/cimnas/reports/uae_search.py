@@ -15,7 +15,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from cimnas.errors import CimnasError, check  # noqa: E402
-from cimnas.utils.io import read_json, read_jsonl  # noqa: E402
+from cimnas.utils.io import read_json, read_jsonl, require_run_kind  # noqa: E402
 
 #: what the figures and Table 3 read from each episode record and from final.json
 EPISODE_KEYS = ("episode", "reward", "cache_hit", "clean_acc")
@@ -23,11 +23,8 @@ FINAL_KEYS = ("label", "k", "statistic", "clean_acc", "mean", "search_time_h", "
 
 
 def _check_run(run_dir: Path) -> None:
-    """A `uae search` run folder (run.json kind uae-search): another run's files would be misread or overwritten."""
-    meta = read_json(run_dir / "run.json") if (run_dir / "run.json").is_file() else None
-    kind = meta.get("kind") if isinstance(meta, dict) else None
-    check(kind == "uae-search", f"{run_dir} is not a `uae search` run folder (run.json kind {kind!r}); give the "
-          "--out folder of `cimnas uae search`")
+    """A `uae search` run folder: another run's files would be misread or overwritten."""
+    require_run_kind(run_dir, "uae-search", "`uae search`", "cimnas uae search")
 
 
 def make_figures(run_dir: str | Path) -> list[Path]:

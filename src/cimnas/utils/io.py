@@ -145,6 +145,16 @@ def append_jsonl(path: str | Path, record: dict) -> None:
                 raise
 
 
+def require_run_kind(root: Path, kind: str, name: str, command: str) -> None:
+    """Refuse a folder whose run.json is not of `kind` (a report on another run's folder would misread its files
+    or write beside them): `{root} is not a {name} run folder (run.json kind ...); give the --out folder of ...`."""
+    meta = read_json(root / "run.json") if (root / "run.json").is_file() else None
+    found = meta.get("kind") if isinstance(meta, dict) else None
+    if found != kind:
+        raise CimnasError(f"{root} is not a {name} run folder (run.json kind {found!r}); give the --out folder of "
+                          f"`{command}`")
+
+
 def read_jsonl(path: str | Path) -> list[dict]:
     """Read a JSONL file; a torn last line (killed mid-write) is dropped, other bad lines are errors."""
     path = Path(path)
