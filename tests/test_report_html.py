@@ -165,3 +165,38 @@ def test_show_prints_what_the_run_found(folders, capsys):
     assert main(["show", str(folders["root"])]) == 2  # not a run: one-line error
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "not a cimnas run" in err[0]
+
+
+def test_real_hawis_run_renders_every_section(tmp_path):
+    """A tiny real pipeline run (the formats as written, tensorboard on): stage C's energy_detail adds up to the
+    model's energy, and the page shows every section with nothing noted as not shown (no aligned baseline here: a remark beside the plot)."""
+    pytest.importorskip("tensorboard", reason="the tensorboard extra is not installed")
+    import yaml
+
+    from cimnas.pipelines.hawis import load_hawis_config, run_pipeline
+
+    cfg = {"seed": 3, "device": "cpu", "tensorboard": True, "data": {"name": "digits", "limit": 160, "test_limit": 60},
+           "model": {"name": "mlp", "thermometer_levels": 4, "options": {"hidden_sizes": [16, 16], "bn": True}},
+           "space": {"r_min": 0.5, "r_max": 2.0, "d": 4},
+           "pretrain": {"epochs": 1, "batch_size": 32, "lr": 0.05, "max_batches": 2},
+           "search": {"episodes": 3, "agent": "random", "env": {"batch_size": 32, "slimmable_epochs": 0.3,
+                                                                "candidate_epochs": 0.3, "bn_recal_batches": 1}},
+           "retrain": {"epochs": 1, "batch_size": 32, "lr": 0.05, "milestones": [], "baselines": [1]},
+           "defects": {"trials": 2}}
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
+    out = tmp_path / "run"
+    final = run_pipeline(load_hawis_config(tmp_path / "cfg.yaml", []), out)["final"]
+    detail = final["energy_detail"]
+    assert sum(detail["components_uj"].values()) == pytest.approx(final["energy_uj"], rel=1e-9)
+    assert sum(r["energy_uj"] for r in detail["layers"]) == pytest.approx(final["energy_uj"], rel=1e-9)
+    assert all(0 < r["utilization"] <= 1 for r in detail["layers"])
+    assert list((out / "tensorboard").glob("events.out.tfevents.*"))  # episodes and stage A epochs mirrored
+    before = tree_hashes(out)
+    page, problems = write_report([out], tmp_path / "page.html")
+    assert tree_hashes(out) == before
+    assert problems == []
+    html = page.read_text()
+    for heading in ("Search curves", "Per-layer widths and crossbar fill", "Energy per component and per layer",
+                    "Robustness", "Config"):
+        assert f"<h2>{heading}</h2>" in html
+    assert f"{100 * final['test_accuracy']:.2f} %" in html
