@@ -169,7 +169,8 @@ def test_show_prints_what_the_run_found(folders, capsys):
 
 def test_real_hawis_run_renders_every_section(tmp_path):
     """A tiny real pipeline run (the formats as written, tensorboard on): stage C's energy_detail adds up to the
-    model's energy, and the page shows every section with nothing noted as not shown (no aligned baseline here: a remark beside the plot)."""
+    model's energy, and the page shows every section with nothing noted as not shown (no aligned baseline here:
+    a remark beside the plot, not a problem)."""
     pytest.importorskip("tensorboard", reason="the tensorboard extra is not installed")
     import yaml
 

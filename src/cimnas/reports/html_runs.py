@@ -9,6 +9,8 @@ accuracy of every child, the final Monte-Carlo evaluation, the config.
 
 from __future__ import annotations
 
+from itertools import accumulate
+
 from cimnas.reports.folder import Folder
 from cimnas.reports.html import Page, esc, figure, key_numbers, num, pct, plt, table
 from cimnas.reports.summary import is_aligned, is_uniform, run_facts
@@ -122,10 +124,7 @@ def _pareto(f: Folder, eps: list, pareto: list, stage_c: dict, final: dict) -> s
 
 def _curves(eps: list) -> str:
     x = [e["episode"] + 1 for e in eps]
-    best, run = [], float("-inf")
-    for e in eps:
-        run = max(run, e["reward"])
-        best.append(run)
+    best = list(accumulate((e["reward"] for e in eps), max))
     fig, axes = plt.subplots(1, 3, figsize=(10.5, 3.1))
     axes[0].plot(x, [e["reward"] for e in eps], ".-", lw=0.7, c=ORANGE, label="reward")
     axes[0].plot(x, best, c=RED, lw=1.2, label="best so far")
@@ -281,10 +280,7 @@ def uae_sections(page: Page, f: Folder, prefix: str = "") -> None:
 
 def _rewards(log: list) -> str:
     ep = [r["episode"] + 1 for r in log]
-    best, run = [], float("-inf")
-    for r in log:
-        run = max(run, r["reward"])
-        best.append(run)
+    best = list(accumulate((r["reward"] for r in log), max))
     fig, ax = plt.subplots(figsize=(7.2, 3.4))
     fresh = [r for r in log if not r.get("cache_hit")]
     hits = [r for r in log if r.get("cache_hit")]
