@@ -129,14 +129,16 @@ def test_bad_input_is_noted_and_nothing_in_the_folders_changes(folders, tmp_path
     (root / "foreign").mkdir()
     (root / "foreign" / "notes.txt").write_text("not a run")
     shutil.copytree(folders["root"] / "uae", root / "busy")
-    before = tree_hashes(root)
+    shutil.copytree(folders["root"] / "headroom", root / "study")
+    (root / "study" / "figures").mkdir()
+    (root / "study" / "figures" / "headroom.png").write_bytes(b"not a png")  # a broken figure
     fd = os.open(root / "busy" / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a run still being written
     try:
         before = tree_hashes(root)
         out = tmp_path / "bad.html"
         code = main(["report", str(root / "torn"), str(root / "foreign"), str(root / "busy"), str(root / "missing"),
-                     "--html", str(out)])
+                     str(root / "study"), "--html", str(out)])
     finally:
         os.close(fd)
     assert code == 0
@@ -144,7 +146,7 @@ def test_bad_input_is_noted_and_nothing_in_the_folders_changes(folders, tmp_path
     err = capsys.readouterr().err.strip().splitlines()
     html = out.read_text()
     expect = ["torn line", "final.json", "stage_c.json could not be read", "not a cimnas run", "still writing",
-              "not a folder"]
+              "not a folder", "figures/headroom.png is not a PNG file"]
     for e in expect:
         assert any(e in line for line in err), e
         assert e in html, e
@@ -152,6 +154,7 @@ def test_bad_input_is_noted_and_nothing_in_the_folders_changes(folders, tmp_path
     assert "Search curves" in html  # what could be read is shown: the 16 complete episodes
     assert "16 episodes" in html
     assert "UAE" in html and "Reward curves" in html  # the busy run's records so far
+    assert "headroom study" in html and "95 % CI of the mean" in html  # the study's table despite its figure
 
 
 def test_show_prints_what_the_run_found(folders, capsys):
@@ -201,3 +204,9 @@ def test_real_hawis_run_renders_every_section(tmp_path):
                     "Robustness", "Config"):
         assert f"<h2>{heading}</h2>" in html
     assert f"{100 * final['test_accuracy']:.2f} %" in html
+
+
+def test_show_with_rich_when_installed(folders):
+    pytest.importorskip("rich", reason="rich is optional (plain text without it)")
+    text, _ = show_text(str(folders["root"] / "h0"), use_rich=True)
+    assert pct(folders["h0"]["final"]["test_accuracy"]) in text

@@ -157,8 +157,28 @@ def generic_sections(page: Page, f: Folder, prefix: str = "") -> None:
         return (table(["", ""], facts) if facts else "") + (table(["file", "key", "value"], rows) if rows else "") \
             + tables
     page.build(prefix + f.kind_name, f, results)
+    epochs = f.jsonl("metrics.jsonl")  # cimnas train: one record per epoch
+    if epochs:
+        page.build(prefix + "Training curves", f, lambda: _epochs(epochs))
     page.build(prefix + "Figures", f, lambda: folder_pngs(f, "", "figures"))
     page.build(prefix + "Config", f, lambda: config_section(f) + log_section(f))
+
+
+def _epochs(epochs: list[dict]) -> str:
+    """Loss and accuracies per epoch of a `cimnas train` run (metrics.jsonl)."""
+    x = [r["epoch"] for r in epochs]
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.1))
+    axes[0].plot(x, [r["loss"] for r in epochs], ".-", c="#d62728")
+    axes[0].set_ylabel("training loss")
+    for key, name in (("train_acc", "training"), ("val_acc", "held-out")):
+        if all(isinstance(r.get(key), int | float) for r in epochs):
+            axes[1].plot(x, [100 * r[key] for r in epochs], ".-", label=name)
+    axes[1].set_ylabel("accuracy (%)")
+    axes[1].legend(fontsize=7)
+    for ax in axes:
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    return figure(fig, "training curves")
 
 
 # ============================================================================ several folders
