@@ -8,6 +8,9 @@ from typing import Any
 
 from cimnas.reports.folder import Folder, open_folder
 
+#: the file a finished run or study of each kind holds (a run without it stopped or is still running)
+RESULT_FILE = {"study-headroom": "headroom.json", "hawis-study": "compare.md", "uae-study": "table3.md",
+               "uae-analysis": "analysis.json", "uae-table1": "table1.json"}
 _UNIFORM = re.compile(r"^U-[0-9.]+x$")
 
 
@@ -34,7 +37,8 @@ def run_facts(f: Folder) -> list[tuple[str, str, bool]]:
     """(label, value, headline?) of what the run found, by kind; [] for a folder that is not a run."""
     if not f.meta:
         return []
-    status = "in progress" if f.in_progress else "finished" if (f.path / "final.json").is_file() else "not finished"
+    done = (f.path / RESULT_FILE.get(f.kind or "", "final.json")).is_file()
+    status = "in progress" if f.in_progress else "finished" if done else "stopped before its results"
     facts: list[tuple[str, str, bool]] = [("kind", f.kind_name, False), ("status", status, False)]
     if f.kind == "hawis":
         facts += _hawis(f)
