@@ -15,6 +15,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -155,6 +156,14 @@ def test_bad_input_is_noted_and_nothing_in_the_folders_changes(folders, tmp_path
     assert "16 episodes" in html
     assert "UAE" in html and "Reward curves" in html  # the busy run's records so far
     assert "headroom study" in html and "95 % CI of the mean" in html  # the study's table despite its figure
+
+
+def test_report_modules_import_no_model_search_pipeline_or_hardware_code():
+    code = ("import sys, cimnas.reports.html, cimnas.reports.html_runs, cimnas.reports.html_studies, "
+            "cimnas.commands.report; print(sorted(m for m in sys.modules if m.startswith(('cimnas.nn', "
+            "'cimnas.search', 'cimnas.pipelines', 'cimnas.hardware', 'cimnas.data', 'cimnas.train'))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
 
 
 def test_show_prints_what_the_run_found(folders, capsys):
