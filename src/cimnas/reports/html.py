@@ -111,6 +111,14 @@ def markdown(text: str) -> str:
     return "\n".join(out)
 
 
+def int_x(*axes: Any) -> None:
+    """Whole-number ticks on the x axis (episodes, epochs, layers)."""
+    from matplotlib.ticker import MaxNLocator
+
+    for ax in axes:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
 def png_uri(data: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(data).decode("ascii")
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from itertools import accumulate
 
 from cimnas.reports.folder import Folder
-from cimnas.reports.html import Page, esc, figure, key_numbers, num, pct, plt, table
+from cimnas.reports.html import Page, esc, figure, int_x, key_numbers, num, pct, plt, table
 from cimnas.reports.summary import is_aligned, is_uniform, run_facts
 
 BLUE, ORANGE, RED, GREEN, GREY = "#1f77b4", "#e0a000", "#d62728", "#2ca02c", "0.6"
@@ -135,6 +135,7 @@ def _curves(eps: list) -> str:
         ax.set_xlabel("episode")
         ax.set_ylabel(lab)
         ax.grid(alpha=0.3)
+    int_x(*axes)
     return figure(fig, "search curves") + f"<p class='muted'>{len(eps)} episodes; best reward {max(best):+.4f}.</p>"
 
 
@@ -167,6 +168,7 @@ def _widths(f: Folder, final: dict, stage_c: dict) -> str:
     else:
         f.problem("final.json records no per-layer crossbar fill (energy_detail, written by stage C of this "
                   "version): the fill panel is not shown")
+    int_x(*(a[0] for a in axes))
     heads = ["layer", "HAWIS width"] + [lab for lab, _, _ in series if lab != "HAWIS"]
     rows = [[i + 1, widths[i]] + [w[i] for lab, w, _ in series if lab != "HAWIS"] for i in range(len(widths))]
     notes = "" if aligned else "<p class='muted'>No aligned-uniform baseline in this run: not shown.</p>"
@@ -196,6 +198,7 @@ def _energy(f: Folder, final: dict) -> str:
     axes[1].set_ylabel("energy (µJ)")
     axes[1].set_title("per layer", fontsize=9)
     axes[1].legend(fontsize=7, ncol=len(names))
+    int_x(axes[1])
     total = sum(comp.values())
     rows = [[c, num(comp[c], ".4g"), pct(comp[c] / total if total else None, 1)] for c in names]
     lay = [[f"{i + 1} {r.get('name', '')}", r.get("out_channels", "-"), num(r.get("crossbars"), "d"),
@@ -289,6 +292,7 @@ def _rewards(log: list) -> str:
         ax.scatter([r["episode"] + 1 for r in hits], [r["reward"] for r in hits], s=14, facecolors="none",
                    edgecolors=BLUE, label="cache hit (no training)")
     ax.plot(ep, best, c=RED, label="best so far")
+    int_x(ax)
     ax.set_xlabel("episode")
     ax.set_ylabel("reward")
     ax.grid(alpha=0.3)

@@ -8,7 +8,7 @@ import math
 import re
 
 from cimnas.reports.folder import Folder, open_folder
-from cimnas.reports.html import Page, esc, figure, folder_pngs, markdown, num, pct, plt, table
+from cimnas.reports.html import Page, esc, figure, folder_pngs, int_x, markdown, num, pct, plt, table
 from cimnas.reports.html_runs import config_section, log_section
 from cimnas.reports.summary import is_aligned, is_uniform, run_facts
 from cimnas.stats import mean_ci, summarize
@@ -178,6 +178,7 @@ def _epochs(epochs: list[dict]) -> str:
     for ax in axes:
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
+    int_x(*axes)
     return figure(fig, "training curves")
 
 
