@@ -128,7 +128,7 @@ def _curves(eps: list) -> str:
     fig, axes = plt.subplots(1, 3, figsize=(10.5, 3.1))
     axes[0].plot(x, [e["reward"] for e in eps], ".-", lw=0.7, c=ORANGE, label="reward")
     axes[0].plot(x, best, c=RED, lw=1.2, label="best so far")
-    axes[0].legend(fontsize=7)
+    axes[0].legend(fontsize=7, loc="lower right")
     axes[1].plot(x, [100 * e["accuracy"] for e in eps], ".-", lw=0.7, c=BLUE)
     axes[2].plot(x, [e["energy_uj"] for e in eps], ".-", lw=0.7, c=GREEN)
     for ax, lab in zip(axes, ("reward (Eq. 5)", "held-out accuracy (%)", "energy (µJ)"), strict=True):
@@ -159,7 +159,7 @@ def _widths(f: Folder, final: dict, stage_c: dict) -> str:
         axes[0][0].bar([j - 0.4 + bw * (i + 0.5) for j in x], w, width=bw, color=c, label=lab)
     axes[0][0].set_ylabel("output channels")
     axes[0][0].set_xlabel("searchable layer")
-    axes[0][0].legend(fontsize=7)
+    axes[0][0].legend(fontsize=7, loc="upper left")
     if layers:  # every crossbar-mapped layer (the searchable ones, shortcuts, the classifier)
         axes[1][0].bar(range(1, len(layers) + 1), [100 * (r.get("utilization") or 0) for r in layers], color=ORANGE)
         axes[1][0].set_ylabel("crossbar fill (%)")
@@ -260,7 +260,7 @@ def _sweep(sweep: dict) -> str:
         ax.set_xlabel(f"{kind} level")
         ax.set_ylabel("test accuracy (%)")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, loc="lower left")
     return "<h3>robustness.json sweep</h3>" + figure(fig, "robustness sweep")
 
 
@@ -296,7 +296,7 @@ def _rewards(log: list) -> str:
     ax.set_xlabel("episode")
     ax.set_ylabel("reward")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper left")
     return figure(fig, "reward curves") + (f"<p class='muted'>{len(log)} episodes, {len(fresh)} children trained, "
                                            f"{len(hits)} cache hits; best reward {max(best):.4f}.</p>")
 
@@ -316,7 +316,7 @@ def _children(log: list, final: dict) -> str:
     ax.set_xlabel("clean accuracy (%)")
     ax.set_ylabel("accuracy under noise (%)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper left")
     top = sorted(fresh, key=lambda r: -r["reward"])[:10]
     rows = [[r["episode"] + 1, r["arch_key"], f"{r['reward']:.4f}", pct(r["clean_acc"]), pct(r["noisy"].get("mean")),
              pct(r["noisy"].get("std")), r["noisy"].get("n", "-"), num(r.get("energy_uj"), ".4g")] for r in top]

@@ -80,7 +80,7 @@ def _headroom(f: Folder) -> str:
         ax.set_xlabel("crossbar energy per inference (µJ)")
         ax.set_ylabel("test accuracy (%)")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, loc="lower right")
         out = figure(fig, "headroom") + out
     return out
 
@@ -174,7 +174,7 @@ def _epochs(epochs: list[dict]) -> str:
         if all(isinstance(r.get(key), int | float) for r in epochs):
             axes[1].plot(x, [100 * r[key] for r in epochs], ".-", label=name)
     axes[1].set_ylabel("accuracy (%)")
-    axes[1].legend(fontsize=7)
+    axes[1].legend(fontsize=7, loc="lower right")
     for ax in axes:
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
