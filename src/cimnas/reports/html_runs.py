@@ -197,7 +197,7 @@ def _energy(f: Folder, final: dict) -> str:
     axes[1].set_xlabel("layer")
     axes[1].set_ylabel("energy (µJ)")
     axes[1].set_title("per layer", fontsize=9)
-    axes[1].legend(fontsize=7, ncol=len(names))
+    axes[1].legend(fontsize=7, ncol=len(names), loc="upper left")
     int_x(axes[1])
     total = sum(comp.values())
     rows = [[c, num(comp[c], ".4g"), pct(comp[c] / total if total else None, 1)] for c in names]
