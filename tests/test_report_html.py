@@ -156,6 +156,11 @@ def test_bad_input_is_noted_and_nothing_in_the_folders_changes(folders, tmp_path
     assert "16 episodes" in html
     assert "UAE" in html and "Reward curves" in html  # the busy run's records so far
     assert "headroom study" in html and "95 % CI of the mean" in html  # the study's table despite its figure
+    # nothing at all to show (a mistyped path): a one-line error, exit 2, no page
+    assert main(["report", str(root / "foreign"), str(root / "missing"), "--html", str(tmp_path / "none.html")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "not a cimnas run" in err[0] and "no page written" in err[0]
+    assert not (tmp_path / "none.html").exists()
 
 
 def test_report_modules_import_no_model_search_pipeline_or_hardware_code():

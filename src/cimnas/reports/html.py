@@ -170,6 +170,7 @@ class Page:
         self.title = title
         self.sections: list[tuple[str, str, str]] = []  # (anchor, heading, body html)
         self.problems: list[str] = []
+        self.shown = 0  # folders that are runs or studies (the others are only noted)
 
     def add(self, heading: str, body: str) -> None:
         if body:
@@ -211,6 +212,7 @@ def build_page(paths: Sequence[str | Path]) -> Page:
     shown = [f for f in folders if f.meta]
     names = ", ".join(f.name for f in folders)
     page = Page(f"cimnas report: {names}" if len(names) < 90 else f"cimnas report: {len(folders)} folders")
+    page.shown = len(shown)
     if len(shown) > 1:
         comparison_sections(page, shown)
     for f in shown:
@@ -230,10 +232,12 @@ def build_page(paths: Sequence[str | Path]) -> Page:
 
 def write_report(paths: Sequence[str | Path], out: str | Path, *, stderr: Any = None) -> tuple[Path, list[str]]:
     """Write the page of `paths` to `out` (atomically); each problem also goes to stderr as one line. Returns
-    (path, problems)."""
+    (path, problems). When no path is a run or study folder: a one-line CimnasError and no page."""
     out = Path(out)
     check_out(out)
     page = build_page(paths)
+    if not page.shown:  # nothing to show at all (a typo in the path): an error, not an empty page
+        raise CimnasError(f"{'; '.join(page.problems)}; no page written")
     atomic_write_bytes(out, page.render().encode("utf-8"))
     err = stderr if stderr is not None else sys.stderr
     for p in page.problems:
