@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import json
 import math
 import os
 import re
@@ -112,7 +113,15 @@ def test_several_runs_get_a_comparison_with_seed_statistics(folders, tmp_path):
     row = re.search(r"<tr><td>U-1x</td>(.*?)</tr>", html.split("<h2>HAWIS runs over seeds</h2>")[1]).group(1)
     assert f"{100 * m:.2f} %" in row and f"{100 * s:.2f} %" in row and "<td>2</td>" in row
     assert f"[{100 * (m - half):.2f}, {100 * (m + half):.2f}]" in row
-    # aligned-1x is in both runs (mean over 2); the headroom table gives n and an interval per model
+    # a `hawis_study spread` file in the run folder: its seeds' mean, std, n and interval
+    spread = {"widths": [16], "accuracies": {"U-1x-rep0": 0.80, "U-1x-rep1": 0.84, "U-1x-rep2": 0.85},
+              "val_accuracies": {}}
+    shutil.copytree(folders["root"] / "h0", tmp_path / "h0s")
+    (tmp_path / "h0s" / "spread_U-1x.json").write_text(json.dumps(spread))
+    html = write_report([tmp_path / "h0s"], tmp_path / "spread.html")[0].read_text()
+    sd = float(np.std([0.80, 0.84, 0.85], ddof=1))
+    assert f"<td>spread_U-1x.json</td><td>test</td><td>83.00 %</td><td>{100 * sd:.2f} %</td><td>3</td>" in html
+    # the headroom table gives n and an interval per model
     page, _ = write_report([folders["root"] / "headroom"], tmp_path / "hr.html")
     vals = folders["headroom"]["rows"][0]["test_acc"]["values"]
     _, lo, hi = (float(np.mean(vals)), *student_t.interval(0.95, len(vals) - 1, loc=np.mean(vals),

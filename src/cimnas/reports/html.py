@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import math
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -30,6 +31,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from cimnas.errors import CimnasError  # noqa: E402
 from cimnas.reports.folder import Folder, open_folder  # noqa: E402
+from cimnas.stats import mean_ci, summarize  # noqa: E402
 from cimnas.utils.io import atomic_write_bytes  # noqa: E402
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -70,6 +72,27 @@ def num(v: Any, fmt: str = ".4g", unit: str = "") -> str:
     if isinstance(v, bool) or not isinstance(v, int | float):
         return "-"
     return f"{v:{fmt}}" + (f" {unit}" if unit else "")
+
+
+def mean_std_ci(values: list[float]) -> list[str]:
+    """[mean, std, n, 95 % interval] of accuracies (0..1) as percentage strings."""
+    s = summarize(values)
+    _, lo, hi = mean_ci(values)
+    ci = f"[{100 * lo:.2f}, {100 * hi:.2f}]" if s["n"] > 1 else "(n = 1, no interval)"
+    return [pct(s["mean"]), pct(s["std"]), str(s["n"]), ci]
+
+
+def ci_from_summary(mean: float, std: float, n: int) -> str:
+    """The 95 % t interval of a mean from its (mean, std, n) (a Monte-Carlo summary keeps no values)."""
+    if n < 2:
+        return "(n = 1, no interval)"
+    from scipy.stats import t
+
+    half = float(t.ppf(0.975, n - 1)) * std / math.sqrt(n)
+    return f"[{100 * (mean - half):.2f}, {100 * (mean + half):.2f}]"
+
+
+STAT_HEADS = ["mean", "std", "n", "95 % CI of the mean"]
 
 
 def table(headers: Sequence[str], rows: Iterable[Sequence[Any]], caption: str | None = None) -> str:

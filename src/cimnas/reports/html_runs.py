@@ -12,7 +12,7 @@ from __future__ import annotations
 from itertools import accumulate
 
 from cimnas.reports.folder import Folder
-from cimnas.reports.html import Page, esc, figure, int_x, key_numbers, num, pct, plt, table
+from cimnas.reports.html import STAT_HEADS, Page, esc, figure, int_x, key_numbers, mean_std_ci, num, pct, plt, table
 from cimnas.reports.summary import is_aligned, is_uniform, run_facts
 
 BLUE, ORANGE, RED, GREEN, GREY = "#1f77b4", "#e0a000", "#d62728", "#2ca02c", "0.6"
@@ -61,6 +61,7 @@ def hawis_sections(page: Page, f: Folder, prefix: str = "") -> None:
         page.build(prefix + "Per-layer widths and crossbar fill", f, lambda: _widths(f, final, stage_c))
         page.build(prefix + "Energy per component and per layer", f, lambda: _energy(f, final))
     page.build(prefix + "Robustness", f, lambda: _robustness(f, final, stage_c))
+    page.build(prefix + "Seed spread", f, lambda: seed_spreads(f))
     page.build(prefix + "Config", f, lambda: config_section(f) + log_section(f))
 
 
@@ -336,3 +337,19 @@ def _uae_final(final: dict) -> str:
             ["episodes (unique children)", f"{final.get('episodes')} ({final.get('unique_children')})"],
             ["stop reason", final.get("stop_reason", "-")], ["child", final.get("arch_key", "-")]]
     return table(["", "final evaluation"], rows)
+
+
+def seed_spreads(f: Folder) -> str:
+    """`hawis_study spread` results in the folder (`spread*.json`: one U-kx trained with n seeds): test and held-out
+    accuracy as mean, std, n and interval."""
+    rows = []
+    for p in sorted(f.path.glob("spread*.json")):
+        res = f.json(p.name)
+        if not res or not isinstance(res.get("accuracies"), dict) or len(res["accuracies"]) == 0:
+            continue
+        for key, name in (("accuracies", "test"), ("val_accuracies", "held-out")):
+            vals = [v for v in (res.get(key) or {}).values() if isinstance(v, int | float)]
+            if vals:
+                rows.append([p.name, name, *mean_std_ci(vals)])
+    return table(["spread file", "accuracy", *STAT_HEADS], rows, "stage-C seed spread: one U-kx trained with n "
+                 "seeds (`hawis_study spread`)") if rows else ""

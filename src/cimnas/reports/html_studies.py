@@ -4,35 +4,27 @@ std (ddof 1), n and the 95 % Student-t interval of the mean (cimnas.stats)."""
 
 from __future__ import annotations
 
-import math
 import re
 
 from cimnas.reports.folder import Folder, open_folder
-from cimnas.reports.html import Page, esc, figure, folder_pngs, int_x, markdown, num, pct, plt, table
-from cimnas.reports.html_runs import config_section, log_section
+from cimnas.reports.html import (
+    STAT_HEADS,
+    Page,
+    ci_from_summary,
+    esc,
+    figure,
+    folder_pngs,
+    int_x,
+    markdown,
+    mean_std_ci,
+    num,
+    pct,
+    plt,
+    table,
+)
+from cimnas.reports.html_runs import config_section, log_section, seed_spreads
 from cimnas.reports.summary import is_aligned, is_uniform, run_facts
-from cimnas.stats import mean_ci, summarize
-
-
-def mean_std_ci(values: list[float]) -> list[str]:
-    """[mean, std, n, 95 % interval] of accuracies (0..1) as percentage strings."""
-    s = summarize(values)
-    _, lo, hi = mean_ci(values)
-    ci = f"[{100 * lo:.2f}, {100 * hi:.2f}]" if s["n"] > 1 else "(n = 1, no interval)"
-    return [pct(s["mean"]), pct(s["std"]), str(s["n"]), ci]
-
-
-def ci_from_summary(mean: float, std: float, n: int) -> str:
-    """The 95 % t interval of a mean from its (mean, std, n) (a Monte-Carlo summary keeps no values)."""
-    if n < 2:
-        return "(n = 1, no interval)"
-    from scipy.stats import t
-
-    half = float(t.ppf(0.975, n - 1)) * std / math.sqrt(n)
-    return f"[{100 * (mean - half):.2f}, {100 * (mean + half):.2f}]"
-
-
-STAT_HEADS = ["mean", "std", "n", "95 % CI of the mean"]
+from cimnas.stats import summarize
 
 
 # ============================================================================ studies
@@ -110,7 +102,8 @@ def _hawis_study(f: Folder) -> str:
     if rows:
         out += table(["run", "test acc.", "energy (µJ)", *(f"under defects: {h}" for h in STAT_HEADS)], rows,
                      "the study's HAWIS run folders (robustness: Monte-Carlo trials of stage C)")
-    return out
+    return out + seed_spreads(f)
+
 
 
 def _uae_study(f: Folder) -> str:
