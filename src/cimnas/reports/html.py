@@ -65,7 +65,7 @@ def esc(x: Any) -> str:
 
 def pct(v: Any, digits: int = 2) -> str:
     """An accuracy (0..1) as a percentage, '-' when absent."""
-    return "-" if not isinstance(v, int | float) else f"{100 * v:.{digits}f} %"
+    return "-" if isinstance(v, bool) or not isinstance(v, int | float) else f"{100 * v:.{digits}f} %"
 
 
 def num(v: Any, fmt: str = ".4g", unit: str = "") -> str:
