@@ -126,3 +126,38 @@ def headroom_study(root: Path) -> dict:
     result = analyse(jobs)
     write_json(root / "headroom.json", result)
     return result
+
+
+def aligned_study(root: Path) -> dict:
+    """An aligned-HAWIS study folder (kind study-hawis-aligned): hawis_aligned.json as issue 20's
+    `hawis_aligned_report.analyse` writes it (accuracies in percent, differences in points, Welch intervals)."""
+    from cimnas.stats import diff_ci
+
+    _meta(root, "study-hawis-aligned", {"retrain_seeds": 4})
+    rng = random.Random(3)
+    nets = {"U-1x": ("uniform", BASE, 88.0, None), "U-2x": ("uniform", [2 * b for b in BASE], 93.0, None),
+            "AU-16-28-56": ("aligned-uniform", [16] * 7 + [28] * 6 + [56] * 6, 90.0, None),
+            "ddpg-s0": ("search", [20] * 7 + [32] * 6 + [48] * 6, 90.5, "AU-16-28-56")}
+    vals = {k: {"val": [v[2] + rng.random() for _ in range(4)], "test": [v[2] - 0.3 + rng.random() for _ in range(4)]}
+            for k, v in nets.items()}
+    rows = []
+    for label, (kind, widths, _, base) in nets.items():
+        row = {"label": label, "kind": kind, "widths": widths, "energy_uj": _energy(widths)["energy_uj"], "n": 4}
+        if base:
+            row["baseline"] = base
+        for name in ("val", "test"):
+            s = summarize(vals[label][name])
+            row[name] = {"n": s["n"], "mean_pct": s["mean"], "std_pct": s["std"]}
+            if base:
+                est, lo, hi = diff_ci(vals[label][name], vals[base][name])
+                row[f"{name}_vs_baseline"] = {"diff_points": est, "ci95_points": [lo, hi]}
+        rows.append(row)
+    search = rows[-1]
+    arms = {"ddpg": {"nets": ["ddpg-s0"], "aligned_uniform_nets": [], "val_vs_baseline": search["val_vs_baseline"],
+                     "test_vs_baseline": search["test_vs_baseline"], "verdict_on_val": "no difference detected"}}
+    result = {"rows": rows, "arms": arms, "design": {"planned_seeds_per_net": 4, "pooled_seed_std_points": 0.3,
+                                                     "detectable_points": 0.61, "test": "two-sided Welch t, 5 %, "
+                                                                                        "power 80 %"},
+              "summary": "", "lambda": 0.3, "values": vals}
+    write_json(root / "hawis_aligned.json", {k: v for k, v in result.items() if k != "values"})
+    return result

@@ -233,3 +233,16 @@ def test_show_with_rich_when_installed(folders):
     pytest.importorskip("rich", reason="rich is optional (plain text without it)")
     text, _ = show_text(str(folders["root"] / "h0"), use_rich=True)
     assert pct(folders["h0"]["final"]["test_accuracy"]) in text
+
+
+def test_aligned_study_shows_seed_statistics_and_baselines(tmp_path):
+    res = reportkit.aligned_study(tmp_path / "aligned")
+    html = write_report([tmp_path / "aligned"], tmp_path / "a.html")[0].read_text()
+    test = res["values"]["ddpg-s0"]["test"]
+    m, s = float(np.mean(test)), float(np.std(test, ddof=1))
+    lo, hi = student_t.interval(0.95, len(test) - 1, loc=m, scale=s / math.sqrt(len(test)))  # by hand
+    row = re.search(r"<tr><td>ddpg-s0</td>(.*?)</tr>", html).group(1)
+    assert f"{m:.2f} %" in row and f"{s:.2f} %" in row and "<td>4</td>" in row and f"[{lo:.2f}, {hi:.2f}]" in row
+    d = res["rows"][-1]["test_vs_baseline"]
+    assert f"{d['diff_points']:+.2f} [{d['ci95_points'][0]:+.2f}, {d['ci95_points'][1]:+.2f}]" in row
+    assert "AU-16-28-56" in row and "no difference detected" in html and html.count("<img") == 1

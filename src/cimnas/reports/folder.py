@@ -22,7 +22,7 @@ from cimnas.utils.io import read_json, read_jsonl
 KIND_NAMES = {"hawis": "HAWIS run", "uae-search": "UAE search run", "train": "training run",
               "study-headroom": "headroom study", "hawis-study": "HAWIS study", "uae-study": "UAE study",
               "uae-analysis": "UAE analysis run", "uae-table1": "UAE Table 1 run",
-              "hawis-rank-check": "HAWIS rank check"}
+              "hawis-rank-check": "HAWIS rank check", "study-hawis-aligned": "aligned-HAWIS study"}
 LOCK_NAME = ".lock"  # cimnas.runs.LOCK_NAME (not imported: runs.py pulls in torch)
 
 

@@ -45,8 +45,8 @@ body{font-family:-apple-system,'Segoe UI',Helvetica,Arial,sans-serif;margin:0 au
 color:#1d2330;background:#fff;line-height:1.4}
 h1{font-size:1.5em;margin:.2em 0}h2{font-size:1.2em;border-bottom:2px solid #d9dee8;padding-bottom:3px;margin-top:1.6em}
 h3{font-size:1.02em;margin:1.1em 0 .3em}
-table{border-collapse:collapse;margin:.5em 0 1em;font-size:.86em}
-th,td{border:1px solid #cfd6e2;padding:3px 8px;text-align:right;vertical-align:top}
+table{border-collapse:collapse;margin:.5em 0 1em;font-size:.86em;display:block;overflow-x:auto;max-width:100%}
+th,td{border:1px solid #cfd6e2;padding:3px 8px;text-align:right;vertical-align:top}td{white-space:nowrap}
 th{background:#eef2f8}td:first-child,th:first-child{text-align:left}
 .key{display:flex;flex-wrap:wrap;gap:10px;margin:.6em 0}
 .key div{border:1px solid #cfd6e2;border-radius:6px;padding:6px 12px;background:#f7f9fc;min-width:120px}
@@ -244,7 +244,7 @@ def build_page(paths: Sequence[str | Path]) -> Page:
             hawis_sections(page, f, prefix)
         elif f.kind == "uae-search":
             uae_sections(page, f, prefix)
-        elif f.kind in ("study-headroom", "hawis-study", "uae-study"):
+        elif f.kind in ("study-headroom", "hawis-study", "uae-study", "study-hawis-aligned"):
             study_sections(page, f, prefix)
         else:
             generic_sections(page, f, prefix)

@@ -29,7 +29,8 @@ from cimnas.stats import summarize
 
 # ============================================================================ studies
 def study_sections(page: Page, f: Folder, prefix: str = "") -> None:
-    fn = {"study-headroom": _headroom, "hawis-study": _hawis_study, "uae-study": _uae_study}[f.kind or ""]
+    fn = {"study-headroom": _headroom, "hawis-study": _hawis_study, "uae-study": _uae_study,
+          "study-hawis-aligned": _hawis_aligned}[f.kind or ""]
     page.build(prefix + f.kind_name, f, lambda: fn(f))
     page.build(prefix + "Figures the study wrote", f, lambda: folder_pngs(f, "", "figures"))
     page.build(prefix + "Config", f, lambda: config_section(f) + log_section(f))
@@ -104,6 +105,63 @@ def _hawis_study(f: Folder) -> str:
                      "the study's HAWIS run folders (robustness: Monte-Carlo trials of stage C)")
     return out + seed_spreads(f)
 
+
+
+def _hawis_aligned(f: Folder) -> str:
+    """The aligned-HAWIS study (`hawis_aligned`, issue 20): hawis_aligned.json holds per net its seeds' accuracies
+    in percent ({n, mean_pct, std_pct}) and its difference from its aligned-uniform baseline (Welch interval)."""
+    res = f.json("hawis_aligned.json")
+    if not res:
+        f.problem("no hawis_aligned.json: no model of the study has finished; its table is not shown")
+        return ""
+
+    def diff(d: dict | None) -> str:
+        return f"{d['diff_points']:+.2f} [{d['ci95_points'][0]:+.2f}, {d['ci95_points'][1]:+.2f}]" if d else "-"
+
+    rows, pts = [], []
+    for r in res["rows"]:
+        t, v = r.get("test"), r.get("val")
+        stats = ([pct(t["mean_pct"] / 100), pct(t["std_pct"] / 100), str(t["n"]),
+                  ci_from_summary(t["mean_pct"] / 100, t["std_pct"] / 100, int(t["n"]))] if t else ["-"] * 4)
+        rows.append([r["label"], r["kind"], num(r["energy_uj"], ".4g"), *stats,
+                     f"{v['mean_pct']:.2f} ± {v['std_pct']:.2f} %" if v else "-",
+                     diff(r.get("val_vs_baseline")), diff(r.get("test_vs_baseline")), r.get("baseline", "")])
+        if t:
+            pts.append((r, t))
+    out = ""
+    if pts:
+        fig, ax = plt.subplots(figsize=(7.2, 4.4))
+        style = {"uniform": ("k", "o", "uniform U-kx"), "aligned-uniform": ("#2ca02c", "D", "aligned-uniform"),
+                 "search": ("#d62728", "*", "HAWIS searched")}
+        seen = set()
+        for r, t in sorted(pts, key=lambda p: p[0]["energy_uj"]):
+            c, m, name = style.get(r["kind"], ("#1f77b4", "s", r["kind"]))
+            ax.errorbar([r["energy_uj"]], [t["mean_pct"]], yerr=[t["std_pct"]], fmt=m, c=c, capsize=3, ms=7,
+                        label=None if name in seen else f"{name} (mean ± std over seeds)")
+            seen.add(name)
+        uni = sorted((r["energy_uj"], t["mean_pct"]) for r, t in pts if r["kind"] == "uniform")
+        if len(uni) > 1:
+            ax.plot([e for e, _ in uni], [a for _, a in uni], "-", c="k", lw=0.8)
+        ax.set_xscale("log")
+        ax.set_xlabel("crossbar energy per inference (µJ)")
+        ax.set_ylabel("test accuracy (%)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="lower right")
+        out += figure(fig, "searched vs aligned-uniform vs U-kx")
+    out += table(["net", "kind", "energy (µJ)", *(f"test {h}" for h in STAT_HEADS), "held-out mean ± std",
+                  "held-out - baseline, points [95 % CI]", "test - baseline [95 % CI]", "baseline"], rows,
+                 "each net trained from scratch per seed; baselines: its aligned-uniform net (Welch interval)")
+    arms = [[a, len(e.get("nets", [])), diff(e.get("val_vs_baseline")), diff(e.get("test_vs_baseline")),
+             e.get("verdict_on_val", "-")] for a, e in (res.get("arms") or {}).items()]
+    if arms:
+        out += table(["arm", "search seeds", "held-out - baseline [95 % CI]", "test - baseline [95 % CI]",
+                      "verdict (on held-out)"], arms, "each search arm against its aligned-uniform baselines")
+    d = res.get("design") or {}
+    if d.get("detectable_points") is not None:
+        out += (f"<p class='muted'>Design: {esc(d.get('planned_seeds_per_net'))} seeds per net, pooled seed std "
+                f"{d['pooled_seed_std_points']:.2f} points: smallest detectable difference "
+                f"{d['detectable_points']:.2f} points ({esc(d.get('test', ''))}).</p>")
+    return out
 
 
 def _uae_study(f: Folder) -> str:

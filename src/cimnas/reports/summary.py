@@ -10,6 +10,7 @@ from cimnas.reports.folder import Folder, open_folder
 
 #: the file a finished run or study of each kind holds (a run without it stopped or is still running)
 RESULT_FILE = {"study-headroom": "headroom.json", "hawis-study": "compare.md", "uae-study": "table3.md",
+               "study-hawis-aligned": "hawis_aligned.json",
                "uae-analysis": "analysis.json", "uae-table1": "table1.json"}
 _UNIFORM = re.compile(r"^U-[0-9.]+x$")
 
@@ -20,9 +21,9 @@ def is_uniform(label: str) -> bool:
 
 
 def is_aligned(label: str) -> bool:
-    """An aligned-uniform baseline of stage C (crossbar-filling widths, `cimnas align`): any label naming 'align'
-    or of the form A-kx."""
-    return "align" in label.lower() or bool(re.match(r"^A-[0-9.]+x$", label))
+    """An aligned-uniform baseline (crossbar-filling widths, `cimnas align`): a label naming 'align', of the form
+    A-kx, or the aligned study's AU-<widths per group>."""
+    return "align" in label.lower() or bool(re.match(r"^(A-[0-9.]+x|AU-[0-9-]+)$", label))
 
 
 def _pct(v: Any) -> str:
