@@ -51,8 +51,9 @@ def chromium(args: list[str], tmp: Path) -> subprocess.CompletedProcess:
         if os.environ.get("CI"):
             pytest.fail("chromium is not installed, and CI must run the browser tests (.ci/run installs it)")
         pytest.skip("chromium is not installed (apt-get install chromium)")
-    cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--no-first-run",
-           f"--user-data-dir={tmp / 'chromium-profile'}", "--host-resolver-rules=MAP * ~NOTFOUND", *args]
+    cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--hide-scrollbars",
+           "--no-first-run", f"--user-data-dir={tmp / 'chromium-profile'}", "--host-resolver-rules=MAP * ~NOTFOUND",
+           *args]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=True)
 
 
