@@ -48,6 +48,18 @@ def round_channels(channels: float, d: int) -> int:
     return max(int(d), int(math.floor(channels / d + 0.5)) * int(d))
 
 
+def width_groups(base: Sequence[int]) -> list[list[int]]:
+    """Indices of consecutive layers of equal base width: the groups a uniform widening keeps equal (a CIFAR
+    ResNet's stem + stage 1, stage 2, stage 3, whose widths its residual adds tie)."""
+    groups: list[list[int]] = []
+    for i, b in enumerate(base):
+        if groups and base[groups[-1][-1]] == b:
+            groups[-1].append(i)
+        else:
+            groups.append([i])
+    return groups
+
+
 @dataclass(frozen=True)
 class WidthArch:
     """One HAWIS architecture: the output channels of every searchable layer (last layer fixed)."""

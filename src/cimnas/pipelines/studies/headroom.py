@@ -41,7 +41,7 @@ from cimnas.hardware.crossbar import load_spec
 from cimnas.hardware.energy import estimate_arch
 from cimnas.nn.models import build_model, named_widths
 from cimnas.nn.refactor import RefactorOptions
-from cimnas.nn.widths import round_channels
+from cimnas.nn.widths import round_channels, width_groups
 from cimnas.parallel import Parallelism, add_parallel_args, parallelism_from_args, run_tasks
 from cimnas.pipelines.train import TrainRunConfig, load_splits, run_training
 from cimnas.reports.figures import finish
@@ -113,7 +113,7 @@ class Geometry:
             probe = build_model(m.name, in_channels=splits.in_channels, num_classes=splits.num_classes,
                                 image_size=splits.image_size, precision="float", **m.options)
         self.base = [int(w) for w in probe.base_widths]
-        self.groups = _groups(self.base)
+        self.groups = width_groups(self.base)
         self.refactor = RefactorOptions(topology_mod=m.topology_mod, thermometer=m.thermometer,
                                         thermometer_levels=m.thermometer_levels)
         self.spec = load_spec(cfg.hardware_preset)
@@ -156,16 +156,6 @@ class Geometry:
                 hi = mid
         best = min({tuple(widths(s)) for s in (lo, hi)}, key=lambda w: abs(math.log(self.energy(list(w)) / target)))
         return list(best), self.energy(list(best)), target
-
-
-def _groups(base: list[int]) -> list[list[int]]:
-    groups: list[list[int]] = []
-    for i, b in enumerate(base):
-        if groups and base[groups[-1][-1]] == b:
-            groups[-1].append(i)
-        else:
-            groups.append([i])
-    return groups
 
 
 # ---------------------------------------------------------------------------- the study
