@@ -54,6 +54,12 @@ KIND = "study-headroom"
 RESUMABLE = ("uniform", "uniform_seeds", "allocations", "allocation_seeds", "base.train.progress")
 
 
+def check_label(name: str, what: str) -> None:
+    """A model label is a folder (runs/<name>/seed<k>): '' or '../x' would write beside or outside runs/."""
+    check(isinstance(name, str) and re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", name) is not None,
+          f"{what} {name!r} is not a folder name (letters, digits, _ . -, not starting with . or -)")
+
+
 @dataclass
 class AllocationConfig:
     """One hand-made width allocation, scaled to a uniform network's energy."""
@@ -64,9 +70,7 @@ class AllocationConfig:
     match: float = 1.0  # scaled to the crossbar energy of U-<match>x
 
     def validate(self) -> None:
-        # the name is a folder (runs/<name>/seed<k>): '' or '../x' would write beside or outside runs/
-        check(re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", self.name) is not None, f"allocation name {self.name!r} "
-              "is not a folder name (letters, digits, _ . -, not starting with . or -)")
+        check_label(self.name, "allocation name")
         check(bool(self.group_mult) != (self.named is not None),
               f"allocation {self.name!r}: give exactly one of group_mult or named")
         check(all(0 < m <= 16 for m in self.group_mult), f"allocation {self.name!r}: multipliers must be in (0, 16]")
