@@ -10,26 +10,17 @@ MAX_WIDTH = 1 << 16
 
 
 def register(subparsers) -> None:
-    from cimnas.commands.hardware import _spec_args
+    from cimnas.commands.hardware import _spec_args, arch_args
 
     p = subparsers.add_parser("align", help="crossbar-filling widths: per-layer neighbours, fill, saving, and the "
                               "aligned-uniform net (hardware.align)")
-    p.add_argument("--model", default="resnet20", help="registered model name")
-    p.add_argument("--width-mult", type=float, default=1.0, help="U-kx (widths rounded to multiples of --d)")
-    p.add_argument("--widths", default=None, help="comma-separated per-layer widths (overrides --width-mult)")
-    p.add_argument("--arch", default=None, help='JSON file with a "widths" or "arch" key (e.g. best_arch.json)')
-    p.add_argument("--bits", type=int, default=1, help="1 = fully binary (HAWIS); k > 1 = k-bit DoReFa")
-    p.add_argument("--dataset", default=None, help="take input shape / classes from this dataset")
-    p.add_argument("--input-shape", default=None, help="C x H x W when --dataset is not given (default 3x32x32)")
-    p.add_argument("--num-classes", type=int, default=None, help="classifier outputs without --dataset (default 10)")
-    p.add_argument("--shortcut", default=None, choices=["A", "B"], help="ResNet shortcuts: A zero-pad, B 1x1 conv")
-    p.add_argument("--no-topology-mod", action="store_true", help="binary models keep the avg-pool before the FC")
+    arch_args(p)  # --model, --width-mult (U-kx, rounded to multiples of --d here), --widths, --arch, --dataset, ...
     p.add_argument("--thermometer", type=int, default=None, metavar="LEVELS",
                    help="thermometer-coded input with LEVELS levels per channel (the HAWIS configs' model.thermometer)")
     p.add_argument("--d", type=int, default=4, help="channel granularity: widths are multiples of d (Eq. 8)")
-    p.add_argument("--min-jump", type=float, default=0.1,
+    p.add_argument("--min-jump", type=float, default=None,
                    help="a count change is a step when its energy jump exceeds the slope beside it by this share "
-                   "(default 0.1); a negative value keeps every count change")
+                   "(default 0.25, hardware.align.MIN_JUMP); a negative value keeps every count change")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     _spec_args(p)
     p.set_defaults(func=cmd_align)
@@ -37,7 +28,7 @@ def register(subparsers) -> None:
 
 def cmd_align(args) -> int:
     from cimnas.commands.hardware import energy_arch_args, spec_from_args
-    from cimnas.hardware.align import ArchProbe, align, aligned_uniform, check_d
+    from cimnas.hardware.align import MIN_JUMP, ArchProbe, align, aligned_uniform, check_d
 
     spec = spec_from_args(args)
     check_d(args.d)
@@ -48,7 +39,7 @@ def cmd_align(args) -> int:
         kw["refactor"] = {**kw.get("refactor", {}), "thermometer": True, "thermometer_levels": args.thermometer}
     widths = kw.pop("widths")
     k = kw.pop("width_mult")
-    min_jump = None if args.min_jump < 0 else args.min_jump
+    min_jump = MIN_JUMP if args.min_jump is None else None if args.min_jump < 0 else args.min_jump
     probe = ArchProbe(args.model, spec, **kw)
     if widths is None:
         widths = probe.uniform(k, args.d)

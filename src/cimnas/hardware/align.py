@@ -12,7 +12,7 @@ Definitions (all through `estimate`, the one crossbar count of the project; noth
   multiplies its per-event energies by;
 - a width x (a multiple of d) of one layer, or of a group of tied layers, is *filling* when x + d changes the counts
   and the energy jump J(x) = E(x + d) - E(x) exceeds the increments beside it, min(J(x - d), J(x + d)), by more
-  than `min_jump` (default 10 %). The second condition drops count changes that cost next to nothing (the
+  than `min_jump` (default 25 %). The second condition drops count changes that cost next to nothing (the
   flattened classifier starts a new tile every ~21 channels of the last stage, < 0.01 % of the energy);
   `min_jump=None` keeps every count change (the literal rule);
 - the *lower neighbour* of a width w is the largest filling width <= w (None when w is on the first step: no
@@ -47,7 +47,7 @@ from cimnas.nn.widths import round_channels, width_groups
 
 #: scans stop this many crossbar heights / widths past a width (a step always comes sooner)
 _SCAN_SPAN = 4
-MIN_JUMP = 0.1
+MIN_JUMP = 0.25
 
 
 class ArchProbe:
