@@ -158,11 +158,20 @@ class Study:
                                image_size=g.input_shape[1], precision="binary", refactor=g.refactor,
                                **cfg.base.model.options)
         self.seeds = range(cfg.retrain_seeds)
+        self._baselines: dict[float, dict] = {}
         self.shared = {"cfg": cfg, "root": str(self.root), "hawis": to_dict(cfg.hawis)}
 
-    def tasks(self, todo: dict, desc: str, on_result=None) -> None:
-        ex = run_tasks(task, todo, shared=self.shared, on_result=on_result, desc=desc, **self.par.kwargs())
+    def tasks(self, todo: dict, desc: str, publish: str | None) -> None:
+        """Run one phase's tasks; the JSON after every finished task, the figure after the phase."""
+        def done(task_id: tuple, result: dict) -> None:
+            if task_id[0] == "train":
+                self.run.log(f"{task_id[1]} seed {task_id[2]}: val {result.get('val_acc', float('nan')):.4f}",
+                             echo=False)
+            self.report(publish, figure=False)
+
+        ex = run_tasks(task, todo, shared=self.shared, on_result=done, desc=desc, **self.par.kwargs())
         self.run.record_execution(phase=desc, **ex.execution)
+        self.report(publish)
 
     def uniform_curve(self) -> None:
         """Train the U-kx sub-study, unless another process is training it (its models are read as they finish)."""
@@ -218,6 +227,11 @@ class Study:
         return [e for p in paths if p.is_file() for e in read_jsonl(p)]
 
     def baseline(self, energy: float) -> dict:
+        if energy not in self._baselines:
+            self._baselines[energy] = self._baseline(energy)
+        return self._baselines[energy]
+
+    def _baseline(self, energy: float) -> dict:
         au = aligned_uniform(self.geo.model_name, self.geo.spec, energy_budget=energy, d=self.cfg.d, probe=self.probe)
         groups = width_groups(self.probe.base)
         return {"label": "AU-" + "-".join(str(au["widths"][g[0]]) for g in groups), "kind": "aligned-uniform",
@@ -240,7 +254,8 @@ class Study:
             r.setdefault("root", self.root)
         return rows + list(base.values())
 
-    def report(self, publish: str | None = None) -> dict:
+    def report(self, publish: str | None = None, figure: bool = True) -> dict:
+        """hawis_aligned.json (and, with `figure`, the figure) of every finished model; a copy in `publish`."""
         from cimnas.pipelines.studies.hawis_aligned_report import analyse, plot
 
         rows = self.plan()
@@ -251,22 +266,15 @@ class Study:
         result["lambda"] = float(lam.read_text()) if lam.is_file() else self.cfg.lam
         proxy = {a.name: self.episodes(a.name) for a in self.cfg.arms}
         self.run.write_result("hawis_aligned.json", result)
-        plot(result, proxy, self.run.figures / "hawis_aligned.png")
+        if figure:
+            plot(result, proxy, self.run.figures / "hawis_aligned.png")
         if publish:
             Path(publish).mkdir(parents=True, exist_ok=True)
             shutil.copyfile(self.root / "hawis_aligned.json", Path(publish) / "hawis_aligned_study.json")
-            shutil.copyfile(self.run.figures / "hawis_aligned.png", Path(publish) / "hawis_aligned_study.png")
+            if figure:
+                shutil.copyfile(self.run.figures / "hawis_aligned.png", Path(publish) / "hawis_aligned_study.png")
         return result
 
-    def trainings(self, rows: list[dict], publish: str | None) -> None:
-        todo = {("train", r["label"], s): {"kind": "train", "widths": r["widths"]} for r in rows
-                if r["kind"] != "uniform" for s in self.seeds}
-
-        def done(task_id: tuple, final: dict) -> None:
-            self.run.log(f"{task_id[1]} seed {task_id[2]}: val {final.get('val_acc', float('nan')):.4f}", echo=False)
-            self.report(publish)
-
-        self.tasks(todo, "retrain", done)
 
     def go(self, publish: str | None = None) -> dict:
         c = self.cfg
@@ -276,15 +284,17 @@ class Study:
                                              "overrides": [f"seed={s}"]} for s in c.search_seeds}
         u1 = [r for r in self.plan() if r["kind"] == "aligned-uniform"]  # the baseline at U-1x: no search needed
         pre.update({("train", r["label"], s): {"kind": "train", "widths": r["widths"]} for r in u1 for s in self.seeds})
-        self.tasks(pre, "pretrain + aligned-uniform at U-1x", lambda t, _: self.report(publish))
+        self.tasks(pre, "pretrain + aligned-uniform at U-1x", publish)
         lam = self.lam()
         search = {("hawis", f"{a.name}-s{s}"): {
             "kind": "hawis", "out": f"search/{a.name}/seed{s}", "stages": ["pretrain", "search"],
             "overrides": [f"seed={s}", f"pretrain.from_run={self.root / 'search' / 'pretrain' / f'seed{s}'}",
                           f"search.env.lam={lam}", "retrain.baselines=[]", *a.overrides]}
             for a in c.arms for s in c.search_seeds}
-        self.tasks(search, "searches", lambda t, _: self.report(publish))
-        self.trainings(self.plan(), publish)
+        self.tasks(search, "searches", publish)
+        todo = {("train", r["label"], s): {"kind": "train", "widths": r["widths"]} for r in self.plan()
+                if r["kind"] != "uniform" for s in self.seeds}
+        self.tasks(todo, "retrain", publish)
         return self.report(publish)
 
 
