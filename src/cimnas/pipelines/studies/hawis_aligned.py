@@ -245,11 +245,15 @@ class Study:
         for r in rows:
             r["energy_uj"] = self.geo.energy(r["widths"])
         base: dict[str, dict] = {}
+        uniform = {tuple(r["widths"]): r["label"] for r in rows if r["kind"] == "uniform"}
         for r in rows:
             if r["kind"] == "search" or r["label"] == "U-1x":
                 b = self.baseline(r["energy_uj"])
-                r["baseline"] = b["label"]
-                base.setdefault(b["label"], {**b, "energy_uj": self.geo.energy(b["widths"])})
+                if b["widths"] == r["widths"]:
+                    continue  # the net fills its crossbars already: it is its own baseline
+                r["baseline"] = uniform.get(tuple(b["widths"]), b["label"])  # a U-kx that fills: no second copy
+                if r["baseline"] == b["label"]:
+                    base.setdefault(b["label"], {**b, "energy_uj": self.geo.energy(b["widths"])})
         for r in rows + list(base.values()):
             r.setdefault("root", self.root)
         return rows + list(base.values())

@@ -53,15 +53,17 @@ def analyse(rows: list[dict], planned_n: int) -> dict:
         out.append(row)
     arms = {}
     for arm in sorted({r["arm"] for r in rows if r.get("arm")}):
-        nets = [r for r in rows if r.get("arm") == arm]
-        entry: dict = {"nets": [r["label"] for r in nets]}
+        mine = [r for r in rows if r.get("arm") == arm]
+        nets = [r for r in mine if r.get("baseline")]  # a net that is aligned-uniform itself has no other baseline
+        entry: dict = {"nets": [r["label"] for r in nets],
+                       "aligned_uniform_nets": [r["label"] for r in mine if not r.get("baseline")]}
         for name, key in KEYS:
             coef: dict[str, float] = {}
             for r in nets:
                 coef[r["label"]] = coef.get(r["label"], 0.0) + 1.0 / len(nets)
                 coef[r["baseline"]] = coef.get(r["baseline"], 0.0) - 1.0 / len(nets)
             samples = [_values(by[lab], key) for lab in coef]
-            if all(len(s) >= 2 for s in samples):
+            if samples and all(len(s) >= 2 for s in samples):
                 entry[f"{name}_vs_baseline"] = _interval(*combination_ci(samples, list(coef.values())))
         entry["verdict_on_val"] = verdict(entry.get("val_vs_baseline"))
         arms[arm] = entry
@@ -101,6 +103,7 @@ def summary_text(rows: list[dict], arms: dict, design: dict) -> str:
 def plot(result: dict, proxy: dict[str, list[dict]], path: Path) -> None:
     """Left: test accuracy of the trained nets (mean +- std over seeds). Right: the searches' proxy accuracies."""
     import matplotlib
+    import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -119,10 +122,13 @@ def plot(result: dict, proxy: dict[str, list[dict]], path: Path) -> None:
         if not pts:
             continue
         m, c = styles.get(key) or (next(markers), next(colors))
+        ns = sorted({r["test"]["n"] for r in pts})
         ax.errorbar([r["energy_uj"] for r in pts], [r["test"]["mean_pct"] for r in pts],
                     yerr=[r["test"]["std_pct"] for r in pts], fmt=m, color=c, capsize=3,
-                    label=f"{key} (n = {min(r['test']['n'] for r in pts)}-{max(r['test']['n'] for r in pts)})")
-    ax.set_xscale("log")
+                    label=f"{key} (n = {ns[0]}" + (f"-{ns[-1]})" if len(ns) > 1 else ")"))
+    for a in (ax, bx):
+        a.set_xscale("log")
+        a.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # minor labels overlap on a short range
     ax.set_xlabel("crossbar energy per inference (µJ)")
     ax.set_ylabel("test accuracy (%), trained nets, mean +- std over seeds")
     ax.set_title("Trained nets")
@@ -131,7 +137,6 @@ def plot(result: dict, proxy: dict[str, list[dict]], path: Path) -> None:
     for arm, eps in proxy.items():
         if eps:
             bx.scatter([e["energy_uj"] for e in eps], [100 * e["accuracy"] for e in eps], s=8, alpha=0.5, label=arm)
-    bx.set_xscale("log")
     finish(fig, bx, path, xlabel="crossbar energy per inference (µJ)",
            ylabel="held-out accuracy in the search (%), proxy", title="Search proxy (every episode)",
            legend=any(proxy.values()))
