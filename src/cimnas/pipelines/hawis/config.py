@@ -113,6 +113,7 @@ class SearchConfig:
     agent: str = "ddpg"  # ddpg | random
     agent_options: dict = field(default_factory=dict)  # fields of the agent's config (e.g. warmup_episodes)
     env: EnvConfig = field(default_factory=EnvConfig)
+    aligned: bool = False  # offer only crossbar-filling widths (cimnas.hardware.align.aligned_choices, space.json)
 
     def validate(self) -> None:
         check(1 <= self.episodes <= 1_000_000, f"search.episodes must be in 1..1000000, got {self.episodes}")
