@@ -119,6 +119,8 @@ def _print_summary(summary: dict) -> None:
                       f"{r['trials']} trials): mean {100 * r['mean']:.2f}%, p5 {100 * r['p5']:.2f}%\n")
     if summary.get("figures"):
         out.write("  figures: " + ", ".join(summary["figures"]) + "\n")
+    if (summary.get("final") or {}).get("seed_comparison"):
+        out.write(summary["final"]["seed_comparison"]["sentence"] + "\n")  # the run's verdict, last
 
 
 def _report(args: argparse.Namespace) -> int:

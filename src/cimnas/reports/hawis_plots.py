@@ -1,8 +1,8 @@
 """HAWIS figures from a run folder (Agg backend): Fig. 1-, 4- and 5-style plots, plus table.md.
 
-- `fig1_pareto.png`: energy vs accuracy of every searched candidate (held-out accuracy), their
-  Pareto front, the final retrained model and the U-kx baselines (test accuracy when trained in
-  stage C, otherwise their energy as a vertical marker).
+- `fig1_pareto.png`: energy vs accuracy in two panels: the searched candidates' proxy (held-out super-net)
+  accuracy and their Pareto front; the test accuracy of the nets trained in stage C (searched, U-kx, aligned-
+  uniform, Pareto points) with seed error bars (untrained U-kx: their energy as a vertical marker).
 - `fig4_channels_per_episode.png`: channels of one layer (report.fig4_layer) per episode.
 - `fig5_channels_per_layer.png`: channels per layer, searched vs U-kx (report.compare_uniform).
 
@@ -21,6 +21,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from cimnas.config import read_yaml  # noqa: E402
 from cimnas.errors import CimnasError  # noqa: E402
 from cimnas.reports.figures import finish  # noqa: E402
+from cimnas.reports.hawis_seeds import seeds_markdown, test_panel  # noqa: E402
 from cimnas.reports.tables import table_markdown  # noqa: E402
 from cimnas.utils.io import atomic_write_bytes, read_json, read_jsonl, require_run_kind  # noqa: E402
 
@@ -47,38 +48,33 @@ def _load(run: Path) -> dict:
 
 
 def fig1_pareto(data: dict, path: Path) -> None:
+    """Two panels, never one axis for both kinds of accuracy: left, the search's proxy (super-net, held-out)
+    accuracy of every candidate and their Pareto front; right, the test accuracy of the nets trained in stage C
+    (mean ± std over training seeds), with the energy of untrained U-kx as vertical markers."""
     eps, final, stage_c = data["episodes"], data["final"], data["stage_c"]
-    fig, ax = plt.subplots(figsize=(6, 4.2))
+    fig, (proxy, test) = plt.subplots(1, 2, figsize=(10, 4.2), sharex=True)
     if eps:
-        ax.scatter([e["energy_uj"] for e in eps], [100 * e["accuracy"] for e in eps], s=12, c="0.6",
-                   label="HAWIS candidates (held-out acc.)")
+        proxy.scatter([e["energy_uj"] for e in eps], [100 * e["accuracy"] for e in eps], s=12, c="0.6",
+                      label="candidates")
     if data["pareto"]:
         p = data["pareto"]
-        ax.plot([e["energy_uj"] for e in p], [100 * e["accuracy"] for e in p], "-o", c="#e0a000", ms=4,
-                label="Pareto front (held-out)")
-    uni = [(k, v) for k, v in stage_c.items() if k.startswith("U-")]
-    if uni:
-        uni.sort(key=lambda kv: kv[1]["energy_uj"])
-        ax.plot([v["energy_uj"] for _, v in uni], [100 * v["test_accuracy"] for _, v in uni], "-s", c="#1f77b4",
-                label="uniform U-kx (test acc.)")
-        for k, v in uni:
-            ax.annotate(k, (v["energy_uj"], 100 * v["test_accuracy"]), fontsize=7, xytext=(3, -9),
-                        textcoords="offset points")
+        proxy.plot([e["energy_uj"] for e in p], [100 * e["accuracy"] for e in p], "-o", c="#e0a000", ms=4,
+                   label="Pareto front")
+    proxy.set_xscale("log")
+    proxy.grid(alpha=0.3)
+    if proxy.get_legend_handles_labels()[0]:
+        proxy.legend(fontsize=7, loc="lower right")
+    proxy.set_xlabel("energy per inference (uJ)")
+    proxy.set_ylabel("proxy accuracy (%): super-net, held-out")
+    proxy.set_title("Search (proxy accuracy)", fontsize=10)
+    test_panel(test, stage_c)
     for k, e in final.get("uniform_energy_uj", {}).items():
         if k not in stage_c:
-            ax.axvline(e, color="#1f77b4", lw=0.6, ls=":")
-            ax.annotate(k, (e, ax.get_ylim()[0] if eps else 0), fontsize=7, rotation=90, color="#1f77b4")
-    for k, v in stage_c.items():
-        if k.startswith("pareto-"):
-            ax.plot(v["energy_uj"], 100 * v["test_accuracy"], "^", c="#e07000", ms=7)
-    if final:
-        ax.plot(final["energy_uj"], 100 * final["test_accuracy"], "*", c="#d62728", ms=14,
-                label="HAWIS final (test acc.)")
-    ax.set_xscale("log")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right")
-    finish(fig, ax, path, xlabel="energy per inference (uJ)", ylabel="accuracy (%)",
-           title="Energy vs accuracy (HAWIS Fig. 1 style)", legend=False)
+            test.axvline(e, color="#1f77b4", lw=0.6, ls=":")
+            test.annotate(f"{k} (not trained)", (e, 0.02), xycoords=("data", "axes fraction"), fontsize=7,
+                          rotation=90, color="#1f77b4")
+    finish(fig, test, path, xlabel="energy per inference (uJ)", ylabel="test accuracy (%): trained nets",
+           title="Stage C (test accuracy, mean ± std over seeds)", title_size=10, legend=False)
 
 
 def fig4_channels(data: dict, path: Path) -> None:
@@ -120,7 +116,7 @@ def make_report(run_dir: str | Path) -> list[str]:
                          ("fig5_channels_per_layer.png", fig5_layers)):
             fn(data, figs / name)
             out.append(str(figs / name))
-        table = table_markdown(run)
+        table = table_markdown(run) + seeds_markdown(data["stage_c"], data["final"])
     except (KeyError, TypeError, IndexError, AttributeError, ValueError) as e:
         raise CimnasError(f"{run}: its episodes.jsonl / pareto.json / final.json / stage_c.json lack what the "
                           f"report reads ({type(e).__name__}: {e}); the run folder was edited: restore the files or "

@@ -155,9 +155,13 @@ class RetrainConfig(OptimConfig):
     baselines: list[float] = field(default_factory=list)  # U-kx baselines trained with the same budget
     references: list[str] = field(default_factory=list)  # "fp" and/or "8bit" reference models
     robustness: bool = True  # Monte-Carlo robustness of the final model under `defects`
+    seeds: int = 1  # train every stage-C model with training seeds 0..seeds-1 (seed 0: the single-seed run)
+    aligned_baseline: bool = False  # also train the aligned-uniform net of the searched net's energy (hardware.align)
 
     def validate(self) -> None:
         super().validate()
+        check(isinstance(self.seeds, int) and 1 <= self.seeds <= 100,
+              f"retrain.seeds must be an integer in 1..100, got {self.seeds!r}")
         check(0 <= self.pareto_models <= 1000, f"retrain.pareto_models must be in 0..1000, got {self.pareto_models}")
         for k in self.baselines:
             check(0 < k <= MAX_RATIO, f"retrain.baselines must be width multipliers in (0, {MAX_RATIO:g}], got {k}")

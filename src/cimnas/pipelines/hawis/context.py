@@ -166,12 +166,17 @@ def make_context(cfg: HawisConfig, run: RunFolder | Follower) -> Context:
 
 def aligned_space(ctx: Context) -> WidthSpace:
     """`ctx.space` restricted to crossbar-filling widths on `ctx.spec` (`search.aligned: true`)."""
-    m, sp = ctx.cfg.model, ctx.space
-    probe = ArchProbe(m.name, ctx.spec, in_channels=ctx.splits.in_channels, num_classes=ctx.splits.num_classes,
-                      image_size=ctx.splits.image_size, precision="binary", refactor=m.refactor_dict(),
-                      **m.build_options())
-    allowed = aligned_choices(probe, sp.min_widths().widths, sp.max_widths().widths, sp.d)
+    sp = ctx.space
+    allowed = aligned_choices(arch_probe(ctx), sp.min_widths().widths, sp.max_widths().widths, sp.d)
     return WidthSpace(sp.base_widths, sp.r_min, sp.r_max, sp.d, allowed=tuple(tuple(a) for a in allowed))
+
+
+def arch_probe(ctx: Context) -> ArchProbe:
+    """The run's binarized model family on its crossbar spec, for `cimnas.hardware.align` (energy of any widths)."""
+    m = ctx.cfg.model
+    return ArchProbe(m.name, ctx.spec, in_channels=ctx.splits.in_channels, num_classes=ctx.splits.num_classes,
+                     image_size=ctx.splits.image_size, precision="binary", refactor=m.refactor_dict(),
+                     **m.build_options())
 
 
 def check_multiples(widths: list[int], n: int, d: int, key: str) -> None:

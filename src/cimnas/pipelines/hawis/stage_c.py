@@ -22,8 +22,9 @@ from cimnas.errors import check
 from cimnas.hardware.energy import estimate_model
 from cimnas.nn.models import model_payload
 from cimnas.parallel import Parallelism, run_tasks
+from cimnas.pipelines.hawis import seeds
 from cimnas.pipelines.hawis.config import RetrainConfig
-from cimnas.pipelines.hawis.context import REFERENCE_PRECISION, Context, mc_accuracies
+from cimnas.pipelines.hawis.context import REFERENCE_PRECISION, Context, arch_probe, mc_accuracies
 from cimnas.pipelines.hawis.stage_b import best_record, pareto_front
 from cimnas.stats import summarize
 from cimnas.train import evaluate, fit, make_optimizer, make_scheduler
@@ -34,10 +35,12 @@ TORCHRUN_AND_RAY = ("--workers / --ray-address (Ray workers) and torchrun do not
                     "stage-C model trains data-parallel over the ranks; drop --workers, or run without torchrun")
 
 
-def train_model(ctx: Context, model: nn.Module, rcfg: RetrainConfig, label: str, *, test: bool = True) -> dict:
+def train_model(ctx: Context, model: nn.Module, rcfg: RetrainConfig, label: str, *, test: bool = True,
+                seed: int | None = None) -> dict:
     """Train `model` with `rcfg` on search_train; returns {val_accuracy, test_accuracy, train_s, optimizer,
     scheduler} (the last two: state dicts for the checkpoint). `test=False` never reads the test split (no
-    test_accuracy): for design choices tuned on validation accuracy (hawis rank-check)."""
+    test_accuracy): for design choices tuned on validation accuracy (hawis rank-check). `seed`: the batch-order
+    seed (default: the run's)."""
     opt = make_optimizer(model, rcfg)
     sched = make_scheduler(opt, rcfg)
     every = max(1, rcfg.epochs // 5)
@@ -48,8 +51,9 @@ def train_model(ctx: Context, model: nn.Module, rcfg: RetrainConfig, label: str,
                         f"train acc {record['train_acc']:.4f}")
 
     t0 = time.perf_counter()
-    fit(model, ctx.splits.search_train, rcfg, device=ctx.device, seed=ctx.seed, optimizer=opt, scheduler=sched,
-        on_epoch_end=on_epoch_end, label=f"retrain-{label}", desc=f"stage C {label} epoch")
+    fit(model, ctx.splits.search_train, rcfg, device=ctx.device, seed=ctx.seed if seed is None else seed,
+        optimizer=opt, scheduler=sched, on_epoch_end=on_epoch_end, label=f"retrain-{label}",
+        desc=f"stage C {label} epoch")
     out = {"val_accuracy": evaluate(model, ctx.splits.search_eval, batch_size=rcfg.eval_batch_size,
                                     device=ctx.device), "train_s": round(time.perf_counter() - t0, 2)}
     if test:
@@ -72,10 +76,15 @@ def jobs_for(ctx: Context, records: list[dict] | None) -> tuple[dict, list[tuple
                 jobs.append((f"pareto-ep{r['episode']}", r["widths"], "binary"))
     for k in rcfg.baselines:
         jobs.append((f"U-{k:g}x", ctx.uniform(k), "binary"))
+    if rcfg.aligned_baseline:
+        au = seeds.aligned_baseline(arch_probe(ctx), best["widths"], ctx.cfg.space.d)
+        best["aligned_uniform"] = au
+        if au["widths"] != list(best["widths"]):  # else the searched net fills its crossbars: its own baseline
+            jobs.append((au["label"], au["widths"], "binary"))
     for ref in rcfg.references:
         label, precision = REFERENCE_PRECISION[ref]
         jobs.append((label, None, precision))
-    return best, jobs
+    return best, seeds.with_seeds(jobs, rcfg.seeds)
 
 
 def retrain_job(ctx: Context, label: str, widths: list[int] | None, precision: str) -> dict:
@@ -84,7 +93,8 @@ def retrain_job(ctx: Context, label: str, widths: list[int] | None, precision: s
     cfg, rcfg = ctx.cfg, ctx.cfg.retrain
     seed_everything(derive_seed(cfg.seed, "retrain-init", label))
     model = ctx.build(widths, precision=precision)
-    trained = train_model(ctx, model, rcfg, label)
+    train_seed = seeds.split_seed(label)[1]
+    trained = train_model(ctx, model, rcfg, label, seed=seeds.data_seed(ctx.seed, train_seed))
     entry = {"widths": list(model.widths), "precision": precision,
              **{k: trained[k] for k in ("val_accuracy", "test_accuracy", "train_s")}, **ctx.energy(model)}
     checkpoint = None
@@ -105,7 +115,10 @@ def _store(ctx: Context, results: dict, label: str, out: dict) -> None:
     if out["checkpoint"] is not None:
         run.save("final_model.pt", out["checkpoint"])
     results[label] = entry
-    run.write_result(RESULTS, results)
+    if seeds.split_seed(label)[1] > 0:  # stage_c.json keeps one entry per model (training seed 0)
+        run.write_result(seeds.SEEDS_FILE, {k: v for k, v in results.items() if seeds.split_seed(k)[1] > 0})
+    else:
+        run.write_result(RESULTS, {k: v for k, v in results.items() if seeds.split_seed(k)[1] == 0})
     run.log(f"stage C {label}: val acc {entry['val_accuracy']:.4f}, test acc {entry['test_accuracy']:.4f}, "
             f"energy {entry['energy_uj']:.4g} uJ")
 
@@ -130,7 +143,8 @@ def _plan(ctx: Context, records: list[dict] | None) -> tuple[dict, dict, dict]:
     """Rank 0: (the searched model's record, the stage_c.json results so far, {label: (widths, precision)} of
     the models still to train)."""
     best, jobs = jobs_for(ctx, records)
-    results: dict = ctx.run.read_result(RESULTS) if ctx.run.has(RESULTS) else {}
+    results: dict = {k: v for name in (RESULTS, seeds.SEEDS_FILE) if ctx.run.has(name)
+                     for k, v in ctx.run.read_result(name).items()}
     return best, results, {label: (widths, precision) for label, widths, precision in jobs if label not in results}
 
 
@@ -164,14 +178,36 @@ def stage_retrain(ctx: Context, records: list[dict] | None = None, parallel: Par
             distributed.share(label)  # a failed write on rank 0 stops every rank here
     if not lead:
         return {}
+    if cfg.retrain.seeds > 1 or cfg.retrain.aligned_baseline:
+        _seed_comparison(ctx, results, best)
     final = dict(results["searched"])
     final.update({"source": best["source"], "search_metrics": {k: best.get(k) for k in ("episode", "reward",
                                                                                         "accuracy", "energy_uj")}})
     final["uniform_energy_uj"] = uniform_energies(ctx)
     ks = sorted({float(k) for k in range(1, int(math.ceil(cfg.space.r_max)) + 1)} | {cfg.report.compare_uniform})
     final["uniform_widths"] = {f"U-{k:g}x": ctx.uniform(k) for k in ks}  # for the reports (Fig. 5)
+    if "seed_comparison" in best:
+        final["aligned_uniform"] = best.get("aligned_uniform")
+        final["seed_comparison"] = best["seed_comparison"]
+        run.log(best["seed_comparison"]["sentence"])
     run.write_result("final.json", final)
     return final
+
+
+def _seed_comparison(ctx: Context, results: dict, best: dict) -> None:
+    """Each model's seed_runs into stage_c.json (several seeds), the verdict into `best` (seeds.compare)."""
+    n = ctx.cfg.retrain.seeds
+    runs = seeds.seed_runs(results, n)
+    if n > 1:
+        for label, r in runs.items():
+            results[label]["seed_runs"] = r
+        ctx.run.write_result(RESULTS, {k: v for k, v in results.items() if seeds.split_seed(k)[1] == 0})
+    au = best.get("aligned_uniform")
+    baselines = [au["label"] if au and au["widths"] != list(best["widths"]) else None, "U-1x"]
+    best["seed_comparison"] = seeds.compare(runs, [b for b in baselines if b])
+    if au and au["widths"] == list(best["widths"]):
+        sc = best["seed_comparison"]  # still one sentence
+        sc["sentence"] = sc["sentence"][:-1] + "; the searched net fills its crossbars: its own aligned-uniform net."
 
 
 #: per-layer fields of `estimate_model` kept in final.json's energy_detail (the HTML report reads them)
