@@ -12,8 +12,9 @@ from __future__ import annotations
 from itertools import accumulate
 
 from cimnas.reports.folder import Folder
+from cimnas.reports.hawis_seeds import test_panel
 from cimnas.reports.html import STAT_HEADS, Page, esc, figure, int_x, key_numbers, mean_std_ci, num, pct, plt, table
-from cimnas.reports.summary import is_aligned, is_uniform, run_facts
+from cimnas.reports.summary import is_aligned, run_facts
 
 BLUE, ORANGE, RED, GREEN, GREY = "#1f77b4", "#e0a000", "#d62728", "#2ca02c", "0.6"
 
@@ -61,7 +62,7 @@ def hawis_sections(page: Page, f: Folder, prefix: str = "") -> None:
         page.build(prefix + "Per-layer widths and crossbar fill", f, lambda: _widths(f, final, stage_c))
         page.build(prefix + "Energy per component and per layer", f, lambda: _energy(f, final))
     page.build(prefix + "Robustness", f, lambda: _robustness(f, final, stage_c))
-    page.build(prefix + "Seed spread", f, lambda: seed_spreads(f))
+    page.build(prefix + "Seed spread", f, lambda: stage_c_seeds(stage_c, final) + seed_spreads(f))
     page.build(prefix + "Config", f, lambda: config_section(f) + log_section(f))
 
 
@@ -69,7 +70,10 @@ def baseline_rows(stage_c: dict, final: dict) -> list[list[str]]:
     """Every stage-C model (test / held-out accuracy, energy, crossbars) and the untrained U-kx energies."""
     rows = []
     for label, v in sorted(stage_c.items(), key=lambda kv: kv[1].get("energy_uj") or 0.0):
-        rows.append([label, num(v.get("energy_uj"), ".4g"), pct(v.get("test_accuracy")), pct(v.get("val_accuracy")),
+        runs = v.get("seed_runs") or {}
+        test = (f"{pct(runs['test_accuracy'][0])} (seed 0)" if isinstance(runs.get("test_accuracy"), list)
+                else pct(v.get("test_accuracy")))
+        rows.append([label, num(v.get("energy_uj"), ".4g"), test, pct(v.get("val_accuracy")),
                      num(v.get("crossbars"), "d"), " ".join(map(str, v.get("widths") or []))])
     for label, e in (final.get("uniform_energy_uj") or {}).items():
         if label not in stage_c:
@@ -80,39 +84,34 @@ def baseline_rows(stage_c: dict, final: dict) -> list[list[str]]:
 def _pareto(f: Folder, eps: list, pareto: list, stage_c: dict, final: dict) -> str:
     if not (eps or stage_c or final):
         return ""  # nothing measured yet (the missing files are already noted)
-    fig, ax = plt.subplots(figsize=(7.2, 4.4))
+    fig, (ax, test) = plt.subplots(1, 2, figsize=(10.5, 4.4), sharex=True)
     if eps:
         ax.scatter([e["energy_uj"] for e in eps], [100 * e["accuracy"] for e in eps], s=12, c=GREY,
-                   label="searched candidates (held-out acc.)")
+                   label="searched candidates")
     if pareto:
         ax.plot([e["energy_uj"] for e in pareto], [100 * e["accuracy"] for e in pareto], "-o", c=ORANGE, ms=4,
-                label="Pareto front (held-out)")
-    for name, pick, colour, marker in (("uniform U-kx", is_uniform, BLUE, "-s"),
-                                       ("aligned-uniform", is_aligned, GREEN, "-D")):
-        pts = sorted(((k, v) for k, v in stage_c.items() if pick(k) and "test_accuracy" in v),
-                     key=lambda kv: kv[1]["energy_uj"])
-        if pts:
-            ax.plot([v["energy_uj"] for _, v in pts], [100 * v["test_accuracy"] for _, v in pts], marker, c=colour,
-                    ms=5, label=f"{name} (stage C, test acc.)")
-            for k, v in pts:
-                ax.annotate(k, (v["energy_uj"], 100 * v["test_accuracy"]), fontsize=7, xytext=(3, -9),
-                            textcoords="offset points")
-    for k, e in (final.get("uniform_energy_uj") or {}).items():
-        if k not in stage_c:
-            ax.axvline(e, color=BLUE, lw=0.6, ls=":")
-    for k, v in stage_c.items():
-        if k.startswith("pareto-") and "test_accuracy" in v:
-            ax.plot(v["energy_uj"], 100 * v["test_accuracy"], "^", c="#e07000", ms=7)
-    if final.get("test_accuracy") is not None:
-        ax.plot(final["energy_uj"], 100 * final["test_accuracy"], "*", c=RED, ms=15, label="HAWIS final (test acc.)")
+                label="Pareto front")
     ax.set_xscale("log")
     ax.grid(alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=7, loc="lower right")
     ax.set_xlabel("crossbar energy per inference (µJ)")
-    ax.set_ylabel("accuracy (%)")
-    notes = ["One seed per model in a single run: no seed error bars here; give `cimnas report` several runs of "
-             "one config (different seeds) for mean ± std over seeds."]
+    ax.set_ylabel("proxy accuracy (%): super-net, held-out")
+    ax.set_title("search (proxy accuracy)", fontsize=9)
+    test_panel(test, stage_c)  # trained nets only: mean ± std over training seeds
+    for k, e in (final.get("uniform_energy_uj") or {}).items():
+        if k not in stage_c:
+            test.axvline(e, color=BLUE, lw=0.6, ls=":")
+    test.set_xlabel("crossbar energy per inference (µJ)")
+    test.set_ylabel("test accuracy (%): trained in stage C")
+    test.set_title("stage C (test accuracy, mean ± std over seeds)", fontsize=9)
+    fig.tight_layout()
+    seeded = max((len((v.get("seed_runs") or {}).get("test_accuracy") or [1]) for v in stage_c.values()), default=1)
+    notes = ["Proxy and test accuracies are on separate axes: the search ranks candidates by the super-net's "
+             "held-out accuracy, stage C trains the chosen nets from scratch and reads the test split once each."]
+    notes.append(f"Error bars: std over {seeded} training seeds (seed 0, 1, ...)." if seeded > 1 else
+                 "One seed per model in a single run: no seed error bars here; set retrain.seeds, or give "
+                 "`cimnas report` several runs of one config (different seeds) for mean ± std over seeds.")
     if not any(is_aligned(k) for k in stage_c):
         notes.append("No aligned-uniform baseline in this run (stage_c.json holds none): not shown.")
     if any(k not in stage_c for k in final.get("uniform_energy_uj") or {}):
@@ -337,6 +336,31 @@ def _uae_final(final: dict) -> str:
             ["episodes (unique children)", f"{final.get('episodes')} ({final.get('unique_children')})"],
             ["stop reason", final.get("stop_reason", "-")], ["child", final.get("arch_key", "-")]]
     return table(["", "final evaluation"], rows)
+
+
+def stage_c_seeds(stage_c: dict, final: dict) -> str:
+    """Each stage-C model trained with several seeds (`retrain.seeds`): test and held-out accuracy as mean, std, n
+    and interval; the run's verdict (final.json seed_comparison) and its Welch intervals."""
+    rows = []
+    for label, v in stage_c.items():
+        runs = v.get("seed_runs") if isinstance(v, dict) else None
+        for key, name in (("test_accuracy", "test"), ("val_accuracy", "held-out")):
+            vals = [x for x in ((runs or {}).get(key) or []) if isinstance(x, int | float)]
+            if vals:
+                rows.append([label, name, *mean_std_ci(vals)])
+    out = table(["model", "accuracy", *STAT_HEADS], rows, "stage C over training seeds 0..n-1 (retrain.seeds)") \
+        if rows else ""
+    sc = final.get("seed_comparison") if isinstance(final.get("seed_comparison"), dict) else None
+    if sc and isinstance(sc.get("sentence"), str):
+        diffs = [[r.get("baseline", "-"), num((r.get("test_accuracy") or {}).get("diff"), "+.2f"),
+                  f"[{num((r.get('test_accuracy') or {}).get('low'), '+.2f')}, "
+                  f"{num((r.get('test_accuracy') or {}).get('high'), '+.2f')}]",
+                  num(r.get("detectable"), ".2f"), r.get("verdict", "-")] for r in sc.get("differences") or []
+                 if isinstance(r, dict)]
+        out += f"<p><b>{esc(sc['sentence'])}</b></p>" + table(
+            ["searched minus", "test diff. (points)", "95 % Welch interval", "detectable (80 % power)", "verdict"],
+            diffs, "the difference exceeds the seed spread when its interval excludes 0")
+    return out
 
 
 def seed_spreads(f: Folder) -> str:
