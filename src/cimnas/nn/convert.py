@@ -212,7 +212,7 @@ def probe_forward(model: nn.Module, input_shape: tuple[int, ...]) -> Any:
     except Exception as e:  # the user's forward: any exception type
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CimnasError(f"the model rejects an input of shape {'x'.join(map(str, input_shape))} "
-                          f"({type(e).__name__}: {msg[:200]}); give the shape it expects (--input-shape C x H x W)"
+                          f"({type(e).__name__}: {msg[:200]}); give an input shape (dataset, --input-shape) it accepts"
                           ) from e
     finally:
         model.train(was)
