@@ -89,7 +89,8 @@ class IntegerConv2d(_IntegerLayer):
     def __init__(self, layer: QConv2d, emit_integer: bool):
         super().__init__()
         self._init(layer, emit_integer)
-        self.stride, self.padding, self.dilation, self.groups = layer.stride, layer.padding, layer.dilation, layer.groups
+        self.stride, self.padding = layer.stride, layer.padding
+        self.dilation, self.groups = layer.dilation, layer.groups
         self.padding_mode = layer.padding_mode
         self.pad = layer._reversed_padding_repeated_twice  # non-zero padding modes pad the codes first (nn.Conv2d)
 

@@ -264,5 +264,6 @@ def load_any(path: str | Path, source: str | None = None, *, in_channels: int | 
     return model, {"arch": model.arch_meta, "dataset": {}, "metrics": {}}
 
 
-__all__ = ["ModelSource", "TORCHVISION_FOR_TORCH", "build_source", "external_model", "is_external", "load_any", "load_weights",
+__all__ = ["ModelSource", "TORCHVISION_FOR_TORCH", "build_source", "external_model", "is_external", "load_any",
+           "load_weights",
            "parse_source", "read_state_dict", "rebuild_external"]
