@@ -21,8 +21,8 @@ from cimnas.errors import check
 from cimnas.hardware.montecarlo import check_mc_work, model_weights
 from cimnas.nn.layers import quant_layers
 from cimnas.nn.models import build_model, model_payload
-from cimnas.nn.zoo import external_model, is_external, load_any
 from cimnas.nn.quantizers import Identity
+from cimnas.nn.zoo import external_model, is_external, load_any
 from cimnas.pipelines.uae.analysis import gaussian_fit_stats, output_change
 from cimnas.pipelines.uae.config import AnalysisConfig, AnalysisSettings, NoiseConfig
 from cimnas.reports.uae_analysis_plot import plot_output_change
