@@ -19,6 +19,7 @@ from cimnas.nn.convert import convert
 from cimnas.nn.fusion import fuse_model
 from cimnas.nn.models import build_model
 from cimnas.nn.zoo import external_model
+from test_montecarlo import Split  # the tiny in-memory split with the DataSplit.batches interface
 
 ZOO = Path(__file__).parent / "zoo_models.py"
 
@@ -59,18 +60,6 @@ def test_plain_copy_computes_exactly_the_zoo_model(zoo, copy, flags, shape, defa
     x = torch.rand(3, *shape, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         assert torch.equal(model.eval()(x), ref(x))
-
-
-class Split:
-    def __init__(self, x, y):
-        self.x, self.y = x, y
-
-    def __len__(self):
-        return len(self.y)
-
-    def batches(self, batch_size, shuffle=False, generator=None, augment=False):
-        for i in range(0, len(self.y), batch_size):
-            yield self.x[i:i + batch_size], self.y[i:i + batch_size]
 
 
 def test_monte_carlo_reproducible_by_seed():
