@@ -102,6 +102,12 @@ def test_bad_input_is_one_line(capsys, tmp_path):
     before = sorted(tmp_path.iterdir())
     for argv, message in cases:
         assert message in one_line_error(capsys, "energy", *argv), argv
+    # the commands that write run folders refuse before creating one
+    raising = ["--model-file", f"{ZOO}:raises"]
+    one_line_error(capsys, "train", *raising, "--set", "data.name=digits", "--out", tmp_path / "t")
+    one_line_error(capsys, "uae", "analyze", *raising, "--dataset", "digits", "--out", tmp_path / "u")
+    one_line_error(capsys, "uae", "analyze", "--model-file", f"{ZOO}:vgg11_bn", "--dataset", "digits", "--out",
+                   tmp_path / "u")  # 8x8 digits are too small for VGG-11's five pools
     assert sorted(tmp_path.iterdir()) == before
 
 

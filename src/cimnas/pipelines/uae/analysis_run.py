@@ -102,20 +102,22 @@ def run_analysis(cfg: AnalysisConfig, out: str | Path, *, resume: bool = False, 
     device = resolve_device(cfg.device)
     splits = load_splits(cfg.data, cfg.seed)  # bad data / input index: refused before the folder is touched
     x, label = pick_input(splits, cfg.analysis.input_index)
+    # the model (a checkpoint, or a fresh build: an outside factory runs here) before the folder is touched
+    info: dict = {"dataset": splits.name, "model": canonical_model(cfg.model)}
+    if cfg.checkpoint:  # a cimnas checkpoint, or a plain state_dict of the outside model cfg.model names
+        source = cfg.model if is_external(cfg.model) else None
+        model, ckpt = load_any(cfg.checkpoint, source, in_channels=splits.in_channels,
+                               num_classes=splits.num_classes, image_size=splits.image_size, rules=cfg.rules,
+                               default=_default_rule(cfg.precision))
+        info["checkpoint"] = str(cfg.checkpoint)
+        info["test_acc"] = (ckpt.get("metrics") or {}).get("test_acc")
+    else:
+        model = build_analysis_model(cfg.model, splits, {"precision": cfg.precision}, seed=cfg.seed,
+                                     rules=cfg.rules)
+        check_mc_work(cfg.analysis.samples, model_weights(model), "analysis samples (--samples)")
     with RunFolder.open(out, KIND, cfg, resume=resume, resumable=("device", "train.progress"),
                         config_cls=AnalysisConfig) as run:
-        info: dict = {"dataset": splits.name, "model": canonical_model(cfg.model)}
-        if cfg.checkpoint:  # a cimnas checkpoint, or a plain state_dict of the outside model cfg.model names
-            source = cfg.model if is_external(cfg.model) else None
-            model, ckpt = load_any(cfg.checkpoint, source, in_channels=splits.in_channels,
-                                   num_classes=splits.num_classes, image_size=splits.image_size, rules=cfg.rules,
-                                   default=_default_rule(cfg.precision))
-            info["checkpoint"] = str(cfg.checkpoint)
-            info["test_acc"] = (ckpt.get("metrics") or {}).get("test_acc")
-        else:
-            model = build_analysis_model(cfg.model, splits, {"precision": cfg.precision}, seed=cfg.seed,
-                                         rules=cfg.rules)
-            check_mc_work(cfg.analysis.samples, model_weights(model), "analysis samples (--samples)")
+        if not cfg.checkpoint:
             if (run.ckpt / "model.pt").exists():  # --resume: the model trained by the first attempt
                 ck = run.load("model.pt", fields={"state_dict": dict, "metrics": dict})
                 load_state(model, ck["state_dict"], run.ckpt / "model.pt")
