@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import fnmatch
 import re
+import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -325,6 +326,11 @@ _CONVS = {F.conv1d, F.conv3d, F.conv_transpose1d, F.conv_transpose2d, F.conv_tra
 _LAYER_OPS = {F.conv2d, torch.conv2d, F.linear}
 
 
+#: model -> input shapes whose forward pass `check_mappable` scanned and found clean (the module walk, which
+#: catches layers added later, runs on every call; the forward scan once per shape)
+_SCANNED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 class _OpScan(TorchFunctionMode):
     """Records matmuls / convolutions a forward pass runs outside a Conv2d / Linear module's own forward."""
 
@@ -371,6 +377,9 @@ def check_mappable(model: nn.Module, input_shape: tuple[int, ...]) -> list[str]:
     Nothing convertible on a crossbar at all is an error too (never a silent 0 uJ).
     """
     digital = check_converted(model)
+    key = tuple(int(v) for v in input_shape)
+    if key in _SCANNED.get(model, ()):  # the forward pass was scanned already (convert, then estimate)
+        return digital
     names = {m: n for n, m in model.named_modules()}
     stack: list[tuple[str, nn.Module]] = []
 
@@ -395,6 +404,7 @@ def check_mappable(model: nn.Module, input_shape: tuple[int, ...]) -> list[str]:
             raise CimnasError(f"{whom} computes a {op} outside any Conv2d / Linear layer (e.g. attention or a "
                               "functional layer), which cimnas cannot map onto crossbars; keep it digital with the "
                               f"rule {{{where or '*'!r}: 'digital'}} or rewrite it as nn.Conv2d / nn.Linear")
+    _SCANNED.setdefault(model, set()).add(key)
     return digital
 
 
