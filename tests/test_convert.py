@@ -228,3 +228,21 @@ def test_weights_file_that_does_not_fit(tmp_path):
 
 def test_cimnas_convert_is_exported():
     assert cimnas.convert is convert
+
+
+def test_rule_forms_and_recipe_mismatch(tmp_path):
+    from cimnas.nn.convert import Rule
+
+    assert str(Rule.parse({"precision": "kbit", "bits": 4})) == "kbit:4" == str(Rule.parse("kbit:4"))
+    assert str(Rule.parse("kbit")) == "kbit:8" and Rule.parse("digital").on_crossbar is False
+    with pytest.raises(CimnasError, match="only kbit takes a bit count"):
+        Rule.parse("binary:2")
+    model = build("mlp")
+    save_checkpoint(tmp_path / "m.pt", model_payload(model))
+    other = tmp_path / "other.py"  # the same factory name in another file, with other layer names
+    other.write_text("from torch import nn\n\ndef mlp(num_classes=10):\n"
+                     "    return nn.Sequential(nn.Flatten(), nn.Identity(), nn.Linear(64, num_classes))\n")
+    with pytest.raises(CimnasError, match="no conv / FC layer named '1'"):
+        load_model(tmp_path / "m.pt", model_file=f"{other}:mlp")
+    with pytest.raises(CimnasError, match="built by factory 'mlp'"):
+        load_model(tmp_path / "m.pt", model_file=f"{ZOO}:resnet18")
