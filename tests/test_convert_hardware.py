@@ -16,7 +16,7 @@ from cimnas.hardware.energy import estimate_model
 from cimnas.hardware.mapping import map_layer
 from cimnas.hardware.montecarlo import evaluate_trials
 from cimnas.nn.convert import convert
-from cimnas.nn.fusion import fuse_model
+from cimnas.nn.fusion import fuse_model, traced_fusion_pairs
 from cimnas.nn.models import build_model
 from cimnas.nn.zoo import external_model
 from test_montecarlo import Split  # the tiny in-memory split with the DataSplit.batches interface
@@ -100,8 +100,12 @@ def test_fused_converted_model_equals_it():
     x = torch.rand(8, 3, 8, 8, dtype=torch.float64, generator=gen)
     with torch.no_grad():
         assert torch.allclose(fused(x), model(x), rtol=0, atol=1e-9)
-    # every BN right after a crossbar layer became an integer-affine map (no fusion_pairs declared)
-    assert sum(type(m).__name__ == "IntegerAffine" for m in fused.modules()) == 19
+    # traced pairs = the zoo model's declared ones: each block's bn1 feeds only conv2's binarizer -> comparators;
+    # the stem BN and the bn2s feed residual adds -> integer-affine maps
+    zoo = build_model("resnet20", in_channels=3, num_classes=10, image_size=8, precision="binary", seed=0)
+    assert traced_fusion_pairs(model, (3, 8, 8)) == zoo.fusion_pairs()
+    kinds = [type(m).__name__ for m in fused.modules()]
+    assert kinds.count("ThresholdComparator") == 9 and kinds.count("IntegerAffine") == 10
 
 
 def test_fusion_skips_a_bn_behind_an_inplace_activation():
