@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from cimnas.cli import main
+from cimnas.errors import CimnasError
 from cimnas.hardware.crossbar import CrossbarSpec
 from cimnas.hardware.defects import DefectConfig
 from cimnas.hardware.energy import estimate_model
@@ -127,3 +128,33 @@ def test_per_layer_report_lists_digital_layers():
     res = estimate_model(model, (3, 32, 32), CrossbarSpec())
     assert res["digital"] == ["0.0", "2.3"]
     assert {r["name"] for r in res["layers"]}.isdisjoint(res["digital"]) and len(res["layers"]) == 8
+
+
+def test_linear_on_tokens_is_charged_per_token():
+    class Tokens(nn.Module):  # a token MLP: nn.Linear on (N, T, C) runs T matrix-vector products per image
+        def __init__(self):
+            super().__init__()
+            self.patch = nn.Conv2d(3, 8, 4, 4)
+            self.mix = nn.Linear(8, 8)
+            self.head = nn.Linear(8, 10)
+
+        def forward(self, x):
+            t = self.patch(x).flatten(2).transpose(1, 2)  # (N, 16, 8)
+            return self.head(self.mix(t).mean(1))
+
+    model = Tokens()
+    convert(model, input_shape=(3, 16, 16))
+    rows = {r["name"]: r for r in estimate_model(model, (3, 16, 16), CrossbarSpec())["layers"]}
+    one = nn.Sequential(nn.Linear(8, 8))
+    convert(one)
+    single = estimate_model(one, (8,), CrossbarSpec())["layers"][0]
+    assert rows["mix"]["energy_uj"] == pytest.approx(16 * single["energy_uj"], rel=1e-12)
+    assert rows["mix"]["biops"] == 16 * 8 * 8 and rows["head"]["biops"] == 8 * 10
+
+
+def test_non_square_kernel_is_named():
+    model = nn.Sequential(nn.Conv2d(3, 4, (1, 3)), nn.Flatten(), nn.LazyLinear(2))
+    model(torch.zeros(1, 3, 8, 8))  # materialise the lazy layer
+    convert(model)
+    with pytest.raises(CimnasError, match="layer '0' has a 1x3 kernel"):
+        estimate_model(model, (3, 8, 8), CrossbarSpec())

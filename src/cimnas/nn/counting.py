@@ -103,8 +103,10 @@ def trace_layers(model: nn.Module, input_shape: tuple[int, ...]) -> list[LayerGe
                 int(mod.stride[0]), (int(x.shape[2]), int(x.shape[3])),
                 (int(output.shape[2]), int(output.shape[3])), wbits, abits, signed, g))
         else:
+            # a Linear on (1, *tokens, F) computes one matrix-vector product per token: positions = prod(tokens)
+            tokens = int(x.numel() // max(1, x.shape[-1]) // max(1, x.shape[0])) if x.dim() > 2 else 1
             records.append(LayerGeom(names[mod], "fc", int(w.shape[1]), int(w.shape[0]), 1, 1,
-                                     (1, 1), (1, 1), wbits, abits, signed))
+                                     (1, 1), (tokens, 1), wbits, abits, signed))
 
     for m in model.modules():
         if isinstance(m, QConv2d | QLinear):
