@@ -31,14 +31,19 @@ class _QMixin:
         self.weight_quantizer = weight_quantizer if weight_quantizer is not None else Identity()
         self.active_in: int | None = None
         self.active_out: int | None = None
+        self.in_index: torch.Tensor | None = None  # input positions kept when not a prefix (see active_weight)
         self.weight_override: torch.Tensor | None = None
 
     def active_weight(self) -> torch.Tensor:
-        """The real-valued weight of the active (sliced) channels."""
+        """The real-valued weight of the active (sliced) channels. `in_index` (with `active_in` = its length)
+        keeps input positions that are not a prefix: the consumer of a concatenation whose parts are each
+        sliced to their first channels (cimnas.nn.groups)."""
         w = self.weight
         if self.active_out is not None:
             w = w[: self.active_out]
-        if self.active_in is not None:
+        if self.in_index is not None:
+            w = w.index_select(1, self.in_index.to(w.device))
+        elif self.active_in is not None:
             w = w[:, : self.active_in]
         return w
 
