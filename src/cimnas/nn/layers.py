@@ -9,9 +9,15 @@ hardware effects and super-net slicing apply to all of them the same way:
 - hardware hook: `layer.weight_override` (None = off) replaces the quantized weight in the
   forward pass with a tensor the hardware model computed (mapped, noisy, faulty conductances read
   back as weights). It is set once per Monte-Carlo trial, never per batch, and needs no deep copy.
+- conversion (aihwkit's `from_digital`, cimnas.nn.convert): `QConv2d.from_digital(conv, rule)` /
+  `QLinear.from_digital(linear, rule)` build the crossbar layer of a plain `nn.Conv2d` / `nn.Linear`
+  with every geometry argument (groups, dilation, padding mode, bias) and the very same weight
+  Parameters, quantized as `rule.quantizers()` says.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -65,20 +71,36 @@ class _QMixin:
 class QConv2d(_QMixin, nn.Conv2d):
     """Conv2d with input/weight quantizers, channel slicing and a hardware weight hook.
 
-    y = conv(q_in(x), q_w(W)[:c_out, :c_in]) (+ b)
+    y = conv(q_in(x), q_w(W)[:c_out, :c_in]) (+ b), with the layer's stride, padding (and padding mode),
+    dilation and groups (nn.Conv2d._conv_forward).
     """
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1,
-                 padding: int | None = None, bias: bool = False,
-                 input_quantizer: Quantizer | None = None, weight_quantizer: Quantizer | None = None):
-        if padding is None:
-            padding = kernel_size // 2
-        super().__init__(in_channels, out_channels, kernel_size, stride=stride, padding=padding, bias=bias)
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int | tuple[int, int], stride: Any = 1,
+                 padding: Any = None, bias: bool = False,
+                 input_quantizer: Quantizer | None = None, weight_quantizer: Quantizer | None = None,
+                 dilation: Any = 1, groups: int = 1, padding_mode: str = "zeros"):
+        if padding is None:  # "same" for odd kernels
+            padding = kernel_size // 2 if isinstance(kernel_size, int) else tuple(k // 2 for k in kernel_size)
+        super().__init__(in_channels, out_channels, kernel_size, stride=stride, padding=padding, bias=bias,
+                         dilation=dilation, groups=groups, padding_mode=padding_mode)
         self._init_q(input_quantizer, weight_quantizer)
+
+    @classmethod
+    def from_digital(cls, layer: nn.Conv2d, rule: Any) -> QConv2d:
+        """The crossbar form of a plain `nn.Conv2d`: same geometry, same weight and bias Parameters (shared, not
+        copied), quantizers from `rule.quantizers()` -> (input quantizer, weight quantizer)."""
+        iq, wq = rule.quantizers()
+        with torch.device("meta"):  # no second allocation / init: the Parameters are taken over below
+            new = cls(layer.in_channels, layer.out_channels, layer.kernel_size, stride=layer.stride,
+                      padding=layer.padding, bias=layer.bias is not None, input_quantizer=iq, weight_quantizer=wq,
+                      dilation=layer.dilation, groups=layer.groups, padding_mode=layer.padding_mode)
+        new.weight, new.bias = layer.weight, layer.bias
+        new.train(layer.training)
+        return new
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.input_quantizer(x)
-        return F.conv2d(x, self.effective_weight(), self.active_bias(), self.stride, self.padding)
+        return self._conv_forward(x, self.effective_weight(), self.active_bias())
 
 
 class QLinear(_QMixin, nn.Linear):
@@ -88,6 +110,17 @@ class QLinear(_QMixin, nn.Linear):
                  input_quantizer: Quantizer | None = None, weight_quantizer: Quantizer | None = None):
         super().__init__(in_features, out_features, bias=bias)
         self._init_q(input_quantizer, weight_quantizer)
+
+    @classmethod
+    def from_digital(cls, layer: nn.Linear, rule: Any) -> QLinear:
+        """The crossbar form of a plain `nn.Linear` (same weight and bias Parameters; see QConv2d.from_digital)."""
+        iq, wq = rule.quantizers()
+        with torch.device("meta"):
+            new = cls(layer.in_features, layer.out_features, bias=layer.bias is not None, input_quantizer=iq,
+                      weight_quantizer=wq)
+        new.weight, new.bias = layer.weight, layer.bias
+        new.train(layer.training)
+        return new
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.input_quantizer(x)
