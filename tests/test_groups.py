@@ -11,8 +11,9 @@ import sys
 
 import pytest
 import torch
-from group_nets import GROUPS, ConcatNet, InvertedResidual, ResNetLike
 from torch import nn
+
+from group_nets import GROUPS, ConcatNet, InvertedResidual, ResNetLike
 
 pytest.importorskip("torch_pruning")
 
