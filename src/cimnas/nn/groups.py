@@ -99,7 +99,8 @@ class ChannelGroups:
         for g, group in enumerate(self.groups):
             for u in group.uses:
                 self._uses.setdefault((u.layer, u.dim), []).append(
-                    (g, torch.tensor(u.index, dtype=torch.long), torch.tensor(u.channel, dtype=torch.long)))
+                    (g, torch.tensor(u.index, dtype=torch.long, device="cpu"),
+                     torch.tensor(u.channel, dtype=torch.long, device="cpu")))
 
     @property
     def searchable(self) -> list[int]:
@@ -130,7 +131,7 @@ class ChannelGroups:
         if parts is None:
             return None
         size = self.sizes[layer][0 if dim == "out" else 1]
-        mask = torch.ones(size, dtype=torch.bool)
+        mask = torch.ones(size, dtype=torch.bool, device="cpu")  # plain data, also under a meta device context
         for g, index, channel in parts:
             mask[index[channel >= widths[g]]] = False
         return mask

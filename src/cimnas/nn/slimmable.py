@@ -71,7 +71,12 @@ class GroupSlimmable(WidthSearchable):
         built = self.groups.base_widths
         self._init_widths(type(model).__name__, built, built)
         meta = arch_meta if arch_meta is not None else getattr(model, "arch_meta", None)
-        self.arch_meta = dict(meta or {}, widths=list(built))
+        self._meta = dict(meta or {})
+
+    @property
+    def arch_meta(self) -> dict:
+        """The model's build description plus `group_widths` (what `rebuild_model` slices a rebuilt model to)."""
+        return dict(self._meta, group_widths=self.widths)
 
     def _adopt_bn(self, name: str) -> None:
         m = self.model.get_submodule(name)
@@ -92,7 +97,7 @@ class GroupSlimmable(WidthSearchable):
             if not isinstance(layer, QConv2d | QLinear):
                 continue  # BN: sliced to its input; digital layers belong to fixed groups only
             set_active(layer, s.inp, s.out)
-            layer.in_index = None if s.in_index is None else torch.tensor(s.in_index, dtype=torch.long)
+            layer.in_index = None if s.in_index is None else torch.tensor(s.in_index, dtype=torch.long, device="cpu")
             if isinstance(layer, QConv2d) and layer.groups > 1:  # depthwise: one group per kept channel
                 layer.active_in = None
 
@@ -106,6 +111,18 @@ class GroupSlimmable(WidthSearchable):
         sub = copy.deepcopy(self)
         sub.set_widths(list(widths))
         return sub
+
+
+def rebuild_sliced(model: nn.Module, arch_meta: dict) -> nn.Module:
+    """A rebuilt model (`rebuild_model`) of a checkpoint whose `arch` has `group_widths`: wrapped and sliced
+    as it was saved (so its state_dict keys and its computation match)."""
+    widths = arch_meta.get("group_widths")
+    check(isinstance(widths, list) and all(isinstance(w, int) for w in widths), "arch metadata 'group_widths' "
+          "must be a list of integers; the checkpoint is corrupt")
+    net = GroupSlimmable(model, model.input_shape, arch_meta={k: v for k, v in arch_meta.items()
+                                                              if k != "group_widths"})
+    net.set_widths(widths)
+    return net
 
 
 def group_space(model: GroupSlimmable, r_min: float, r_max: float = 1.0, d: int = 4) -> WidthSpace:
