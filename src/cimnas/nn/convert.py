@@ -166,22 +166,47 @@ def _execution_order(model: nn.Module, names: list[str], input_shape: tuple[int,
 
     hooks = [m.register_forward_hook(hook) for m in wanted]
     try:
-        _probe_forward(model, input_shape)
+        probe_forward(model, input_shape)
     finally:
         for h in hooks:
             h.remove()
     return seen + [n for n in names if n not in seen]
 
 
-def _probe_forward(model: nn.Module, input_shape: tuple[int, ...]) -> Any:
-    """One eval-mode forward pass on a zero batch of 1; a shape the model rejects is a one-line error."""
+def _meta_state(model: nn.Module) -> dict[str, torch.Tensor] | None:
+    """Meta-device stand-ins for every parameter and buffer (shapes only), or None where a meta pass cannot
+    stand for the real one (a hardware weight override is set, or the model already lives on `meta`)."""
+    tensors = list(model.named_parameters()) + list(model.named_buffers())
+    if any(t.is_meta for _, t in tensors) or any(getattr(m, "weight_override", None) is not None
+                                                 for m in model.modules()):
+        return None
+    return {n: torch.empty_like(t, device="meta") for n, t in tensors}
+
+
+def probe_forward(model: nn.Module, input_shape: tuple[int, ...]) -> Any:
+    """One eval-mode forward pass on a zero batch of 1, for shapes only (hooks see every module's shapes).
+
+    It runs on the `meta` device (no arithmetic: a ResNet-18 at 224x224 in a fraction of the real pass,
+    `torch.func.functional_call` with meta stand-ins for the weights); a forward that needs values (data-dependent
+    control flow, `.item()`) runs again on real zeros. A shape the model rejects is a one-line error.
+    """
     p = next(model.parameters(), None)
-    kw = {"device": p.device, "dtype": p.dtype} if p is not None and p.is_floating_point() else {}
+    dtype = p.dtype if p is not None and p.is_floating_point() else torch.float32
+    device = p.device if p is not None else torch.device("cpu")
     was = model.training
     model.eval()
     try:
         with torch.no_grad():
-            return model(torch.zeros((1, *input_shape), **kw))
+            state = _meta_state(model)
+            if state is not None:
+                try:
+                    return torch.func.functional_call(model, state, (torch.zeros((1, *input_shape), dtype=dtype,
+                                                                                 device="meta"),))
+                except CimnasError:
+                    raise
+                except Exception:  # values needed (or a shape error): the real pass decides, with its own message
+                    pass
+            return model(torch.zeros((1, *input_shape), dtype=dtype, device=device))
     except CimnasError:
         raise
     except Exception as e:  # the user's forward: any exception type
@@ -318,6 +343,24 @@ class _OpScan(TorchFunctionMode):
         return func(*args, **(kwargs or {}))
 
 
+def check_converted(model: nn.Module) -> list[str]:
+    """The module walk of `check_mappable` (no forward pass): refuse a plain nn.Conv2d / nn.Linear that no
+    conversion keeps digital, an unmappable module, or a model with nothing on a crossbar. Returns the digital
+    module names."""
+    conv = conversion_of(model)
+    digital = list(conv.digital) if conv is not None else []
+    check_modules(model, digital)
+    for n, m in model.named_modules():
+        if type(m) in CONVERSIONS and not _inside(n, digital):
+            raise CimnasError(f"layer {n!r} is a plain {type(m).__name__} that is not on a crossbar: convert the model "
+                              "first (cimnas.convert(model), or --model-file / --model on the command line), or keep "
+                              f"it digital with the rule {{{n!r}: 'digital'}}")
+    if not any(isinstance(m, QConv2d | QLinear) for m in model.modules()):
+        raise CimnasError(f"{type(model).__name__} has no layer on a crossbar (no QConv2d / QLinear): convert it "
+                          "first (cimnas.convert); an empty estimate would read 0 uJ")
+    return digital
+
+
 def check_mappable(model: nn.Module, input_shape: tuple[int, ...]) -> list[str]:
     """Refuse, in one line naming the module, what the crossbar model would silently skip; returns the names of
     the modules kept digital (plain Conv2d / Linear left by `convert`'s rules, unmappable ones a rule allows).
@@ -328,17 +371,7 @@ def check_mappable(model: nn.Module, input_shape: tuple[int, ...]) -> list[str]:
       a 1-D / 3-D / transposed convolution, or a functional conv2d / linear outside a Conv2d / Linear module.
     Nothing convertible on a crossbar at all is an error too (never a silent 0 uJ).
     """
-    conv = getattr(model, "cimnas_conversion", None)
-    digital = list(conv.digital) if isinstance(conv, Conversion) else []
-    check_modules(model, digital)
-    for n, m in model.named_modules():
-        if type(m) in CONVERSIONS and not _inside(n, digital):
-            raise CimnasError(f"layer {n!r} is a plain {type(m).__name__} that is not on a crossbar: convert the model "
-                              "first (cimnas.convert(model), or --model-file / --model on the command line), or keep "
-                              f"it digital with the rule {{{n!r}: 'digital'}}")
-    if not any(isinstance(m, QConv2d | QLinear) for m in model.modules()):
-        raise CimnasError(f"{type(model).__name__} has no layer on a crossbar (no QConv2d / QLinear): convert it "
-                          "first (cimnas.convert); an empty estimate would read 0 uJ")
+    digital = check_converted(model)
     names = {m: n for n, m in model.named_modules()}
     stack: list[tuple[str, nn.Module]] = []
 
@@ -353,7 +386,7 @@ def check_mappable(model: nn.Module, input_shape: tuple[int, ...]) -> list[str]:
     scan = _OpScan(stack)
     try:
         with scan:
-            _probe_forward(model, input_shape)
+            probe_forward(model, input_shape)
     finally:
         for h in hooks:
             h.remove()
@@ -387,5 +420,6 @@ def apply_recipe(model: nn.Module, recipe: Any, input_shape: tuple[int, ...] | N
     return conv
 
 
-__all__ = ["CONVERSIONS", "PRECISIONS", "UNMAPPABLE", "Conversion", "Rule", "apply_recipe", "check_mappable",
+__all__ = ["CONVERSIONS", "PRECISIONS", "UNMAPPABLE", "Conversion", "Rule", "apply_recipe", "check_converted",
+           "check_mappable", "probe_forward",
            "check_modules", "conversion_of", "convert", "resolve_rules"]

@@ -102,7 +102,8 @@ def _file_factory(src: ModelSource) -> Callable[..., Any]:
     fn = getattr(module, src.factory, None)
     if not callable(fn):
         found = sorted(k for k, v in vars(module).items() if callable(v) and getattr(v, "__module__", "") == name)
-        raise CimnasError(f"{path} has no function {src.factory!r}; it defines: {', '.join(found) or 'nothing callable'}")
+        raise CimnasError(f"{path} has no function {src.factory!r}; it defines: "
+                          f"{', '.join(found) or 'nothing callable'}")
     return fn
 
 
