@@ -97,6 +97,8 @@ def test_subnet_equals_fresh_narrow_model(cls, precision):
         narrow.train(train)
         with torch.no_grad():
             torch.testing.assert_close(net(x), narrow(x), rtol=0, atol=1e-6)
+    assert derive_groups(model, SHAPE).base_widths == list(FULL[cls].values())  # traced as built, then
+    torch.testing.assert_close(net(x), narrow(x), rtol=0, atol=1e-6)  # left sliced as it was
     spec = load_spec("mnsim-default", [])
     assert estimate_model(model, SHAPE, spec) == estimate_model(narrow, SHAPE, spec)  # the wrapped model, unprefixed
     net.set_widths(list(FULL[cls].values()))  # back to the full model: nothing sliced

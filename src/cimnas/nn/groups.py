@@ -226,12 +226,12 @@ def derive_groups(model: nn.Module, input_shape: Sequence[int]) -> ChannelGroups
     tp = _tp()
     _check_layers(model)
     names = {m: n for n, m in model.named_modules()}
-    saved = [(m, m.active_in, m.active_out, getattr(m, "in_index", None), m.weight_override)
+    saved = [(m, m.active_in, m.active_out, m.in_index, m.weight_override, getattr(m, "groups", 1))
              for m in model.modules() if isinstance(m, QConv2d | QLinear)]
     for m, *_ in saved:  # trace the full, unmodified structure
-        m.active_in = m.active_out = m.weight_override = None
-        if hasattr(m, "in_index"):
-            m.in_index = None
+        if isinstance(m, QConv2d) and m.active_out is not None and m.groups == m.active_out:
+            m.groups = m.out_channels  # a sliced depthwise conv (cimnas.nn.slimmable)
+        m.active_in = m.active_out = m.in_index = m.weight_override = None
     modes = {m: m.training for m in model.modules()}
     p = next(model.parameters(), None)
     example = torch.zeros((1, *[int(s) for s in input_shape]), device=p.device if p is not None else "cpu")
@@ -248,10 +248,10 @@ def derive_groups(model: nn.Module, input_shape: Sequence[int]) -> ChannelGroups
     finally:
         for m, mode in modes.items():
             m.training = mode
-        for m, a_in, a_out, idx, over in saved:
-            m.active_in, m.active_out, m.weight_override = a_in, a_out, over
-            if hasattr(m, "in_index"):
-                m.in_index = idx
+        for m, a_in, a_out, idx, over, groups in saved:
+            m.active_in, m.active_out, m.in_index, m.weight_override = a_in, a_out, idx, over
+            if isinstance(m, QConv2d):
+                m.groups = groups
 
 
 def _read_graph(tp, graph, names: Mapping[nn.Module, str], order: list[nn.Module]) -> ChannelGroups:

@@ -100,18 +100,7 @@ class QConv2d(_QMixin, nn.Conv2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.input_quantizer(x)
-        w = self.effective_weight()
-        if self.groups > 1 and w.shape[0] != self.out_channels:
-            return self._sliced_grouped_forward(x, w, self.active_bias())
-        return self._conv_forward(x, w, self.active_bias())
-
-    def _sliced_grouped_forward(self, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
-        """A depthwise conv sliced to its first k channels (cimnas.nn.groups): k groups; else as _conv_forward."""
-        groups = w.shape[0] * self.groups // self.out_channels
-        if self.padding_mode != "zeros":
-            x = F.pad(x, self._reversed_padding_repeated_twice, mode=self.padding_mode)
-            return F.conv2d(x, w, b, self.stride, 0, self.dilation, groups)
-        return F.conv2d(x, w, b, self.stride, self.padding, self.dilation, groups)
+        return self._conv_forward(x, self.effective_weight(), self.active_bias())
 
 
 class QLinear(_QMixin, nn.Linear):

@@ -10,7 +10,8 @@ So there is one super-net: the sandwich rule, BN recalibration per sub-net and t
 
 `set_widths` slices like the zoo models do: the first k channels of every weight (`active_out`,
 `active_in` via `set_active`), the first channels of each BN (its classes are switched in place to
-`SlimmableBatchNorm2d` / `1d`, which slice to their input), a depthwise conv to its first k channels, and the
+`SlimmableBatchNorm2d` / `1d`, which slice to their input), a depthwise conv to its first k channels (and its
+`groups` to k: it is then a depthwise conv of k channels to PyTorch and to the hardware model alike), and the
 input of a concatenation's consumer to the concatenated groups' first channels (`in_index`).
 
 A group that touches a conv / Linear the conversion left as a plain `nn.Conv2d` / `nn.Linear` (digital)
@@ -68,6 +69,7 @@ class GroupSlimmable(WidthSearchable):
             if g.fixed is None:
                 for u in g.uses:
                     self._adopt_bn(u.layer)
+        self._depthwise = {n for n, m in model.named_modules() if isinstance(m, QConv2d) and m.groups > 1}
         built = self.groups.base_widths
         self._init_widths(type(model).__name__, built, built)
         meta = arch_meta if arch_meta is not None else getattr(model, "arch_meta", None)
@@ -98,8 +100,8 @@ class GroupSlimmable(WidthSearchable):
                 continue  # BN: sliced to its input; digital layers belong to fixed groups only
             set_active(layer, s.inp, s.out)
             layer.in_index = None if s.in_index is None else torch.tensor(s.in_index, dtype=torch.long, device="cpu")
-            if isinstance(layer, QConv2d) and layer.groups > 1:  # depthwise: one group per kept channel
-                layer.active_in = None
+            if name in self._depthwise:  # k channels of a depthwise conv: a depthwise conv of k groups
+                layer.groups = layer.out_channels if s.out is None else s.out
 
     def searchable_layer_names(self) -> list[str]:
         """The first producer of each searchable group (its Eq. 6 state row), as names in this module."""
