@@ -224,7 +224,6 @@ def derive_groups(model: nn.Module, input_shape: Sequence[int]) -> ChannelGroups
     """The coupled channel groups of `model` (see the module docstring), traced with one zero input of shape
     (1, *input_shape). The model is left as it was (weights, widths, train/eval mode)."""
     tp = _tp()
-    _check_layers(model)
     names = {m: n for n, m in model.named_modules()}
     saved = [(m, m.active_in, m.active_out, m.in_index, m.weight_override, getattr(m, "groups", 1))
              for m in model.modules() if isinstance(m, QConv2d | QLinear)]
@@ -236,6 +235,7 @@ def derive_groups(model: nn.Module, input_shape: Sequence[int]) -> ChannelGroups
     p = next(model.parameters(), None)
     example = torch.zeros((1, *[int(s) for s in input_shape]), device=p.device if p is not None else "cpu")
     try:
+        _check_layers(model)
         model.eval()
         counts = _run_counts(model, example)
         twice = [names[m] for m, c in counts.items() if c > 1]
