@@ -56,20 +56,21 @@ class InvertedResidual(nn.Module):
 
 
 class ConcatNet(nn.Module):
-    """Two branches concatenated, read by a 1x1 conv, flattened into a hidden Linear, then the classifier.
-    Groups: {a}, {b}, {mix}, {hidden}; mix reads [a's channels, b's channels] (offset), hidden reads mix's
-    channels times H*W (flatten)."""
+    """Two branches concatenated, batch-normed, read by a 1x1 conv, flattened into a hidden Linear, then the
+    classifier. Groups: {a}, {b}, {mix}, {hidden}; norm and mix read [a's channels, b's channels] (offset),
+    hidden reads mix's channels times H*W (flatten)."""
 
     def __init__(self, a: int = 8, b: int = 12, m: int = 8, hidden: int = 16, classes: int = 10, size: int = 8):
         super().__init__()
         self.a = conv_bn(1, a)
         self.b = conv_bn(1, b, k=1)
+        self.norm = nn.BatchNorm2d(a + b)  # after the concatenation (DenseNet style)
         self.mix = conv_bn(a + b, m, k=1, stride=2)
         self.hidden = nn.Linear(m * (size // 2) ** 2, hidden)
         self.fc = nn.Linear(hidden, classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = torch.cat([torch.relu(self.a(x)), torch.relu(self.b(x))], 1)
+        y = torch.relu(self.norm(torch.cat([self.a(x), self.b(x)], 1)))
         y = torch.relu(self.mix(y))
         return self.fc(torch.relu(self.hidden(torch.flatten(y, 1))))
 

@@ -56,6 +56,7 @@ def test_concat_consumer_reads_both_groups_first_channels():
     assert s["mix.0"].in_index == (0, 1, 2, 8, 9, 10, 11, 12) and s["mix.0"].inp == 8 and s["mix.0"].out == 4
     assert s["hidden"].inp == 4 * 16 and s["hidden"].in_index is None  # flatten: 4 channels x 4x4 positions
     assert s["a.0"].out == 3 and s["b.0"].out == 5
+    assert s["norm"].out_index == (0, 1, 2, 8, 9, 10, 11, 12)
 
 
 def _randomize_bn(model: nn.Module, gen: torch.Generator) -> None:
@@ -69,12 +70,14 @@ def _randomize_bn(model: nn.Module, gen: torch.Generator) -> None:
 
 def _copy_sliced(src: dict, narrow: nn.Module, full: dict, small: dict) -> None:
     """The narrow model's tensors = the first entries of the super-net's along every dimension, except the
-    concatenation's consumer (ConcatNet.mix), whose inputs are [first a of branch a, first b of branch b]."""
+    concatenation's BN and consumer (ConcatNet.norm, .mix), which read [first a of branch a, first b of b]."""
     with torch.no_grad():
         for key, t in narrow.state_dict().items():
             s = src[key]
             if key == "mix.0.weight":
                 s = torch.cat([s[:, : small["a"]], s[:, full["a"]: full["a"] + small["b"]]], 1)
+            elif key.startswith("norm.") and t.dim():
+                s = torch.cat([s[: small["a"]], s[full["a"]: full["a"] + small["b"]]])
             t.copy_(s[tuple(slice(0, n) for n in t.shape)] if t.dim() else s)
 
 
@@ -97,6 +100,10 @@ def test_subnet_equals_fresh_narrow_model(cls, precision):
         narrow.train(train)
         with torch.no_grad():
             torch.testing.assert_close(net(x), narrow(x), rtol=0, atol=1e-6)
+    again = cls(**NARROW[cls])  # the batch-statistics pass updated the same running statistics in both
+    _copy_sliced(model.state_dict(), again, FULL[cls], NARROW[cls])
+    for key, t in again.state_dict().items():
+        torch.testing.assert_close(t, narrow.state_dict()[key], rtol=0, atol=1e-6, msg=key)
     assert derive_groups(model, SHAPE).base_widths == list(FULL[cls].values())  # traced as built, then
     torch.testing.assert_close(net(x), narrow(x), rtol=0, atol=1e-6)  # left sliced as it was
     spec = load_spec("mnsim-default", [])

@@ -25,8 +25,8 @@ next, which is not a prefix, so it gets an index (`in_index` of QConv2d / QLinea
 A group whose channels reach the model's output (the classifier's logits) keeps its width (`fixed`).
 Where the groups cannot be used for slicing (a split / chunk / slice of channels, a channel-changing op
 torch-pruning does not know, a grouped conv that is not depthwise, a norm other than BN, a layer run
-twice, a BN or depthwise conv reading a concatenation), `derive_groups` raises a one-line CimnasError
-naming the layer.
+twice, a depthwise conv reading a concatenation), `derive_groups` raises a one-line CimnasError naming the
+layer. A BN after a concatenation keeps the concatenated groups' first channels (`out_index`).
 """
 
 from __future__ import annotations
@@ -76,12 +76,14 @@ class ChannelGroup:
 
 @dataclass(frozen=True)
 class LayerSlice:
-    """What one conv / Linear keeps: the first `out` outputs and the first `inp` inputs (None = all), or the
-    input positions `in_index` (a concatenation's consumer)."""
+    """What one layer keeps: the first `out` outputs and the first `inp` inputs (None = all), or, where the kept
+    positions are not a prefix, `inp` positions `in_index` (a concatenation's consumer) / `out` channels
+    `out_index` (a BN after a concatenation)."""
 
     out: int | None = None
     inp: int | None = None
     in_index: tuple[int, ...] | None = None
+    out_index: tuple[int, ...] | None = None
 
 
 @dataclass
@@ -137,22 +139,15 @@ class ChannelGroups:
         return mask
 
     def slices(self, widths: Sequence[int]) -> dict[str, LayerSlice]:
-        """What every conv / Linear touched by a group keeps at `widths` (one width per searchable group)."""
+        """What every layer touched by a group keeps at `widths` (one width per searchable group)."""
         full = self.full_widths(widths)
         out: dict[str, LayerSlice] = {}
         for name, (n_out, n_in) in self.sizes.items():
             if (name, "out") not in self._uses and (name, "in") not in self._uses:
                 continue
-            keep_out, keep_in = self.kept(name, "out", full), self.kept(name, "in", full)
-            o = _prefix(keep_out, n_out)
-            if keep_in is None:
-                out[name] = LayerSlice(out=o)
-                continue
-            n = int(keep_in.sum())
-            if bool(keep_in[:n].all()):
-                out[name] = LayerSlice(out=o, inp=None if n == n_in else n)
-            else:
-                out[name] = LayerSlice(out=o, inp=n, in_index=tuple(keep_in.nonzero().flatten().tolist()))
+            o, o_index = _keep(self.kept(name, "out", full), n_out)
+            i, i_index = _keep(self.kept(name, "in", full), n_in)
+            out[name] = LayerSlice(out=o, inp=i, in_index=i_index, out_index=o_index)
         return out
 
     def describe(self) -> list[dict]:
@@ -162,11 +157,14 @@ class ChannelGroups:
                  **({"fixed": g.fixed} if g.fixed else {})} for g in self.groups]
 
 
-def _prefix(mask: torch.Tensor | None, size: int) -> int | None:
+def _keep(mask: torch.Tensor | None, size: int) -> tuple[int | None, tuple[int, ...] | None]:
+    """(count kept, None) for a prefix (count None = all), else (count, the kept positions)."""
     if mask is None:
-        return None
+        return None, None
     n = int(mask.sum())
-    return None if n == size else n
+    if bool(mask[:n].all()):
+        return (None if n == size else n), None
+    return n, tuple(mask.nonzero().flatten().tolist())
 
 
 def _tp():
@@ -273,8 +271,12 @@ def _read_graph(tp, graph, names: Mapping[nn.Module, str], order: list[nn.Module
                 out_dim = graph.is_out_channel_pruning_fn(dep.handler)
                 depthwise = isinstance(mod, nn.Conv2d) and mod.groups > 1
                 dim = "out" if out_dim or isinstance(mod, _BatchNorm) else "in"
-                uses.append(ChannelUse(name, dim, tuple(int(i) for i in item.idxs),
-                                       tuple(int(i) for i in item.root_idxs)))
+                use = ChannelUse(name, dim, tuple(int(i) for i in item.idxs), tuple(int(i) for i in item.root_idxs))
+                if dim == "out" and use.index != use.channel and not isinstance(mod, _BatchNorm):
+                    raise CimnasError(f"layer {name!r} reads the channels of {names.get(group[0].dep.target.module)!r} "
+                                      "at an offset (after a concatenation): width search slices a depthwise conv "
+                                      "there by prefix only; channel groups cannot be used")
+                uses.append(use)
                 sizes[name] = _layer_sizes(mod)
                 if out_dim and not depthwise and not isinstance(mod, _BatchNorm):
                     producers.append(mod)
@@ -295,19 +297,9 @@ def _read_graph(tp, graph, names: Mapping[nn.Module, str], order: list[nn.Module
         first = producers[0]
         g = ChannelGroup(names[first], _layer_sizes(first)[0], tuple(names[m] for m in producers),
                          tuple(uses), fixed)
-        _check_prefix(g)
         found.append((rank.get(first, len(rank)), g))
     found.sort(key=lambda t: t[0])
     groups = [g for _, g in found]
     check(any(g.fixed is None for g in groups), "the model has no channel group whose width can change (every "
           "conv / Linear output reaches the model output): nothing to search")
     return ChannelGroups(groups, sizes)
-
-
-def _check_prefix(group: ChannelGroup) -> None:
-    """Outputs, BNs and depthwise convs are sliced by prefix: their positions must be the group's channels."""
-    for u in group.uses:
-        if u.dim == "out" and u.index != u.channel:
-            raise CimnasError(f"layer {u.layer!r} reads the channels of {group.name!r} at an offset (after a "
-                              "concatenation): width search slices a BN / depthwise conv there by prefix only; "
-                              "channel groups cannot be used (move the BN into the concatenated branches)")

@@ -12,7 +12,8 @@ So there is one super-net: the sandwich rule, BN recalibration per sub-net and t
 `active_in` via `set_active`), the first channels of each BN (its classes are switched in place to
 `SlimmableBatchNorm2d` / `1d`, which slice to their input), a depthwise conv to its first k channels (and its
 `groups` to k: it is then a depthwise conv of k channels to PyTorch and to the hardware model alike), and the
-input of a concatenation's consumer to the concatenated groups' first channels (`in_index`).
+input of a concatenation's consumer (and a BN after a concatenation) to the concatenated groups' first channels
+(`in_index`, the BN's `channel_index`).
 
 A group that touches a conv / Linear the conversion left as a plain `nn.Conv2d` / `nn.Linear` (digital)
 keeps its width (`fixed`), as does the group of the logits. The built channels are the super-net: the
@@ -96,8 +97,11 @@ class GroupSlimmable(WidthSearchable):
     def _apply_widths(self, widths: list[int]) -> None:
         for name, s in self.groups.slices(widths).items():
             layer = self.model.get_submodule(name)
+            if isinstance(layer, SlimmableBatchNorm2d | SlimmableBatchNorm1d):  # sliced to its input: which channels
+                layer.channel_index = None if s.out_index is None else torch.tensor(s.out_index, device="cpu")
+                continue
             if not isinstance(layer, QConv2d | QLinear):
-                continue  # BN: sliced to its input; digital layers belong to fixed groups only
+                continue  # digital layers belong to fixed groups only
             set_active(layer, s.inp, s.out)
             layer.in_index = None if s.in_index is None else torch.tensor(s.in_index, dtype=torch.long, device="cpu")
             if name in self._depthwise:  # k channels of a depthwise conv: a depthwise conv of k groups
