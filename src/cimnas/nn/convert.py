@@ -18,8 +18,10 @@ Rules pick the precision by layer *name* (`named_modules` names): an ordered map
 first matching pattern wins, layers no pattern matches take `default`. A pattern is an fnmatch glob
 (`features.*`, `*.downsample.0`), `re:` + a regular expression (full match), or one of the words `first` /
 `last`: the first / last convertible layer in execution order (traced with `input_shape`, else definition
-order). The resolved per-layer precisions (`Conversion.layers`) are the recipe stored in checkpoints: a model is
-rebuilt by running its factory and converting it with exactly those names, never by position.
+order). A `digital` rule on a module that is not a conv / FC layer (an attention block, a custom module) keeps
+its whole subtree digital. The resolved per-layer precisions (`Conversion.layers`) are the recipe stored in
+checkpoints: a model is rebuilt by running its factory and converting it with exactly those names, never by
+position.
 
 Layers the crossbar model cannot map (transposed, 1-D or 3-D convolutions, attention, recurrent cells, a
 Conv2d/Linear subclass with its own forward) are errors naming the layer, unless a rule keeps them `digital`;
@@ -212,7 +214,7 @@ def probe_forward(model: nn.Module, input_shape: tuple[int, ...]) -> Any:
     except Exception as e:  # the user's forward: any exception type
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CimnasError(f"the model rejects an input of shape {'x'.join(map(str, input_shape))} "
-                          f"({type(e).__name__}: {msg[:200]}); give the shape it expects (--input-shape C x H x W)"
+                          f"({type(e).__name__}: {msg[:200]}); give an input shape (dataset, --input-shape) it accepts"
                           ) from e
     finally:
         model.train(was)
@@ -245,14 +247,11 @@ def resolve_rules(model: nn.Module, rules: Mapping[str, Any] | None, default: An
                 return r
         return None
 
+    # a digital rule on any module keeps its whole subtree digital (attention blocks, custom modules)
+    roots = [n for n in all_names if n not in conv.layers and (r := rule_of(n)) is not None and not r.on_crossbar]
     for n, _ in layers:
-        conv.layers[n] = str(rule_of(n) or default_rule)
-    for n, m in model.named_modules():
-        r = rule_of(n) if n else None
-        if isinstance(m, UNMAPPABLE) and r is not None and not r.on_crossbar:
-            conv.digital.append(n)
-    conv.digital = sorted(set(conv.digital) | {n for n, p in conv.layers.items() if p == "digital"},
-                          key=all_names.index)
+        conv.layers[n] = "digital" if _inside(n, roots) else str(rule_of(n) or default_rule)
+    conv.digital = sorted(set(roots) | {n for n, p in conv.layers.items() if p == "digital"}, key=all_names.index)
     return conv
 
 

@@ -41,6 +41,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from cimnas.errors import CimnasError
+from cimnas.nn.convert import probe_forward
 from cimnas.nn.layers import QConv2d, QLinear
 from cimnas.nn.quantizers import BinaryActivation, BinaryWeight
 from cimnas.nn.refactor import ThermometerInput, _replace, execution_order
@@ -89,10 +90,17 @@ class IntegerConv2d(_IntegerLayer):
         super().__init__()
         self._init(layer, emit_integer)
         self.stride, self.padding = layer.stride, layer.padding
+        self.dilation, self.groups = layer.dilation, layer.groups
+        self.padding_mode = layer.padding_mode
+        self.pad = layer._reversed_padding_repeated_twice  # non-zero padding modes pad the codes first (nn.Conv2d)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         bits = self.input_code(x)
-        z = torch.round(F.conv2d(bits, self.signs.to(bits.dtype), None, self.stride, self.padding))
+        padding = self.padding
+        if self.padding_mode != "zeros":  # codes of a padded input = padded codes (the binarizer is elementwise)
+            bits, padding = F.pad(bits, self.pad, mode=self.padding_mode), 0
+        z = torch.round(F.conv2d(bits, self.signs.to(bits.dtype), None, self.stride, padding, self.dilation,
+                                 self.groups))
         return self._emit(z)
 
 
@@ -165,6 +173,35 @@ class IntegerAffine(nn.Module):
         return (self.scale.view(shape) * z.double() + self.offset.view(shape)).to(z.dtype)
 
 
+def bn_producers(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, str]:
+    """{bn name: layer name} for every BatchNorm whose input is, unmodified, the output tensor of a QConv2d /
+    QLinear (the same tensor object, its in-place version counter unchanged: an in-place activation in between
+    breaks the pair) and the only module that receives that tensor. Traced in one shape-only forward pass."""
+    names = {m: n for n, m in model.named_modules()}
+    made: dict[int, tuple[str, int, torch.Tensor]] = {}  # id(output) -> (layer, version, the tensor kept alive)
+    uses: dict[int, int] = {}
+    seen: dict[str, int] = {}
+
+    def out_hook(mod, _args, out):
+        made[id(out)] = (names[mod], out._version, out)
+
+    def in_hook(mod, args):
+        if args and isinstance(args[0], torch.Tensor) and id(args[0]) in made:
+            uses[id(args[0])] = uses.get(id(args[0]), 0) + 1
+            if isinstance(mod, _BatchNorm) and made[id(args[0])][1] == args[0]._version:
+                seen[names[mod]] = id(args[0])
+
+    leaves = [m for m in model.modules() if not list(m.children()) or isinstance(m, QConv2d | QLinear)]
+    hooks = [m.register_forward_hook(out_hook) for m in model.modules() if isinstance(m, QConv2d | QLinear)]
+    hooks += [m.register_forward_pre_hook(in_hook) for m in leaves]
+    try:
+        probe_forward(model, input_shape)
+    finally:
+        for h in hooks:
+            h.remove()
+    return {bn: made[t][0] for bn, t in seen.items() if uses.get(t) == 1}
+
+
 @torch.no_grad()
 def fuse_model(model: nn.Module, input_shape: tuple[int, ...] | None = None) -> nn.Module:
     """A copy of a fully binarized model computing with integer accumulations and comparators.
@@ -179,16 +216,8 @@ def fuse_model(model: nn.Module, input_shape: tuple[int, ...] | None = None) -> 
             raise CimnasError("fuse_model needs input_shape=(C, H, W) for a model without .input_shape")
     order = execution_order(model, tuple(input_shape))
     pairs = dict(model.fusion_pairs()) if hasattr(model, "fusion_pairs") else {}
+    producer = bn_producers(model, tuple(input_shape))  # bn name -> the layer whose output it normalizes
     fused = copy.deepcopy(model).eval()
-
-    producer: dict[str, str] = {}  # bn name -> name of the layer executed right before it
-    last = None
-    for name, m in order:
-        if isinstance(m, QConv2d | QLinear):
-            last = (name, m)
-        elif isinstance(m, _BatchNorm) and last is not None:
-            producer[name] = last[0]
-            last = None
     followed = set(producer.values())
 
     int_layers: dict[str, _IntegerLayer] = {}

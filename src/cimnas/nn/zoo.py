@@ -237,5 +237,33 @@ def rebuild_external(arch_meta: dict, model_file: str | None = None) -> nn.Modul
                           image_size=arch_meta["image_size"], recipe=arch_meta["conversion"])
 
 
-__all__ = ["ModelSource", "TORCHVISION_FOR_TORCH", "build_source", "external_model", "is_external", "load_weights",
+def load_any(path: str | Path, source: str | None = None, *, in_channels: int | None = None,
+             num_classes: int | None = None, image_size: Any = None, rules: Mapping[str, Any] | None = None,
+             default: Any = "binary") -> tuple[nn.Module, dict]:
+    """(model, checkpoint dict) of a cimnas checkpoint (`load_model`, `source` = the --model-file of an outside
+    model's checkpoint), or of a plain state_dict file plus its `source` (built for the given shape, the weights
+    loaded, then converted by `rules` / `default`)."""
+    from cimnas.nn.models import load_model
+    from cimnas.utils.io import CHECKPOINT_FORMAT
+
+    ckpt = load_checkpoint(path)
+    if ckpt.get("format") == CHECKPOINT_FORMAT:
+        if rules:
+            raise CimnasError(f"{path} is a cimnas checkpoint and carries its own conversion; drop --rule / "
+                              "--keep-digital")
+        return load_model(path, model_file=source if source is not None and parse_source(source).kind == "file"
+                          else None)
+    if source is None:
+        raise CimnasError(f"{path} is not a cimnas checkpoint; a plain state_dict needs the model it belongs to: "
+                          "--model-file PATH.py:FACTORY or --model torchvision:NAME")
+    if in_channels is None or num_classes is None or image_size is None:
+        raise CimnasError(f"{path} is a plain state_dict: name the dataset (--dataset) so the model is built for "
+                          "its input shape and classes")
+    model = external_model(source, in_channels=in_channels, num_classes=num_classes, image_size=image_size,
+                           rules=rules, default=default, weights=path)
+    return model, {"arch": model.arch_meta, "dataset": {}, "metrics": {}}
+
+
+__all__ = ["ModelSource", "TORCHVISION_FOR_TORCH", "build_source", "external_model", "is_external", "load_any",
+           "load_weights",
            "parse_source", "read_state_dict", "rebuild_external"]
