@@ -102,7 +102,7 @@ def test_user_model_config_refusals(tmp_path):
     with pytest.raises(CimnasError, match="model.thermometer: false"):
         _load(tmp_path, data)
     data = _config(tmp_path, options={"refactor": {"binarize_last": False}})
-    with pytest.raises(CimnasError, match="takes only rules, weights"):
+    with pytest.raises(CimnasError, match="for your network use model.rules"):
         _load(tmp_path, data)
     data = _config(tmp_path)
     data["space"]["r_max"] = 2.0

@@ -37,8 +37,6 @@ RESUMABLE_BEFORE_C = ("search.episodes", "retrain.")
 #: Largest space.r_max (and U-kx multiplier): the paper uses 5, and 16x widths are far past any budget.
 MAX_RATIO = 16.0
 REFACTOR_FIELDS = ("topology_mod", "thermometer", "thermometer_levels")
-#: model.options of a model from outside (cimnas.nn.zoo.external_model keywords)
-EXTERNAL_OPTIONS = ("rules", "weights")
 
 
 @dataclass
@@ -53,8 +51,8 @@ class HawisModelConfig(ModelConfig):
     @property
     def external(self) -> bool:
         """Your own network (`name` PATH.py:FACTORY, torchvision:NAME or timm:NAME, cimnas.nn.zoo): the search
-        runs over its coupled channel groups (cimnas.nn.groups); `options` takes `rules` (per-layer precisions,
-        cimnas.convert) and `weights` (a local state_dict file to start from)."""
+        runs over its coupled channel groups (cimnas.nn.groups); `rules` sets per-layer precisions
+        (cimnas.convert), `weights` a local state_dict file every model starts from."""
         return is_external(self.name)
 
     def validate(self) -> None:
@@ -63,11 +61,8 @@ class HawisModelConfig(ModelConfig):
             parse_source(self.name)  # the form only: the factory runs when the run starts
             check(not self.thermometer, f"model.thermometer applies to cimnas's own models; for {self.name} set "
                   "model.thermometer: false (your first layer reads the input as it is)")
-            extra = sorted(set(self.options) - set(EXTERNAL_OPTIONS))
-            check(not extra, f"model.options.{extra[0] if extra else ''}: a model from outside takes only "
-                  f"{', '.join(EXTERNAL_OPTIONS)} (per-layer precision rules, a local weights file)")
-            check(isinstance(self.options.get("rules", {}), dict), "model.options.rules must be a mapping "
-                  "{layer pattern: precision}, e.g. {first: digital}")
+            check(not self.options, f"model.options ({', '.join(sorted(self.options))}) are build arguments of "
+                  "cimnas's own models; for your network use model.rules (per-layer precision) and model.weights")
         check(self.precision == "binary", f"model.precision is {self.precision!r}: HAWIS searches fully binarized "
               "networks (precision: binary); the FP / 8-bit references are retrain.references")
         check(self.widths is None and self.width_mult == 1.0, "model.widths / model.width_mult do not apply to "

@@ -10,7 +10,7 @@ one-line error with the estimate.
 
 Your own network (`model.name` PATH.py:FACTORY, torchvision:NAME or timm:NAME): its coupled channel groups are
 derived once (`Context.groups`, cimnas.nn.groups) and every model the stages build is the converted network
-(`cimnas.nn.zoo.external_model`, precision per layer from `model.options.rules`) wrapped as a `GroupSlimmable`
+(`cimnas.nn.zoo.external_model`, precision per layer from `model.rules`) wrapped as a `GroupSlimmable`
 sliced to the widths asked for (one per searchable group); the width space is `group_space` (r_max <= 1: the
 built channels are the super-net).
 
@@ -131,17 +131,17 @@ class Context:
         return build_model(m.name, **kw).to(self.device)
 
     def external(self, precision: str, *, meta: bool = False) -> nn.Module:
-        """Your own network, freshly built and converted: every layer at `precision` unless `model.options.rules`
-        says otherwise (the FP / 8-bit references are `float` / `kbit:8`). Weights from `model.options.weights`
-        (not on the meta device)."""
+        """Your own network, freshly built and converted: every layer at `precision` unless `model.rules` says
+        otherwise (the FP / 8-bit references are `float` / `kbit:8`). Every model starts from `model.weights`
+        when given (not on the meta device)."""
         m = self.cfg.model
         kw = dict(in_channels=self.splits.in_channels, num_classes=self.splits.num_classes,
-                  image_size=self.splits.image_size, rules=m.options.get("rules"),
+                  image_size=self.splits.image_size, rules=m.rules,
                   default={"binary": "binary", "kbit": "kbit:8", "float": "float"}[precision])
         if meta:
             with torch.random.fork_rng(devices=[]), torch.device("meta"):
                 return external_model(m.name, **kw)
-        return external_model(m.name, weights=m.options.get("weights"), **kw)
+        return external_model(m.name, weights=m.weights, **kw)
 
     def _build_external(self, widths: list[int] | None, precision: str, meta: bool) -> GroupSlimmable:
         """`external(precision)` sliced per channel group to `widths` (None: as built)."""
