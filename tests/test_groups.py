@@ -162,6 +162,20 @@ def test_refusals_name_the_layer(monkeypatch):
     with pytest.raises(CimnasError, match="'a'.*a split / chunk"):
         derive_groups(Chunked(), SHAPE)
 
+    class ZeroPadShortcut(nn.Module):  # option A: subsample, zero-pad the channels, add
+        def __init__(self):
+            super().__init__()
+            self.a, self.b, self.fc = nn.Conv2d(1, 4, 3, padding=1), nn.Conv2d(4, 8, 3, 2, 1), nn.Linear(8, 2)
+
+        def forward(self, x):
+            x = self.a(x)
+            sc = x[:, :, ::2, ::2]
+            sc = torch.cat([sc, sc.new_zeros(sc.shape)], 1)
+            return self.fc((self.b(x) + sc).mean((2, 3)))
+
+    with pytest.raises(CimnasError, match="only some output channels of layer '[ab]'.*zero-padded"):
+        derive_groups(ZeroPadShortcut(), SHAPE)
+
     class Broken(nn.Module):
         def __init__(self):
             super().__init__()
@@ -188,3 +202,17 @@ def test_digital_layers_fix_their_groups_and_space_checks():
         group_space(net, 0.5, 2.0, 4)
     with pytest.raises(CimnasError, match="not a multiple of space.d=5"):
         group_space(net, 0.5, 1.0, 5)
+
+
+def test_spatial_slice_keeps_the_channels():
+    class Subsampled(nn.Module):  # a shortcut that subsamples spatially couples the two producers
+        def __init__(self):
+            super().__init__()
+            self.a, self.b, self.fc = nn.Conv2d(1, 4, 3, padding=1), nn.Conv2d(4, 4, 3, 2, 1), nn.Linear(4, 2)
+
+        def forward(self, x):
+            x = self.a(x)
+            return self.fc((self.b(x) + x[:, :, ::2, ::2]).mean((2, 3)))
+
+    groups = derive_groups(Subsampled(), SHAPE)
+    assert [groups.groups[i].producers for i in groups.searchable] == [("a", "b")]

@@ -48,6 +48,7 @@ INSTALL = f"pip install 'cimnas[{EXTRA}]' (torch-pruning, pure Python)"
 _PASS_OPS = ("ELEMENTWISE", "CONCAT", "RESHAPE", "OUTPUT")
 #: op kinds that move channels in ways a prefix slice cannot follow.
 _REFUSED_OPS = {"SPLIT": "a split / chunk", "SLICE": "a slice", "UNBIND": "an unbind", "EXPAND": "an expand"}
+#: (a SLICE along a spatial dimension passes: only one along the channels, dim 1, is refused)
 
 
 @dataclass(frozen=True)
@@ -280,6 +281,12 @@ def _read_graph(tp, graph, names: Mapping[nn.Module, str], order: list[nn.Module
                 sizes[name] = _layer_sizes(mod)
                 if out_dim and not depthwise and not isinstance(mod, _BatchNorm):
                     producers.append(mod)
+                if out_dim and not isinstance(mod, _BatchNorm) and sorted(use.index) != list(range(sizes[name][0])):
+                    raise CimnasError(f"only some output channels of layer {name!r} are coupled with "
+                                      f"{names.get(group[0].dep.target.module)!r} (a concatenation with a constant, "
+                                      "e.g. a zero-padded shortcut?): channel groups cannot be derived")
+            elif kind.name == "SLICE" and getattr(mod, "dim", 1) != 1:
+                pass  # a spatial slice (x[:, :, ::2, ::2], an option-A shortcut) keeps the channels
             elif kind.name in _REFUSED_OPS:
                 raise CimnasError(f"the output channels of {names.get(group[0].dep.target.module, '?')!r} pass "
                                   f"through {_REFUSED_OPS[kind.name]} of channels, which width slicing cannot "
