@@ -249,7 +249,8 @@ def _report_energy(args, name: str, spec, shape, res: dict, conversion: dict | N
           f"FLOPs {out['flops']:.3g}")
     print("energy share: " + ", ".join(f"{k} {100 * v:.1f}%" for k, v in out["energy_breakdown"].items()))
     if conversion is not None:
-        print(f"digital (off the crossbars, not in these totals): {', '.join(conversion['digital']) or 'none'}")
+        digital = ", ".join(map(repr, conversion["digital"])) or "none"
+        print(f"digital (off the crossbars, not in these totals): {digital}")
     return 0
 
 

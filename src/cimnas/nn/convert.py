@@ -133,7 +133,7 @@ class Conversion:
         for p in self.layers.values():
             counts[p] = counts.get(p, 0) + 1
         parts = ", ".join(f"{n} {p}" for p, n in sorted(counts.items()))
-        dig = f"; digital: {', '.join(self.digital)}" if self.digital else ""
+        dig = f"; digital: {', '.join(map(repr, self.digital))}" if self.digital else ""
         return f"{len(self.converted)} of {len(self.layers)} conv/FC layers on crossbars ({parts}){dig}"
 
 

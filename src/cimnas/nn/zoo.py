@@ -94,8 +94,9 @@ def _file_factory(src: ModelSource) -> Callable[..., Any]:
         spec.loader.exec_module(module)
     except SyntaxError as e:
         sys.modules.pop(name, None)
-        raise CimnasError(f"{path} is not valid Python (line {e.lineno}: {e.msg}); give the .py file that "
-                          "defines the model") from None
+        where = f"line {e.lineno}: " if e.lineno else ""
+        raise CimnasError(f"{path} is not valid Python ({where}{e.msg}); give the .py file that defines the model"
+                          ) from None
     except Exception as e:  # the user's top-level code: any exception type
         sys.modules.pop(name, None)
         raise CimnasError(f"importing {path} failed ({type(e).__name__}: {_first_line(e)}); fix the file") from e
