@@ -108,3 +108,8 @@ def test_user_model_config_refusals(tmp_path):
     data["space"]["r_max"] = 2.0
     with pytest.raises(CimnasError, match="r_max <= 1"):
         run_pipeline(_load(tmp_path, data), tmp_path / "bad", stages=("pretrain",))
+    cfg = _load(tmp_path, _config(tmp_path))
+    (tmp_path / "net.py").write_text(NET.replace("return Net(in_channels, num_classes)", "raise ValueError('no')"))
+    with pytest.raises(CimnasError, match="factory .* raised ValueError: no"):
+        run_pipeline(cfg, tmp_path / "bad")
+    assert not (tmp_path / "bad").exists()  # refused before the run folder is written

@@ -197,7 +197,7 @@ def make_context(cfg: HawisConfig, run: RunFolder | Follower) -> Context:
         ctx.check_size(ctx.uniform(k), "binary", f"the U-{k:g}x baseline")
     for ref in r.references:
         ctx.check_size(None, REFERENCE_PRECISION[ref][1], f"the {REFERENCE_PRECISION[ref][0]} reference")
-    if distributed.is_rank0():
+    if distributed.is_rank0() and isinstance(run, RunFolder):
         run.write_result("space.json", ctx.space.to_dict())
     return ctx
 
