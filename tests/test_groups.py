@@ -7,7 +7,9 @@ hardware model must charge it exactly the same energy.
 
 from __future__ import annotations
 
+import json
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -216,3 +218,21 @@ def test_spatial_slice_keeps_the_channels():
 
     groups = derive_groups(Subsampled(), SHAPE)
     assert [groups.groups[i].producers for i in groups.searchable] == [("a", "b")]
+
+
+def test_groups_command(capsys, tmp_path):
+    from cimnas.cli import main
+
+    net = tmp_path / "net.py"
+    here = str(Path(__file__).parent)
+    net.write_text(f"import sys\nsys.path.insert(0, {here!r})\nfrom group_nets import InvertedResidual\n\n"
+                   "def build(num_classes):\n    return InvertedResidual(classes=num_classes)\n")
+    assert main(["groups", "--model-file", f"{net}:build", "--input-shape", "1x8x8", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)["groups"]
+    assert [tuple(r["producers"]) for r in rows if r["searchable"]] == GROUPS[InvertedResidual]
+    assert main(["groups", "--model-file", f"{net}:build", "--input-shape", "1x8x8", "--keep-digital", "first"]) == 0
+    out = capsys.readouterr().out
+    assert "2 searchable channel groups (of 4)" in out and "[fixed: touches the digital layer 'stem.0']" in out
+    assert main(["groups", "--input-shape", "1x8x8"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "needs your network" in err[0]
