@@ -23,6 +23,7 @@ from cimnas import convert  # noqa: E402
 from cimnas.errors import CimnasError  # noqa: E402
 from cimnas.hardware.crossbar import load_spec  # noqa: E402
 from cimnas.hardware.energy import estimate_model  # noqa: E402
+from cimnas.hardware.mapping import map_model  # noqa: E402
 from cimnas.nn.groups import derive_groups  # noqa: E402
 from cimnas.nn.slimmable import GroupSlimmable, group_space  # noqa: E402
 from cimnas.nn.supernet import SuperNet  # noqa: E402
@@ -200,6 +201,11 @@ def test_digital_layers_fix_their_groups_and_space_checks():
     fixed = {g.name: g.fixed for g in net.groups.groups if g.fixed}
     assert fixed["stem.0"] == "touches the digital layer 'stem.0'"
     assert net.base_widths == [8, 12, 16]
+    spec = load_spec("mnsim-default", [])  # the hardware model sees the digital layer through the wrapper too
+    net.set_widths([4, 8, 8])
+    res = estimate_model(net, SHAPE, spec)
+    assert res["digital"] == ["model.stem.0"] and res["energy_uj"] == estimate_model(model, SHAPE, spec)["energy_uj"]
+    assert len(map_model(net, spec).layers) == 6  # every crossbar layer but the digital stem
     with pytest.raises(CimnasError, match="r_max <= 1"):
         group_space(net, 0.5, 2.0, 4)
     with pytest.raises(CimnasError, match="not a multiple of space.d=5"):

@@ -50,7 +50,8 @@ def _config(tmp_path: Path, **model: object) -> dict:
     return {
         "seed": 1, "device": "cpu",
         "data": {"name": "digits", "limit": 160, "test_limit": 60},
-        "model": {"name": f"{tmp_path / 'net.py'}:net", "thermometer": False, **model},
+        "model": {"name": f"{tmp_path / 'net.py'}:net", "thermometer": False, "rules": {"first": "digital"},
+                  **model},
         "space": {"r_min": 0.5, "r_max": 1.0, "d": 4},
         "pretrain": {"epochs": 1, "batch_size": 32, "lr": 0.05, "max_batches": 1},
         "search": {"episodes": 3, "agent": "ddpg",
@@ -74,11 +75,12 @@ def test_stages_a_b_c_on_a_user_cnn(tmp_path):
     out = tmp_path / "run"
     summary = run_pipeline(_load(tmp_path, _config(tmp_path)), out, stages=("pretrain", "search", "retrain"))
     space = json.loads((out / "space.json").read_text())
-    # groups by hand: {stem, c2} (residual add), {c1}, {a}, {b}; the concatenation feeds the fixed classifier
-    assert space["base_widths"] == [8, 8, 8, 4]
+    # groups by hand: {stem, c2} (residual add; fixed: the stem stays digital), {c1}, {a}, {b}; the concatenation
+    # feeds the fixed classifier
+    assert space["base_widths"] == [8, 8, 4]
     recs = [json.loads(x) for x in (out / "episodes.jsonl").read_text().splitlines()]
     assert len(recs) == 3
-    lo, hi = [4, 4, 4, 4], [8, 8, 8, 4]
+    lo, hi = [4, 4, 4], [8, 8, 4]
     for r in recs:
         assert all(a <= w <= b and w % 4 == 0 for w, a, b in zip(r["widths"], lo, hi, strict=True))
         assert r["energy_uj"] > 0
@@ -86,7 +88,7 @@ def test_stages_a_b_c_on_a_user_cnn(tmp_path):
     assert final["widths"] == json.loads((out / "best_arch.json").read_text())["widths"]
     assert final["energy_uj"] > 0 and final["biops"] > 0
     stage_c = json.loads((out / "stage_c.json").read_text())
-    assert stage_c["U-0.5x"]["widths"] == [4, 4, 4, 4]
+    assert stage_c["U-0.5x"]["widths"] == [4, 4, 4] and "robustness" in final
     assert stage_c["U-0.5x"]["energy_uj"] < final["uniform_energy_uj"]["U-1x"]
     # the searched model's checkpoint rebuilds sliced (the factory named again, as for any user model)
     model, ck = load_model(out / "checkpoints" / "final_model.pt", model_file=f"{tmp_path / 'net.py'}:net")

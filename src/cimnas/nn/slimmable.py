@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from cimnas.errors import CimnasError, check
+from cimnas.nn.convert import Conversion, conversion_of
 from cimnas.nn.groups import ChannelGroups, derive_groups
 from cimnas.nn.layers import QConv2d, QLinear, SlimmableBatchNorm1d, SlimmableBatchNorm2d
 from cimnas.nn.models._common import WidthSearchable, set_active
@@ -90,6 +91,16 @@ class GroupSlimmable(WidthSearchable):
         if cls is None:
             raise CimnasError(f"layer {name!r} is a {type(m).__name__}: width search slices nn.BatchNorm1d / 2d only")
         m.__class__ = cls
+
+    @property
+    def cimnas_conversion(self) -> Conversion | None:
+        """The wrapped model's conversion recipe with its layer names as seen from here (`model.` prefix): the
+        hardware model reads it to tell digital layers from unconverted ones."""
+        conv = conversion_of(self.model)
+        if conv is None:
+            return None
+        return Conversion(conv.default, dict(conv.rules), {f"model.{n}": p for n, p in conv.layers.items()},
+                          [f"model.{n}" for n in conv.digital])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
