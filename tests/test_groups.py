@@ -179,6 +179,20 @@ def test_refusals_name_the_layer(monkeypatch):
     with pytest.raises(CimnasError, match="only some output channels of layer '[ab]'.*zero-padded"):
         derive_groups(ZeroPadShortcut(), SHAPE)
 
+    class Shuffled(nn.Module):  # ShuffleNet's channel shuffle: view, transpose, view
+        def __init__(self):
+            super().__init__()
+            self.a, self.b, self.fc = nn.Conv2d(1, 8, 3, padding=1), nn.Conv2d(8, 4, 1), nn.Linear(4, 2)
+
+        def forward(self, x):
+            y = self.a(x)
+            n, c, h, w = y.shape
+            y = y.view(n, 2, c // 2, h, w).transpose(1, 2).reshape(n, c, h, w)
+            return self.fc(self.b(y).mean((2, 3)))
+
+    with pytest.raises(CimnasError, match="'a' pass through a TransposeBackward.*channel shuffle"):
+        derive_groups(Shuffled(), SHAPE)
+
     class Broken(nn.Module):
         def __init__(self):
             super().__init__()

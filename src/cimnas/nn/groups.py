@@ -49,6 +49,8 @@ _PASS_OPS = ("ELEMENTWISE", "CONCAT", "RESHAPE", "OUTPUT")
 #: op kinds that move channels in ways a prefix slice cannot follow.
 _REFUSED_OPS = {"SPLIT": "a split / chunk", "SLICE": "a slice", "UNBIND": "an unbind", "EXPAND": "an expand"}
 #: (a SLICE along a spatial dimension passes: only one along the channels, dim 1, is refused)
+#: autograd ops that reorder dimensions: torch-pruning counts them element-wise, which a channel shuffle is not
+_MOVES = ("Transpose", "Permute")
 
 
 @dataclass(frozen=True)
@@ -285,6 +287,10 @@ def _read_graph(tp, graph, names: Mapping[nn.Module, str], order: list[nn.Module
                     raise CimnasError(f"only some output channels of layer {name!r} are coupled with "
                                       f"{names.get(group[0].dep.target.module)!r} (a concatenation with a constant, "
                                       "e.g. a zero-padded shortcut?): channel groups cannot be derived")
+            elif kind.name == "ELEMENTWISE" and str(getattr(mod, "_grad_fn", "")).startswith(_MOVES):
+                raise CimnasError(f"the output channels of {names.get(group[0].dep.target.module, '?')!r} pass "
+                                  f"through a {mod._grad_fn} (a channel shuffle?), which width slicing cannot "
+                                  "follow: channel groups cannot be derived")
             elif kind.name == "SLICE" and getattr(mod, "dim", 1) != 1:
                 pass  # a spatial slice (x[:, :, ::2, ::2], an option-A shortcut) keeps the channels
             elif kind.name in _REFUSED_OPS:
