@@ -193,6 +193,19 @@ def test_refusals_name_the_layer(monkeypatch):
     with pytest.raises(CimnasError, match="'a' pass through a TransposeBackward.*channel shuffle"):
         derive_groups(Shuffled(), SHAPE)
 
+    class Merged(nn.Module):  # a grouped sum over a view that splits the channels
+        def __init__(self):
+            super().__init__()
+            self.a, self.b, self.fc = nn.Conv2d(1, 8, 3, padding=1), nn.Conv2d(4, 4, 1), nn.Linear(4, 2)
+
+        def forward(self, x):
+            y = self.a(x)
+            n, c, h, w = y.shape
+            return self.fc(self.b(y.view(n, 2, c // 2, h, w).sum(1)).mean((2, 3)))
+
+    with pytest.raises(CimnasError, match="layer 'b' reads several channels of 'a' at one position"):
+        derive_groups(Merged(), SHAPE)
+
     class Broken(nn.Module):
         def __init__(self):
             super().__init__()

@@ -313,6 +313,21 @@ def _read_graph(tp, graph, names: Mapping[nn.Module, str], order: list[nn.Module
         found.append((rank.get(first, len(rank)), g))
     found.sort(key=lambda t: t[0])
     groups = [g for _, g in found]
+    _check_one_channel_per_position(groups)
     check(any(g.fixed is None for g in groups), "the model has no channel group whose width can change (every "
           "conv / Linear output reaches the model output): nothing to search")
     return ChannelGroups(groups, sizes)
+
+
+def _check_one_channel_per_position(groups: list[ChannelGroup]) -> None:
+    """Each input / output position of a layer carries one group channel; a reshape that merges channels (a
+    grouped sum over `x.view(n, g, c // g, h, w)`), which torch-pruning counts element-wise, breaks that."""
+    seen: dict[tuple[str, str], set[int]] = {}
+    for g in groups:
+        for u in g.uses:
+            taken = seen.setdefault((u.layer, u.dim), set())
+            if len(set(u.index)) != len(u.index) or taken & set(u.index):
+                raise CimnasError(f"layer {u.layer!r} reads several channels of {g.name!r} at one position (a "
+                                  "reshape that merges channels?), which width slicing cannot follow: channel "
+                                  "groups cannot be derived")
+            taken.update(u.index)
