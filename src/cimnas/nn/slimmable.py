@@ -28,6 +28,7 @@ from dataclasses import replace
 
 import torch
 from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
 
 from cimnas.errors import CimnasError, check
 from cimnas.nn.convert import Conversion, conversion_of
@@ -84,8 +85,7 @@ class GroupSlimmable(WidthSearchable):
 
     def _adopt_bn(self, name: str) -> None:
         m = self.model.get_submodule(name)
-        if isinstance(m, SlimmableBatchNorm2d | SlimmableBatchNorm1d) or not isinstance(m, nn.modules.batchnorm
-                                                                                          ._BatchNorm):
+        if isinstance(m, SlimmableBatchNorm2d | SlimmableBatchNorm1d) or not isinstance(m, _BatchNorm):
             return
         cls = _SLIMMABLE_BN.get(type(m))
         if cls is None:
