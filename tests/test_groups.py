@@ -269,3 +269,28 @@ def test_groups_command(capsys, tmp_path):
     assert main(["groups", "--input-shape", "1x8x8"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "needs your network" in err[0]
+
+
+@pytest.mark.parametrize("factory", ["resnet18", "mobilenet_v2", "vgg11_bn", "concat_cnn"])
+def test_outside_architectures_slice_and_cost_less(factory):
+    """The conversion tests' plain-PyTorch ResNet-18, MobileNetV2, VGG-11-BN and Inception-style CNN: every
+    sub-net of the group space runs, and the narrowest costs less energy than the built network."""
+    import zoo_models
+
+    torch.manual_seed(0)
+    model = getattr(zoo_models, factory)(num_classes=10, in_channels=3)
+    convert(model, default="binary")
+    shape = (3, 32, 32)
+    net = GroupSlimmable(model, shape)
+    space = group_space(net, r_min=0.5, r_max=1.0, d=2)
+    spec = load_spec("mnsim-default", [])
+    full = estimate_model(model, shape, spec)["energy_uj"]
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand((2, *shape), generator=gen)
+    net.eval()
+    for arch in (space.min_widths(), space.sample_nonuniform(gen)):
+        net.set_widths(list(arch.widths))
+        with torch.no_grad():
+            assert net(x).shape == (2, 10)
+    net.set_widths(list(space.min_widths().widths))
+    assert 0 < estimate_model(model, shape, spec)["energy_uj"] < full
