@@ -45,7 +45,7 @@ from cimnas.utils.seed import derive_seed, make_generator
 KIND = "train"
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.jsonl"
-RESUMABLE = ("train.epochs", "train.progress", "train.eval_batch_size")
+RESUMABLE = ("train.epochs", "train.progress", "train.eval_batch_size", "tensorboard")
 CKPT_FIELDS = {"state_dict": dict, "epoch": int, "optimizer": dict, "scheduler": dict, "config": dict}
 
 
@@ -61,6 +61,7 @@ class TrainRunConfig:
     # noise-aware training (UAE Sec. 4.2): a fresh N(0, sigma) sample on every quantized weight per batch;
     # sigma 0 (the default) trains plainly
     noise: NoiseConfig = field(default_factory=lambda: NoiseConfig(sigma=0.0))
+    tensorboard: bool = False  # mirror metrics.jsonl's epochs to RUN/tensorboard (the tensorboard extra)
 
     def validate(self) -> None:
         DATASETS.get(self.data.name)  # unknown names -> one-line errors listing the valid ones
