@@ -23,7 +23,8 @@ def register(subparsers) -> None:
     e.add_argument("--checkpoint", required=True, help="model checkpoint (cimnas train / hawis)")
     e.add_argument("--out", required=True, help="folder for model.json and arrays.npz (new, empty or an export)")
     e.add_argument("--residual-bits", type=int, default=DEFAULT_RESIDUAL_BITS,
-                   help=f"width B of the fixed-point residual streams (default {DEFAULT_RESIDUAL_BITS}, docs/deploy.md)")
+                   help=f"width B of the fixed-point residual streams (default {DEFAULT_RESIDUAL_BITS}; docs/deploy.md)"
+                        )
     e.add_argument("--range-sigmas", type=float, default=DEFAULT_RANGE_SIGMAS,
                    help="stream range = this many BN standard deviations per term (0 = the provable integer bound)")
     _spec_args(e)
@@ -70,17 +71,17 @@ def cmd_export(args) -> int:
     spec = spec_from_args(args)
     model, ckpt = load_model(args.checkpoint)
     kind = integer_kind(model)
-    check(kind == "binary", "this model is k-bit: the integer export covers fully binarized models; train with "
-          "model.precision: binary")
     sigmas = args.range_sigmas or None
     ops, arrays = lower(model, args.residual_bits, spec, sigmas)
-    meta = {"kind": kind, "residual_bits": args.residual_bits, "range_sigmas": sigmas,
+    if kind == "kbit":
+        sigmas = None
+    meta = {"kind": kind, "residual_bits": args.residual_bits if kind == "binary" else None, "range_sigmas": sigmas,
             "input_shape": list(model.input_shape), "model": ckpt.get("arch"), "dataset": ckpt.get("dataset"),
             "crossbar": spec.to_dict()}
     write_export(out, meta, ops, arrays)
     cells = sum(int(a.size) for n, a in arrays.items() if n.endswith((".g_pos", ".g_neg")))
     print(f"exported {sum(o['op'] == 'crossbar' for o in ops)} crossbar layers ({cells:,} cells), "
-          f"{len(ops)} integer ops, residual streams of {args.residual_bits} bits to {out}")
+          f"{len(ops)} integer ops, residual streams of {meta['residual_bits']} bits to {out}")
     return 0
 
 

@@ -27,7 +27,7 @@ FORMAT = "cimnas-export"
 VERSION = 1
 JSON_NAME, NPZ_NAME = "model.json", "arrays.npz"
 _ZIP_TIME = (1980, 1, 1, 0, 0, 0)
-OPS = ("encode", "crossbar", "compare", "requant", "add", "stream_code", "logits")
+OPS = ("encode", "crossbar", "compare", "requant", "add", "stream_code", "levels", "maxpool", "logits")
 
 
 def sha256(a: np.ndarray) -> str:
@@ -90,6 +90,11 @@ def expected_arrays(op: dict, spec: CrossbarSpec) -> dict[str, tuple[str, tuple[
         fields = {"compare": [("theta", "int64"), ("mode", "int8"), ("const", "int8")],
                   "requant": [("mult", "int64"), ("offset", "int64")], "stream_code": [("theta_in", "int64")]}[kind]
         return {f"{base}.{f}": (dt, c) for f, dt in fields}
+    if kind == "levels":
+        _ints(op, "channels", "levels")
+        c = op["channels"]
+        return {f"{base}.theta": ("int64", (c, op["levels"])), f"{base}.mode": ("int8", (c,)),
+                f"{base}.const": ("int64", (c,))}
     if kind == "logits":
         _ints(op, "classes")
         return {f"{base}.bias_int": ("int64", (op["classes"],))}
@@ -104,7 +109,7 @@ def _infer(op: dict, shapes: dict[str, tuple[int, ...]]) -> tuple[int, ...]:
           f"op {name!r} reads a tensor no earlier op writes ({ins!r})")
     x = shapes[ins[0]] if ins else ()
     if kind == "encode":
-        check(op.get("kind") in ("thermometer", "binary") and op.get("layout") in ("conv", "flat"),
+        check(op.get("kind") in ("thermometer", "binary", "dorefa") and op.get("layout") in ("conv", "flat"),
               f"op {name!r}: unknown input encoding {op.get('kind')!r} / layout {op.get('layout')!r}")
         _ints(op, "levels")
         return _shape(op, "out_shape")
@@ -123,7 +128,13 @@ def _infer(op: dict, shapes: dict[str, tuple[int, ...]]) -> tuple[int, ...]:
             check(op.get("kind") == "fc" and len(out_shape) == 1 and math.prod(x) == math.prod(in_shape)
                   == op["rows"], f"op {name!r}: input shape {x} does not fit the FC's {op.get('rows')} rows")
         return out_shape
-    if kind in ("compare", "requant", "stream_code"):
+    if kind == "maxpool":
+        _ints(op, "kernel", "stride")
+        k, s = op["kernel"], op["stride"]
+        check(len(x) == 3 and k >= 1 and s >= 1 and min(x[1:]) >= k, f"op {name!r}: a {k}x{k} max-pool does not "
+              f"fit its input shape {x}")
+        return (x[0], *((d - k) // s + 1 for d in x[1:]))
+    if kind in ("compare", "requant", "stream_code", "levels"):
         check(len(x) in (1, 3) and x[0] == op["channels"],
               f"op {name!r}: {op['channels']} channels do not fit its input shape {x}")
         if kind == "requant":
@@ -172,9 +183,11 @@ def validate(doc: dict) -> CrossbarSpec:
           "match the ops")
     for n, (dtype, shape) in needed.items():
         entry = table[n]
-        check(isinstance(entry, dict) and entry.get("dtype") == dtype and entry.get("shape") == list(shape),
-              f"model.json: array {n} must be {dtype} {list(shape)}, the table says "
-              f"{entry.get('dtype') if isinstance(entry, dict) else entry} {entry.get('shape') if isinstance(entry, dict) else ''}")
+        entry = entry if isinstance(entry, dict) else {}
+        ok = entry.get("dtype") == dtype and entry.get("shape") == list(shape)
+        check(ok and isinstance(entry.get("sha256"), str),
+              f"model.json: array {n} must be {dtype} {list(shape)}, the table says {entry.get('dtype')} "
+              f"{entry.get('shape')}")
     return spec
 
 

@@ -30,6 +30,7 @@ from cimnas.deploy.fixed_point import (
     IntegerLogits,
     StreamCode,
     fixed_residual_model,
+    integer_kind,
 )
 from cimnas.errors import CimnasError, check
 from cimnas.hardware.crossbar import CrossbarSpec
@@ -37,7 +38,7 @@ from cimnas.hardware.mapping import map_layer
 from cimnas.nn.fusion import ThresholdComparator
 from cimnas.nn.layers import QConv2d, QLinear
 from cimnas.nn.models.resnet_cifar import CifarResNet
-from cimnas.nn.quantizers import BinaryActivation
+from cimnas.nn.quantizers import BinaryActivation, DoReFaActivation
 from cimnas.nn.refactor import ThermometerInput, execution_order
 
 
@@ -93,6 +94,9 @@ class _Builder:
         layout = "conv" if isinstance(layer, QConv2d) else "flat"
         if isinstance(q, ThermometerInput):
             return self.op("encode", "input", [], kind="thermometer", levels=q.levels, layout=layout,
+                           out_shape=list(in_shape))
+        if isinstance(q, DoReFaActivation):  # k-bit codes round(clip(x, 0, 1) (2^k - 1))
+            return self.op("encode", "input", [], kind="dorefa", levels=2**q.bits - 1, layout=layout,
                            out_shape=list(in_shape))
         check(isinstance(q, BinaryActivation), f"layer {first}: unknown input coding {type(q).__name__}")
         return self.op("encode", "input", [], kind="binary", levels=1, layout=layout, out_shape=list(in_shape))
@@ -195,9 +199,16 @@ def _lower_chain(b: _Builder, model: nn.Module) -> None:
 
 
 def lower(model: nn.Module, bits: int, spec: CrossbarSpec, sigmas: float | None) -> tuple[list[dict], dict]:
-    """(ops, arrays) of a fully binarized model with B-bit residual streams (module docstring)."""
+    """(ops, arrays) of a fully binarized model with B-bit residual streams, or of a k-bit chain
+    (`cimnas.deploy.kbit`; `bits` and `sigmas` then do not apply) (module docstring)."""
     spec.validate()
     check(getattr(model, "input_shape", None) is not None, "the model has no input_shape; load it with load_model")
+    if integer_kind(model) == "kbit":
+        from cimnas.deploy.kbit import lower_kbit
+
+        b = _Builder(model.eval(), model, spec)
+        lower_kbit(b, model)
+        return b.ops, b.arrays
     fixed, _ = fixed_residual_model(model, bits, sigmas)
     b = _Builder(model.eval(), fixed, spec)
     if isinstance(model, CifarResNet):

@@ -76,6 +76,10 @@ class Chip:
             p = p.reshape(p.shape[0], -1)
         if op["kind"] == "binary":
             return (2 * p > scale).astype(np.int64)  # [p / P > 1/2]
+        if op["kind"] == "dorefa":  # round(p / P * n), half to even as torch.round
+            num, den = 2 * p * op["levels"] + scale, 2 * scale
+            q = num // den
+            return q - ((num % den == 0) & (q % 2 == 1))
         lv = op["levels"]
         # plane i: [p / P > (i + 1/2) / L]  <=>  2 L p > (2 i + 1) P
         planes = np.stack([2 * lv * p > (2 * i + 1) * scale for i in range(lv)], axis=2).astype(np.int64)
@@ -115,6 +119,12 @@ class Chip:
             elif kind == "requant":
                 m, off = (self._per_channel(a[n], ins[0]) for n in op["arrays"])
                 out = _saturate((m * ins[0] + off) >> op["shift"], op["bits"])
+            elif kind == "levels":
+                th, mode, const = (a[n].astype(np.int64) for n in op["arrays"])
+                out = _levels(ins[0], th, mode, const)
+            elif kind == "maxpool":
+                k, s = op["kernel"], op["stride"]
+                out = np.lib.stride_tricks.sliding_window_view(ins[0], (k, k), axis=(2, 3))[:, :, ::s, ::s].max((4, 5))
             elif kind == "stream_code":
                 out = (ins[0] >= self._per_channel(a[op["arrays"][0]], ins[0])).astype(np.int64)
             elif kind == "add":
@@ -123,6 +133,17 @@ class Chip:
                 out = ins[0] * (1 << op["shift"]) + a[op["arrays"][0]].reshape(1, -1)
             t[op["name"]] = out
         return t["logits"]
+
+
+def _levels(z: np.ndarray, theta: np.ndarray, mode: np.ndarray, const: np.ndarray) -> np.ndarray:
+    """k-bit codes: the count of passed comparators per channel (cimnas.deploy.kbit)."""
+    shape = (1, -1) + (1,) * (z.ndim - 2)
+    out = np.zeros_like(z)
+    for j in range(theta.shape[1]):
+        th = theta[:, j].reshape(shape)
+        m = mode.reshape(shape)
+        out += np.where(m > 0, z >= th, np.where(m < 0, z <= th, False))
+    return np.where(mode.reshape(shape) == 0, const.reshape(shape), out)
 
 
 def _saturate(x: np.ndarray, bits: int) -> np.ndarray:
