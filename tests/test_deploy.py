@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from deploy_kit import SCALE, as_codes, pixels, tiny_model, tiny_spec
 
 from cimnas.deploy.fileformat import read_export, write_export
 from cimnas.deploy.fixed_point import (
@@ -18,6 +17,7 @@ from cimnas.deploy.fixed_point import (
 from cimnas.deploy.lower import lower
 from cimnas.deploy.simulate import Chip, predict
 from cimnas.nn.fusion import fuse_model
+from deploy_kit import SCALE, as_codes, pixels, tiny_model, tiny_spec
 
 
 def _export(model, tmp_path, bits=8, sigmas=4.0):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from cimnas.errors import check
+from cimnas.errors import CimnasError, check
 
 DEFAULT_RESIDUAL_BITS = 10
 DEFAULT_RANGE_SIGMAS = 4.0
@@ -54,7 +54,8 @@ def _check_out(out: Path) -> None:
     check(not out.exists() or out.is_dir(), f"--out {out} is a file; give a folder")
     if out.is_dir():
         extra = sorted(p.name for p in out.iterdir() if p.name not in (JSON_NAME, NPZ_NAME))
-        check(not extra, f"--out {out} holds other files ({extra[0]}); give a new or empty folder")
+        if extra:
+            raise CimnasError(f"--out {out} holds other files ({extra[0]}); give a new or empty folder")
 
 
 def cmd_export(args) -> int:
