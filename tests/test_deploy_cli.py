@@ -11,6 +11,7 @@ from cimnas.cli import main
 from cimnas.deploy.fileformat import JSON_NAME, NPZ_NAME, npz_bytes
 from cimnas.nn.models import build_model, save_model_checkpoint
 from deploy_kit import tiny_model
+from faultkit import assert_one_line, folder_hash
 
 DIGITS = {"name": "digits", "in_channels": 1, "image_size": 8, "num_classes": 10}
 
@@ -25,11 +26,12 @@ def exported(tmp_path_factory):
     return root, ckpt
 
 
-def _one_line_error(capsys, argv, code=2) -> str:
-    assert main(argv) == code
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "Traceback" not in err, err
-    return err
+def _one_line_error(capsys, argv) -> str:
+    """Exit 2 with one line on stderr (faultkit's check), and the folder it names unchanged."""
+    before = folder_hash(argv[1]) if argv[0] == "simulate" else None
+    line = assert_one_line(main(argv), capsys.readouterr().err)
+    assert before is None or folder_hash(argv[1]) == before
+    return line
 
 
 def test_reexport_is_byte_identical(exported, tmp_path):
