@@ -71,10 +71,12 @@ def check_bits(bits: int) -> int:
 class FixedAffine(nn.Module):
     """A residual term: X = sat_B(floor((M Z + N) / 2^R)) per channel (module docstring)."""
 
-    def __init__(self, mult: torch.Tensor, offset: torch.Tensor, bits: int):
+    def __init__(self, mult: torch.Tensor, offset: torch.Tensor, bits: int, exponent: torch.Tensor | None = None):
         super().__init__()
         self.register_buffer("mult", mult.long())
         self.register_buffer("offset", offset.long())
+        # F_c of the stream this term adds into: the real value is X / 2^F_c (exported; not used to compute)
+        self.register_buffer("exponent", torch.zeros_like(self.mult) if exponent is None else exponent.long())
         self.bits = bits
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
@@ -188,7 +190,7 @@ def fixed_affine(affine: IntegerAffine, exponents: torch.Tensor, bits: int) -> F
     off = torch.round(affine.offset.double() * 2 ** (f + MULT_SHIFT)) + 2 ** (MULT_SHIFT - 1)
     check(bool(mult.abs().max() < 2**52) and bool(off.abs().max() < 2**52),
           "a residual multiplier exceeds 52 bits; lower --residual-bits")
-    return FixedAffine(mult.long(), off.long(), bits)
+    return FixedAffine(mult.long(), off.long(), bits, exponents[: affine.scale.numel()])
 
 
 # ---------------------------------------------------------------- the reference model

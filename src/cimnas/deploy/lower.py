@@ -126,7 +126,7 @@ class _Builder:
     def requant(self, name: str, src: str, bits: int) -> str:
         m = self.fixed.get_submodule(name)
         assert isinstance(m, FixedAffine)
-        arrs = [self.array(f"{name}.mult", m.mult), self.array(f"{name}.offset", m.offset)]
+        arrs = [self.array(f"{name}.{k}", getattr(m, k)) for k in ("mult", "offset", "exponent")]
         return self.op("requant", f"{name}.term", [src], channels=int(m.mult.numel()), shift=MULT_SHIFT,
                        bits=bits, arrays=arrs)
 

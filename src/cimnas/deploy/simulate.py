@@ -117,7 +117,7 @@ class Chip:
                 th, mode, const = (self._per_channel(a[n].astype(np.int64), ins[0]) for n in op["arrays"])
                 out = np.where(mode > 0, ins[0] >= th, np.where(mode < 0, ins[0] <= th, const > 0)).astype(np.int64)
             elif kind == "requant":
-                m, off = (self._per_channel(a[n], ins[0]) for n in op["arrays"])
+                m, off = (self._per_channel(a[n], ins[0]) for n in op["arrays"][:2])
                 out = _saturate((m * ins[0] + off) >> op["shift"], op["bits"])
             elif kind == "levels":
                 th, mode, const = (a[n].astype(np.int64) for n in op["arrays"])
