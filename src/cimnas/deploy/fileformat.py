@@ -88,7 +88,8 @@ def expected_arrays(op: dict, spec: CrossbarSpec) -> dict[str, tuple[str, tuple[
         _ints(op, "channels")
         c = (op["channels"],)
         fields = {"compare": [("theta", "int64"), ("mode", "int8"), ("const", "int8")],
-                  "requant": [("mult", "int64"), ("offset", "int64"), ("exponent", "int64")], "stream_code": [("theta_in", "int64")]}[kind]
+                  "requant": [("mult", "int64"), ("offset", "int64"), ("exponent", "int64")],
+                  "stream_code": [("theta_in", "int64")]}[kind]
         return {f"{base}.{f}": (dt, c) for f, dt in fields}
     if kind == "levels":
         _ints(op, "channels", "levels")

@@ -1,6 +1,6 @@
 """Accuracy of the integer residual path against the float-residual fused model, per stream width.
 
-    python -m cimnas.deploy.sweep --checkpoint runs/x/checkpoints/checkpoint.pt [--bits 6-16] [--range-sigmas 4]
+    python -m cimnas.deploy.sweep --checkpoint runs/x/checkpoints/checkpoint.pt [--bits 6-16,18] [--range-sigmas 4]
         [--dataset NAME] [--max-samples N] [--json]
 
 For each width B: test accuracy of `fixed_residual_model(model, B)`, its change against `fuse_model(model)` (the
@@ -10,7 +10,6 @@ predict the same class. docs/deploy.md quotes the tables.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 
@@ -49,12 +48,22 @@ def sweep(checkpoint: str, bits: list[int], sigmas: float | None, dataset: str |
             "float_residual": base, "rows": rows}
 
 
+def _bits(text: str) -> list[int]:
+    """'6-16,18' -> [6, ..., 16, 18]."""
+    out = []
+    for part in text.split(","):
+        lo, _, hi = part.partition("-")
+        check(lo.isdigit() and (hi or lo).isdigit(), f"--bits must look like 6-16,18,20, got {text!r}")
+        out += range(int(lo), int(hi or lo) + 1)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     from cimnas.cli import OneLineParser, guarded
 
     p = OneLineParser(prog="python -m cimnas.deploy.sweep", description=__doc__.splitlines()[0])
     p.add_argument("--checkpoint", required=True)
-    p.add_argument("--bits", default="6-16", help="range LO-HI of stream widths")
+    p.add_argument("--bits", default="6-16,18,20,24", help="stream widths: ranges LO-HI and single values")
     p.add_argument("--range-sigmas", type=float, default=4.0, help="0 = the provable bound")
     p.add_argument("--dataset", default=None)
     p.add_argument("--max-samples", type=int, default=None)
@@ -62,17 +71,15 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     def run() -> int:
-        lo, _, hi = args.bits.partition("-")
-        check(lo.isdigit() and (hi or lo).isdigit(), f"--bits must look like 6-16, got {args.bits!r}")
-        res = sweep(args.checkpoint, list(range(int(lo), int(hi or lo) + 1)), args.range_sigmas or None,
-                    args.dataset, args.max_samples)
+        res = sweep(args.checkpoint, _bits(args.bits), args.range_sigmas or None, args.dataset, args.max_samples)
         if args.json:
             print(json.dumps(res, indent=2))
             return 0
         print(f"{res['dataset']} ({res['samples']} test images), float residual {100 * res['float_residual']:.2f}%")
         print("| bits | accuracy % | change (points) | same prediction % |\n|---|---|---|---|")
         for r in res["rows"]:
-            print(f"| {r['bits']} | {100 * r['accuracy']:.2f} | {r['delta_points']:+.2f} | {100 * r['agreement']:.2f} |")
+            print(f"| {r['bits']} | {100 * r['accuracy']:.2f} | {r['delta_points']:+.2f} | "
+                  f"{100 * r['agreement']:.2f} |")
         return 0
 
     return guarded(run)
