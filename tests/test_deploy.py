@@ -107,3 +107,26 @@ def test_wide_streams_converge_to_float_residual():
         ref = fuse_model(model).double()(x.double()).argmax(1)
         got = fixed_residual_model(model, 24, 4.0)[0](x).argmax(1)
     assert (ref == got).double().mean() >= 0.95
+
+
+def test_default_width_keeps_digits_accuracy():
+    """A small binarized ResNet-20 trained briefly on digits: at the default stream width (18 bits) the integer
+    residual path stays within 0.1 point of the float-residual model on the digits test set (docs/deploy.md
+    has the zoo models' tables)."""
+    from cimnas.commands.deploy import DEFAULT_RESIDUAL_BITS
+    from cimnas.config import OptimConfig
+    from cimnas.data import load_dataset
+    from cimnas.nn.models import build_model
+    from cimnas.train import fit
+
+    splits = load_dataset("digits", seed=0)
+    model = build_model("resnet20", in_channels=1, num_classes=10, image_size=8, width_mult=0.25,
+                        precision="binary", refactor={"thermometer": True, "thermometer_levels": 4}, seed=0)
+    fit(model, splits.search_train, OptimConfig(epochs=3, batch_size=32, lr=0.01, optimizer="adam"),
+        device="cpu", seed=0)
+    x, y = splits.test.tensors()
+    with torch.no_grad():
+        ref = (fuse_model(model.eval())(x).argmax(1) == y).double().mean()
+        got = (fixed_residual_model(model, DEFAULT_RESIDUAL_BITS, 4.0)[0](x).argmax(1) == y).double().mean()
+    assert ref > 0.3  # it learned something (chance: 0.1)
+    assert abs(got - ref) <= 0.001
