@@ -44,6 +44,7 @@ def sweep(checkpoint: str, bits: list[int], sigmas: float | None, dataset: str |
         acc = float((pred == y).double().mean())
         rows.append({"bits": b, "accuracy": acc, "delta_points": 100 * (acc - base),
                      "agreement": float((pred == ref).double().mean())})
+        sys.stderr.write(json.dumps(rows[-1]) + "\n")  # progress, one row per width
     return {"checkpoint": checkpoint, "dataset": name, "samples": len(y), "range_sigmas": sigmas,
             "float_residual": base, "rows": rows}
 
