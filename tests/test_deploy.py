@@ -6,15 +6,16 @@ import numpy as np
 import pytest
 import torch
 
-from cimnas.deploy.fileformat import read_export, write_export
+from cimnas.deploy.fileformat import make_doc, read_export, write_export
 from cimnas.deploy.fixed_point import (
     MULT_SHIFT,
     FixedAffine,
     Saturate,
     fixed_residual_model,
+    integer_kind,
     stream_threshold,
 )
-from cimnas.deploy.lower import lower
+from cimnas.deploy.lower import lower, verify_export
 from cimnas.deploy.simulate import Chip, predict
 from cimnas.nn.fusion import fuse_model
 from deploy_kit import SCALE, as_codes, pixels, tiny_model, tiny_spec
@@ -22,8 +23,10 @@ from deploy_kit import SCALE, as_codes, pixels, tiny_model, tiny_spec
 
 def _export(model, tmp_path, bits=8, sigmas=4.0):
     ops, arrays = lower(model, bits, tiny_spec(), sigmas)
-    write_export(tmp_path, {"kind": "x", "residual_bits": bits, "range_sigmas": sigmas,
-                            "input_shape": list(model.input_shape), "crossbar": tiny_spec().to_dict()}, ops, arrays)
+    doc = make_doc({"kind": integer_kind(model), "residual_bits": bits, "range_sigmas": sigmas,
+                    "input_shape": list(model.input_shape), "crossbar": tiny_spec().to_dict()}, ops, arrays)
+    verify_export(model, doc, arrays, tiny_spec())  # the exporter's own self-check passes
+    write_export(tmp_path, doc, arrays)
     return read_export(tmp_path)
 
 
@@ -130,3 +133,17 @@ def test_default_width_keeps_digits_accuracy():
         got = (fixed_residual_model(model, DEFAULT_RESIDUAL_BITS, 4.0)[0](x).argmax(1) == y).double().mean()
     assert ref > 0.3  # it learned something (chance: 0.1)
     assert abs(got - ref) <= 0.001
+
+
+def test_self_check_refuses_a_lowering_that_misses_an_add(tmp_path):
+    """If the program loses a residual add, the exporter's self-check refuses it instead of writing it."""
+    from cimnas.errors import CimnasError
+
+    model = tiny_model("resnet-A")
+    ops, arrays = lower(model, 12, tiny_spec(), 4.0)
+    add = next(o for o in ops if o["op"] == "add" and o["stride"] == 1)
+    add["inputs"] = [add["inputs"][0], add["inputs"][0]]  # term + term instead of term + shortcut
+    doc = make_doc({"kind": "binary", "residual_bits": 12, "range_sigmas": 4.0,
+                    "input_shape": list(model.input_shape), "crossbar": tiny_spec().to_dict()}, ops, arrays)
+    with pytest.raises(CimnasError, match="does not reproduce"):
+        verify_export(model, doc, arrays, tiny_spec(), samples=32)

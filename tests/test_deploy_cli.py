@@ -124,6 +124,15 @@ def test_not_integer_model_names_first_float_layer(tmp_path, capsys, kw, layer):
     assert not (tmp_path / "out").exists()
 
 
+def test_kbit_resnet_is_refused(tmp_path, capsys):
+    ckpt = tmp_path / "k.pt"
+    save_model_checkpoint(ckpt, build_model("resnet20", in_channels=1, num_classes=10, image_size=8, width_mult=0.25,
+                                            precision="kbit", bits=2), DIGITS)
+    assert "residual blocks" in _one_line_error(capsys, ["export", "--checkpoint", str(ckpt), "--out",
+                                                         str(tmp_path / "out")])
+    assert not (tmp_path / "out").exists()
+
+
 def test_export_refuses_a_folder_with_other_files(exported, tmp_path, capsys):
     (tmp_path / "notes.txt").write_text("x")
     assert "other files" in _one_line_error(capsys, ["export", "--checkpoint", str(exported[1]), "--out",

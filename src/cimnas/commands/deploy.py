@@ -60,9 +60,9 @@ def _check_out(out: Path) -> None:
 
 def cmd_export(args) -> int:
     from cimnas.commands.hardware import spec_from_args
-    from cimnas.deploy.fileformat import write_export
+    from cimnas.deploy.fileformat import make_doc, write_export
     from cimnas.deploy.fixed_point import check_bits, integer_kind
-    from cimnas.deploy.lower import lower
+    from cimnas.deploy.lower import lower, verify_export
     from cimnas.nn.models import load_model
 
     out = Path(args.out)
@@ -79,7 +79,9 @@ def cmd_export(args) -> int:
     meta = {"kind": kind, "residual_bits": args.residual_bits if kind == "binary" else None, "range_sigmas": sigmas,
             "input_shape": list(model.input_shape), "model": ckpt.get("arch"), "dataset": ckpt.get("dataset"),
             "crossbar": spec.to_dict()}
-    write_export(out, meta, ops, arrays)
+    doc = make_doc(meta, ops, arrays)
+    verify_export(model, doc, arrays, spec)
+    write_export(out, doc, arrays)
     cells = sum(int(a.size) for n, a in arrays.items() if n.endswith((".g_pos", ".g_neg")))
     print(f"exported {sum(o['op'] == 'crossbar' for o in ops)} crossbar layers ({cells:,} cells), "
           f"{len(ops)} integer ops, residual streams of {meta['residual_bits']} bits to {out}")

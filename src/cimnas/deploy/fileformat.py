@@ -47,11 +47,16 @@ def npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
     return buf.getvalue()
 
 
-def write_export(folder: str | Path, meta: dict, ops: list[dict], arrays: dict[str, np.ndarray]) -> None:
-    """Write model.json + arrays.npz into `folder` (atomically, file by file). Validates first."""
+def make_doc(meta: dict, ops: list[dict], arrays: dict[str, np.ndarray]) -> dict:
+    """The model.json document of an export, validated (the writer obeys the schema the reader checks)."""
     table = {n: {"dtype": str(a.dtype), "shape": list(a.shape), "sha256": sha256(a)} for n, a in arrays.items()}
     doc = {"format": FORMAT, "version": VERSION, **meta, "ops": ops, "arrays": table}
-    validate(doc)  # the writer obeys the same schema the reader checks
+    validate(doc)
+    return doc
+
+
+def write_export(folder: str | Path, doc: dict, arrays: dict[str, np.ndarray]) -> None:
+    """Write model.json (`make_doc`) + arrays.npz into `folder` (atomically, file by file)."""
     folder = Path(folder)
     atomic_write_bytes(folder / NPZ_NAME, npz_bytes(arrays))
     atomic_write_bytes(folder / JSON_NAME, (json.dumps(doc, sort_keys=True, indent=1) + "\n").encode())

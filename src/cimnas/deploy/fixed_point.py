@@ -260,10 +260,5 @@ def _stream_channels(model: CifarResNet, fused: nn.Module) -> int:
     return int(fused.get_submodule(f"blocks.{len(model.blocks) - 1}.conv2").signs.shape[0])
 
 
-def exponent_bits(plan: dict) -> int:
-    """Largest |F_c| (for the docs: how far the per-channel shifts reach)."""
-    return max((int(s["exponents"].abs().max()) for s in plan["segments"]), default=0)
-
-
 __all__ = ["FixedAffine", "IntegerLogits", "Saturate", "StreamCode", "fixed_residual_model", "integer_kind",
            "logit_bias"]

@@ -56,6 +56,8 @@ def _affine(layer: QConv2d | QLinear, bn: _BatchNorm | None) -> tuple[torch.Tens
 
 def lower_kbit(b, model: nn.Module) -> None:
     """Add the ops of a k-bit chain to the `lower._Builder` b (module docstring)."""
+    check(not hasattr(model, "blocks"), f"k-bit export: {type(model).__name__} has residual blocks; the k-bit "
+          "export covers chains (MLP, LeNet-5); export a binarized ResNet (model.precision: binary)")
     order = execution_order(model, tuple(model.input_shape))
     q = [i for i, (_, m) in enumerate(order) if isinstance(m, QConv2d | QLinear)]
     check(not any(isinstance(m, nn.MaxPool2d) for _, m in order[: q[0]]), "a max-pool before the first layer")

@@ -17,6 +17,7 @@ codes are mapped by `cimnas.hardware.mapping.map_layer` and stored as integer ce
 
 from __future__ import annotations
 
+import copy
 import math
 
 import numpy as np
@@ -196,6 +197,27 @@ def _lower_chain(b: _Builder, model: nn.Module) -> None:
         else:
             check(i + 1 < len(order), f"nothing follows layer {name}")
             t = b.compare(order[i + 1][0], t)
+
+
+@torch.no_grad()
+def verify_export(model: nn.Module, doc: dict, arrays: dict, spec: CrossbarSpec, samples: int = 8,
+                  seed: int = 0) -> None:
+    """Self-check before writing: `samples` random images (pixel codes 0..255) through the integer simulator must
+    give the reference's predictions (`fixed_residual_model`, or the k-bit model itself in float64); a model
+    whose structure the lowering does not capture (an add it did not see) is refused instead of exported."""
+    from cimnas.deploy.simulate import Chip, predict
+
+    g = torch.Generator().manual_seed(seed)
+    pix = torch.randint(0, 256, (samples, *model.input_shape), generator=g)
+    x = pix.double() / 255
+    if doc["kind"] == "kbit":
+        ref = copy.deepcopy(model).double().eval()(x).argmax(1)
+    else:
+        ref = fixed_residual_model(model, doc["residual_bits"], doc["range_sigmas"])[0](x.float()).argmax(1)
+    got = predict(Chip(doc, arrays, spec), pix.numpy(), 255)
+    check(bool((torch.from_numpy(got) == ref).all()), f"the lowered {type(model).__name__} does not reproduce the "
+          "model on random inputs (a structure the export does not know, e.g. a residual add in a k-bit model); "
+          "the export covers the CIFAR ResNets, LeNet-5, the MLP and chains of conv / FC layers")
 
 
 def lower(model: nn.Module, bits: int, spec: CrossbarSpec, sigmas: float | None) -> tuple[list[dict], dict]:
