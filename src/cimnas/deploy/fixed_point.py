@@ -212,6 +212,31 @@ def _last_layer(order) -> str:
     return [n for n, m in order if isinstance(m, QConv2d | QLinear)][-1]
 
 
+def _fix_resnet(model: CifarResNet, fused: nn.Module, bits: int, sigmas: float | None, plan: dict) -> None:
+    """Residual BNs -> FixedAffine in their segment's exponents, stream readers -> StreamCode, adds -> Saturate."""
+    segs, readers = resnet_segments(model)
+    exps = []
+    for seg in segs:
+        bounds = [term_bound(fused.get_submodule(bn), fused.get_submodule(conv), model.get_submodule(bn), sigmas)
+                  for bn, conv in seg]
+        exps.append(segment_exponents(bounds, bits))
+        plan["segments"].append({"writers": [bn for bn, _ in seg], "exponents": exps[-1]})
+        for bn, _ in seg:
+            _replace(fused, bn, fixed_affine(fused.get_submodule(bn), exps[-1], bits))
+    for name, s in readers.items():
+        layer = fused.get_submodule(name)
+        c_in = int(layer.signs.shape[1])
+        if layer.signs.dim() == 2:  # the classifier reads the flattened (c, h, w) stream: theta per position
+            c = _stream_channels(model, fused)
+            theta = torch.repeat_interleave(stream_threshold(exps[s][:c]), c_in // c)
+        else:
+            theta = stream_threshold(exps[s][:c_in])
+        layer.input_code = StreamCode(theta)
+        plan["readers"][name] = theta
+    for name in ["act1"] + [f"blocks.{k}.act2" for k in range(len(model.blocks))]:
+        _replace(fused, name, Saturate(bits))
+
+
 @torch.no_grad()
 def fixed_residual_model(model: nn.Module, bits: int, sigmas: float | None = None) -> tuple[nn.Module, dict]:
     """The fused model (`fuse_model`) with B-bit integer residual streams and integer logits: every value it
@@ -224,28 +249,7 @@ def fixed_residual_model(model: nn.Module, bits: int, sigmas: float | None = Non
     plan: dict = {"bits": bits, "segments": [], "readers": {}}
     last = _last_layer(execution_order(model, tuple(model.input_shape)))
     if isinstance(model, CifarResNet):
-        segs, readers = resnet_segments(model)
-        exps = []
-        for seg in segs:
-            bounds = [term_bound(fused.get_submodule(bn), fused.get_submodule(conv), model.get_submodule(bn), sigmas)
-                      for bn, conv in seg]
-            f = segment_exponents(bounds, bits)
-            exps.append(f)
-            plan["segments"].append({"writers": [bn for bn, _ in seg], "exponents": f})
-            for bn, _ in seg:
-                _replace(fused, bn, fixed_affine(fused.get_submodule(bn), f, bits))
-        for name, s in readers.items():
-            layer = fused.get_submodule(name)
-            c_in = int(layer.signs.shape[1])
-            if layer.signs.dim() == 2:  # the classifier reads the flattened (c, h, w) stream: theta per position
-                c = _stream_channels(model, fused)
-                theta = torch.repeat_interleave(stream_threshold(exps[s][:c]), c_in // c)
-            else:
-                theta = stream_threshold(exps[s][:c_in])
-            layer.input_code = StreamCode(theta)
-            plan["readers"][name] = theta
-        for name in ["act1"] + [f"blocks.{k}.act2" for k in range(len(model.blocks))]:
-            _replace(fused, name, Saturate(bits))
+        _fix_resnet(model, fused, bits, sigmas, plan)
     else:
         check(not any(isinstance(m, IntegerAffine) for m in fused.modules()),
               f"{type(model).__name__} has BatchNorms that feed neither a binarizer nor a known residual add; "
