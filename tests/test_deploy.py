@@ -113,7 +113,7 @@ def test_wide_streams_converge_to_float_residual():
 
 
 def test_default_width_keeps_digits_accuracy():
-    """A small binarized ResNet-20 trained briefly on digits: at the default stream width (18 bits) the integer
+    """A small binarized ResNet-20 trained briefly on digits: at the default stream width (22 bits) the integer
     residual path stays within 0.1 point of the float-residual model on the digits test set (docs/deploy.md
     has the zoo models' tables)."""
     from cimnas.commands.deploy import DEFAULT_RESIDUAL_BITS

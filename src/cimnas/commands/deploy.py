@@ -7,7 +7,7 @@ from pathlib import Path
 
 from cimnas.errors import CimnasError, check
 
-DEFAULT_RESIDUAL_BITS = 18
+DEFAULT_RESIDUAL_BITS = 22
 DEFAULT_RANGE_SIGMAS = 4.0
 
 
