@@ -37,14 +37,19 @@ class _QMixin:
         self.weight_quantizer = weight_quantizer if weight_quantizer is not None else Identity()
         self.active_in: int | None = None
         self.active_out: int | None = None
+        self.in_index: torch.Tensor | None = None  # input positions kept when not a prefix (see active_weight)
         self.weight_override: torch.Tensor | None = None
 
     def active_weight(self) -> torch.Tensor:
-        """The real-valued weight of the active (sliced) channels."""
+        """The real-valued weight of the active (sliced) channels. `in_index` (with `active_in` = its length)
+        keeps input positions that are not a prefix: the consumer of a concatenation whose parts are each
+        sliced to their first channels (cimnas.nn.groups)."""
         w = self.weight
         if self.active_out is not None:
             w = w[: self.active_out]
-        if self.active_in is not None:
+        if self.in_index is not None:
+            w = w.index_select(1, self.in_index.to(w.device))
+        elif self.active_in is not None:
             w = w[:, : self.active_in]
         return w
 
@@ -135,50 +140,58 @@ def _bn_input(bn: nn.modules.batchnorm._BatchNorm, x: torch.Tensor) -> torch.Ten
     return x
 
 
-def _sliced_batch_norm(bn: nn.modules.batchnorm._BatchNorm, x: torch.Tensor) -> torch.Tensor:
+def _sliced_batch_norm(bn: nn.modules.batchnorm._BatchNorm, x: torch.Tensor,
+                       index: torch.Tensor | None = None) -> torch.Tensor:
     """Batch norm of x (N, C, ...) with the first C channels of `bn`'s running statistics and affine
-    parameters (C < bn.num_features: a slimmable layer serving a narrower sub-net)."""
+    parameters (C < bn.num_features: a slimmable layer serving a narrower sub-net), or with the channels
+    `index` (a BN after a concatenation whose parts are each sliced to their first channels, cimnas.nn.groups;
+    the running statistics of those channels are written back)."""
     c = x.shape[1]
+    pick = (lambda t: t[:c]) if index is None else (lambda t: t[index.to(t.device)])
     if bn.training and bn.track_running_stats:
         bn.num_batches_tracked.add_(1)
     momentum = bn.momentum
     if bn.training and momentum is None:  # cumulative moving average
         momentum = 1.0 / float(bn.num_batches_tracked)
     use_batch = bn.training or not bn.track_running_stats
-    return F.batch_norm(
-        x,
-        bn.running_mean[:c] if bn.running_mean is not None else None,
-        bn.running_var[:c] if bn.running_var is not None else None,
-        bn.weight[:c] if bn.affine else None,
-        bn.bias[:c] if bn.affine else None,
-        use_batch,
-        momentum if momentum is not None else 0.0,
-        bn.eps,
-    )
+    mean = pick(bn.running_mean) if bn.running_mean is not None else None  # a view (prefix) or a copy (index)
+    var = pick(bn.running_var) if bn.running_var is not None else None
+    out = F.batch_norm(x, mean, var, pick(bn.weight) if bn.affine else None, pick(bn.bias) if bn.affine else None,
+                       use_batch, momentum if momentum is not None else 0.0, bn.eps)
+    if index is not None and mean is not None and bn.training:
+        with torch.no_grad():
+            bn.running_mean[index.to(mean.device)] = mean
+            bn.running_var[index.to(var.device)] = var
+    return out
 
 
 class SlimmableBatchNorm2d(nn.BatchNorm2d):
-    """BatchNorm2d that serves the first C channels of its input (running stats and affine sliced to the input).
+    """BatchNorm2d that serves the first C channels of its input (running stats and affine sliced to the input),
+    or the channels `channel_index` when set (after a concatenation, cimnas.nn.groups).
 
     For non-uniform super-nets the running statistics are recalibrated per sub-net before
     evaluation (slimmable networks / once-for-all), see cimnas.nn.supernet.
     """
 
+    channel_index: torch.Tensor | None = None
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = _bn_input(self, x)
         if x.shape[1] == self.num_features:
             return super().forward(x)
-        return _sliced_batch_norm(self, x)
+        return _sliced_batch_norm(self, x, self.channel_index)
 
 
 class SlimmableBatchNorm1d(nn.BatchNorm1d):
     """BatchNorm1d sliced to the incoming feature count (same rules as SlimmableBatchNorm2d)."""
 
+    channel_index: torch.Tensor | None = None
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = _bn_input(self, x)
         if x.shape[1] == self.num_features:
             return super().forward(x)
-        return _sliced_batch_norm(self, x)
+        return _sliced_batch_norm(self, x, self.channel_index)
 
 
 def match_channels(x: torch.Tensor, channels: int) -> torch.Tensor:

@@ -123,7 +123,12 @@ def rebuild_model(arch_meta: dict, model_file: str | None = None) -> nn.Module:
     if "source" in arch_meta:
         from cimnas.nn.zoo import rebuild_external
 
-        return rebuild_external(arch_meta, model_file)
+        model = rebuild_external(arch_meta, model_file)
+        if "group_widths" in arch_meta:  # sliced per channel group by a width search (cimnas.nn.slimmable)
+            from cimnas.nn.slimmable import rebuild_sliced
+
+            return rebuild_sliced(model, arch_meta)
+        return model
     meta = dict(arch_meta)
     name = meta.pop("name")
     for k in ("in_channels", "num_classes", "image_size"):
