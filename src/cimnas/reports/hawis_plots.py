@@ -21,7 +21,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from cimnas.config import read_yaml  # noqa: E402
 from cimnas.errors import CimnasError  # noqa: E402
 from cimnas.reports.figures import finish  # noqa: E402
-from cimnas.reports.hawis_seeds import seeds_markdown, test_panel  # noqa: E402
+from cimnas.reports.hawis_seeds import accuracy_panels, seeds_markdown  # noqa: E402
 from cimnas.reports.tables import table_markdown  # noqa: E402
 from cimnas.utils.io import atomic_write_bytes, read_json, read_jsonl, require_run_kind  # noqa: E402
 
@@ -52,29 +52,9 @@ def fig1_pareto(data: dict, path: Path) -> None:
     accuracy of every candidate and their Pareto front; right, the test accuracy of the nets trained in stage C
     (mean ± std over training seeds), with the energy of untrained U-kx as vertical markers."""
     eps, final, stage_c = data["episodes"], data["final"], data["stage_c"]
-    fig, (proxy, test) = plt.subplots(1, 2, figsize=(10, 4.2), sharex=True)
-    if eps:
-        proxy.scatter([e["energy_uj"] for e in eps], [100 * e["accuracy"] for e in eps], s=12, c="0.6",
-                      label="candidates")
-    if data["pareto"]:
-        p = data["pareto"]
-        proxy.plot([e["energy_uj"] for e in p], [100 * e["accuracy"] for e in p], "-o", c="#e0a000", ms=4,
-                   label="Pareto front")
-    proxy.set_xscale("log")
-    proxy.grid(alpha=0.3)
-    if proxy.get_legend_handles_labels()[0]:
-        proxy.legend(fontsize=7, loc="lower right")
-    proxy.set_xlabel("energy per inference (uJ)")
-    proxy.set_ylabel("proxy accuracy (%): super-net, held-out")
-    proxy.set_title("Search (proxy accuracy)", fontsize=10)
-    test_panel(test, stage_c)
-    for k, e in final.get("uniform_energy_uj", {}).items():
-        if k not in stage_c:
-            test.axvline(e, color="#1f77b4", lw=0.6, ls=":")
-            test.annotate(f"{k} (not trained)", (e, 0.02), xycoords=("data", "axes fraction"), fontsize=7,
-                          rotation=90, color="#1f77b4")
-    finish(fig, test, path, xlabel="energy per inference (uJ)", ylabel="test accuracy (%): trained nets",
-           title="Stage C (test accuracy, mean ± std over seeds)", title_size=10, legend=False)
+    fig = accuracy_panels(plt, eps, data["pareto"], stage_c, final, "energy per inference (uJ)")
+    finish(fig, fig.axes[1], path, xlabel="energy per inference (uJ)", ylabel="test accuracy (%): trained nets",
+           title="Stage C (test accuracy, mean ± std over seeds)", title_size=9, legend=False)
 
 
 def fig4_channels(data: dict, path: Path) -> None:

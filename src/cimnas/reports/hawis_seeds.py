@@ -39,6 +39,37 @@ def test_panel(ax: Any, stage_c: dict) -> None:
     ax.grid(alpha=0.3)
 
 
+def accuracy_panels(plt: Any, eps: list, pareto: list, stage_c: dict, final: dict, xlabel: str) -> Any:
+    """The energy-vs-accuracy figure of a run, in two panels that never share an accuracy axis: left, the search's
+    proxy (super-net, held-out) accuracy of every candidate and its Pareto front; right, `test_panel` (untrained
+    U-kx as dotted energy markers). Returns the figure (the caller writes it)."""
+    fig, (proxy, test) = plt.subplots(1, 2, figsize=(10.5, 4.4), sharex=True)
+    if eps:
+        proxy.scatter([e["energy_uj"] for e in eps], [100 * e["accuracy"] for e in eps], s=12, c="0.6",
+                      label="searched candidates")
+    if pareto:
+        proxy.plot([e["energy_uj"] for e in pareto], [100 * e["accuracy"] for e in pareto], "-o", c="#e0a000",
+                   ms=4, label="Pareto front")
+    proxy.set_xscale("log")
+    proxy.grid(alpha=0.3)
+    if proxy.get_legend_handles_labels()[0]:
+        proxy.legend(fontsize=7, loc="lower right")
+    proxy.set_title("search (proxy accuracy)", fontsize=9)
+    proxy.set_ylabel("proxy accuracy (%): super-net, held-out")
+    test_panel(test, stage_c)
+    for k, e in (final.get("uniform_energy_uj") or {}).items():
+        if k not in stage_c:
+            test.axvline(e, color="#1f77b4", lw=0.6, ls=":")
+            test.annotate(f"{k} (not trained)", (e, 0.02), xycoords=("data", "axes fraction"), fontsize=7,
+                          rotation=90, color="#1f77b4")
+    test.set_title("stage C (test accuracy, mean ± std over seeds)", fontsize=9)
+    test.set_ylabel("test accuracy (%): trained in stage C")
+    for ax in (proxy, test):
+        ax.set_xlabel(xlabel)
+    fig.tight_layout()
+    return fig
+
+
 def seeds_markdown(stage_c: dict, final: dict) -> str:
     """table.md's section: every trained net's test / validation accuracy over its seeds, and the verdict."""
     pts = trained_points(stage_c)

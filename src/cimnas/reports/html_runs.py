@@ -12,7 +12,7 @@ from __future__ import annotations
 from itertools import accumulate
 
 from cimnas.reports.folder import Folder
-from cimnas.reports.hawis_seeds import test_panel
+from cimnas.reports.hawis_seeds import accuracy_panels
 from cimnas.reports.html import STAT_HEADS, Page, esc, figure, int_x, key_numbers, mean_std_ci, num, pct, plt, table
 from cimnas.reports.summary import is_aligned, run_facts
 
@@ -84,28 +84,7 @@ def baseline_rows(stage_c: dict, final: dict) -> list[list[str]]:
 def _pareto(f: Folder, eps: list, pareto: list, stage_c: dict, final: dict) -> str:
     if not (eps or stage_c or final):
         return ""  # nothing measured yet (the missing files are already noted)
-    fig, (ax, test) = plt.subplots(1, 2, figsize=(10.5, 4.4), sharex=True)
-    if eps:
-        ax.scatter([e["energy_uj"] for e in eps], [100 * e["accuracy"] for e in eps], s=12, c=GREY,
-                   label="searched candidates")
-    if pareto:
-        ax.plot([e["energy_uj"] for e in pareto], [100 * e["accuracy"] for e in pareto], "-o", c=ORANGE, ms=4,
-                label="Pareto front")
-    ax.set_xscale("log")
-    ax.grid(alpha=0.3)
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=7, loc="lower right")
-    ax.set_xlabel("crossbar energy per inference (µJ)")
-    ax.set_ylabel("proxy accuracy (%): super-net, held-out")
-    ax.set_title("search (proxy accuracy)", fontsize=9)
-    test_panel(test, stage_c)  # trained nets only: mean ± std over training seeds
-    for k, e in (final.get("uniform_energy_uj") or {}).items():
-        if k not in stage_c:
-            test.axvline(e, color=BLUE, lw=0.6, ls=":")
-    test.set_xlabel("crossbar energy per inference (µJ)")
-    test.set_ylabel("test accuracy (%): trained in stage C")
-    test.set_title("stage C (test accuracy, mean ± std over seeds)", fontsize=9)
-    fig.tight_layout()
+    fig = accuracy_panels(plt, eps, pareto, stage_c, final, "crossbar energy per inference (µJ)")
     seeded = max((len((v.get("seed_runs") or {}).get("test_accuracy") or [1]) for v in stage_c.values()), default=1)
     notes = ["Proxy and test accuracies are on separate axes: the search ranks candidates by the super-net's "
              "held-out accuracy, stage C trains the chosen nets from scratch and reads the test split once each."]
