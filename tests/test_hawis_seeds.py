@@ -66,6 +66,13 @@ def test_seeds_and_aligned_baseline_in_stage_c(tmp_path):
     assert comp["sentence"].endswith(".") and ". " not in comp["sentence"]  # one sentence
     table = (two / "table.md").read_text()
     assert comp["sentence"] in table and "| HAWIS (searched) |" in table
+    # the HTML report: the verdict, each net's seeds as mean / std / n, the same html-escaped numbers
+    from cimnas.reports.html import write_report
+
+    html = write_report([two], tmp_path / "report.html")[0].read_text()
+    assert html.count(comp["sentence"]) >= 2  # the run's facts and the "Seed spread" section
+    sd = 100 * float(np.std(s, ddof=1))
+    assert f"<td>searched</td><td>test</td><td>{100 * np.mean(s):.2f} %</td><td>{sd:.2f} %</td><td>2</td>" in html
 
 
 def test_compare_verdicts_by_hand():

@@ -72,8 +72,12 @@ def _hawis(f: Folder) -> list[tuple[str, str, bool]]:
                         f"{_pct(r.get('mean'))} ± {_pct(r.get('std'))}, {_pct(r.get('p5'))}", True))
     for label, v in sorted(stage_c.items(), key=lambda kv: kv[1].get("energy_uj") or 0.0):
         if is_uniform(label) or is_aligned(label):
-            out.append((f"baseline {label}", f"{_pct(v.get('test_accuracy'))} at {_g(v.get('energy_uj'), ' µJ')}",
-                        False))
+            runs = (v.get("seed_runs") or {}).get("test_accuracy") if isinstance(v.get("seed_runs"), dict) else None
+            acc = _pct(v.get("test_accuracy")) + (" (seed 0)" if isinstance(runs, list) and len(runs) > 1 else "")
+            out.append((f"baseline {label}", f"{acc} at {_g(v.get('energy_uj'), ' µJ')}", False))
+    sc = final.get("seed_comparison")
+    if isinstance(sc, dict) and isinstance(sc.get("sentence"), str):
+        out.append(("over training seeds", sc["sentence"], True))  # the run's verdict (pipelines/hawis/seeds.py)
     if eps:
         out.append(("episodes", str(len(eps)), False))
     if best:
