@@ -20,10 +20,9 @@ def _spec_args(p) -> None:
                    help="override a CrossbarSpec field, e.g. --set spec.rows=128 (repeatable)")
 
 
-def arch_args(p) -> None:
+def arch_args(p, model_help: str = "registered model name (`cimnas models`)") -> None:
     """The model description of `cimnas energy` and `cimnas align` (read by `energy_arch_args`)."""
-    p.add_argument("--model", default="resnet20", help="registered model name (`cimnas models`), or an outside "
-                   "architecture torchvision:NAME / timm:NAME (optional extras, built without pretrained weights)")
+    p.add_argument("--model", default="resnet20", help=model_help)
     p.add_argument("--width-mult", type=float, default=1.0, help="uniform widening U-kx")
     p.add_argument("--widths", default=None, help="comma-separated per-layer widths (overrides --width-mult)")
     p.add_argument("--arch", default=None, help='JSON file with a "widths" or "arch" key (e.g. best_arch.json)')
@@ -40,7 +39,8 @@ def arch_args(p) -> None:
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("energy", help="crossbar energy / latency / area of one inference (MNSIM-style)")
-    arch_args(p)
+    arch_args(p, "registered model name (`cimnas models`), or an outside architecture torchvision:NAME / timm:NAME "
+              "(optional extras, built without pretrained weights)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     _spec_args(p)
     add_source_args(p)

@@ -230,6 +230,10 @@ class HawisConfig:
         dataset_spec(self.data.name, self.data.options)  # the name and its options (no file is read)
         if not self.model.external:
             MODELS.get(self.model.name)
+        check(not (self.search.aligned and self.model.external), f"search.aligned needs a registered model (its "
+              f"crossbar-filling widths come from the zoo's layout), not {self.model.name!r}; drop search.aligned")
+        check(not (self.retrain.aligned_baseline and self.model.external), "retrain.aligned_baseline needs a "
+              f"registered model (the aligned-uniform net comes from the zoo's layout), not {self.model.name!r}")
         load_spec(self.hardware.preset, self.hardware.overrides)  # the preset and its field overrides
         if self.search.env.reward_accuracy != "clean":
             check(self.defects.sa0_rate + self.defects.sa1_rate > 0 or self.defects.sigma > 0,

@@ -190,8 +190,6 @@ def make_context(cfg: HawisConfig, run: RunFolder | Follower) -> Context:
     else:
         ctx.space = WidthSpace(tuple(int(w) for w in probe.base_widths), r_min=s.r_min, r_max=s.r_max, d=s.d)
     if cfg.search.aligned:
-        check(not cfg.model.external, "search.aligned: crossbar-aligned widths are for the registered models; "
-              "an external model's channel groups are not aligned yet (set search.aligned: false)")
         ctx.space = aligned_space(ctx)
     ctx.check_size(list(ctx.space.max_widths().widths), "binary", f"the super-net (space.r_max={s.r_max:g})")
     r = cfg.retrain

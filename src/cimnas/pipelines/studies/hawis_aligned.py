@@ -21,9 +21,7 @@ Rerun the same command to resume. `--publish DIR` also writes DIR/hawis_aligned_
 
 from __future__ import annotations
 
-import fcntl
 import math
-import os
 import shutil
 import sys
 import time
@@ -43,6 +41,7 @@ from cimnas.pipelines.hawis import HawisConfig
 from cimnas.pipelines.studies import headroom
 from cimnas.pipelines.studies.hawis_study import study_task as hawis_task
 from cimnas.pipelines.train import TrainRunConfig, load_splits
+from cimnas.reports.folder import lock_held
 from cimnas.runs import RunFolder
 from cimnas.utils.io import read_json, read_jsonl
 
@@ -106,22 +105,6 @@ def task(task_id: tuple, payload: dict, shared: dict) -> dict:
     return headroom.train_one(task_id[1:], payload, {"cfg": shared["cfg"], "root": shared["root"]})
 
 
-def held_elsewhere(root: Path) -> bool:
-    """Whether another process holds the run folder's lock (RunFolder.open would refuse it)."""
-    lock = root / ".lock"
-    if not lock.is_file():
-        return False
-    fd = os.open(lock, os.O_RDONLY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return False
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)
-
-
 def finished(root: Path, label: str, seeds: range) -> list[dict]:
     """final.json of every finished seed of one net (`headroom.model_dir` layout), with its seed."""
     out = []
@@ -175,7 +158,7 @@ class Study:
 
     def uniform_curve(self) -> None:
         """Train the U-kx sub-study, unless another process is training it (its models are read as they finish)."""
-        if held_elsewhere(self.udir):
+        if lock_held(self.udir):
             self.run.log(f"uniform: {self.udir} is being trained by another process; reading its finished models")
             stored = read_json(self.udir / "run.json") if (self.udir / "run.json").is_file() else {}
             check(stored.get("kind") in (None, headroom.KIND), f"{self.udir} is not a headroom study")
@@ -190,7 +173,7 @@ class Study:
         need = range(self.cfg.lambda_seeds)
         while True:
             runs = {k: finished(self.udir, f"U-{k:g}x", need) for k in self.cfg.uniform}
-            if all(len(r) == len(need) for r in runs.values()) or not held_elsewhere(self.udir):
+            if all(len(r) == len(need) for r in runs.values()) or not lock_held(self.udir):
                 break
             time.sleep(self.cfg.poll_s)
         missing = [f"U-{k:g}x" for k, r in runs.items() if len(r) < len(need)]
