@@ -79,7 +79,8 @@ def reference_forward(ml, x_codes: torch.Tensor, adc_on: bool = False, g_pos: to
 
 def _input_codes(layer, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | float, int]:
     """(integer input codes, their scale, code bits) of a layer's input; float inputs (no integer form) go in
-    as one analog cycle (codes = values, scale 1, 1 'bit')."""
+    as one analog cycle (codes = values, scale 1, 0 bits) and are read without DAC / ADC effects (not modelled:
+    a float input has no code to convert)."""
     q = layer.input_quantizer
     if getattr(q, "bits", None) is None or not hasattr(q, "to_integer"):
         return layer.input_quantizer(x), 1.0, 0
@@ -122,6 +123,9 @@ def tile_forward(ml, g_pos: torch.Tensor, g_neg: torch.Tensor, x: torch.Tensor, 
                 w = w * mask.view(1, c1 - c0, *ml.weight_shape[2:])
             xs = xb[:, c0:c1]
             cur = (F.conv2d(xs, w, None, layer.stride, layer.padding) if conv else F.linear(xs, w))
+            if not code_bits:  # float inputs (no integer code, e.g. a float first layer): read exactly
+                acc = cur if acc is None else acc + cur
+                continue
             if periphery.out_noise:
                 cur = cur + torch.randn(cur.shape, generator=gen, device=gen.device if gen is not None else None,
                                         dtype=cur.dtype).to(cur.device) * periphery.out_noise
