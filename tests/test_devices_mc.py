@@ -5,6 +5,7 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
+from tests.test_montecarlo import setup
 
 from cimnas.cli import main
 from cimnas.hardware.aging import accuracy_over_time, chip_models, parse_time
@@ -18,7 +19,6 @@ from cimnas.hardware.periphery import PeripheryConfig
 from cimnas.nn.layers import QConv2d
 from cimnas.nn.models import build_model, save_model_checkpoint
 from cimnas.nn.quantizers import DoReFaActivation, DoReFaWeight
-from tests.test_montecarlo import setup
 
 
 def test_ideal_device_path_gives_todays_results_bit_for_bit():
