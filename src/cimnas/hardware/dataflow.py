@@ -2,20 +2,23 @@
 
 A mapped layer's unrolled weight (rows = k*k*C_in in PyTorch's (c, i, j) order, whole k x k kernels per tile,
 `spec.channels_per_tile`) is split into row tiles; each tile's rows are read in row groups of `rows_per_read`
-word lines; every input code is fed bit-serially through the DAC (`spec.dac_bits` per cycle); every slice of
-`bits_per_cell` bits and both arrays of the differential pair are read separately; each read's column current
-(unit currents: one level step times one input unit) goes through the ADC (`periphery.adc`); the digital side
-shifts and adds slices (2^(b s)) and cycles (2^(dac c)) and sums the tiles' partial sums:
+word lines (`read_rows`); every input code is fed bit-serially through the DAC (`spec.dac_bits` per cycle); every
+slice of `bits_per_cell` bits is read separately; each read's column current (unit currents: one level step
+times one input unit) goes through the ADC (`periphery.adc`), either as the analog difference of the pair
+(`periphery.subtraction: analog`, MNSIM's Sub_Position 0, one signed conversion) or array by array (`digital`,
+two unsigned conversions); the digital side shifts and adds slices (2^(b s)) and cycles (2^(dac c)) and sums the
+tiles' partial sums:
 
-    y[n, o] = x_scale * w_scale * sum_{tile, group} sum_c 2^(dac c) sum_s 2^(b s)
-              (ADC(I+_{s,c,group}[n, o]) - ADC(I-_{s,c,group}[n, o]))
+    y[n, o] = x_scale * w_scale * sum_{tile, group} sum_c 2^(dac c) sum_s 2^(b s) ADC(I+ - I-)      (analog)
+                                                             ... (ADC(I+) - ADC(I-))                 (digital)
 
-Two implementations of the same sum:
-- `reference_forward(ml, x_codes)`: on unrolled inputs with explicit loops (the readable one, and the test oracle);
-- `tile_forward(...)`: the fast one used inside Monte-Carlo trials: per row group one convolution (or linear)
-  of the bit planes of all DAC cycles (stacked on the batch axis) with the masked conductances of all slices and
-  both arrays (stacked on the output axis), so a binary layer costs one conv call per row group. It runs on any
-  device and batches like the rest of the model.
+Two implementations:
+- `reference_forward(ml, x_codes)`: digital subtraction on unrolled inputs with explicit loops (the readable one,
+  `MappedLayer.crossbar_forward`, and the test oracle);
+- `tile_forward(...)`: the fast one used inside Monte-Carlo trials: per row group one convolution of the bit
+  planes of all DAC cycles (stacked on the batch axis) with the masked conductances of all slices (and, for
+  digital subtraction, both arrays) stacked on the output axis, so a binary layer costs about one conv of the
+  clean model. It runs on any device.
 
 `dataflow_forwards(mapped, conductances, periphery, gen)` swaps every mapped layer's forward for `tile_forward`
 with one trial's conductances for the duration of a block (restored on exit), the way `weight_overrides` swaps
@@ -88,66 +91,88 @@ def _input_codes(layer, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | f
     return codes, scale, int(q.bits)
 
 
-def tile_forward(ml, g_pos: torch.Tensor, g_neg: torch.Tensor, x: torch.Tensor, periphery: PeripheryConfig,
-                 gen: torch.Generator | None = None) -> torch.Tensor:
-    """The layer's output (real units, bias added) computed through its tiles, DAC and ADC (module doc).
-    `g_pos` / `g_neg`: this trial's conductances (siemens, (slices, C_out, rows)); `gen` draws out_noise."""
-    spec, layer = ml.spec, ml.layer
-    conv = len(ml.weight_shape) == 4
-    codes, x_scale, code_bits = _input_codes(layer, x)
-    if code_bits:
-        codes = dac(codes, code_bits, periphery.input_bits)
-        n_cycles, step = math.ceil(code_bits / spec.dac_bits), spec.dac_bits
-        planes = [torch.floor(codes / 2 ** (c * step)) % (2**step) for c in range(n_cycles)]
-    else:
-        n_cycles, step, planes = 1, 0, [codes]
-    xb = torch.cat(planes, 0) if n_cycles > 1 else planes[0]  # (cycles * N, C_in, ...)
-    dg = spec.g_max_s - spec.g_min_s
-    levels = torch.cat([g_pos, g_neg], 1).sub(spec.g_min_s).mul_(spec.cell_levels / dg)  # (S, 2 C_out, rows)
-    s_, c2, rows = levels.shape
-    w_all = levels.reshape(s_ * c2, *((ml.weight_shape[1:]) if conv else (rows,))).to(xb.dtype)
-    rows_per_tile, k2 = _tile_rows(ml)
+def read_rows(spec, periphery: PeripheryConfig) -> int:
+    """Word lines summed per ADC conversion: `periphery.rows_per_read`, or the spec's `rows_per_read` capped so an
+    exact read fits the ADC's codes (2^b - 1 unsigned for digital subtraction, `energy.parallel_rows`; 2^(b-1) - 1
+    either sign for analog subtraction)."""
+    if periphery.rows_per_read is not None:
+        return periphery.rows_per_read
     bits = periphery.adc_bits or spec.adc_bits
-    pr = periphery.rows_per_read or parallel_rows(spec if periphery.adc_bits is None else
-                                                  _with_adc_bits(spec, bits))
-    acc = None
+    unit = spec.cell_levels * (2**spec.dac_bits - 1)
+    top = 2 ** (bits - 1) - 1 if periphery.subtraction == "analog" else 2**bits - 1
+    return max(1, min(spec.rows, spec.rows_per_read, top // unit))
+
+
+def _group_weights(ml, w_all: torch.Tensor, periphery: PeripheryConfig) -> list[tuple[int, int, torch.Tensor]]:
+    """(first input channel, end channel, weight) of every row group of every tile; a group that cuts a kernel
+    keeps only its rows (the others masked to 0)."""
+    rows_per_tile, k2 = _tile_rows(ml)
+    pr = read_rows(ml.spec, periphery)
+    rows = ml.rows
+    out = []
     for t0 in range(0, rows, rows_per_tile):
         t1 = min(rows, t0 + rows_per_tile)
         for a in range(t0, t1, pr):
             b = min(t1, a + pr)
             c0, c1 = a // k2, (b - 1) // k2 + 1  # input channels touched by rows [a, b)
             w = w_all[:, c0:c1]
-            if conv and (a % k2 or b % k2):  # a group that cuts a kernel: mask the rows outside it
+            if a % k2 or b % k2:
                 mask = torch.zeros((c1 - c0) * k2, dtype=w.dtype, device=w.device)
                 mask[a - c0 * k2:b - c0 * k2] = 1
-                w = w * mask.view(1, c1 - c0, *ml.weight_shape[2:])
-            xs = xb[:, c0:c1]
-            cur = (F.conv2d(xs, w, None, layer.stride, layer.padding) if conv else F.linear(xs, w))
-            if not code_bits:  # float inputs (no integer code, e.g. a float first layer): read exactly
-                acc = cur if acc is None else acc + cur
-                continue
+                w = w * mask.view(1, c1 - c0, *w.shape[2:])
+            out.append((c0, c1, w))
+    return out
+
+
+def tile_forward(ml, g_pos: torch.Tensor, g_neg: torch.Tensor, x: torch.Tensor, periphery: PeripheryConfig,
+                 gen: torch.Generator | None = None) -> torch.Tensor:
+    """The layer's output (real units, bias added) computed through its tiles, DAC and ADC (module doc).
+    `g_pos` / `g_neg`: this trial's conductances (siemens, (slices, C_out, rows)); `gen` draws out_noise.
+    Analog subtraction (MNSIM's Sub_Position 0): the ADC converts I+ - I- of a column pair (signed);
+    digital: each array's column is converted (unsigned) and subtracted after the ADC."""
+    spec, layer = ml.spec, ml.layer
+    conv = len(ml.weight_shape) == 4
+    codes, x_scale, code_bits = _input_codes(layer, x)
+    step = spec.dac_bits
+    n_cycles = math.ceil(code_bits / step) if code_bits else 1
+    if code_bits:
+        codes = dac(codes, code_bits, periphery.input_bits)
+    xb = codes if n_cycles == 1 else torch.cat([torch.floor(codes / 2 ** (c * step)) % (2**step)
+                                                for c in range(n_cycles)], 0)  # (cycles * N, C_in, ...)
+    scale = spec.cell_levels / (spec.g_max_s - spec.g_min_s)
+    analog = periphery.subtraction == "analog"
+    levels = ((g_pos - g_neg) * scale if analog else
+              torch.cat([g_pos, g_neg], 1).sub(spec.g_min_s).mul_(scale))  # (S, A * C_out, rows)
+    s_, ca, rows = levels.shape
+    w_all = levels.reshape(s_ * ca, *((ml.weight_shape[1:]) if conv else (rows, 1, 1))).to(xb.dtype)
+    if not conv:
+        xb = xb.view(*xb.shape, 1, 1)
+    bits = periphery.adc_bits or spec.adc_bits
+    acc = None
+    for c0, c1, w in _group_weights(ml, w_all, periphery):
+        cur = F.conv2d(xb[:, c0:c1], w, None, layer.stride, layer.padding) if conv else F.conv2d(xb[:, c0:c1], w)
+        if code_bits:  # float inputs (no integer code, e.g. a float first layer) are read exactly
             if periphery.out_noise:
-                cur = cur + torch.randn(cur.shape, generator=gen, device=gen.device if gen is not None else None,
-                                        dtype=cur.dtype).to(cur.device) * periphery.out_noise
-            cur, _ = adc(cur, bits, periphery.adc_full_scale)
-            acc = cur if acc is None else acc + cur
-    # acc: (cycles * N, S * 2 C_out, ...) -> shift-add cycles and slices, subtract the arrays
+                cur = cur + torch.randn(cur.shape, generator=gen, dtype=cur.dtype,
+                                        device=gen.device if gen is not None else cur.device).to(cur.device
+                                                                                               ).mul_(periphery.out_noise)
+            cur = adc(cur, bits, periphery.adc_full_scale, signed=analog, count=False)[0]
+        acc = cur if acc is None else acc.add_(cur)
+    if not conv:
+        acc = acc.flatten(1)
     n = x.shape[0]
-    acc = acc.reshape(n_cycles, n, s_, 2, c2 // 2, *acc.shape[2:])
-    cyc = (2.0 ** (step * torch.arange(n_cycles, device=acc.device, dtype=acc.dtype)))
-    sl = (2.0 ** (spec.bits_per_cell * torch.arange(s_, device=acc.device, dtype=acc.dtype)))
-    acc = torch.einsum("cnsao...,c,s->nao...", acc, cyc, sl)
-    y = (acc[:, 0] - acc[:, 1]) * (ml.scale.to(acc.dtype) * x_scale)
+    if n_cycles > 1 or s_ > 1:  # shift-add of DAC cycles and slices
+        acc = acc.reshape(n_cycles, n, s_, ca, *acc.shape[2:])
+        cyc = 2.0 ** (step * torch.arange(n_cycles, device=acc.device, dtype=acc.dtype))
+        sl = 2.0 ** (spec.bits_per_cell * torch.arange(s_, device=acc.device, dtype=acc.dtype))
+        acc = (acc * cyc.view(-1, *[1] * (acc.dim() - 1))).sum(0)  # (N, S, A * C_out, ...)
+        acc = (acc * sl.view(1, -1, *[1] * (acc.dim() - 2))).sum(1)  # (N, A * C_out, ...)
+    y = acc if analog else acc[:, : ca // 2] - acc[:, ca // 2:]
+    y = y * (ml.scale.to(y.dtype) * x_scale)
     bias = layer.active_bias()
     if bias is not None:
         y = y + (bias.view(1, -1, 1, 1) if conv else bias)
     return y
-
-
-def _with_adc_bits(spec, bits: int):
-    import dataclasses
-
-    return dataclasses.replace(spec, adc_bits=bits)
 
 
 @contextmanager

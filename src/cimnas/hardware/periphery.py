@@ -5,10 +5,11 @@ first-order IR drop. Units: a column current is counted in *unit currents*, one 
 - DAC (`dac`): input codes of a layer's activation quantizer are fed bit-serially, `dac_bits` per cycle (the
   crossbar spec); `input_bits` (aihwkit `inp_res` ~ 1 / (2^input_bits - 1)) keeps only the top bits of each code
   (round to the nearest multiple of 2^(code_bits - input_bits)), None = exact codes.
-- ADC (`adc`): each array's column current of one row group, one slice and one input cycle is converted with
-  `adc_bits` bits over [0, full_scale]: q = clamp(round(I / step), 0, 2^b - 1) * step, step = full_scale /
-  (2^b - 1) (aihwkit `out_res` ~ 1 / (2^b - 1), `out_bound` = full_scale); reads above full scale saturate.
-  full_scale None = 2^b - 1 unit currents (LSB = one unit: today's simulator, exact until it saturates).
+- ADC (`adc`): the column current of one row group, one slice and one input cycle is converted with `adc_bits`
+  bits: unsigned (one array, digital subtraction) q = clamp(round(I / step), 0, 2^b - 1) * step, step =
+  full_scale / (2^b - 1); signed (I+ - I-, analog subtraction) q = clamp(round(I / step), -M, M) * step, M =
+  2^(b-1) - 1, step = full_scale / M (aihwkit `out_res` ~ 1 / (2^b - 1), `out_bound` = full_scale); reads beyond
+  full scale saturate. full_scale None = one unit current per LSB (exact until it saturates).
 - out_noise (aihwkit `out_noise`): N(0, out_noise) unit currents added to every ADC input, at every read.
 - IR drop (`IRDrop`): wire resistance r per cell segment along rows and columns; first order, each cell sees its
   own series wire resistance, G_eff = G / (1 + G r (j + 1 + i')) with j its column index from the driver and
@@ -44,7 +45,9 @@ class PeripheryConfig:
     adc_full_scale: float | None = None
     """ADC full scale in unit currents (aihwkit out_bound); None = 2^adc_bits - 1 (LSB = one unit current)."""
     rows_per_read: int | None = None
-    """Word lines summed per ADC conversion; None = the spec's, capped to fit the ADC (energy.parallel_rows)."""
+    """Word lines summed per ADC conversion; None = the spec's, capped so an exact read fits the ADC."""
+    subtraction: Literal["analog", "digital"] = "analog"
+    """analog: the ADC converts I+ - I- of a column pair (MNSIM Sub_Position 0); digital: each array, then subtract."""
     out_noise: float = 0.0
     """Std of additive noise at each ADC input, in unit currents, drawn at every read (aihwkit out_noise)."""
     wire_resistance_ohm: float = 0.0
@@ -57,6 +60,10 @@ class PeripheryConfig:
               f"periphery.input_bits must be in 1..16 (or unset), got {self.input_bits}")
         check(self.adc_bits is None or 1 <= self.adc_bits <= 16,
               f"periphery.adc_bits must be in 1..16 (an ADC has at least 1 bit), got {self.adc_bits}")
+        check(self.subtraction in ("analog", "digital"),
+              f"periphery.subtraction must be analog or digital, got {self.subtraction!r}")
+        check(self.subtraction == "digital" or self.adc_bits is None or self.adc_bits >= 2,
+              "periphery.adc_bits must be >= 2 with analog subtraction (a signed conversion); got 1")
         check(self.adc_full_scale is None or check_finite(self.adc_full_scale, "periphery.adc_full_scale") > 0,
               f"periphery.adc_full_scale must be > 0 (or unset), got {self.adc_full_scale}")
         check(self.rows_per_read is None or self.rows_per_read >= 1,
@@ -83,15 +90,19 @@ def dac(codes: torch.Tensor, code_bits: int, input_bits: int | None) -> torch.Te
     return (torch.round(codes / step) * step).clamp(0, 2**code_bits - 1)
 
 
-def adc(current: torch.Tensor, bits: int, full_scale: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """(converted current, number of saturated reads): clamp(round(I / step), 0, 2^b - 1) * step with
-    step = full_scale / (2^b - 1) (module doc). The count is a 0-d tensor (no host sync)."""
-    top = 2**bits - 1
+def adc(current: torch.Tensor, bits: int, full_scale: float | None = None, *, signed: bool = False,
+        count: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(converted current, number of saturated reads or None when not `count`): unsigned clamp(round(I / step),
+    0, 2^b - 1) * step, or signed clamp(round(I / step), -M, M) * step with M = 2^(b-1) - 1; step = full_scale /
+    top code, 1 when full_scale is None (module doc). The count is a 0-d tensor (no host sync)."""
+    top = 2 ** (bits - 1) - 1 if signed else 2**bits - 1
+    check(top >= 1, f"a signed ADC needs at least 2 bits, got {bits}")
+    low = -top if signed else 0
     step = 1.0 if full_scale is None else float(full_scale) / top
     q = torch.round(current / step) if step != 1.0 else torch.round(current)
-    clipped = (q > top).sum() + (q < 0).sum()
-    q = q.clamp_(0, top)
-    return (q if step == 1.0 else q * step), clipped
+    clipped = ((q > top).sum() + (q < low).sum()) if count else None
+    q = q.clamp_(low, top)
+    return (q if step == 1.0 else q.mul_(step)), clipped
 
 
 @DEFECTS.register("ir_drop", "first-order IR drop: G / (1 + G r (wire segments to the cell))")
