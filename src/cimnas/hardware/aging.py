@@ -18,7 +18,7 @@ from torch import nn
 from cimnas.errors import CimnasError, check
 from cimnas.hardware.crossbar import CrossbarSpec
 from cimnas.hardware.defects import DefectConfig, DefectModel
-from cimnas.hardware.devices.config import DevicePreset
+from cimnas.hardware.devices.config import DevicePreset, load_device
 from cimnas.hardware.mapping import map_model
 from cimnas.hardware.montecarlo import CachedBatches, evaluate_trials
 
@@ -56,6 +56,14 @@ def chip_models(preset: DevicePreset, time_s: float, compensate: bool,
     per_read = [m for m in dev if getattr(m, "per_read", False)]
     chip = [m for m in dev if not getattr(m, "per_read", False)]
     return chip + (defects.build() if defects is not None else []) + preset.periphery.models() + per_read
+
+
+def device_models(device: str, time_s: float = 0.0, defects: DefectConfig | None = None
+                  ) -> tuple[DevicePreset, list[DefectModel]]:
+    """(preset, chip models) of a device preset name (`cimnas devices`; "ideal" = none) read `time_s` after
+    programming, with the preset's own drift-compensation setting: what training and search use."""
+    preset = load_device(device)
+    return preset, chip_models(preset, time_s, preset.device.drift_compensation, defects)
 
 
 def accuracy_over_time(models: dict[str, nn.Module], split, spec: CrossbarSpec, preset: DevicePreset,

@@ -39,6 +39,9 @@ class DeviceConfig:
     """Std of nu across cells (dimensionless)."""
     drift_t0_s: float = 20.0
     """Drift reference time t0 in seconds (aihwkit PCM: 20 s)."""
+    drift_compensation: bool = True
+    """Whether the deployed chip rescales each layer from a calibration read (training, search; `cimnas
+    robustness --time` reports both settings)."""
     relaxation_times_s: list[float] = field(default_factory=list)
     """Times (s, > 1 s, increasing) at which the conductance spread was measured after programming."""
     relaxation_sigma_polys: list[list[float]] = field(default_factory=list)
