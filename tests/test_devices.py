@@ -134,3 +134,38 @@ def test_presets_load_with_sources_and_reject_bad_fields(tmp_path):
     with pytest.raises(CimnasError, match="not YAML"):
         load_device(device_file=f)
     assert DefectConfig().build() == []
+
+
+def test_relaxation_total_spread_matches_the_fit_at_each_time():
+    from cimnas.hardware.devices.models import Relaxation
+
+    r = load_device("reram-wan2022").device
+    ml = layer(800, 64)
+    on = ml.g_pos == GMAX
+    for k, t in enumerate(r.relaxation_times_s):
+        rel = Relaxation(r.relaxation_times_s, r.relaxation_sigma_polys, r.programming_sigma_poly, t)
+        gp, _ = ProgrammingNoise(r.programming_sigma_poly).perturb_conductances(ml, ml.g_pos, ml.g_neg, gen())
+        gp, _ = rel.perturb_conductances(ml, gp, ml.g_neg, gen(7))
+        d = (gp - ml.g_pos)[on].double() / GMAX
+        expect = poly(torch.tensor(1.0), r.relaxation_sigma_polys[k]).item()  # independent increments add up
+        assert abs(d.std().item() / expect - 1) < 5 / math.sqrt(2 * d.numel())
+    mid = Relaxation(r.relaxation_times_s, r.relaxation_sigma_polys, r.programming_sigma_poly, math.sqrt(86400.0))
+    g = torch.tensor([GMAX])  # halfway in ln t between 1 s and 1 day: the mean of the two spreads
+    s1 = ProgrammingNoise(r.programming_sigma_poly).sigma(g, GMAX)
+    s2 = ProgrammingNoise(r.relaxation_sigma_polys[0]).sigma(g, GMAX)
+    assert mid.sigma_at(g, GMAX).item() == pytest.approx(((s1 + s2) / 2).item(), rel=1e-6)
+    late = Relaxation(r.relaxation_times_s, r.relaxation_sigma_polys, r.programming_sigma_poly, 3.15e7)
+    assert late.sigma_at(g, GMAX).item() == pytest.approx(  # held beyond the last measurement
+        ProgrammingNoise(r.relaxation_sigma_polys[-1]).sigma(g, GMAX).item())
+
+
+def test_ir_drop_by_hand():
+    from cimnas.hardware.periphery import IRDrop
+
+    ml = map_layer("fc", QLinear(3, 2, bias=False, weight_quantizer=BinaryWeight()), SPEC)
+    r = 2.0
+    gp, _ = IRDrop(r).perturb_conductances(ml, ml.g_pos, ml.g_neg, gen())
+    # column o = 1 (2 segments from the driver), row 0 of 3 (3 segments to the sense end): 5 segments
+    g = ml.g_pos[0, 1, 0].item()
+    assert gp[0, 1, 0].item() == pytest.approx(g / (1 + g * r * 5), rel=1e-6)
+    assert (gp <= ml.g_pos).all()

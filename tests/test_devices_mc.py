@@ -125,3 +125,12 @@ def test_cli_bad_device_input(capsys, ckpt, tmp_path, extra):
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("cimnas: error:") and len(err.strip().splitlines()) == 1
     assert not out.exists()
+
+
+def test_batched_trials_with_per_read_noise_equal_one_by_one():
+    net, split = setup()
+    reram = load_device("reram-wan2022", ["device.read_sigma=0.3"])  # strong read noise: reads matter
+    models = chip_models(reram, 86400.0, False)
+    one = evaluate_trials(net, split, CrossbarSpec(), models, trials=4, seed=3, batch_size=32, trial_batch=1)
+    batched = evaluate_trials(net, split, CrossbarSpec(), models, trials=4, seed=3, batch_size=32, trial_batch=4)
+    assert batched.accs == one.accs and len(set(one.accs)) > 1

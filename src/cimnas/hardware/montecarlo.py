@@ -124,12 +124,14 @@ def accuracy(model: nn.Module, batches: CachedBatches) -> float:
 
 
 @torch.inference_mode()
-def batched_accuracies(model: nn.Module, weights: dict[str, torch.Tensor], batches: CachedBatches) -> list[float]:
+def batched_accuracies(model: nn.Module, weights: dict[str, torch.Tensor] | Callable[[], dict[str, torch.Tensor]],
+                       batches: CachedBatches) -> list[float]:
     """Top-1 accuracies of C weight samples at once: `weights[name]` is (C, *W.shape) for each quantized layer
-    it names; one vmapped pass per batch (module doc). Equal to C `accuracy` calls under `weight_overrides`."""
-    names = list(weights)
-    stacked = tuple(weights[n] for n in names)
-    c = stacked[0].shape[0]
+    it names; one vmapped pass per batch (module doc). Equal to C `accuracy` calls under `weight_overrides`.
+    `weights` may be a function returning such a dict, called once per batch (C chips read anew per batch)."""
+    first = weights() if callable(weights) else weights
+    names = list(first)
+    c = first[names[0]].shape[0]
 
     def predict_one(ws: tuple[torch.Tensor, ...], x: torch.Tensor) -> torch.Tensor:
         with weight_overrides(model, dict(zip(names, ws, strict=True))):
@@ -138,10 +140,11 @@ def batched_accuracies(model: nn.Module, weights: dict[str, torch.Tensor], batch
     predict = torch.vmap(predict_one, in_dims=(0, None))
     was = model.training
     model.eval()
-    correct = torch.zeros(c, dtype=torch.long, device=stacked[0].device)
+    correct = torch.zeros(c, dtype=torch.long, device=first[names[0]].device)
     try:
-        for x, y in batches:
-            correct += (predict(stacked, x) == y).sum(1)
+        for i, (x, y) in enumerate(batches):
+            ws = first if i == 0 or not callable(weights) else weights()
+            correct += (predict(tuple(ws[n] for n in names), x) == y).sum(1)
     finally:
         model.train(was)
     return [int(v) / batches.n for v in correct.tolist()]
@@ -263,8 +266,19 @@ def run_trials(model: nn.Module, draw: Draw, batches: CachedBatches, seed: int, 
                device: torch.device | str = "cpu") -> list[float]:
     """Accuracies of several trials in one batched pass: each drawn exactly as `run_trial` draws it, the
     weights stacked per layer, evaluated by `batched_accuracies` (same results as one `run_trial` each)."""
-    if len(trials) == 1 or getattr(draw, "per_read", False):  # per-read chips: one trial at a time
-        return [run_trial(model, draw, batches, seed, t, device) for t in trials]
+    if len(trials) == 1:
+        return [run_trial(model, draw, batches, seed, trials[0], device)]
+    if getattr(draw, "per_read", False):  # chips read anew per batch: each chip's k-th read serves batch k
+        with torch.no_grad():
+            chips = [draw(trial_generator(seed, t, device)) for t in trials]
+        if chips[0].periphery is not None:  # the per-tile dataflow runs one chip at a time
+            return [c.accuracy(model, batches) for c in chips]
+
+        def reads() -> dict[str, torch.Tensor]:
+            ws = [c.weights() for c in chips]
+            return {n: torch.stack([w[n] for w in ws]) for n in ws[0]}
+
+        return batched_accuracies(model, reads, batches)
     with torch.no_grad():
         draws = [draw(trial_generator(seed, t, device)) for t in trials]
         stacked = {name: torch.stack([d[name] for d in draws]) for name in draws[0]}
