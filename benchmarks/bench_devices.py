@@ -25,7 +25,7 @@ from cimnas.hardware.aging import chip_models  # noqa: E402
 from cimnas.hardware.crossbar import CrossbarSpec  # noqa: E402
 from cimnas.hardware.devices import load_device  # noqa: E402
 from cimnas.hardware.mapping import map_model  # noqa: E402
-from cimnas.hardware.montecarlo import accuracy, run_trial, mapped_draw  # noqa: E402
+from cimnas.hardware.montecarlo import accuracy, mapped_draw, run_trial  # noqa: E402
 from cimnas.nn.models import build_model  # noqa: E402
 
 

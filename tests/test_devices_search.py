@@ -4,6 +4,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from tests.test_montecarlo import setup
 
 from cimnas.errors import CimnasError
 from cimnas.hardware.crossbar import CrossbarSpec
@@ -12,7 +13,6 @@ from cimnas.pipelines.hawis.config import DefectsConfig
 from cimnas.pipelines.hawis.context import mc_accuracies
 from cimnas.pipelines.uae.config import NoiseConfig
 from cimnas.pipelines.uae.noise import DeviceNoise, device_noise, evaluate_under_noise, noise_batch_context
-from tests.test_montecarlo import setup
 
 
 def test_uae_noise_section_takes_a_device():
