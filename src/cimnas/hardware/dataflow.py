@@ -156,7 +156,7 @@ def tile_forward(ml, g_pos: torch.Tensor, g_neg: torch.Tensor, x: torch.Tensor, 
                 cur = cur + torch.randn(cur.shape, generator=gen, dtype=cur.dtype,
                                         device=gen.device if gen is not None else cur.device).to(cur.device
                                                                                                ).mul_(periphery.out_noise)
-            cur = adc(cur, bits, periphery.adc_full_scale, signed=analog, count=False)[0]
+            cur = adc(cur, bits, periphery.adc_full_scale, signed=analog, count=False, inplace=True)[0]
         acc = cur if acc is None else acc.add_(cur)
     if not conv:
         acc = acc.flatten(1)

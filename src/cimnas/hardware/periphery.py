@@ -91,15 +91,19 @@ def dac(codes: torch.Tensor, code_bits: int, input_bits: int | None) -> torch.Te
 
 
 def adc(current: torch.Tensor, bits: int, full_scale: float | None = None, *, signed: bool = False,
-        count: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+        count: bool = True, inplace: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(converted current, number of saturated reads or None when not `count`): unsigned clamp(round(I / step),
     0, 2^b - 1) * step, or signed clamp(round(I / step), -M, M) * step with M = 2^(b-1) - 1; step = full_scale /
-    top code, 1 when full_scale is None (module doc). The count is a 0-d tensor (no host sync)."""
+    top code, 1 when full_scale is None (module doc). The count is a 0-d tensor (no host sync). `inplace`
+    overwrites `current` (the dataflow's fresh partial sums: one pass less)."""
     top = 2 ** (bits - 1) - 1 if signed else 2**bits - 1
     check(top >= 1, f"a signed ADC needs at least 2 bits, got {bits}")
     low = -top if signed else 0
     step = 1.0 if full_scale is None else float(full_scale) / top
-    q = torch.round(current / step) if step != 1.0 else torch.round(current)
+    if inplace:
+        q = (current.div_(step) if step != 1.0 else current).round_()
+    else:
+        q = torch.round(current / step) if step != 1.0 else torch.round(current)
     clipped = ((q > top).sum() + (q < low).sum()) if count else None
     q = q.clamp_(low, top)
     return (q if step == 1.0 else q.mul_(step)), clipped
