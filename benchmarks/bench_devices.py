@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import median_time  # noqa: E402
+from common import ratio  # noqa: E402
 
 from cimnas.hardware.aging import chip_models  # noqa: E402
 from cimnas.hardware.crossbar import CrossbarSpec  # noqa: E402
@@ -59,11 +59,7 @@ def _ratio(model, batches, preset, time_s: float = 0.0) -> float:
     def clean():
         accuracy(model, batches)
 
-    ta, tb = [], []
-    for _ in range(3):  # alternate so drift hits both alike
-        ta.append(median_time(trial, repeats=3, warmup=1))
-        tb.append(median_time(clean, repeats=3, warmup=1))
-    return sorted(ta)[1] / sorted(tb)[1]
+    return ratio(trial, clean, repeats=3, rounds=3)  # alternating rounds: drift hits both alike
 
 
 def run() -> dict:
