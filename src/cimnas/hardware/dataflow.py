@@ -105,9 +105,12 @@ def read_rows(spec, periphery: PeripheryConfig) -> int:
 
 def _group_weights(ml, w_all: torch.Tensor, periphery: PeripheryConfig) -> list[tuple[int, int, torch.Tensor]]:
     """(first input channel, end channel, weight) of every row group of every tile; a group that cuts a kernel
-    keeps only its rows (the others masked to 0)."""
+    keeps only its rows (the others masked to 0). Without `periphery.rows_per_read` a group holds whole kernels
+    (the capped read size rounded down to a multiple of k*k), so no kernel is cut."""
     rows_per_tile, k2 = _tile_rows(ml)
     pr = read_rows(ml.spec, periphery)
+    if periphery.rows_per_read is None and pr >= k2:  # by default a read holds whole k x k kernels (no mask)
+        pr -= pr % k2
     rows = ml.rows
     out = []
     for t0 in range(0, rows, rows_per_tile):
