@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from cimnas.errors import CimnasError, check
+from cimnas.hardware.chip import split_models
 from cimnas.hardware.crossbar import CrossbarSpec
 from cimnas.hardware.defects import DefectConfig, DefectModel
 from cimnas.hardware.devices.config import DevicePreset, load_device
@@ -52,9 +53,7 @@ def chip_models(preset: DevicePreset, time_s: float, compensate: bool,
                 defects: DefectConfig | None = None) -> list[DefectModel]:
     """The models of a chip at `time_s`, in physical order: the device's programming-time effects, today's
     defects (variation, stuck-at, gaussian), the periphery's IR drop, then read noise (drawn per read)."""
-    dev = preset.device.models(time_s, compensate)
-    per_read = [m for m in dev if getattr(m, "per_read", False)]
-    chip = [m for m in dev if not getattr(m, "per_read", False)]
+    chip, per_read = split_models(preset.device.models(time_s, compensate))
     return chip + (defects.build() if defects is not None else []) + preset.periphery.models() + per_read
 
 

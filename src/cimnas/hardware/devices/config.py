@@ -71,11 +71,6 @@ class DeviceConfig:
                DEFECTS.create("read_noise", sigma=self.read_sigma)]
         return [m for m in out if not m.is_identity]
 
-    @property
-    def drifts(self) -> bool:
-        """Whether the chip changes with time (drift or relaxation)."""
-        return self.drift_nu_mean > 0 or self.drift_nu_std > 0 or bool(self.relaxation_times_s)
-
 
 @dataclass
 class DevicePreset:
