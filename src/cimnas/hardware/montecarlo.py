@@ -11,6 +11,8 @@ final evaluation all call `evaluate_trials`.
 Two ways a trial draws its weights:
 - with a crossbar `spec`: the model is mapped onto crossbars once and every defect acts on the conductances or
   the read-back weight (`defects.sample_weight`);
+- with a crossbar `spec` and a model drawn at every read (device read noise) or `periphery.mode: tile`: the trial
+  is a `chip.Chip` (conductances programmed once, a new read per batch; the per-tile dataflow runs the layers);
 - with `spec=None`: weight-level defects only (the `gaussian` defect, UAE Eq. 1) act on each layer's own
   effective (quantized) weight (`GaussianNoise.layer_std` / `sample_weights`).
 
