@@ -4,6 +4,7 @@ import json
 
 import pytest
 import torch
+import yaml
 import torch.nn.functional as F
 from tests.test_montecarlo import setup
 
@@ -94,8 +95,10 @@ def ckpt(tmp_path_factory):
 
 
 def test_cli_devices_and_over_time_json(capsys, ckpt, tmp_path):
-    assert main(["devices"]) == 0 and "reram-wan2022" in capsys.readouterr().out
-    assert main(["devices", "pcm-joshi2020"]) == 0 and "sources" in capsys.readouterr().out
+    assert main(["devices"]) == 0
+    listed = yaml.safe_load(capsys.readouterr().out)  # the listing is YAML: preset -> device / periphery fields
+    assert listed["reram-wan2022"]["device"]["read_sigma"] == 0.01 and "periphery" in listed["pcm-joshi2020"]
+    assert main(["devices", "pcm-joshi2020"]) == 0 and yaml.safe_load(capsys.readouterr().out)["sources"]
     out = tmp_path / "o"
     code = main(["robustness", "--checkpoint", ckpt, "--device-model", "pcm-joshi2020", "--time", "0,1d",
                  "--trials", "2", "--max-samples", "64", "--json", "--out", str(out)])
