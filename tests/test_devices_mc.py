@@ -4,8 +4,8 @@ import json
 
 import pytest
 import torch
-import yaml
 import torch.nn.functional as F
+import yaml
 from tests.test_montecarlo import setup
 
 from cimnas.cli import main

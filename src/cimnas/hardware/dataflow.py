@@ -34,6 +34,7 @@ from contextlib import contextmanager
 import torch
 import torch.nn.functional as F
 
+from cimnas.errors import check
 from cimnas.hardware.energy import parallel_rows
 from cimnas.hardware.periphery import PeripheryConfig, adc, dac
 
@@ -46,6 +47,13 @@ def _tile_rows(ml) -> tuple[int, int]:
     return ml.spec.rows, 1
 
 
+def _check_dense(ml) -> None:
+    """The dataflow simulates dense layers; a grouped conv (a converted model's depthwise layer) is refused by
+    name rather than computed wrong."""
+    check(getattr(ml.layer, "groups", 1) == 1, f"layer {ml.name}: the dataflow simulator handles dense layers only "
+          "(groups = 1); use periphery.mode=ideal for grouped convolutions")
+
+
 def reference_forward(ml, x_codes: torch.Tensor, adc_on: bool = False, g_pos: torch.Tensor | None = None,
                       g_neg: torch.Tensor | None = None) -> torch.Tensor:
     """Matrix-vector products on the crossbars for unrolled integer inputs x_codes (N, rows) -> (N, C_out) in the
@@ -53,6 +61,7 @@ def reference_forward(ml, x_codes: torch.Tensor, adc_on: bool = False, g_pos: to
     adc_on each array's read of `energy.parallel_rows(spec)` rows is converted by a spec.adc_bits ADC with one
     unit current per LSB (`periphery.adc`)."""
     spec = ml.spec
+    _check_dense(ml)
     g_pos = ml.g_pos if g_pos is None else g_pos
     g_neg = ml.g_neg if g_neg is None else g_neg
     rows_per_tile, _ = _tile_rows(ml)
@@ -134,6 +143,7 @@ def tile_forward(ml, g_pos: torch.Tensor, g_neg: torch.Tensor, x: torch.Tensor, 
     Analog subtraction (MNSIM's Sub_Position 0): the ADC converts I+ - I- of a column pair (signed);
     digital: each array's column is converted (unsigned) and subtracted after the ADC."""
     spec, layer = ml.spec, ml.layer
+    _check_dense(ml)
     conv = len(ml.weight_shape) == 4
     codes, x_scale, code_bits = _input_codes(layer, x)
     step = spec.dac_bits
@@ -153,7 +163,8 @@ def tile_forward(ml, g_pos: torch.Tensor, g_neg: torch.Tensor, x: torch.Tensor, 
     bits = periphery.adc_bits or spec.adc_bits
     acc = None
     for c0, c1, w in _group_weights(ml, w_all, periphery):
-        cur = F.conv2d(xb[:, c0:c1], w, None, layer.stride, layer.padding) if conv else F.conv2d(xb[:, c0:c1], w)
+        cur = (F.conv2d(xb[:, c0:c1], w, None, layer.stride, layer.padding, layer.dilation) if conv
+               else F.conv2d(xb[:, c0:c1], w))
         if code_bits:  # float inputs (no integer code, e.g. a float first layer) are read exactly
             if periphery.out_noise:
                 cur = cur + torch.randn(cur.shape, generator=gen, dtype=cur.dtype,
