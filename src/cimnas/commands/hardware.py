@@ -21,10 +21,9 @@ def _spec_args(p) -> None:
                    help="override a CrossbarSpec field, e.g. --set spec.rows=128 (repeatable)")
 
 
-def register(subparsers) -> None:
-    p = subparsers.add_parser("energy", help="crossbar energy / latency / area of one inference (MNSIM-style)")
-    p.add_argument("--model", default="resnet20", help="registered model name (`cimnas models`), or an outside "
-                   "architecture torchvision:NAME / timm:NAME (optional extras, built without pretrained weights)")
+def arch_args(p, model_help: str = "registered model name (`cimnas models`)") -> None:
+    """The model description of `cimnas energy` and `cimnas align` (read by `energy_arch_args`)."""
+    p.add_argument("--model", default="resnet20", help=model_help)
     p.add_argument("--width-mult", type=float, default=1.0, help="uniform widening U-kx")
     p.add_argument("--widths", default=None, help="comma-separated per-layer widths (overrides --width-mult)")
     p.add_argument("--arch", default=None, help='JSON file with a "widths" or "arch" key (e.g. best_arch.json)')
@@ -37,6 +36,12 @@ def register(subparsers) -> None:
                    help="ResNet shortcuts: A zero-pad (default), B 1x1 conv (MNSIM-2.0's ResNet-20)")
     p.add_argument("--no-topology-mod", action="store_true",
                    help="binary models keep the avg-pool before the classifier (MNSIM-2.0's ResNet-20)")
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("energy", help="crossbar energy / latency / area of one inference (MNSIM-style)")
+    arch_args(p, "registered model name (`cimnas models`), or an outside architecture torchvision:NAME / timm:NAME "
+              "(optional extras, built without pretrained weights)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     _spec_args(p)
     add_source_args(p)
