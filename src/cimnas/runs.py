@@ -24,6 +24,7 @@ Rules (docs/guarantees.md):
 from __future__ import annotations
 
 import fcntl
+import math
 import os
 import platform
 import time
@@ -35,21 +36,26 @@ from typing import Any, TypeVar
 import torch
 import yaml
 
-from cimnas.config import diff_configs, from_dict, safe_yaml, to_dict
+from cimnas.config import MAX_CONFIG_BYTES, diff_configs, from_dict, safe_yaml, to_dict
 from cimnas.errors import CimnasError, check
 from cimnas.utils.io import (
     CHECKPOINT_FORMAT,
     append_jsonl,
+    append_text,
     atomic_write_bytes,
+    check_no_links,
     clean_stale_tmp,
     dumps,
     load_checkpoint,
+    open_regular,
     os_error,
     os_errors,
     read_json,
     read_jsonl,
+    read_regular,
     repair_jsonl,
     require_fields,
+    require_regular,
     save_checkpoint,
     write_json,
 )
@@ -67,6 +73,7 @@ class RunFolder:
     kind: str
     resumed: bool = False
     _lock_fd: int | None = None
+    _cleaned: bool = False
 
     # ------------------------------------------------------------------ opening
     @classmethod
@@ -86,6 +93,7 @@ class RunFolder:
             raise CimnasError(f"{root} is a file, not a run folder: give a folder path for --out")
         if root.is_dir():  # refuse a foreign folder before anything (the lock file) is written into it
             _check_not_foreign(root)
+            check_no_links(root)
         try:
             root.mkdir(parents=True, exist_ok=True)
         except OSError as e:
@@ -102,10 +110,7 @@ class RunFolder:
 
     def _lock(self) -> None:
         path = self.root / LOCK_NAME
-        try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as e:
-            raise os_error(path, e, "create the lock file") from e
+        fd = open_regular(path, os.O_RDWR | os.O_CREAT, doing="create the lock file")
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError as e:
@@ -113,9 +118,14 @@ class RunFolder:
             os.close(fd)
             raise CimnasError(f"{self.root} is in use by another cimnas process (pid {holder}); wait for it to "
                               "finish or choose another --out folder") from e
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
         self._lock_fd = fd
+        try:
+            with os_errors(path, "write the lock file"):  # a full disk (ENOSPC) is one line, not a traceback
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, str(os.getpid()).encode(), 0)
+        except CimnasError:
+            self.close()
+            raise
 
     def close(self) -> None:
         """Release the lock (the process ending does the same)."""
@@ -135,13 +145,14 @@ class RunFolder:
     def _check_writable(self) -> None:
         probe = self.root / f".write-probe-{os.getpid()}"
         try:
-            with open(probe, "wb") as f:
+            fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+            with os.fdopen(fd, "wb") as f:
                 f.write(b"x")
                 f.flush()
                 os.fsync(f.fileno())
             probe.unlink()
         except OSError as e:
-            if probe.exists():
+            if os.path.lexists(probe):
                 probe.unlink()
             raise os_error(self.root, e, "write into the run folder") from e
 
@@ -153,19 +164,35 @@ class RunFolder:
         meta = read_json(meta_path)
         check(isinstance(meta, dict) and meta.get("format") == RUN_FORMAT,
               f"{meta_path} is not a {RUN_FORMAT} run description; start a new --out folder")
+        check(isinstance(meta.get("executions", []), list)
+              and all(isinstance(e, dict) for e in meta.get("executions", [])),
+              f"{meta_path}: 'executions' is not a list of records; the file is damaged: fix it or use a new "
+              "--out folder")
         if meta.get("kind") != self.kind:
             raise CimnasError(f"{self.root} holds a {meta.get('kind')!r} run, not a {self.kind!r} run; "
                               "choose another --out folder")
         if not resume:
             raise CimnasError(f"{self.root} already holds a {self.kind} run; pass --resume to continue it or "
                               "choose a new --out folder")
-        clean_stale_tmp(self.root)
         old = self.stored_config(config_cls)
         diff = [k for k in diff_configs(old, cfg_dict) if not _admitted(k, resumable)]
         if diff:
             raise CimnasError(f"cannot resume {self.root}: the config differs from the saved run at "
                               f"{', '.join(diff)}; resume with the original config or use a new --out folder")
+        self._check_files()
         self.resumed = True
+
+    def _check_files(self) -> None:
+        """Validate-then-write: before a resume writes anything, every JSONL log must read (numbers checked) and
+        every file the run appends to or replaces must open for writing (an immutable log fails here, not after
+        config.yaml was rewritten). Opening for append changes nothing."""
+        for p in sorted(self.root.iterdir()):
+            if p.name == LOCK_NAME or not p.is_file():
+                continue
+            if p.suffix == ".jsonl":
+                read_jsonl(p)
+            if p.suffix in (".jsonl", ".json", ".yaml", ".log"):
+                os.close(open_regular(p, os.O_WRONLY | os.O_APPEND, doing="write"))
 
     def _start(self, cfg_dict: dict) -> None:
         write_json(self.root / "run.json", {"format": RUN_FORMAT, "kind": self.kind,
@@ -177,9 +204,9 @@ class RunFolder:
     def stored_config(self, config_cls: type | None = None) -> dict:
         """The config stored in config.yaml (through `config_cls` when given, so new keys get defaults)."""
         path = self.root / "config.yaml"
-        check(path.is_file(), f"{self.root} has no config.yaml; it is not a complete run: use a new --out folder")
-        with os_errors(path, "read"):
-            text = path.read_bytes().decode("utf-8", errors="replace")
+        check(require_regular(path, missing_ok=True),
+              f"{self.root} has no config.yaml; it is not a complete run: use a new --out folder")
+        text = read_regular(path, limit=MAX_CONFIG_BYTES).decode("utf-8", errors="replace")
         data = safe_yaml(text, str(path))
         check(isinstance(data, dict), f"{path} does not hold a config mapping; fix it or use a new --out folder")
         if config_cls is not None:
@@ -196,14 +223,25 @@ class RunFolder:
         check(new >= done, f"cannot resume {self.root} with {key}={new}: {done} {what} are already done and a "
               f"resume may extend a run, never rewrite its history; give {key} >= {done} or a new --out folder")
 
+    def _before_write(self) -> None:
+        """Called by every write: the first one removes the temporary files of interrupted atomic writes (after
+        every check of the resume, so a refused resume leaves the folder as it was)."""
+        if not self._cleaned:
+            clean_stale_tmp(self.root)
+            self._cleaned = True
+
     def write_config(self, cfg: Any) -> None:
+        self._before_write()
         cfg_dict = to_dict(cfg) if not isinstance(cfg, dict) else cfg
         atomic_write_bytes(self.root / "config.yaml", yaml.safe_dump(cfg_dict, sort_keys=False).encode())
 
     def record_execution(self, **how: Any) -> None:
         """Note in run.json how this run was executed (workers, Ray address, torchrun world size)."""
+        self._before_write()
         meta = read_json(self.root / "run.json")
-        meta.setdefault("executions", []).append({"at": time.strftime("%Y-%m-%dT%H:%M:%S"), **how})
+        check(isinstance(meta, dict) and isinstance(meta.setdefault("executions", []), list),
+              f"{self.root / 'run.json'}: 'executions' is not a list; the file is damaged: use a new --out folder")
+        meta["executions"].append({"at": time.strftime("%Y-%m-%dT%H:%M:%S"), **how})
         write_json(self.root / "run.json", meta)
 
     # ------------------------------------------------------------------ files
@@ -222,10 +260,11 @@ class RunFolder:
         line = f"[{time.strftime('%H:%M:%S')}] {msg}"
         if echo:
             print(line, flush=True)
-        with os_errors(self.root / "run.log"), open(self.root / "run.log", "a") as f:
-            f.write(line + "\n")
+        self._before_write()
+        append_text(self.root / "run.log", line + "\n")
 
     def append(self, name: str, record: dict) -> None:
+        self._before_write()
         append_jsonl(self.root / name, record)
 
     def records(self, name: str) -> list[dict]:
@@ -233,23 +272,26 @@ class RunFolder:
 
     def rewrite_records(self, name: str, records: list[dict]) -> None:
         """Make log `name` hold exactly `records` (e.g. the ones a checkpoint covers), atomically."""
+        self._before_write()
         path = self.root / name
         repair_jsonl(path)
         text = "".join(dumps(r) + "\n" for r in records)
-        if not path.is_file() or path.read_text() != text:
+        if not require_regular(path, missing_ok=True) or read_regular(path) != text.encode():
             atomic_write_bytes(path, text.encode())
 
     def write_result(self, name: str, obj: Any) -> None:
+        self._before_write()
         write_json(self.root / name, obj)
 
     def read_result(self, name: str) -> Any:
         return read_json(self.root / name)
 
     def has(self, name: str) -> bool:
-        return (self.root / name).is_file()
+        return require_regular(self.root / name, missing_ok=True)
 
     def save(self, name: str, payload: dict) -> None:
         """Atomically save checkpoint `checkpoints/<name>` (payload gets the checkpoint format)."""
+        self._before_write()
         save_checkpoint(self.ckpt / name, {"format": CHECKPOINT_FORMAT, **payload})
 
     def load(self, name: str, fields: dict[str, type | tuple[type, ...]] | None = None,
@@ -288,13 +330,75 @@ def load_payload(path: str | Path, fields: dict[str, type | tuple[type, ...]] | 
 
 
 def load_state(module: torch.nn.Module | Any, state: dict, path: str | Path) -> None:
-    """`module.load_state_dict(state)` with a one-line error when the checkpoint does not fit."""
+    """`module.load_state_dict(state)` with a one-line error when the checkpoint does not fit: a model's tensors
+    must have its dtypes (shapes are checked by torch), an optimiser's state tensors the shapes of its
+    parameters, and any other state (a scheduler's) the kinds of value (number, list, mapping...) it holds now."""
+    check(isinstance(state, dict), f"checkpoint {path}: the state of {type(module).__name__} is a "
+          f"{type(state).__name__}, not a mapping; delete it or use a new --out folder")
+    bad = _state_mismatch(module, state)
+    if bad:
+        raise CimnasError(f"checkpoint {path} does not match this model or config ({type(module).__name__}: "
+                          f"{bad[:160]}); delete it or use a new --out folder")
     try:
         module.load_state_dict(state)
     except (RuntimeError, KeyError, ValueError, TypeError, AttributeError, IndexError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CimnasError(f"checkpoint {path} does not match this model or config ({first[:160]}); "
                           "delete it or use a new --out folder") from e
+
+
+def _kind(v: Any) -> str:
+    if isinstance(v, bool) or v is None:
+        return repr(v) if v is None else "bool"
+    if isinstance(v, int | float):
+        return "number"
+    if isinstance(v, torch.Tensor):
+        return f"tensor {str(v.dtype).replace('torch.', '')}"
+    return "list" if isinstance(v, list | tuple) else "mapping" if isinstance(v, dict) else type(v).__name__
+
+
+def _same_kinds(expected: Any, got: Any, key: str) -> str | None:
+    """Where `got` differs in kind from `expected` (None: it does not); floats must be finite."""
+    if isinstance(got, float) and not math.isfinite(got):
+        return f"{key} is {got}"
+    if expected is None:  # unset now (e.g. a scheduler's last lr before its first step): any plain value
+        return None
+    ke, kg = _kind(expected), _kind(got)
+    if ke != kg:
+        return f"{key} is a {kg}, not a {ke}"
+    if isinstance(expected, dict):
+        return next((m for k in got if k in expected and (m := _same_kinds(expected[k], got[k], f"{key}.{k}"))), None)
+    if isinstance(expected, list | tuple):
+        if len(expected) != len(got):
+            return f"{key} has {len(got)} entries, not {len(expected)}"
+        pairs = enumerate(zip(expected, got, strict=True))
+        return next((m for i, (a, b) in pairs if (m := _same_kinds(a, b, f"{key}[{i}]"))), None)
+    return None
+
+
+def _state_mismatch(module: Any, state: dict) -> str | None:
+    """What in `state` does not fit `module` (None: it fits)."""
+    if isinstance(module, torch.nn.Module):
+        expected = module.state_dict()
+        return next((f"{k} is {_kind(v)}, not {_kind(expected[k])}" for k, v in state.items()
+                     if k in expected and _kind(v) != _kind(expected[k])), None)
+    if isinstance(module, torch.optim.Optimizer):
+        params = [p for g in module.param_groups for p in g["params"]]
+        per_param, groups = state.get("state", {}), state.get("param_groups", [])
+        if not isinstance(per_param, dict) or not isinstance(groups, list):
+            return "'state' is not a mapping or 'param_groups' not a list"
+        for i, entry in per_param.items():
+            if not (isinstance(i, int) and 0 <= i < len(params) and isinstance(entry, dict)):
+                return f"state entry {i!r} names no parameter"
+            for name, t in entry.items():
+                if isinstance(t, torch.Tensor) and t.dim() > 0 and t.shape != params[i].shape:
+                    return f"state[{i}].{name} has shape {tuple(t.shape)}, not {tuple(params[i].shape)}"
+                if isinstance(t, torch.Tensor) and t.dim() > 0 and t.dtype != params[i].dtype:
+                    return f"state[{i}].{name} is {t.dtype}, not {params[i].dtype}"
+        return _same_kinds(module.state_dict()["param_groups"], groups, "param_groups")
+    if hasattr(module, "state_dict"):
+        return _same_kinds(module.state_dict(), state, "state")
+    return None
 
 
 def guarded(fn: Callable[..., T], path: str | Path) -> Callable[..., T]:
