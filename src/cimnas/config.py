@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import reprlib
 import types
 import typing
 from dataclasses import dataclass, field
@@ -44,38 +45,39 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
                 return _coerce(value, a, key)
             except CimnasError:
                 continue
-        raise CimnasError(f"config key {key!r}: {value!r} is not a {_type_name(tp)}")
+        raise CimnasError(f"config key {shorten(key, 120)}: {shorten(value)} is not a {_type_name(tp)}")
     if origin is typing.Literal:
         if value not in args:
-            raise CimnasError(f"config key {key!r}: {value!r} is not one of {', '.join(map(repr, args))}")
+            raise CimnasError(f"config key {shorten(key, 120)}: {shorten(value)} is not one of "
+                              f"{', '.join(map(repr, args))}")
         return value
     if origin in (list, tuple) or tp in (list, tuple):
         if isinstance(value, str):
             value = [v for v in value.split(",") if v.strip() != ""] if value.strip() else []
         if not isinstance(value, list | tuple):
-            raise CimnasError(f"config key {key!r}: expected a list, got {value!r}")
+            raise CimnasError(f"config key {shorten(key, 120)}: expected a list, got {shorten(value)}")
         inner = args[0] if args else Any
         items = [_coerce(v, inner, f"{key}[{i}]") for i, v in enumerate(value)]
         return items if list in (origin, tp) else tuple(items)
     if origin is dict or tp is dict:  # `options: dict` (bare) too: build_model(**5) was a TypeError traceback
         if not isinstance(value, dict):
-            raise CimnasError(f"config key {key!r}: expected a mapping, got {value!r}")
+            raise CimnasError(f"config key {shorten(key, 120)}: expected a mapping, got {shorten(value)}")
         return dict(value)
     if dataclasses.is_dataclass(tp):
         if isinstance(value, tp):
             return value
         if not isinstance(value, dict):
-            raise CimnasError(f"config section {key!r}: expected a mapping, got {value!r}")
+            raise CimnasError(f"config section {shorten(key, 120)}: expected a mapping, got {shorten(value)}")
         return from_dict(tp, value, prefix=key + ".")
     if tp is bool:
         if isinstance(value, bool):
             return value
         if isinstance(value, str) and value.lower() in ("true", "yes", "1", "on", "false", "no", "0", "off"):
             return value.lower() in ("true", "yes", "1", "on")
-        raise CimnasError(f"config key {key!r}: expected true/false, got {value!r}")
+        raise CimnasError(f"config key {shorten(key, 120)}: expected true/false, got {shorten(value)}")
     if tp is int:
         if isinstance(value, bool):
-            raise CimnasError(f"config key {key!r}: expected an integer, got {value!r}")
+            raise CimnasError(f"config key {shorten(key, 120)}: expected an integer, got {shorten(value)}")
         if isinstance(value, int):
             return value
         if isinstance(value, float) and math.isfinite(value) and value.is_integer():
@@ -85,10 +87,10 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
                 return int(value)
             except ValueError:
                 pass
-        raise CimnasError(f"config key {key!r}: expected an integer, got {value!r}")
+        raise CimnasError(f"config key {shorten(key, 120)}: expected an integer, got {shorten(value)}")
     if tp is float:
         if isinstance(value, bool):
-            raise CimnasError(f"config key {key!r}: expected a number, got {value!r}")
+            raise CimnasError(f"config key {shorten(key, 120)}: expected a number, got {shorten(value)}")
         out = None
         if isinstance(value, int | float):
             out = float(value)
@@ -98,16 +100,17 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             except ValueError:
                 pass
         if out is None:
-            raise CimnasError(f"config key {key!r}: expected a number, got {value!r}")
+            raise CimnasError(f"config key {shorten(key, 120)}: expected a number, got {shorten(value)}")
         # every float in every config is finite: inf / nan would train to NaN or overflow later
-        check(math.isfinite(out), f"config key {key!r}: {value!r} is not a finite number; give a finite value")
+        check(math.isfinite(out),
+              f"config key {shorten(key, 120)}: {shorten(value)} is not a finite number; give a finite value")
         return out
     if tp is str:
         if isinstance(value, str):
             return value
         if isinstance(value, int | float) and not isinstance(value, bool):
             return str(value)
-        raise CimnasError(f"config key {key!r}: expected a string, got {value!r}")
+        raise CimnasError(f"config key {shorten(key, 120)}: expected a string, got {shorten(value)}")
     return value
 
 
@@ -124,7 +127,7 @@ def from_dict(cls: type[T], data: dict, prefix: str = "") -> T:
     unknown = [k for k in data if k not in names]
     if unknown:
         raise CimnasError(
-            f"unknown config key {prefix + unknown[0]!r}; valid keys here: {', '.join(names)}"
+            f"unknown config key {shorten(prefix + str(unknown[0]), 120)}; valid keys here: {', '.join(names)}"
         )
     kwargs = {k: _coerce(v, hints[k], prefix + k) for k, v in data.items()}
     return cls(**kwargs)
@@ -161,8 +164,46 @@ def validate(cfg: Any, section: str = "") -> None:
             raise CimnasError(f"{name}: {msg}") from e
 
 
-#: PyYAML's safe loader (no Python objects are ever built), in libyaml's C form where installed (~20x faster).
-SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_BASE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class SAFE_LOADER(_BASE_LOADER):  # noqa: N801 - the name every caller already uses
+    """PyYAML's safe loader (no Python objects are ever built), in libyaml's C form where installed (~20x
+    faster), that refuses a mapping with the same key twice (PyYAML keeps the last one silently: `rows:` given
+    twice in a spec would change the crossbar without a word). Merge keys (`<<: *base`) may still be overridden."""
+
+    def construct_mapping(self, node: yaml.Node, deep: bool = False) -> dict:
+        if isinstance(node, yaml.MappingNode):
+            seen: set = set()
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    dup = key in seen
+                    seen.add(key)
+                except TypeError:  # an unhashable key: SafeConstructor refuses it below
+                    continue
+                if dup:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"duplicate key {shorten(key)} (line {key_node.start_mark.line + 1}); give each "
+                        "key once", key_node.start_mark)
+        return super().construct_mapping(node, deep=deep)
+
+
+SAFE_LOADER.add_constructor("tag:yaml.org,2002:map", SAFE_LOADER.construct_yaml_map)
+
+
+def shorten(value: Any, limit: int = 60) -> str:
+    """`repr(value)` cut to `limit` characters (an error message never prints a huge expansion)."""
+    text = reprlib_repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def reprlib_repr(value: Any) -> str:
+    r = reprlib.Repr()
+    r.maxstring, r.maxother, r.maxlist, r.maxdict, r.maxlevel = 60, 60, 6, 4, 3
+    return r.repr(value)
 
 #: Largest config a YAML file or an override may expand to (nodes after resolving aliases), and the largest
 #: config file read. Real configs have a few hundred nodes; the bound stops alias ("billion laughs") bombs.
@@ -170,24 +211,32 @@ MAX_CONFIG_NODES = 100_000
 MAX_CONFIG_BYTES = 1 << 20
 
 
+MAX_CONFIG_DEPTH = 64  #: deepest nesting of a config (real ones: 4); deeper is refused, never a RecursionError
+
+
 def _expanded_size(node: Any, limit: int) -> int:
-    """Number of nodes of `node` with aliases expanded, counting only up to `limit` (no expansion is built)."""
+    """Number of nodes of `node` with aliases expanded, counting only up to `limit` (no expansion is built);
+    more than `limit` also for nesting deeper than MAX_CONFIG_DEPTH (iterative: no recursion to overflow)."""
     memo: dict[int, int] = {}
-
-    def size(n: Any) -> int:
-        key = id(n)
-        if key in memo:
-            return memo[key]
-        if isinstance(n, dict):
-            total = 1 + sum(size(k) + size(v) for k, v in n.items())
-        elif isinstance(n, list | tuple):
-            total = 1 + sum(size(v) for v in n)
-        else:
-            total = 1
-        memo[key] = total = min(total, limit + 1)
-        return total
-
-    return size(node)
+    # post-order walk: a node's total is known once its children's are
+    stack: list[tuple[Any, int, bool]] = [(node, 0, False)]
+    while stack:
+        n, depth, ready = stack.pop()
+        if id(n) in memo:
+            continue
+        children = (list(n.keys()) + list(n.values()) if isinstance(n, dict) else list(n)
+                    if isinstance(n, list | tuple) else [])
+        if not children:
+            memo[id(n)] = 1
+            continue
+        if depth > MAX_CONFIG_DEPTH:
+            return limit + 1
+        if not ready:
+            stack.append((n, depth, True))
+            stack.extend((c, depth + 1, False) for c in children if id(c) not in memo)
+            continue
+        memo[id(n)] = min(limit + 1, 1 + sum(memo.get(id(c), 1) for c in children))
+    return memo[id(node)]
 
 
 def safe_yaml(text: str, where: str) -> Any:
@@ -199,23 +248,28 @@ def safe_yaml(text: str, where: str) -> Any:
     except RecursionError as e:
         raise CimnasError(f"{where} is nested too deeply to be a config; fix the file") from e
     check(_expanded_size(data, MAX_CONFIG_NODES) <= MAX_CONFIG_NODES,
-          f"{where} expands to more than {MAX_CONFIG_NODES:,} values (YAML aliases?); a config is far smaller: "
-          "write the values out")
+          f"{where} expands to more than {MAX_CONFIG_NODES:,} values or {MAX_CONFIG_DEPTH} levels (YAML aliases?); "
+          "a config is far smaller: write the values out")
     return data
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
     """'a.b.c=value' -> (['a','b','c'], yaml-parsed value; a string where it is not YAML)."""
     if "=" not in text:
-        raise CimnasError(f"override {text!r} must look like section.key=value")
+        raise CimnasError(f"override {shorten(text)} must look like section.key=value")
     key, raw = text.split("=", 1)
-    check(all(p.strip() for p in key.split(".")), f"override {text!r}: the key has an empty part")
+    check(all(p.strip() for p in key.split(".")), f"override {shorten(text)}: the key has an empty part")
     try:
         value = yaml.load(raw, Loader=SAFE_LOADER) if raw != "" else ""
+    except yaml.constructor.ConstructorError as e:  # a duplicate key: never silently "the text itself"
+        raise CimnasError(f"override {shorten(key)}: {str(e).splitlines()[0]}") from None
     except yaml.YAMLError:
         value = raw
+    except RecursionError:
+        raise CimnasError(f"override {shorten(key)} is nested too deeply; write the value out") from None
     check(_expanded_size(value, MAX_CONFIG_NODES) <= MAX_CONFIG_NODES,
-          f"override {key!r} expands to more than {MAX_CONFIG_NODES:,} values; write the values out")
+          f"override {shorten(key)} expands to more than {MAX_CONFIG_NODES:,} values or {MAX_CONFIG_DEPTH} levels; "
+          "write the values out")
     return key.strip().split("."), value
 
 
@@ -230,7 +284,7 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
             if child is None:
                 child = {}
             elif not isinstance(child, dict):
-                raise CimnasError(f"override {text!r}: {part!r} is not a section")
+                raise CimnasError(f"override {shorten(text)}: {shorten(part)} is not a section")
             node[part] = dict(child)
             node = node[part]
         node[path[-1]] = value
