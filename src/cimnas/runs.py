@@ -23,6 +23,7 @@ Rules (docs/guarantees.md):
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import math
 import os
@@ -73,7 +74,8 @@ class RunFolder:
     kind: str
     resumed: bool = False
     _lock_fd: int | None = None
-    _cleaned: bool = False
+    _cleaned: bool = False  # the first write happened (stale temporaries removed)
+    _made: tuple[Path, ...] = ()  # what `open` created for a fresh run: abandon() removes it again
 
     # ------------------------------------------------------------------ opening
     @classmethod
@@ -91,7 +93,8 @@ class RunFolder:
             is_file = root.exists() and not root.is_dir()
         if is_file:
             raise CimnasError(f"{root} is a file, not a run folder: give a folder path for --out")
-        if root.is_dir():  # refuse a foreign folder before anything (the lock file) is written into it
+        existed = root.is_dir()
+        if existed:  # refuse a foreign folder before anything (the lock file) is written into it
             _check_not_foreign(root)
             check_no_links(root)
         try:
@@ -99,12 +102,21 @@ class RunFolder:
         except OSError as e:
             raise os_error(root, e, "create the run folder") from e
         run = cls(root, kind)
-        run._lock()
+        had_lock = os.path.lexists(root / LOCK_NAME)
+        run._made = () if existed else (root,)
+        try:
+            run._lock()
+        except BaseException:
+            if not existed:
+                root.rmdir()
+            raise
+        if not had_lock:
+            run._made = (root / LOCK_NAME, *run._made)
         try:
             run._check_writable()
             run._adopt(cfg_dict, resume, resumable, config_cls)
         except BaseException:
-            run.close()
+            run.abandon()
             raise
         return run
 
@@ -136,11 +148,21 @@ class RunFolder:
                 os.close(self._lock_fd)
                 self._lock_fd = None
 
+    def abandon(self) -> None:
+        """Close a run refused before its first write (a config check after `open`): a fresh run leaves nothing
+        behind, neither its run.json / config.yaml nor the lock file nor the folder `open` created, so the same
+        command, fixed, needs no --resume. A run that wrote anything is only closed."""
+        made = self._made if not self._cleaned else ()
+        self.close()
+        for p in made:
+            with contextlib.suppress(OSError):
+                p.rmdir() if p == self.root else p.unlink()
+
     def __enter__(self) -> RunFolder:
         return self
 
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
+    def __exit__(self, exc_type: Any, *exc: Any) -> None:
+        self.abandon() if exc_type is not None else self.close()
 
     def _check_writable(self) -> None:
         probe = self.root / f".write-probe-{os.getpid()}"
@@ -198,7 +220,8 @@ class RunFolder:
         write_json(self.root / "run.json", {"format": RUN_FORMAT, "kind": self.kind,
                                             "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
                                             "host": platform.node(), "torch": torch.__version__})
-        self.write_config(cfg_dict)
+        self._made = (self.root / "run.json", self.root / "config.yaml", *self._made)
+        atomic_write_bytes(self.root / "config.yaml", yaml.safe_dump(cfg_dict, sort_keys=False).encode())
 
     # ------------------------------------------------------------------ config
     def stored_config(self, config_cls: type | None = None) -> dict:

@@ -275,6 +275,10 @@ def cmd_robustness(args) -> int:
                   "robustness.png")
             check(not (out / "robustness.json").exists(),
                   f"{out / 'robustness.json'} exists; choose a new --out folder")
+            from cimnas.utils.io import check_output
+
+            for name in ("robustness.json", "robustness.png"):  # no link, FIFO or device; never a checkpoint read
+                check_output(out / name, inputs=args.checkpoint)
     models, dataset = {}, args.dataset
     for label, path in zip(labels, args.checkpoint, strict=True):
         model, ckpt = load_model(path)

@@ -56,13 +56,14 @@ def _final(args: argparse.Namespace) -> int:
 
 def _report(args: argparse.Namespace) -> int:
     from cimnas.reports.uae_search import make_figures, table3
+    from cimnas.utils.io import atomic_write_bytes, check_output
 
+    if args.out:  # before anything is read or drawn: never a run's own file, a folder, a link, a FIFO or a device
+        check_output(args.out, inputs=args.runs)
     text = table3(args.runs)  # every run's final.json checked before any figure is (re)drawn
     for d in args.runs:
         make_figures(d)
     if args.out:
-        from cimnas.utils.io import atomic_write_bytes
-
         atomic_write_bytes(Path(args.out), (text + "\n").encode())
     print(text)
     return 0

@@ -68,7 +68,7 @@ def run_pipeline(cfg: HawisConfig, out: str | Path, *, resume: bool = False,
             ctx = make_context(cfg, run)
             run.record_execution(stages=list(stages), device=str(device), **distributed.execution())
         except BaseException:
-            run.close()
+            run.abandon()  # refused before its first write: a fresh folder is removed again
             raise
     distributed.share("opened")
     try:

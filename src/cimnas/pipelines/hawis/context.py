@@ -63,7 +63,7 @@ def open_run(cfg: HawisConfig, out: str | Path, resume: bool) -> RunFolder:
                 run.write_config(new)
                 run.log(f"resume with changed {', '.join(diff)}", echo=False)
     except BaseException:
-        run.close()
+        run.abandon()
         raise
     return run
 
