@@ -68,3 +68,39 @@ def folder_hash(root: Path) -> dict[str, str]:
 def copy_run(src: Path, dst: Path) -> Path:
     shutil.copytree(src, dst)
     return dst
+
+
+def snapshot(*roots: Path) -> dict[str, object]:
+    """What `roots` hold, walked without following links: every regular file's sha256 (the `.lock` file, which
+    holds the last opener's pid, excluded), every link's target and the sha256 of what it points to (so a
+    write through a link shows), every other entry's kind (FIFO, device). A root that does not exist: None."""
+    out: dict[str, object] = {}
+    for root in map(Path, roots):
+        if not os.path.lexists(root):
+            out[str(root)] = None
+            continue
+        entries = [root] if not root.is_dir() or root.is_symlink() else [root, *sorted(root.rglob("*"))]
+        for p in entries:
+            if p.is_symlink():
+                target = Path(os.readlink(p))
+                target = target if target.is_absolute() else p.parent / target
+                data = hashlib.sha256(target.read_bytes()).hexdigest() if target.is_file() else None
+                out[str(p)] = ("link", str(target), data)
+            elif p.is_file() and p.name != ".lock":
+                out[str(p)] = hashlib.sha256(p.read_bytes()).hexdigest()
+            elif not p.is_file() and not p.is_dir():
+                out[str(p)] = ("special", p.lstat().st_mode)
+    return out
+
+
+def main_refused(capsys, *argv: str | Path, needles: tuple[str, ...] = ()) -> str:
+    """`cimnas ARGV` in this process (`cimnas.cli.main`): exit 2, one line on stderr holding `needles`, no
+    traceback; returns the line."""
+    from cimnas.cli import main
+
+    capsys.readouterr()
+    try:
+        rc = main([str(a) for a in argv])
+    except SystemExit as e:  # argparse
+        rc = e.code
+    return assert_one_line(rc, capsys.readouterr().err, *needles)

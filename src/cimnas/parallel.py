@@ -75,6 +75,8 @@ class Parallelism:
         check(self.ray_address is None or bool(str(self.ray_address).strip()),
               "--ray-address must name a cluster (host:port, or 'auto'); omit it to run locally")
         self.resources.validate()
+        if self.ray_address is not None:
+            _check_reachable(str(self.ray_address))  # up front: Ray retries a dead address for long, noisily
         if self.resources.gpus > 0 and self.ray_address is None:  # up front: Ray would wait forever for a GPU
             import torch
 
@@ -177,8 +179,6 @@ def ensure_ray(par: Parallelism) -> Any:
     ray = import_ray()
     if ray.is_initialized():
         return ray
-    if par.ray_address is not None:
-        _check_reachable(par.ray_address)
     try:
         with _stderr_kept_on_success():  # Ray's own warnings of a failed start are not the user's error line
             if par.ray_address is not None:

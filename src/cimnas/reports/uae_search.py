@@ -15,7 +15,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from cimnas.errors import CimnasError, check  # noqa: E402
-from cimnas.utils.io import read_json, read_jsonl, require_run_kind  # noqa: E402
+from cimnas.utils.io import check_numbers, read_json, read_jsonl, require_run_kind  # noqa: E402
 
 #: what the figures and Table 3 read from each episode record and from final.json
 EPISODE_KEYS = ("episode", "reward", "cache_hit", "clean_acc")
@@ -88,6 +88,8 @@ def table3(run_dirs: list[str | Path]) -> str:
             missing = ["p5"]
         check(not missing, f"{path} is not a UAE final.json (no {missing[0] if missing else ''}); rerun "
               f"`cimnas uae final --out {d}`")
+        check_numbers(f, str(path), {"mean": "acc", "p5": "acc", "p95": "acc", "k": "count",
+                                     "search_time_h": "energy"})  # (>= 0 like an energy)
         p5 = f["p5"] if "p5" in f else f["p95"]  # final.json of older runs named the 5th percentile p95
         rows.append(f"| {f['label']} | {f['k']} | {f['statistic'] if f['k'] else '-'} | {100 * f['clean_acc']:.2f}% | "
                     f"{100 * f['mean']:.2f}% | {100 * p5:.2f}% | {f['search_time_h']:.3f} | "
