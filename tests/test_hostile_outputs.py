@@ -6,7 +6,6 @@ device, a link. Exit 2, one line, no traceback; the run folders, the path and ev
 
 from __future__ import annotations
 
-import json
 import os
 import stat
 
@@ -15,21 +14,7 @@ import pytest
 from cimnas.cli import main
 from cimnas.errors import CimnasError
 from cimnas.utils import io as cio
-from faultkit import main_refused, snapshot
-
-FINAL = {"label": "tiny", "k": 1, "statistic": "mean", "clean_acc": 0.81, "mean": 0.78, "p5": 0.74,
-         "search_time_h": 0.01, "episodes": 2, "unique_children": 2, "mc_samples": 4}
-
-
-def uae_run(folder, final=None, episodes=None):
-    """A `uae search` run folder as the report reads it: run.json, final.json, episodes.jsonl."""
-    folder.mkdir(parents=True)
-    (folder / "run.json").write_text(json.dumps({"format": "cimnas-run-v2", "kind": "uae-search"}))
-    (folder / "final.json").write_text(json.dumps(final or FINAL))
-    recs = episodes or [{"episode": i, "reward": 0.5 + 0.1 * i, "cache_hit": False, "clean_acc": 0.6 + 0.1 * i,
-                         "noisy": {"n": 2, "mean": 0.55 + 0.1 * i}} for i in (1, 2)]
-    (folder / "episodes.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
-    return folder
+from faultkit import main_refused, snapshot, uae_run
 
 
 @pytest.fixture
