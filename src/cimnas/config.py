@@ -247,6 +247,8 @@ def safe_yaml(text: str, where: str) -> Any:
         raise CimnasError(f"{where} is not valid YAML: {str(e).splitlines()[0]}; fix the file") from e
     except RecursionError as e:
         raise CimnasError(f"{where} is nested too deeply to be a config; fix the file") from e
+    except ValueError as e:  # an integer of more than 4,300 digits (Python's int-from-text limit)
+        raise CimnasError(f"{where} holds a number too long to be a config value; fix the file") from e
     check(_expanded_size(data, MAX_CONFIG_NODES) <= MAX_CONFIG_NODES,
           f"{where} expands to more than {MAX_CONFIG_NODES:,} values or {MAX_CONFIG_DEPTH} levels (YAML aliases?); "
           "a config is far smaller: write the values out")
@@ -263,6 +265,8 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         value = yaml.load(raw, Loader=SAFE_LOADER) if raw != "" else ""
     except yaml.constructor.ConstructorError as e:  # a duplicate key: never silently "the text itself"
         raise CimnasError(f"override {shorten(key)}: {str(e).splitlines()[0]}") from None
+    except ValueError:  # an integer of more than 4,300 digits
+        raise CimnasError(f"override {shorten(key)}: the number is too long to be a config value") from None
     except yaml.YAMLError:
         value = raw
     except RecursionError:

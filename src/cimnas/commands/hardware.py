@@ -75,7 +75,7 @@ def spec_from_args(args):
 
     check(args.preset is None or args.spec is None, f"give --preset {args.preset} or --spec {args.spec}, not both "
           "(the spec file replaces the preset; change single fields with --set)")
-    return load_spec(args.preset or DEFAULT_PRESET, args.overrides, args.spec)
+    return load_spec(DEFAULT_PRESET if args.preset is None else args.preset, args.overrides, args.spec)
 
 
 def data_dir_arg(path: str | None) -> str | None:
