@@ -104,14 +104,13 @@ class RunFolder:
         run = cls(root, kind)
         had_lock = os.path.lexists(root / LOCK_NAME)
         run._made = () if existed else (root,)
+        if not had_lock:
+            run._made = (root / LOCK_NAME, *run._made)
         try:
             run._lock()
         except BaseException:
-            if not existed:
-                root.rmdir()
+            run.abandon()  # a lock that could not be written (a full disk): the lock file and a new folder go
             raise
-        if not had_lock:
-            run._made = (root / LOCK_NAME, *run._made)
         try:
             run._check_writable()
             run._adopt(cfg_dict, resume, resumable, config_cls)
@@ -131,13 +130,9 @@ class RunFolder:
             raise CimnasError(f"{self.root} is in use by another cimnas process (pid {holder}); wait for it to "
                               "finish or choose another --out folder") from e
         self._lock_fd = fd
-        try:
-            with os_errors(path, "write the lock file"):  # a full disk (ENOSPC) is one line, not a traceback
-                os.ftruncate(fd, 0)
-                os.pwrite(fd, str(os.getpid()).encode(), 0)
-        except CimnasError:
-            self.close()
-            raise
+        with os_errors(path, "write the lock file"):  # a full disk (ENOSPC) is one line, not a traceback
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, str(os.getpid()).encode(), 0)
 
     def close(self) -> None:
         """Release the lock (the process ending does the same)."""
@@ -152,7 +147,8 @@ class RunFolder:
         """Close a run refused before its first write (a config check after `open`): a fresh run leaves nothing
         behind, neither its run.json / config.yaml nor the lock file nor the folder `open` created, so the same
         command, fixed, needs no --resume. A run that wrote anything is only closed."""
-        made = self._made if not self._cleaned else ()
+        # only what this process made while holding the lock (a second writer refused leaves the first's alone)
+        made = self._made if not self._cleaned and self._lock_fd is not None else ()
         self.close()
         for p in made:
             with contextlib.suppress(OSError):
