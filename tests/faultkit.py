@@ -120,3 +120,12 @@ def uae_run(folder, final=None, episodes=None):
                          "noisy": {"n": 2, "mean": 0.55 + 0.1 * i}} for i in (1, 2)]
     (folder / "episodes.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
     return folder
+
+
+def finished_train(base: Path) -> tuple[Path, Path]:
+    """A finished one-epoch `cimnas train` run of TINY_TRAIN made in this process under `base`: (config, folder)."""
+    from cimnas.cli import main
+
+    cfg = tiny_config(base)
+    assert main(["train", "--config", str(cfg), "--out", str(base / "run")]) == 0
+    return cfg, base / "run"

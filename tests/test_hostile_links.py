@@ -14,16 +14,13 @@ import pytest
 from cimnas.cli import main
 from cimnas.errors import CimnasError
 from cimnas.utils import io as cio
-from faultkit import copy_run, main_refused, snapshot, tiny_config
+from faultkit import copy_run, finished_train, main_refused, snapshot
 
 
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
     """A finished one-epoch train run (made once) and its config."""
-    base = tmp_path_factory.mktemp("links")
-    cfg = tiny_config(base)
-    assert main(["train", "--config", str(cfg), "--out", str(base / "run")]) == 0
-    return cfg, base / "run"
+    return finished_train(tmp_path_factory.mktemp("links"))
 
 
 @pytest.fixture

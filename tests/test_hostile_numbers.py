@@ -15,7 +15,7 @@ import torch
 from cimnas.cli import main
 from cimnas.errors import CimnasError
 from cimnas.utils import io as cio
-from faultkit import FINAL, main_refused, snapshot, tiny_config, uae_run
+from faultkit import FINAL, finished_train, main_refused, snapshot, uae_run
 
 
 @pytest.mark.parametrize("change, needle", [
@@ -117,9 +117,7 @@ def test_in_range_records_read_back(tmp_path):
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    base = tmp_path_factory.mktemp("numbers")
-    assert main(["train", "--config", str(tiny_config(base)), "--out", str(base / "run")]) == 0
-    return base / "run" / "checkpoints" / "checkpoint.pt"
+    return finished_train(tmp_path_factory.mktemp("numbers"))[1] / "checkpoints" / "checkpoint.pt"
 
 
 @pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf")])

@@ -15,17 +15,14 @@ import pytest
 import torch
 
 from cimnas.cli import main
-from faultkit import copy_run, main_refused, snapshot, tiny_config
+from faultkit import copy_run, finished_train, main_refused, snapshot
 
 CKPT = "checkpoints/checkpoint.pt"
 
 
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
-    base = tmp_path_factory.mktemp("resume")
-    cfg = tiny_config(base)
-    assert main(["train", "--config", str(cfg), "--out", str(base / "run")]) == 0
-    return cfg, base / "run"
+    return finished_train(tmp_path_factory.mktemp("resume"))
 
 
 def _tamper_ckpt(run, change):
