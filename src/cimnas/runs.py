@@ -41,6 +41,7 @@ from cimnas.config import MAX_CONFIG_BYTES, diff_configs, from_dict, safe_yaml, 
 from cimnas.errors import CimnasError, check
 from cimnas.utils.io import (
     CHECKPOINT_FORMAT,
+    TMP_SUFFIX,
     append_jsonl,
     append_text,
     atomic_write_bytes,
@@ -201,9 +202,10 @@ class RunFolder:
         self.resumed = True
 
     def _check_files(self) -> None:
-        """Validate-then-write: before a resume writes anything, every JSONL log must read (numbers checked) and
-        every file the run appends to or replaces must open for writing (an immutable log fails here, not after
-        config.yaml was rewritten). Opening for append changes nothing."""
+        """Validate-then-write: before a resume writes anything, every JSONL log must read (numbers checked), every
+        file the run appends to or replaces must open for writing (an immutable log fails here, not after
+        config.yaml was rewritten; opening for append changes nothing) and every checkpoint must load (format,
+        finite tensors; its fit to the model is checked where it is loaded, `load_state`)."""
         for p in sorted(self.root.iterdir()):
             if p.name == LOCK_NAME or not p.is_file():
                 continue
@@ -211,6 +213,10 @@ class RunFolder:
                 read_jsonl(p)
             if p.suffix in (".jsonl", ".json", ".yaml", ".log"):
                 os.close(open_regular(p, os.O_WRONLY | os.O_APPEND, doing="write"))
+        if self.ckpt.is_dir():  # every checkpoint reads, is a cimnas one and holds finite tensors only
+            for p in sorted(self.ckpt.iterdir()):
+                if p.is_file() and not p.name.endswith(TMP_SUFFIX):
+                    load_payload(p)
 
     def _start(self, cfg_dict: dict) -> None:
         write_json(self.root / "run.json", {"format": RUN_FORMAT, "kind": self.kind,
