@@ -142,3 +142,26 @@ def test_a_good_resume_still_extends_the_run(finished, tmp_path):
     assert main(["train", "--config", str(cfg), "--out", str(run), "--set", "train.epochs=2", "--resume"]) == 0
     assert [json.loads(r)["epoch"] for r in (run / "metrics.jsonl").read_text().splitlines()] == [1, 2]
     assert not (run / ".config.yaml.abc123.tmp").exists()
+
+
+@pytest.mark.parametrize("payload, needle", [
+    ({"state": {"w": torch.tensor([1.0, float("nan")])}}, "NaN or infinite"),
+    ({"opt": {"state": {0: {"exp_avg": torch.full((2,), float("inf"))}}}}, "NaN or infinite"),
+    (None, "corrupt or not a cimnas checkpoint"),
+])
+def test_every_checkpoint_of_any_run_is_checked_on_open(tmp_path, payload, needle):
+    """RunFolder.open(resume=True) loads every checkpoint in checkpoints/ before the pipeline writes anything, so
+    a HAWIS super-net or a UAE controller state is refused as early as `cimnas train`'s checkpoint."""
+    from cimnas.errors import CimnasError
+    from cimnas.runs import RunFolder
+
+    with RunFolder.open(tmp_path / "r", "hawis", {"seed": 0}) as run:
+        run.save("supernet.pt", {"state": {"w": torch.ones(2)}})
+        if payload is None:
+            (run.ckpt / "supernet.pt").write_bytes(b"not a checkpoint")
+        else:
+            run.save("supernet.pt", payload)
+    before = snapshot(tmp_path)
+    with pytest.raises(CimnasError, match=needle):
+        RunFolder.open(tmp_path / "r", "hawis", {"seed": 0}, resume=True)
+    assert snapshot(tmp_path) == before
