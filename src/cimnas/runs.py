@@ -38,6 +38,7 @@ import yaml
 
 from cimnas.config import MAX_CONFIG_BYTES, diff_configs, from_dict, safe_yaml, to_dict
 from cimnas.errors import CimnasError, check
+from cimnas.utils import tensorboard
 from cimnas.utils.io import (
     CHECKPOINT_FORMAT,
     TMP_SUFFIX,
@@ -77,6 +78,8 @@ class RunFolder:
     _lock_fd: int | None = None
     _cleaned: bool = False  # the first write happened (stale temporaries removed)
     _made: tuple[Path, ...] = ()  # what `open` created for a fresh run: abandon() removes it again
+    _tb: Any = None  # TensorBoard writer when the config says `tensorboard: true` (cimnas.utils.tensorboard)
+    _tb_class: Any = None  # made into `_tb` at the first write (validate, then write: no event file before)
 
     # ------------------------------------------------------------------ opening
     @classmethod
@@ -90,6 +93,7 @@ class RunFolder:
         """
         root = Path(root)
         cfg_dict = to_dict(config) if not isinstance(config, dict) else config
+        writer = tensorboard.writer_class() if cfg_dict.get("tensorboard") is True else None  # before any write
         with os_errors(root, "open the run folder"):  # exists() raises for a name too long
             is_file = root.exists() and not root.is_dir()
         if is_file:
@@ -115,6 +119,7 @@ class RunFolder:
         try:
             run._check_writable()
             run._adopt(cfg_dict, resume, resumable, config_cls)
+            run._tb_class = writer
         except BaseException:
             run.abandon()
             raise
@@ -136,7 +141,10 @@ class RunFolder:
             os.pwrite(fd, str(os.getpid()).encode(), 0)
 
     def close(self) -> None:
-        """Release the lock (the process ending does the same)."""
+        """Release the lock (the process ending does the same); close the TensorBoard writer."""
+        if self._tb is not None:
+            self._tb.close()
+            self._tb = None
         if self._lock_fd is not None:
             try:
                 fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
@@ -254,6 +262,8 @@ class RunFolder:
         if not self._cleaned:
             clean_stale_tmp(self.root)
             self._cleaned = True
+            if self._tb_class is not None:
+                self._tb = self._tb_class(str(self.root / "tensorboard"))
 
     def write_config(self, cfg: Any) -> None:
         self._before_write()
@@ -291,6 +301,15 @@ class RunFolder:
     def append(self, name: str, record: dict) -> None:
         self._before_write()
         append_jsonl(self.root / name, record)
+        self.scalars(Path(name).stem, record)
+
+    def scalars(self, group: str, record: dict, step: int | None = None) -> None:
+        """Mirror the numbers of `record` to TensorBoard as `group/<field>` (only with `tensorboard: true`)."""
+        if self._tb_class is not None:
+            self._before_write()  # the writer is made at the first write
+        if self._tb is not None:
+            tensorboard.log_scalars(self._tb, group, record, step if step is not None else
+                                    tensorboard.step_of(record, 0))
 
     def records(self, name: str) -> list[dict]:
         return read_jsonl(self.root / name)

@@ -41,7 +41,7 @@ from cimnas.train import evaluate, fit, make_optimizer, make_scheduler
 KIND = "train"
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.jsonl"
-RESUMABLE = ("train.epochs", "train.progress", "train.eval_batch_size")
+RESUMABLE = ("train.epochs", "train.progress", "train.eval_batch_size", "tensorboard")
 CKPT_FIELDS = {"state_dict": dict, "epoch": int, "optimizer": dict, "scheduler": dict, "config": dict}
 
 
@@ -54,6 +54,7 @@ class TrainRunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: OptimConfig = field(default_factory=OptimConfig)
+    tensorboard: bool = False  # mirror metrics.jsonl's epochs to RUN/tensorboard (the tensorboard extra)
 
     def validate(self) -> None:
         DATASETS.get(self.data.name)  # unknown names -> one-line errors listing the valid ones

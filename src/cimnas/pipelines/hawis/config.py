@@ -28,7 +28,7 @@ from cimnas.search.agents import AGENT_CONFIGS, AGENTS
 from cimnas.search.env import EnvConfig
 
 #: Keys that may differ on --resume at any time.
-RESUMABLE_ALWAYS = ("pretrain.progress", "retrain.progress", "report.")
+RESUMABLE_ALWAYS = ("pretrain.progress", "retrain.progress", "report.", "tensorboard")
 #: Keys that may differ on --resume only while stage C has not started (search.episodes: only upwards).
 RESUMABLE_BEFORE_C = ("search.episodes", "retrain.")
 #: Largest space.r_max (and U-kx multiplier): the paper uses 5, and 16x widths are far past any budget.
@@ -200,6 +200,7 @@ class HawisConfig:
     defects: DefectsConfig = field(default_factory=DefectsConfig)
     hardware: HardwareConfig = field(default_factory=HardwareConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
+    tensorboard: bool = False  # mirror stage A epochs and stage B episodes to RUN/tensorboard (the tensorboard extra)
 
     def validate(self) -> None:
         check_device(self.device)

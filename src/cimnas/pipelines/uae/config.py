@@ -146,6 +146,7 @@ class UAESearchConfig:
     seed: int = 0
     device: str = "auto"
     progress: bool = True
+    tensorboard: bool = False  # mirror episodes.jsonl to RUN/tensorboard (the tensorboard extra)
     data: DataConfig = field(default_factory=DataConfig)
     space: UAESpaceConfig = field(default_factory=UAESpaceConfig)
     noise: NoiseConfig = field(default_factory=NoiseConfig)
@@ -160,7 +161,7 @@ class UAESearchConfig:
 
 
 #: config keys a resumed search may change: they do not alter finished episodes or their replay
-SEARCH_RESUMABLE = ("search.episodes", "final.", "progress", "train.progress", "device")
+SEARCH_RESUMABLE = ("search.episodes", "final.", "progress", "train.progress", "device", "tensorboard")
 
 
 # ============================================================================ analysis
