@@ -129,3 +129,18 @@ def finished_train(base: Path) -> tuple[Path, Path]:
     cfg = tiny_config(base)
     assert main(["train", "--config", str(cfg), "--out", str(base / "run")]) == 0
     return cfg, base / "run"
+
+
+def char_device(folder: Path) -> Path:
+    """A character device of this test's own (a twin of /dev/zero made with mknod in `folder`), so a check that
+    failed would replace it and never the machine's /dev/null; skips where mknod is not allowed."""
+    import stat
+
+    import pytest
+
+    path = Path(folder) / "chardev"
+    try:
+        os.mknod(path, stat.S_IFCHR | 0o600, os.makedev(1, 5))
+    except (PermissionError, OSError) as e:
+        pytest.skip(f"cannot make a device node here ({e})")
+    return path

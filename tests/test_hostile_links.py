@@ -1,6 +1,6 @@
 """Issue 23, pattern 1: nothing in a run folder is opened through a symbolic link, a FIFO or a device.
 
-A link (to a file outside, to a folder outside, to /dev/null), a FIFO or a socket anywhere in the run folder is
+A link (to a file outside, to a folder outside, to a device), a FIFO or a socket anywhere in the run folder is
 refused before anything is written: exit 2, one line, no traceback, every file in and around the folder unchanged,
 the links' targets included. The I/O helpers refuse the same things one by one (O_NOFOLLOW + lstat)."""
 
@@ -14,7 +14,7 @@ import pytest
 from cimnas.cli import main
 from cimnas.errors import CimnasError
 from cimnas.utils import io as cio
-from faultkit import copy_run, finished_train, main_refused, snapshot
+from faultkit import char_device, copy_run, finished_train, main_refused, snapshot
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +75,7 @@ def test_checkpoints_folder_as_a_link_to_a_folder_outside(finished, tmp_path, ca
 def test_run_log_linked_to_a_device(finished, tmp_path, capsys):
     cfg, src = finished
     run = copy_run(src, tmp_path / "run")
-    _link(run / "run.log", "/dev/null")
+    _link(run / "run.log", char_device(tmp_path))
     before = snapshot(run)
     main_refused(capsys, "train", "--config", cfg, "--out", run, "--set", "train.epochs=2", "--resume",
                  needles=("run.log",))

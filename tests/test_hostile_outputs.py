@@ -14,7 +14,7 @@ import pytest
 from cimnas.cli import main
 from cimnas.errors import CimnasError
 from cimnas.utils import io as cio
-from faultkit import main_refused, snapshot, uae_run
+from faultkit import char_device, main_refused, snapshot, uae_run
 
 
 @pytest.fixture
@@ -43,12 +43,13 @@ def test_report_out_as_a_link_fifo_or_device(runs, tmp_path, capsys):
     victim.write_text("keep me\n")
     (tmp_path / "link.md").symlink_to(victim)
     os.mkfifo(tmp_path / "pipe.md")
+    dev = char_device(tmp_path)
     for target, needle in ((tmp_path / "link.md", "symbolic link"), (tmp_path / "pipe.md", "FIFO"),
-                           ("/dev/null", "character device")):
+                           (dev, "character device")):
         before = snapshot(tmp_path)
         main_refused(capsys, "uae", "report", "--runs", ue, ue2, "--out", target, needles=(needle,))
         assert snapshot(tmp_path) == before
-    assert stat.S_ISCHR(os.lstat("/dev/null").st_mode)  # never replaced by a regular file
+    assert stat.S_ISCHR(os.lstat(dev).st_mode)  # never replaced by a regular file
     assert victim.read_text() == "keep me\n"
 
 
@@ -86,8 +87,8 @@ def test_check_output_directly(tmp_path):
     (tmp_path / "dir").mkdir()
     (tmp_path / "in.json").write_text("{}")
     (tmp_path / "ok.md").write_text("old")
-    cases = {tmp_path / "dir": "a folder", tmp_path / "in.json": "is an input", "/dev/zero": "character device",
-             tmp_path / "dir" / "x.md": "inside the input"}
+    cases = {tmp_path / "dir": "a folder", tmp_path / "in.json": "is an input",
+             char_device(tmp_path): "character device", tmp_path / "dir" / "x.md": "inside the input"}
     for path, needle in cases.items():
         with pytest.raises(CimnasError, match=needle):
             cio.check_output(path, inputs=[tmp_path / "in.json", tmp_path / "dir"])
@@ -97,8 +98,9 @@ def test_check_output_directly(tmp_path):
 
 def test_atomic_writer_never_replaces_a_device_or_folder(tmp_path):
     (tmp_path / "dir").mkdir()
-    for path, needle in ((tmp_path / "dir", "a folder"), ("/dev/null", "character device")):
+    dev = char_device(tmp_path)
+    for path, needle in ((tmp_path / "dir", "a folder"), (dev, "character device")):
         with pytest.raises(CimnasError, match=needle):
             cio.atomic_write_bytes(path, b"x")
-    assert stat.S_ISCHR(os.lstat("/dev/null").st_mode) and (tmp_path / "dir").is_dir()
+    assert stat.S_ISCHR(os.lstat(dev).st_mode) and (tmp_path / "dir").is_dir()
     assert not list(tmp_path.glob(".*.tmp")) and not list((tmp_path / "dir").iterdir())
