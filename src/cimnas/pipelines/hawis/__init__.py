@@ -70,10 +70,14 @@ def run_pipeline(cfg: HawisConfig, out: str | Path, *, resume: bool = False,
             stage_retrain(ctx)
         return {}
     with distributed.rank0_section():
+        # data, model sizes and (your own network's) channel groups are checked before anything is written:
+        # a factory that raises or a network whose groups cannot be derived leaves no run folder behind
+        ctx = make_context(cfg, Follower(out))
         run = open_run(cfg, out, resume)
         try:
-            ctx = make_context(cfg, run)
-            record_resume(run, cfg)
+            ctx.run = run
+            record_resume(run, cfg)  # the admitted config changes, after every check (validate, then write)
+            run.write_result("space.json", ctx.space.to_dict())
             run.record_execution(stages=list(stages), device=str(device), **distributed.execution())
         except BaseException:
             run.abandon()  # refused before its first write: a fresh folder is removed again
