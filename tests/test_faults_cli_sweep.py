@@ -235,7 +235,7 @@ def test_rank_check_space_json_not_a_mapping(runs, tmp_path, capsys):
 # ---------------------------------------------------------------- study drivers
 @pytest.mark.parametrize("content, needle", [
     ("[1]", "is not a spread result"),  # AttributeError traceback
-    ('{"accuracies": 5}', "is not a spread result"),  # TypeError traceback
+    ('{"accuracies": 5}', "accuracies = 5 is not an accuracy in [0, 1]"),  # TypeError traceback; numbers checked
     ('{"widths": [4, 4], "accuracies": {"U-1x-rep9": 0.5}}', "holds the spread of widths [4, 4]"),  # mixed in
 ])
 def test_spread_out_json(tmp_path, capsys, content, needle):

@@ -10,7 +10,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import pkgutil
+import signal
 import sys
+import threading
 from collections.abc import Callable
 
 from cimnas.errors import CimnasError
@@ -41,16 +43,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def guarded(fn: Callable[[], int | None], *, error: str = "cimnas: error:",
-            interrupted: str = "cimnas: interrupted; finished work is saved, re-run with --resume to continue") -> int:
+            interrupted: str = "cimnas: interrupted; finished work is saved, re-run with --resume to continue",
+            exiting: bool = False) -> int:
     """Run `fn` as a command: its exit code; bad input (`CimnasError`) is one line after `error` and exit 2, Ctrl-C
-    the one line `interrupted` and exit 130, neither a traceback (`cimnas` and the study drivers)."""
+    the one line `interrupted` and exit 130, neither a traceback (`cimnas` and the study drivers). `exiting`: the
+    process ends after this (a `main()` run from the command line, argv None): after a Ctrl-C, further SIGINTs are
+    then ignored to the end, so none interrupts the shutdown (atexit callbacks) into a traceback."""
     try:
         return int(fn() or 0)
     except CimnasError as e:
         sys.stderr.write(f"{error} {e}\n")
         return 2
     except KeyboardInterrupt:
+        main_thread = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if main_thread else None  # a 2nd, 3rd Ctrl-C
         sys.stderr.write(f"{interrupted}\n")
+        if previous is not None and not exiting:  # an in-process caller (a test) gets its handler back
+            signal.signal(signal.SIGINT, previous)
         return 130
 
 
@@ -61,7 +70,7 @@ STUDY_INTERRUPTED = "error: interrupted; finished work is saved, run the same co
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    return guarded(lambda: args.func(args))
+    return guarded(lambda: args.func(args), exiting=argv is None)
 
 
 if __name__ == "__main__":

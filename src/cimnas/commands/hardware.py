@@ -90,7 +90,7 @@ def spec_from_args(args):
 
     check(args.preset is None or args.spec is None, f"give --preset {args.preset} or --spec {args.spec}, not both "
           "(the spec file replaces the preset; change single fields with --set)")
-    return load_spec(args.preset or DEFAULT_PRESET, args.overrides, args.spec)
+    return load_spec(DEFAULT_PRESET if args.preset is None else args.preset, args.overrides, args.spec)
 
 
 def data_dir_arg(path: str | None) -> str | None:
@@ -337,6 +337,10 @@ def cmd_robustness(args) -> int:
                   "robustness.png")
             check(not (out / "robustness.json").exists(),
                   f"{out / 'robustness.json'} exists; choose a new --out folder")
+            from cimnas.utils.io import check_output
+
+            for name in ("robustness.json", "robustness.png"):  # no link, FIFO or device; never a checkpoint read
+                check_output(out / name, inputs=args.checkpoint)
     models, dataset = {}, args.dataset
     check(args.model is None or ":" in args.model, f"--model {args.model}: a checkpoint names its cimnas model "
           "itself; --model here takes torchvision:NAME / timm:NAME for a plain state_dict")

@@ -27,10 +27,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Literal
 
-import yaml
-
-from cimnas.config import apply_overrides, from_dict, read_yaml
+from cimnas.config import apply_overrides, from_dict, read_yaml, shorten
 from cimnas.errors import CimnasError, check
+
+MAX_SPEC_INT = 1 << 20  #: the largest count (rows, columns, ADCs, bits) a spec may give
 
 
 @dataclass
@@ -171,6 +171,10 @@ class CrossbarSpec:
             check(getattr(self, name) >= 1, f"{name} must be >= 1, got {getattr(self, name)}")
         check(self.columns_per_adc >= 1, f"columns_per_adc must be >= 1, got {self.columns_per_adc}")
         check(self.float_weight_bits >= 1, "float_weight_bits must be >= 1")
+        for f in dataclasses.fields(self):  # sizes and counts of a real chip; 2**64 rows would overflow later
+            v = getattr(self, f.name)
+            if isinstance(v, int) and not isinstance(v, bool):
+                check(v <= MAX_SPEC_INT, f"{f.name} must be at most {MAX_SPEC_INT:,}, got {shorten(v)}")
         for f in dataclasses.fields(self):
             v = getattr(self, f.name)
             if (f.name.startswith(("energy_", "area_")) or f.name.endswith(("_ns", "_v"))) and v is not None:
@@ -191,18 +195,18 @@ def list_presets() -> list[str]:
 
 
 def preset_path(name: str) -> Path:
-    path = _preset_dir() / f"{name}.yaml"
-    if not path.is_file():
-        raise CimnasError(f"unknown crossbar preset {name!r}; choose one of: {', '.join(list_presets())}")
-    return path
+    """The YAML file of preset NAME: a name of `list_presets()`, never a path (`--preset ../x` reads nothing
+    outside the presets folder; a file of fields is `--spec FILE`, with the user-file checks)."""
+    if name not in list_presets():
+        raise CimnasError(f"unknown crossbar preset {shorten(name)}; choose one of: {', '.join(list_presets())} "
+                          "(a file of spec fields goes to --spec FILE)")
+    return _preset_dir() / f"{name}.yaml"
 
 
 def _preset_data(path: Path) -> dict:
-    """A shipped preset's fields. These package files are small and trusted, so they skip
-    `read_yaml`'s user-file checks and use libyaml's C parser when present (~1 ms instead of ~25 ms,
-    which dominated a cold energy estimate)."""
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-    return yaml.load(path.read_text(encoding="utf-8"), Loader=loader)
+    """A preset's fields, through `read_yaml`'s checks like any file (size, value count, duplicate keys, a
+    mapping at the top level)."""
+    return read_yaml(path)
 
 
 def load_spec(preset: str = "mnsim-default", overrides: list[str] | None = None,

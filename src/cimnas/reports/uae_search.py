@@ -15,7 +15,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from cimnas.errors import CimnasError, check  # noqa: E402
-from cimnas.utils.io import read_json, read_jsonl, require_run_kind  # noqa: E402
+from cimnas.utils.io import check_numbers, read_json, read_jsonl, require_run_kind  # noqa: E402
 
 #: what the figures and Table 3 read from each episode record and from final.json
 EPISODE_KEYS = ("episode", "reward", "cache_hit", "clean_acc")
@@ -27,8 +27,8 @@ def _check_run(run_dir: Path) -> None:
     require_run_kind(run_dir, "uae-search", "`uae search`", "cimnas uae search")
 
 
-def make_figures(run_dir: str | Path) -> list[Path]:
-    """Write figures/rewards.png and figures/clean_vs_noisy.png of one run; returns their paths."""
+def episode_log(run_dir: str | Path) -> list[dict]:
+    """The checked episode records of a `uae search` run (numbers in range, every key the figures read)."""
     run_dir = Path(run_dir)
     check((run_dir / "episodes.jsonl").is_file(), f"{run_dir} has no episodes.jsonl; give a `uae search` run folder")
     _check_run(run_dir)
@@ -39,6 +39,17 @@ def make_figures(run_dir: str | Path) -> list[Path]:
         missing = [k for k in EPISODE_KEYS if k not in r]
         check(not missing and isinstance(r.get("noisy", {}), dict), f"{run_dir}/episodes.jsonl line {i + 1} is "
               f"not a UAE episode record (no {missing[0] if missing else 'noisy mapping'}); fix or delete that line")
+        check(isinstance(r["reward"], int | float) and not isinstance(r["reward"], bool),
+              f"{run_dir}/episodes.jsonl line {i + 1}: reward {str(r['reward'])[:20]} is not a number; fix or "
+              "delete that line")
+    return log
+
+
+def make_figures(run_dir: str | Path, log: list[dict] | None = None) -> list[Path]:
+    """Write figures/rewards.png and figures/clean_vs_noisy.png of one run (from `log`, else `episode_log`);
+    returns their paths."""
+    run_dir = Path(run_dir)
+    log = episode_log(run_dir) if log is None else log
     figs = run_dir / "figures"
     figs.mkdir(exist_ok=True)
     ep = [r["episode"] for r in log]
@@ -88,6 +99,8 @@ def table3(run_dirs: list[str | Path]) -> str:
             missing = ["p5"]
         check(not missing, f"{path} is not a UAE final.json (no {missing[0] if missing else ''}); rerun "
               f"`cimnas uae final --out {d}`")
+        check_numbers(f, str(path), {"mean": "acc", "p5": "acc", "p95": "acc", "k": "count",
+                                     "search_time_h": "energy"})  # (>= 0 like an energy)
         p5 = f["p5"] if "p5" in f else f["p95"]  # final.json of older runs named the 5th percentile p95
         rows.append(f"| {f['label']} | {f['k']} | {f['statistic'] if f['k'] else '-'} | {100 * f['clean_acc']:.2f}% | "
                     f"{100 * f['mean']:.2f}% | {100 * p5:.2f}% | {f['search_time_h']:.3f} | "

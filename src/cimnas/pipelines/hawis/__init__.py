@@ -31,7 +31,14 @@ from cimnas import distributed
 from cimnas.errors import check
 from cimnas.parallel import Parallelism
 from cimnas.pipelines.hawis.config import HawisConfig, load_hawis_config
-from cimnas.pipelines.hawis.context import Context, Follower, load_run_config, make_context, open_run
+from cimnas.pipelines.hawis.context import (
+    Context,
+    Follower,
+    load_run_config,
+    make_context,
+    open_run,
+    record_resume,
+)
 from cimnas.pipelines.hawis.stage_a import build_supernet, stage_pretrain
 from cimnas.pipelines.hawis.stage_b import best_record, pareto_front, stage_search
 from cimnas.pipelines.hawis.stage_c import TORCHRUN_AND_RAY, stage_retrain, train_model
@@ -69,10 +76,11 @@ def run_pipeline(cfg: HawisConfig, out: str | Path, *, resume: bool = False,
         run = open_run(cfg, out, resume)
         try:
             ctx.run = run
+            record_resume(run, cfg)  # the admitted config changes, after every check (validate, then write)
             run.write_result("space.json", ctx.space.to_dict())
             run.record_execution(stages=list(stages), device=str(device), **distributed.execution())
         except BaseException:
-            run.close()
+            run.abandon()  # refused before its first write: a fresh folder is removed again
             raise
     distributed.share("opened")
     try:

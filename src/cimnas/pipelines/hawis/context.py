@@ -57,7 +57,8 @@ def _admitted(key: str, keys: tuple[str, ...]) -> bool:
 
 def open_run(cfg: HawisConfig, out: str | Path, resume: bool) -> RunFolder:
     """RunFolder.open(kind "hawis") plus the stage-dependent resume rules of `config.py`; a resume with an
-    admitted change rewrites config.yaml (so the folder always holds the config its later stages used)."""
+    admitted change rewrites config.yaml (`record_resume`, so the folder always holds the config its later stages
+    used)."""
     run = RunFolder.open(out, KIND, cfg, resume=resume, resumable=RESUMABLE_ALWAYS + RESUMABLE_BEFORE_C,
                          config_cls=HawisConfig)
     try:
@@ -70,13 +71,19 @@ def open_run(cfg: HawisConfig, out: str | Path, resume: bool) -> RunFolder:
             if "search.episodes" in diff:
                 done = len(run.records("episodes.jsonl")) if run.has("episodes.jsonl") else 0
                 run.check_extends("search.episodes", cfg.search.episodes, done, "episodes")
-            if diff:
-                run.write_config(new)
-                run.log(f"resume with changed {', '.join(diff)}", echo=False)
     except BaseException:
-        run.close()
+        run.abandon()
         raise
     return run
+
+
+def record_resume(run: RunFolder, cfg: HawisConfig) -> None:
+    """After every check of a resume (open_run's, make_context's): store the config with its admitted changes and
+    log them (validate, then write)."""
+    diff = diff_configs(run.stored_config(HawisConfig), to_dict(cfg)) if run.resumed else []
+    if diff:
+        run.write_config(to_dict(cfg))
+        run.log(f"resume with changed {', '.join(diff)}", echo=False)
 
 
 class Follower:

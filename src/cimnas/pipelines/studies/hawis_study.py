@@ -51,7 +51,7 @@ from cimnas.pipelines.studies.hawis_compare import AGENTS, compare, interp_unifo
 from cimnas.runs import RunFolder
 from cimnas.stats import summarize
 from cimnas.train import cycle_batches, evaluate
-from cimnas.utils.io import read_json, write_json
+from cimnas.utils.io import check_output, read_json, write_json
 from cimnas.utils.seed import derive_seed, make_generator, seed_everything
 
 KIND = "hawis-study"
@@ -256,7 +256,7 @@ def seed_spread(config: str, k: float, n: int, out_json: str | Path, seed: int =
     ctx = _context(config, [f"seed={seed}"])
     cfg = ctx.cfg
     widths = ctx.uniform(float(k))
-    out_json = Path(out_json)
+    out_json = check_output(out_json, flag="OUT_JSON")  # a regular file (read back and extended on a rerun)
     res = read_json(out_json) if out_json.is_file() else {"widths": widths, "accuracies": {}}
     check(isinstance(res, dict) and isinstance(res.get("accuracies"), dict)
           and isinstance(res.setdefault("val_accuracies", {}), dict),
@@ -334,7 +334,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print(compare(args.out, args.title), end="")
 
-    return guarded(run, error="error:", interrupted=STUDY_INTERRUPTED)  # finished models stay in their run folders
+    # finished models stay in their run folders
+    return guarded(run, error="error:", interrupted=STUDY_INTERRUPTED, exiting=argv is None)
 
 
 __all__ = ["AGENTS", "calibrate_lambda", "calibrate_lambda_val", "compare", "derived_config", "equal_reward_lambda",

@@ -360,7 +360,8 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load_config(HeadroomConfig, args.config, args.set)
         print(table(run_study(cfg, args.out, par=parallelism_from_args(args))))
 
-    return guarded(run, error="error:", interrupted=STUDY_INTERRUPTED)  # every finished model is in its run folder
+    # every finished model is in its run folder
+    return guarded(run, error="error:", interrupted=STUDY_INTERRUPTED, exiting=argv is None)
 
 
 __all__ = ["AllocationConfig", "HeadroomConfig", "Geometry", "analyse", "curve_difference", "plan", "run_study"]

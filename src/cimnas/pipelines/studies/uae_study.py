@@ -258,7 +258,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print(report(args.out, args.figures), end="")
 
-    return guarded(run, error="error:", interrupted=STUDY_INTERRUPTED)  # finished models stay in their run folders
+    # finished models stay in their run folders
+    return guarded(run, error="error:", interrupted=STUDY_INTERRUPTED, exiting=argv is None)
 
 
 __all__ = ["METHODS", "cross_config", "cross_task", "finished", "method_config", "method_files", "open_study",
