@@ -64,18 +64,19 @@ def register(subparsers) -> None:
     add_parallel_args(r)  # --workers N: trials (or sweep levels) as Ray tasks; same numbers for any N
     r.set_defaults(func=cmd_robustness)
 
-    s = subparsers.add_parser("presets", help="list crossbar presets and their fields")
-    s.add_argument("name", nargs="?", default=None)
+    s = subparsers.add_parser("presets", help="list crossbar presets, what each is for, and their fields")
+    s.add_argument("name", nargs="?", default=None, help="print this preset's fields as JSON")
     s.set_defaults(func=cmd_presets)
 
 
-def spec_from_args(args):
-    """The CrossbarSpec of --preset / --spec / --set (--spec replaces the preset, so giving both is a mistake)."""
+def spec_from_args(args, uses: tuple[str, ...]):
+    """The CrossbarSpec of --preset / --spec / --set (--spec replaces the preset, so giving both is a mistake);
+    a --set field that no number of `uses` ("energy", "accuracy") depends on is refused."""
     from cimnas.hardware.crossbar import load_spec
 
     check(args.preset is None or args.spec is None, f"give --preset {args.preset} or --spec {args.spec}, not both "
           "(the spec file replaces the preset; change single fields with --set)")
-    return load_spec(args.preset or DEFAULT_PRESET, args.overrides, args.spec)
+    return load_spec(args.preset or DEFAULT_PRESET, args.overrides, args.spec, uses=uses)
 
 
 def data_dir_arg(path: str | None) -> str | None:
@@ -173,7 +174,7 @@ def cmd_energy(args) -> int:
     from cimnas.hardware.energy import estimate
     from cimnas.nn.counting import arch_geometry
 
-    spec = spec_from_args(args)
+    spec = spec_from_args(args, ("energy",))
     kw, shape = energy_arch_args(args)
     try:  # layer geometry only: no weights are allocated (closed form or the meta device)
         layers = arch_geometry(args.model, **kw)
@@ -243,7 +244,7 @@ def cmd_robustness(args) -> int:
     )
     from cimnas.nn.models import load_model
 
-    spec = spec_from_args(args)
+    spec = spec_from_args(args, ("accuracy",))
     par = parallelism_from_args(args)
     device = str(resolve_device(args.device))  # an unknown or absent device is refused before any loading
     data_dir_arg(args.data_dir)
@@ -342,4 +343,5 @@ def cmd_presets(args) -> int:
         s = load_spec(name)
         print(f"{name:<18} {s.rows}x{s.columns}, Gmax {s.g_max_s:g} S, Gmin {s.g_min_s:g} S, "
               f"{s.read_voltage_v:g} V, ADC {s.adc_bits} b, DAC {s.dac_bits} b, {s.bits_per_cell} b/cell")
+        print(f"{'':<18} for {s.purpose or 'custom use'}")
     return 0
