@@ -6,6 +6,7 @@ import json
 import sys
 from pathlib import Path
 
+from cimnas.commands import energy_trained
 from cimnas.errors import CimnasError, check
 from cimnas.parallel import add_parallel_args, parallelism_from_args
 
@@ -21,11 +22,12 @@ def _spec_args(p) -> None:
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("energy", help="crossbar energy / latency / area of one inference (MNSIM-style)")
-    p.add_argument("--model", default="resnet20", help="registered model name")
-    p.add_argument("--width-mult", type=float, default=1.0, help="uniform widening U-kx")
+    p.add_argument("--model", default=None, help="registered model name (default resnet20)")
+    p.add_argument("--width-mult", type=float, default=None, help="uniform widening U-kx (default 1)")
     p.add_argument("--widths", default=None, help="comma-separated per-layer widths (overrides --width-mult)")
-    p.add_argument("--arch", default=None, help='JSON file with a "widths" or "arch" key (e.g. best_arch.json)')
-    p.add_argument("--bits", type=int, default=1, help="1 = fully binary (HAWIS); k > 1 = k-bit DoReFa")
+    p.add_argument("--arch", default=None, help='JSON file with a "widths" or "arch" key (best_arch.json; a final.json '
+                   "whose arch describes the whole model is costed as built)")
+    p.add_argument("--bits", type=int, default=None, help="1 = fully binary (HAWIS); k > 1 = k-bit DoReFa (default 1)")
     p.add_argument("--dataset", default=None, help="take input shape / classes from this dataset")
     p.add_argument("--input-shape", default=None, help="C x H x W when --dataset is not given (default 3x32x32)")
     p.add_argument("--num-classes", type=int, default=None, help="classifier outputs when --dataset is not given "
@@ -36,6 +38,7 @@ def register(subparsers) -> None:
                    help="binary models keep the avg-pool before the classifier (MNSIM-2.0's ResNet-20)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     _spec_args(p)
+    energy_trained.add_args(p)
     p.set_defaults(func=cmd_energy)
 
     r = subparsers.add_parser("robustness", help="Monte-Carlo accuracy under ReRAM defects (HAWIS Fig. 3)")
@@ -133,6 +136,9 @@ def energy_arch_args(args) -> tuple[dict, tuple[int, int, int]]:
         shape = _parse_shape(args.input_shape or "3x32x32")
         num_classes = 10 if args.num_classes is None else args.num_classes
     check(num_classes >= 1, f"--num-classes must be >= 1, got {num_classes}")
+    args.model = args.model or "resnet20"
+    args.bits = 1 if args.bits is None else args.bits
+    args.width_mult = 1.0 if args.width_mult is None else args.width_mult
     check(args.bits >= 1, f"--bits must be >= 1, got {args.bits}")
     from cimnas.pipelines.hawis.config import MAX_RATIO
 
@@ -151,9 +157,16 @@ def energy_arch_args(args) -> tuple[dict, tuple[int, int, int]]:
               width_mult=args.width_mult, precision=precision, bits=args.bits)
     if getattr(args, "shortcut", None):
         kw["shortcut"] = args.shortcut
+    refactor = {}
     if getattr(args, "no_topology_mod", False):
         check(precision == "binary", "--no-topology-mod applies to --bits 1 only (k-bit models keep the pool)")
-        kw["refactor"] = {"topology_mod": False}
+        refactor["topology_mod"] = False
+    if getattr(args, "thermometer", None) is not None:
+        check(precision == "binary", "--thermometer applies to --bits 1 only (a k-bit model keeps its k-bit input)")
+        check(args.thermometer >= 1, f"--thermometer LEVELS must be >= 1, got {args.thermometer}")
+        refactor.update(thermometer=True, thermometer_levels=args.thermometer)
+    if refactor:
+        kw["refactor"] = refactor
     return kw, shape
 
 
@@ -174,14 +187,18 @@ def cmd_energy(args) -> int:
     from cimnas.hardware.energy import estimate
     from cimnas.nn.counting import arch_geometry
 
-    spec = spec_from_args(args, ("energy",))
-    kw, shape = energy_arch_args(args)
-    try:  # layer geometry only: no weights are allocated (closed form or the meta device)
-        layers = arch_geometry(args.model, **kw)
-    except CimnasError as e:
-        where = f"architecture file {args.arch}" if args.arch else "widths"
-        raise CimnasError(f"{where} does not fit model {args.model}: {e}") from e
-    res = estimate(layers, spec)
+    trained = energy_trained.trained_energy(args, ("energy",))
+    if trained is not None:
+        res, shape, spec, args.model = trained
+    else:
+        spec = spec_from_args(args, ("energy",))
+        kw, shape = energy_arch_args(args)
+        try:  # layer geometry only: no weights are allocated (closed form or the meta device)
+            layers = arch_geometry(args.model, **kw)
+        except CimnasError as e:
+            where = f"architecture file {args.arch}" if args.arch else "widths"
+            raise CimnasError(f"{where} does not fit model {args.model}: {e}") from e
+        res = estimate(layers, spec)
     keys = ("name", "in_channels", "out_channels", "kernel_size", "utilization", "energy_uj", "latency_us",
             "area_mm2", "crossbars", "biops", "flops", "row_tiles", "col_tiles", "weight_bits", "act_bits")
     out = {"model": args.model, "preset": spec.name, "input_shape": list(shape),

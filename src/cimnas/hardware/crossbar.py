@@ -311,3 +311,15 @@ def load_spec(preset: str = "mnsim-default", overrides: list[str] | None = None,
     inert = inert_fields(spec, changed, uses)
     check(not inert, inert[0] if inert else "")
     return spec
+
+
+def spec_from_section(section: dict | None, uses: tuple[str, ...] = USES) -> CrossbarSpec:
+    """A config's `hardware` section -> spec, the one vocabulary of every command: `preset` (default
+    mnsim-default), any CrossbarSpec field as its own key (`hardware.rows: 128`), and the older
+    `overrides: [rows=128]` list (still read)."""
+    section = dict(section or {})
+    preset = section.pop("preset", None) or "mnsim-default"
+    overrides = list(section.pop("overrides", None) or [])
+    overrides += [f"{k}={'null' if v is None else str(v).lower() if isinstance(v, bool) else v}"
+                  for k, v in section.items()]
+    return load_spec(preset, overrides, uses=uses)
