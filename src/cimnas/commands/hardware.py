@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
@@ -11,6 +12,17 @@ from cimnas.errors import CimnasError, check
 from cimnas.parallel import add_parallel_args, parallelism_from_args
 
 DEFAULT_PRESET = "mnsim-default"
+#: --sort choices: network order, or the largest first by this per-layer value
+SORT_KEYS = {"order": None, "energy": "energy_uj", "latency": "latency_us", "crossbars": "crossbars",
+             "positions": "positions"}
+LAYER_COLUMNS = """per-layer columns (JSON keys in brackets):
+  pos     output positions per image [positions]: each one a full pass over the layer's crossbars
+          (an 8x8 output costs 16x a 2x2 one)
+  rounds  crossbar read rounds per position [read_rounds]: input cycles x row rounds x column rounds
+  xbars   pos/neg crossbar pairs holding the layer's weights [crossbars]
+  fill    used cells / cells of those crossbars [utilization]: below 1 where C_in k^2 or C_out
+          leaves rows or columns of a crossbar empty
+  adc% buf%  the ADC and buffer shares of the layer's energy [energy_pj: cells, dac, adc, buffer, digital]"""
 
 
 def _spec_args(p) -> None:
@@ -21,7 +33,11 @@ def _spec_args(p) -> None:
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("energy", help="crossbar energy / latency / area of one inference (MNSIM-style)")
+    p = subparsers.add_parser(
+        "energy", help="crossbar energy / latency / area of one inference (MNSIM-style)",
+        description="Energy, latency and area of one inference on ReRAM crossbars (MNSIM-2.0 accounting), per layer "
+                    "and in total, of a model described by its options, an --arch file, or a trained --checkpoint.",
+        epilog=LAYER_COLUMNS, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default=None, help="registered model name (default resnet20)")
     p.add_argument("--width-mult", type=float, default=None, help="uniform widening U-kx (default 1)")
     p.add_argument("--widths", default=None, help="comma-separated per-layer widths (overrides --width-mult)")
@@ -37,6 +53,8 @@ def register(subparsers) -> None:
     p.add_argument("--no-topology-mod", action="store_true",
                    help="binary models keep the avg-pool before the classifier (MNSIM-2.0's ResNet-20)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--sort", default="order", choices=SORT_KEYS,
+                   help="order of the per-layer rows: network order (default) or the largest first")
     _spec_args(p)
     energy_trained.add_args(p)
     p.set_defaults(func=cmd_energy)
@@ -199,23 +217,30 @@ def cmd_energy(args) -> int:
             where = f"architecture file {args.arch}" if args.arch else "widths"
             raise CimnasError(f"{where} does not fit model {args.model}: {e}") from e
         res = estimate(layers, spec)
-    keys = ("name", "in_channels", "out_channels", "kernel_size", "utilization", "energy_uj", "latency_us",
-            "area_mm2", "crossbars", "biops", "flops", "row_tiles", "col_tiles", "weight_bits", "act_bits")
+    keys = ("name", "in_channels", "out_channels", "kernel_size", "positions", "read_rounds", "input_cycles",
+            "crossbars", "tiles", "utilization", "energy_uj", "energy_pj", "latency_us", "area_mm2", "biops", "flops",
+            "row_tiles", "col_tiles", "weight_bits", "act_bits")
     out = {"model": args.model, "preset": spec.name, "input_shape": list(shape),
            **{k: res[k] for k in ("energy_uj", "latency_us", "area_mm2", "crossbars", "arrays", "tiles", "biops",
                                   "flops")},
            "energy_components_uj": res["energy_components_uj"], "energy_breakdown": res["energy_breakdown"],
            "layers": [{k: lay[k] for k in keys} for lay in res["layers"]]}
+    if SORT_KEYS[args.sort]:
+        out["layers"].sort(key=lambda r: -r[SORT_KEYS[args.sort]])
     if args.json:
         print(json.dumps(out, indent=2))
         return 0
     print(f"{args.model} on {spec.name} ({spec.rows}x{spec.columns}), input {'x'.join(map(str, shape))}")
-    print(f"{'layer':<22}{'Cin':>6}{'Cout':>6}{'k':>3}{'xbars':>7}{'util':>7}{'energy uJ':>11}{'lat us':>9}")
+    print(f"{'layer':<22}{'Cin':>6}{'Cout':>6}{'k':>3}{'pos':>6}{'rounds':>7}{'xbars':>6}{'fill':>6}"
+          f"{'energy uJ':>11}{'adc%':>6}{'buf%':>6}{'lat us':>9}")
     for r in out["layers"]:
-        print(f"{r['name']:<22}{r['in_channels']:>6}{r['out_channels']:>6}{r['kernel_size']:>3}{r['crossbars']:>7}"
-              f"{r['utilization']:>7.2f}{r['energy_uj']:>11.3f}{r['latency_us']:>9.2f}")
-    print(f"total: energy {out['energy_uj']:.2f} uJ, latency {out['latency_us']:.1f} us, area "
-          f"{out['area_mm2']:.2f} mm^2, {out['crossbars']} crossbars, BiOps {out['biops']:.3g}, "
+        total_pj = sum(r["energy_pj"].values()) or 1.0
+        print(f"{r['name']:<22}{r['in_channels']:>6}{r['out_channels']:>6}{r['kernel_size']:>3}{r['positions']:>6}"
+              f"{r['read_rounds']:>7}{r['crossbars']:>6}{r['utilization']:>6.2f}{r['energy_uj']:>11.3g}"
+              f"{100 * r['energy_pj']['adc'] / total_pj:>6.1f}{100 * r['energy_pj']['buffer'] / total_pj:>6.1f}"
+              f"{r['latency_us']:>9.3g}")
+    print(f"total: energy {out['energy_uj']:.3g} uJ, latency {out['latency_us']:.3g} us, area "
+          f"{out['area_mm2']:.3g} mm^2, {out['crossbars']} crossbars, BiOps {out['biops']:.3g}, "
           f"FLOPs {out['flops']:.3g}")
     print("energy share: " + ", ".join(f"{k} {100 * v:.1f}%" for k, v in out["energy_breakdown"].items()))
     return 0

@@ -138,7 +138,7 @@ def estimate_layer(g: LayerGeom, spec: CrossbarSpec) -> dict:
     return {
         "name": g.name, "kind": g.kind, "in_channels": g.in_channels, "out_channels": g.out_channels,
         "kernel_size": g.kernel_size, "weight_bits": wb, "act_bits": ab, "input_cycles": cycles,
-        "read_rounds": rounds, **t,
+        "positions": P, "read_rounds": rounds, **t,
         "energy_uj": sum(parts_pj.values()) * 1e-6,
         "energy_pj": parts_pj,
         "latency_us": latency_ns * 1e-3,
