@@ -44,11 +44,11 @@ def test_every_field_changes_energy_numbers_or_is_refused(f):
     new = _other_value(f, getattr(base, f.name))
     text = "null" if new is None else str(new).lower() if isinstance(new, bool) else str(new)
     try:
-        spec = load_spec("mnsim-default", [f"spec.{f.name}={text}"], uses=("energy",))
+        spec = load_spec("mnsim-default", [f"hardware.{f.name}={text}"], uses=("energy",))
     except CimnasError as e:
         assert "\n" not in str(e) and (f.name in str(e) or "not modelled" in str(e))
         return
-    assert _numbers(spec) != _numbers(base), f"spec.{f.name}={text} changed no number and was not refused"
+    assert _numbers(spec) != _numbers(base), f"hardware.{f.name}={text} changed no number and was not refused"
 
 
 def test_adc_energy_area_follow_walden_fom():

@@ -115,6 +115,10 @@ def _hints(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
 
+#: config keys renamed for one vocabulary across commands -> their new name (refused with that hint)
+RENAMED: dict[str, str] = {"search.hardware_preset": "hardware.preset", "hardware_preset": "hardware.preset"}
+
+
 def from_dict(cls: type[T], data: dict, prefix: str = "") -> T:
     """Build dataclass `cls` from a mapping; unknown keys are errors that list the valid ones."""
     if data is None:
@@ -122,6 +126,9 @@ def from_dict(cls: type[T], data: dict, prefix: str = "") -> T:
     hints = _hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     unknown = [k for k in data if k not in names]
+    if unknown and prefix + unknown[0] in RENAMED:
+        raise CimnasError(f"config key {prefix + unknown[0]!r} is now {RENAMED[prefix + unknown[0]]!r} (one name "
+                          "for each setting across commands; README 'One vocabulary')")
     if unknown:
         raise CimnasError(
             f"unknown config key {prefix + unknown[0]!r}; valid keys here: {', '.join(names)}"

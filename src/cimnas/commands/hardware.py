@@ -28,8 +28,9 @@ LAYER_COLUMNS = """per-layer columns (JSON keys in brackets):
 def _spec_args(p) -> None:
     p.add_argument("--preset", default=None, help="crossbar preset (see `cimnas presets`; default mnsim-default)")
     p.add_argument("--spec", default=None, help="YAML file of CrossbarSpec fields (instead of --preset)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="spec.FIELD=VALUE",
-                   help="override a CrossbarSpec field, e.g. --set spec.rows=128 (repeatable)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="hardware.FIELD=VALUE",
+                   help="override a CrossbarSpec field, e.g. --set hardware.rows=128, the same key as a config's "
+                        "hardware section (spec.FIELD also read; repeatable)")
 
 
 def register(subparsers) -> None:

@@ -33,6 +33,7 @@ models" and "MNSIM-2.0 on ResNet-20"):
 from __future__ import annotations
 
 import dataclasses
+import typing
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -237,7 +238,7 @@ _ENERGY_ONLY = {"cell_type", "read_voltage_v", "read_latency_ns", "differential"
                 "buffer_bits_per_ns"}
 #: fields retired with the one line that says what to use instead
 RETIRED = {"columns_per_adc": "columns_per_adc (NeuroSim's columns per ADC) is not a spec field: the MNSIM-style "
-           "model charges adcs_per_crossbar ADCs per PE; set spec.adcs_per_crossbar = columns / columns-per-ADC"}
+           "model charges adcs_per_crossbar ADCs per PE; set hardware.adcs_per_crossbar = columns / columns-per-ADC"}
 
 
 def _reads(name: str, use: str) -> bool:
@@ -254,16 +255,16 @@ def inert_fields(spec: CrossbarSpec, changed: list[str], uses: tuple[str, ...]) 
         if name in _INFO:
             continue
         if not any(_reads(name, u) for u in uses):
-            lines.append(f"spec.{name} changes only energy / latency / area, which this command does not compute "
+            lines.append(f"hardware.{name} changes only energy / latency / area, which this command does not compute "
                          f"({'/'.join(uses)} only)")
         elif "accuracy" not in uses and name in ("g_max_s", "g_min_s", "read_voltage_v") \
                 and spec.energy_cell_read_pj is not None:
-            lines.append(f"spec.{name} does not change energy on preset {spec.name}: its cell energy "
+            lines.append(f"hardware.{name} does not change energy on preset {spec.name}: its cell energy "
                          f"energy_cell_read_pj={spec.energy_cell_read_pj:g} pJ is calibrated; add "
-                         "--set spec.energy_cell_read_pj=null to derive it from V^2 (Gmax+Gmin)/2 t_read")
+                         "--set hardware.energy_cell_read_pj=null to derive it from V^2 (Gmax+Gmin)/2 t_read")
         elif name == "energy_sense_amp_pj" and spec.bnn_readout != "sense_amp":
-            lines.append(f"spec.energy_sense_amp_pj does not act on preset {spec.name}: it reads binary layers "
-                         "through its ADC (bnn_readout=adc); add --set spec.bnn_readout=sense_amp")
+            lines.append(f"hardware.energy_sense_amp_pj does not act on preset {spec.name}: it reads binary layers "
+                         "through its ADC (bnn_readout=adc); add --set hardware.bnn_readout=sense_amp")
     return lines
 
 
@@ -296,12 +297,13 @@ def load_spec(preset: str = "mnsim-default", overrides: list[str] | None = None,
               spec_file: str | Path | None = None, uses: tuple[str, ...] = USES) -> CrossbarSpec:
     """Preset (or a YAML file of CrossbarSpec fields) + `field=value` overrides -> validated spec.
 
-    Overrides may be written `spec.rows=128` or `rows=128`. An override that no number of `uses` depends on
-    (`inert_fields`) is refused with the one line saying why, as is a retired field (`RETIRED`).
+    Overrides may be written `hardware.rows=128` (the config section's name), `spec.rows=128` or `rows=128`. An
+    override that no number of `uses` depends on (`inert_fields`) is refused with the one line saying why, as is a
+    retired field (`RETIRED`).
     """
     data = read_yaml(spec_file) if spec_file else _preset_data(preset_path(preset))
     data = {k: v for k, v in data.items() if k != "sources"}
-    cleaned = [o[len("spec."):] if o.startswith("spec.") else o for o in overrides or []]
+    cleaned = [o.split(".", 1)[1] if o.startswith(("spec.", "hardware.")) else o for o in overrides or []]
     data = apply_overrides(data, cleaned)
     for key in data:
         check(key not in RETIRED, RETIRED.get(key, ""))
@@ -313,13 +315,38 @@ def load_spec(preset: str = "mnsim-default", overrides: list[str] | None = None,
     return spec
 
 
+
+def _section_value(v: object) -> str:
+    return "null" if v is None else str(v).lower() if isinstance(v, bool) else str(v)
+
+
 def spec_from_section(section: dict | None, uses: tuple[str, ...] = USES) -> CrossbarSpec:
-    """A config's `hardware` section -> spec, the one vocabulary of every command: `preset` (default
-    mnsim-default), any CrossbarSpec field as its own key (`hardware.rows: 128`), and the older
-    `overrides: [rows=128]` list (still read)."""
-    section = dict(section or {})
+    """A config's `hardware` section (a dict, as stored in a run's config) -> spec; see `HardwareConfig`. A field
+    left None keeps the preset's value (a null cell energy: `overrides: [energy_cell_read_pj=null]`)."""
+    section = {k: v for k, v in (section or {}).items() if v is not None}
     preset = section.pop("preset", None) or "mnsim-default"
     overrides = list(section.pop("overrides", None) or [])
-    overrides += [f"{k}={'null' if v is None else str(v).lower() if isinstance(v, bool) else v}"
-                  for k, v in section.items()]
-    return load_spec(preset, overrides, uses=uses)
+    return load_spec(preset, overrides + [f"{k}={_section_value(v)}" for k, v in section.items()], uses=uses)
+
+
+def _hardware_spec(self, uses: tuple[str, ...] = USES) -> CrossbarSpec:
+    """The CrossbarSpec this section describes (preset + the fields it sets)."""
+    return spec_from_section(dataclasses.asdict(self), uses)
+
+
+_SPEC_FIELDS = [f for f in dataclasses.fields(CrossbarSpec) if f.name not in ("name", "purpose")]
+#: The `hardware` section of every command's config (energy, robustness, train, HAWIS, UAE, studies), one vocabulary:
+#: `preset` (a `cimnas presets` name; default mnsim-default) and any CrossbarSpec field as its own key, None = the
+#: preset's value (`hardware.rows: 128`, or `--set hardware.rows=128`); `overrides: [rows=128]` is the older list
+#: form, still read. `spec()` builds the validated CrossbarSpec.
+HardwareConfig = dataclasses.make_dataclass(
+    "HardwareConfig",
+    [("preset", str, dataclasses.field(default="mnsim-default")),
+     ("overrides", list[str], dataclasses.field(default_factory=list))]
+    + [(f.name, typing.get_type_hints(CrossbarSpec)[f.name] | None, dataclasses.field(default=None))
+       for f in _SPEC_FIELDS],
+    namespace={"spec": _hardware_spec, "validate": lambda self: self.spec() and None,
+               "__doc__": "The `hardware` section of every config: `preset` + any CrossbarSpec field (None = the "
+                          "preset's value); see cimnas.hardware.crossbar."},
+)
+HardwareConfig.__module__ = __name__

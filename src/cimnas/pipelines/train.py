@@ -31,6 +31,8 @@ from cimnas import distributed
 from cimnas.config import DataConfig, ModelConfig, OptimConfig, check_device, to_dict
 from cimnas.data import DATASETS, load_from_config
 from cimnas.errors import CimnasError, check
+from cimnas.hardware.crossbar import HardwareConfig
+from cimnas.hardware.energy import estimate_model
 from cimnas.limits import check_model
 from cimnas.nn.counting import count_ops, trace_layers
 from cimnas.nn.models import MODELS, build_model, model_payload
@@ -54,6 +56,7 @@ class TrainRunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: OptimConfig = field(default_factory=OptimConfig)
+    hardware: HardwareConfig = field(default_factory=HardwareConfig)  # crossbar spec of final.json's energy
 
     def validate(self) -> None:
         DATASETS.get(self.data.name)  # unknown names -> one-line errors listing the valid ones
@@ -173,7 +176,10 @@ def run_training(cfg: TrainRunConfig, out_dir: str | Path, resume: bool = False,
         final = {"test_acc": evaluate(model, splits.test, batch_size=bs, device=device),
                  "val_acc": evaluate(model, splits.search_eval, batch_size=bs, device=device),
                  "epochs": cfg.train.epochs, "dataset": splits.info(), "arch": dict(getattr(model, "arch_meta", {})),
-                 "biops": ops["biops"], "flops": ops["flops"], "params": ops["params"], "layers": ops["layers"]}
+                 "biops": ops["biops"], "flops": ops["flops"], "params": ops["params"], "layers": ops["layers"],
+                 "energy_uj": estimate_model(model, (splits.in_channels, splits.image_size, splits.image_size),
+                                             cfg.hardware.spec(("energy",)))["energy_uj"],
+                 "hardware_preset": cfg.hardware.preset}
         run.write_result("final.json", final)
         run.log(f"test accuracy {final['test_acc']:.4f} (val {final['val_acc']:.4f}) after {cfg.train.epochs} "
                 "epochs", echo=False)

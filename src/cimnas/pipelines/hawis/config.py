@@ -21,7 +21,7 @@ from cimnas.config import DataConfig, ModelConfig, OptimConfig, check_device, fr
 from cimnas.config import validate as validate_config
 from cimnas.data import dataset_spec
 from cimnas.errors import CimnasError, check
-from cimnas.hardware.crossbar import load_spec
+from cimnas.hardware.crossbar import HardwareConfig
 from cimnas.nn.models import MODELS
 from cimnas.nn.refactor import RefactorOptions
 from cimnas.search.agents import AGENT_CONFIGS, AGENTS
@@ -167,14 +167,6 @@ class RetrainConfig(OptimConfig):
 
 
 @dataclass
-class HardwareConfig:
-    """Crossbar spec for the energy model."""
-
-    preset: str = "mnsim-default"
-    overrides: list[str] = field(default_factory=list)  # "field=value" CrossbarSpec overrides
-
-
-@dataclass
 class ReportConfig:
     fig4_layer: int = 1  # 0-based searchable layer shown in the Fig. 4-style plot (paper: 2nd layer)
     compare_uniform: float = 4.0  # U-kx shown next to the searched widths in the Fig. 5-style plot
@@ -207,7 +199,7 @@ class HawisConfig:
         # leave a run folder of the bad config that blocks the corrected command (cimnas train does the same)
         dataset_spec(self.data.name, self.data.options)  # the name and its options (no file is read)
         MODELS.get(self.model.name)
-        load_spec(self.hardware.preset, self.hardware.overrides)  # the preset and its field overrides
+        self.hardware.spec()  # the preset and its fields
         if self.search.env.reward_accuracy != "clean":
             check(self.defects.sa0_rate + self.defects.sa1_rate > 0 or self.defects.sigma > 0,
                   f"search.env.reward_accuracy={self.search.env.reward_accuracy} needs a defect model: set "

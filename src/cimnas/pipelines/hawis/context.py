@@ -26,7 +26,6 @@ from cimnas.config import diff_configs, load_config, to_dict
 from cimnas.data import load_from_config
 from cimnas.errors import CimnasError, check
 from cimnas.hardware import montecarlo
-from cimnas.hardware.crossbar import load_spec
 from cimnas.hardware.defects import DefectConfig
 from cimnas.hardware.energy import estimate_model
 from cimnas.limits import check_params
@@ -138,7 +137,7 @@ def make_context(cfg: HawisConfig, run: RunFolder | Follower) -> Context:
     The device is this rank's under torchrun (`distributed.init`), the configured one otherwise."""
     device = distributed.init(cfg.device)
     splits = load_from_config(cfg.data, cfg.seed, device)
-    spec = load_spec(cfg.hardware.preset, cfg.hardware.overrides)
+    spec = cfg.hardware.spec()
     shape = (splits.in_channels, splits.image_size, splits.image_size)
     ctx = Context(cfg, run, splits, device, spec, WidthSpace((1,)), shape)
     ctx.check_size(None, "float", "the 1x float model")

@@ -37,7 +37,7 @@ import torch
 from cimnas.cli import STUDY_INTERRUPTED, OneLineParser, guarded
 from cimnas.config import diff_configs, load_config, to_dict
 from cimnas.errors import check
-from cimnas.hardware.crossbar import load_spec
+from cimnas.hardware.crossbar import HardwareConfig
 from cimnas.hardware.energy import estimate_arch
 from cimnas.nn.models import build_model, named_widths
 from cimnas.nn.refactor import RefactorOptions
@@ -83,7 +83,7 @@ class HeadroomConfig:
     allocations: list[AllocationConfig] = field(default_factory=list)
     allocation_seeds: int = 3
     d: int = 4  # channel granularity (Eq. 8)
-    hardware_preset: str = "mnsim-default"
+    hardware: HardwareConfig = field(default_factory=HardwareConfig)  # crossbar spec (cimnas presets)
 
     def validate(self) -> None:
         check(len(self.uniform) >= 2 and all(0 < k <= 16 for k in self.uniform),
@@ -116,7 +116,7 @@ class Geometry:
         self.groups = _groups(self.base)
         self.refactor = RefactorOptions(topology_mod=m.topology_mod, thermometer=m.thermometer,
                                         thermometer_levels=m.thermometer_levels)
-        self.spec = load_spec(cfg.hardware_preset)
+        self.spec = cfg.hardware.spec(("energy",))
 
     def uniform(self, k: float) -> list[int]:
         return [round_channels(b * k, self.cfg.d) for b in self.base]

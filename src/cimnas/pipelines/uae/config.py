@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from cimnas.config import DataConfig, OptimConfig
 from cimnas.errors import check
+from cimnas.hardware.crossbar import HardwareConfig
 from cimnas.hardware.defects import GaussianNoise, check_gaussian
 from cimnas.search.uae_rewards import canonical_statistic, statistic_quantile
 from cimnas.search.uae_space import UAESpaceConfig
@@ -111,7 +112,6 @@ class SearchSection:
     stop_repeats: int = 10  # stop when the same child is proposed this many times in a row (0 = never)
     energy_weight: float = 0.0  # reward -= energy_weight * energy_uj / energy_ref_uj (0 = the paper's reward)
     energy_ref_uj: float | None = None  # energy scale of the penalty (None = the space's largest child)
-    hardware_preset: str = "mnsim-default"  # crossbar preset of cimnas.hardware for the per-child energy
 
     def validate(self) -> None:
         check(1 <= self.episodes <= 10_000_000, f"search.episodes must be in 1..10,000,000, got {self.episodes}")
@@ -154,6 +154,7 @@ class UAESearchConfig:
     controller: ControllerSection = field(default_factory=ControllerSection)
     search: SearchSection = field(default_factory=SearchSection)
     final: FinalSection = field(default_factory=FinalSection)
+    hardware: HardwareConfig = field(default_factory=HardwareConfig)  # crossbar spec of the per-child energy
 
     def noise_aware(self) -> bool:
         return self.train.noise_aware if self.train.noise_aware is not None else self.eval.k > 0

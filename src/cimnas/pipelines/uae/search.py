@@ -98,7 +98,7 @@ def _energy_ref(cfg: UAESearchConfig, splits: Any) -> float:
     big = build_child(cfg.space.largest_arch(), cfg.space, splits.in_channels, splits.num_classes,
                       splits.image_size, 0)
     return child_energy_uj(big, (splits.in_channels, splits.image_size, splits.image_size),
-                           cfg.search.hardware_preset)
+                           cfg.hardware)
 
 
 def check_final_work(cfg: UAESearchConfig, splits: Any) -> None:
