@@ -87,7 +87,7 @@ def _mc_setup():
         y = model(x).argmax(1)  # clean accuracy 1.0: the defects alone move it
     split = DataSplit(x, y, 1.0)
     shared = {"arch": model.arch_meta, "state": model.state_dict(), "split": split, "seed": 5,
-              "defects": {"sa0": 0.02, "sa1": 0.05, "sigma_variation": 0.3}}
+              "defects": {"sa0_rate": 0.02, "sa1_rate": 0.05, "variation_sigma": 0.3}}
     return model, split, shared
 
 

@@ -151,10 +151,10 @@ def test_p95_is_an_alias_of_p5():
 
 
 @pytest.mark.parametrize("over", [{"eval": {"k": -1}}, {"eval": {"statistic": "q2"}}, {"eval": {"statistic": "avg"}},
-                                  {"noise": {"sigma": -1.0}}, {"final": {"samples": 1}},
+                                  {"noise": {"gaussian_sigma": -1.0}}, {"final": {"samples": 1}},
                                   {"final": {"samples": -5}}, {"final": {"samples": 10**12}},
                                   {"eval": {"k": 10**12}}, {"controller": {"lr": float("nan")}},
-                                  {"controller": {"lr": "nan"}}, {"noise": {"sigma": float("inf")}},
+                                  {"controller": {"lr": "nan"}}, {"noise": {"gaussian_sigma": float("inf")}},
                                   {"space": {"channels": [8, 10**6]}}, {"space": {"channels": []}},
                                   {"noise": {"mode": "bitslice"}}])
 def test_bad_config_values(over):

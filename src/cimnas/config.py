@@ -116,7 +116,9 @@ def _hints(cls: type) -> dict[str, Any]:
 
 
 #: config keys renamed for one vocabulary across commands -> their new name (refused with that hint)
-RENAMED: dict[str, str] = {"search.hardware_preset": "hardware.preset", "hardware_preset": "hardware.preset"}
+RENAMED: dict[str, str] = {"search.hardware_preset": "hardware.preset", "hardware_preset": "hardware.preset",
+                           "defects.sigma": "defects.variation_sigma", "noise.sigma": "noise.gaussian_sigma",
+                           "noise.mode": "noise.gaussian_mode"}
 
 
 def from_dict(cls: type[T], data: dict, prefix: str = "") -> T:

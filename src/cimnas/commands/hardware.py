@@ -63,11 +63,18 @@ def register(subparsers) -> None:
     r = subparsers.add_parser("robustness", help="Monte-Carlo accuracy under ReRAM defects (HAWIS Fig. 3)")
     r.add_argument("--checkpoint", action="append", required=True, help="model checkpoint (repeat for --sweep)")
     r.add_argument("--labels", default=None, help="comma-separated curve labels, one per checkpoint")
-    r.add_argument("--sa0", type=float, default=0.0, help="stuck-at-0 rate (stuck at Gmax)")
-    r.add_argument("--sa1", type=float, default=0.0, help="stuck-at-1 rate (stuck at Gmin)")
-    r.add_argument("--sigma", type=float, default=0.0, help="lognormal resistance variation sigma (HAWIS Eq. 3)")
-    r.add_argument("--gaussian", type=float, default=0.0, help="additive weight-noise sigma (UAE Eq. 1)")
-    r.add_argument("--mode", default="absolute", help="gaussian mode: absolute | relative | bitsliced")
+    # one name per defect setting across commands (README "One vocabulary"); the old flags are read for one release
+    r.add_argument("--sa0-rate", "--sa0", dest="sa0_rate", type=float, default=0.0,
+                   help="stuck-at-0 rate per cell, stuck at Gmax (defects.sa0_rate; --sa0: old name)")
+    r.add_argument("--sa1-rate", "--sa1", dest="sa1_rate", type=float, default=0.0,
+                   help="stuck-at-1 rate per cell, stuck at Gmin (defects.sa1_rate; --sa1: old name)")
+    r.add_argument("--variation-sigma", "--sigma", dest="variation_sigma", type=float, default=0.0,
+                   help="lognormal resistance variation sigma, HAWIS Eq. 3 (defects.variation_sigma; --sigma: "
+                        "old name)")
+    r.add_argument("--gaussian-sigma", "--gaussian", dest="gaussian_sigma", type=float, default=0.0,
+                   help="additive weight-noise sigma, UAE Eq. 1 (noise.gaussian_sigma; --gaussian: old name)")
+    r.add_argument("--gaussian-mode", "--mode", dest="gaussian_mode", default="absolute",
+                   help="how --gaussian-sigma scales: absolute | relative | bitsliced (--mode: old name)")
     r.add_argument("--trials", type=int, default=10)
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--dataset", default=None, help="dataset (default: the checkpoint's)")
@@ -264,12 +271,13 @@ def _check_sweep_flags(args) -> None:
     the sweep's flags do not apply without it (either would be silently ignored)."""
     levels = [f for f in ("sa0_levels", "sa1_levels", "sigma_levels") if getattr(args, f) is not None]
     if args.sweep:
-        point = [f"--{f}" for f in ("sa0", "sa1", "sigma", "gaussian") if getattr(args, f) != 0.0]
+        point = [f"--{f.replace('_', '-')}" for f in ("sa0_rate", "sa1_rate", "variation_sigma", "gaussian_sigma")
+                 if getattr(args, f) != 0.0]
         check(not point, f"{', '.join(point)}: one defect model, but --sweep sweeps each kind over its own levels "
               "(--sa0-levels, --sa1-levels, --sigma-levels); drop them or --sweep")
         return
     check(not levels, f"--{levels[0].replace('_', '-') if levels else ''} applies to --sweep only; add --sweep or "
-          "use --sa0 / --sa1 / --sigma for one defect model")
+          "use --sa0-rate / --sa1-rate / --variation-sigma for one defect model")
     check(args.out is None, "--out applies to --sweep only (it writes robustness.json and robustness.png); add "
           "--sweep, or use --json to print the result")
 
@@ -299,7 +307,7 @@ def cmd_robustness(args) -> int:
     check(args.max_samples is None or args.max_samples >= 1,
           f"--max-samples must be >= 1 (or left out for the whole split), got {args.max_samples}")
     check(args.batch_size >= 1, f"--batch-size must be >= 1, got {args.batch_size}")
-    defects = DefectConfig(args.sa0, args.sa1, args.sigma, args.gaussian, args.mode)
+    defects = DefectConfig(args.sa0_rate, args.sa1_rate, args.variation_sigma, args.gaussian_sigma, args.gaussian_mode)
     defects.validate()
     labels = args.labels.split(",") if args.labels else [Path(c).parent.name or Path(c).stem for c in args.checkpoint]
     check(len(labels) == len(args.checkpoint),

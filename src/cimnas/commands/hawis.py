@@ -115,7 +115,8 @@ def _print_summary(summary: dict) -> None:
         out.write(f"  widths: {f['widths']}\n")
         if f.get("robustness"):
             r = f["robustness"]
-            out.write(f"  robustness (SA0 {r['sa0_rate']}, SA1 {r['sa1_rate']}, sigma {r['sigma']}, "
+            sigma = r.get("variation_sigma", r.get("sigma"))  # "sigma": runs written before the rename
+            out.write(f"  robustness (SA0 {r['sa0_rate']}, SA1 {r['sa1_rate']}, variation_sigma {sigma}, "
                       f"{r['trials']} trials): mean {100 * r['mean']:.2f}%, p5 {100 * r['p5']:.2f}%\n")
     if summary.get("figures"):
         out.write("  figures: " + ", ".join(summary["figures"]) + "\n")

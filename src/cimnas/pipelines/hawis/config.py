@@ -131,12 +131,13 @@ class DefectsConfig:
 
     sa0_rate: float = 0.0175  # stuck-at-0 (stuck at low resistance / high conductance)
     sa1_rate: float = 0.0904  # stuck-at-1 (stuck at high resistance / low conductance)
-    sigma: float = 0.0  # lognormal resistance variation theta ~ N(0, sigma^2) (Eq. 3)
+    variation_sigma: float = 0.0  # lognormal resistance variation theta ~ N(0, sigma^2) (Eq. 3)
     trials: int = 20  # Monte-Carlo samples for the final robustness summary
 
     def validate(self) -> None:
         check(0 <= self.sa0_rate <= 1 and 0 <= self.sa1_rate <= 1, "defect rates must be in [0, 1]")
-        check(0 <= self.sigma <= 10, f"defects.sigma must be in [0, 10], got {self.sigma}")
+        check(0 <= self.variation_sigma <= 10,
+              f"defects.variation_sigma must be in [0, 10], got {self.variation_sigma}")
         check(0 <= self.trials <= 100_000, f"defects.trials must be in 0..100000, got {self.trials}")
 
 
@@ -201,9 +202,9 @@ class HawisConfig:
         MODELS.get(self.model.name)
         self.hardware.spec()  # the preset and its fields
         if self.search.env.reward_accuracy != "clean":
-            check(self.defects.sa0_rate + self.defects.sa1_rate > 0 or self.defects.sigma > 0,
+            check(self.defects.sa0_rate + self.defects.sa1_rate > 0 or self.defects.variation_sigma > 0,
                   f"search.env.reward_accuracy={self.search.env.reward_accuracy} needs a defect model: set "
-                  "defects.sa0_rate / sa1_rate / sigma or use reward_accuracy: clean")
+                  "defects.sa0_rate / sa1_rate / variation_sigma or use reward_accuracy: clean")
 
 
 def load_hawis_config(path: str | Path | None, overrides: list[str] | None = None) -> HawisConfig:

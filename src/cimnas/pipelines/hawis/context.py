@@ -171,7 +171,7 @@ def check_multiples(widths: list[int], n: int, d: int, key: str) -> None:
 def mc_accuracies(ctx: Context, model: nn.Module, split: Any, trials: int, seed: int) -> list[float]:
     """Accuracies of `model` over `trials` defect samples (cimnas.hardware.montecarlo)."""
     d = ctx.cfg.defects
-    defects = DefectConfig(sa0=d.sa0_rate, sa1=d.sa1_rate, sigma_variation=d.sigma)
+    defects = DefectConfig(sa0_rate=d.sa0_rate, sa1_rate=d.sa1_rate, variation_sigma=d.variation_sigma)
     out = montecarlo.evaluate_trials(model, split, ctx.spec, defects, trials, seed, device=ctx.device)
     return [float(a) for a in out.accs]
 

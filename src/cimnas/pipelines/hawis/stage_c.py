@@ -183,5 +183,5 @@ def robustness_summary(ctx: Context, model: nn.Module) -> dict:
     d = ctx.cfg.defects
     accs = mc_accuracies(ctx, model, ctx.splits.test, d.trials, derive_seed(ctx.seed, "final-mc"))
     s = summarize(accs)
-    return {"sa0_rate": d.sa0_rate, "sa1_rate": d.sa1_rate, "sigma": d.sigma, "trials": s["n"],
+    return {"sa0_rate": d.sa0_rate, "sa1_rate": d.sa1_rate, "variation_sigma": d.variation_sigma, "trials": s["n"],
             **{k: s[k] for k in ("mean", "std", "min", "p5", "median", "max")}}

@@ -29,16 +29,17 @@ MAX_SAMPLES = 10_000_000
 class NoiseConfig:
     """Additive Gaussian weight noise N(0, sigma) of UAE Eq. 1 (the hardware model's `gaussian` defect)."""
 
-    sigma: float = 0.04  # std of the device noise (weight units in `absolute` mode; UAE: 0.04)
-    mode: Literal["absolute", "relative", "bitsliced"] = "absolute"  # cimnas.hardware.defects.NOISE_MODES
+    gaussian_sigma: float = 0.04  # std of the device noise (weight units in `absolute` mode; UAE: 0.04)
+    gaussian_mode: Literal["absolute", "relative", "bitsliced"] = "absolute"  # cimnas.hardware.defects.NOISE_MODES
     cell_bits: int = 4  # bitsliced mode: bits per device
     weight_bits: int = 8  # bitsliced mode, float layers: bits of the integer code
 
     def validate(self) -> None:
-        check_gaussian(self.sigma, self.mode, self.cell_bits, self.weight_bits, "noise.")
+        check_gaussian(self.gaussian_sigma, self.gaussian_mode, self.cell_bits, self.weight_bits, "noise.")
 
     def defect(self) -> GaussianNoise:
-        return GaussianNoise(self.sigma, self.mode, cell_bits=self.cell_bits, weight_bits=self.weight_bits)
+        return GaussianNoise(self.gaussian_sigma, self.gaussian_mode, cell_bits=self.cell_bits,
+                             weight_bits=self.weight_bits)
 
 
 def check_samples(value: Any, key: str, minimum: int = 1) -> None:

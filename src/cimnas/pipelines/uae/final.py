@@ -72,7 +72,8 @@ def final_evaluation(run: RunFolder, cfg: UAESearchConfig, splits: Any, device: 
     t2 = time.perf_counter()
     s = summarize(accs)
     result = {"label": cfg.label, "k": cfg.eval.k, "statistic": cfg.eval.statistic, "noise_aware": cfg.noise_aware(),
-              "sigma": cfg.noise.sigma, "noise_mode": cfg.noise.mode, "arch_key": arch.key(), "arch": arch.to_dict(),
+              "gaussian_sigma": cfg.noise.gaussian_sigma, "gaussian_mode": cfg.noise.gaussian_mode,
+              "arch_key": arch.key(), "arch": arch.to_dict(),
               "clean_acc": clean, **{k: s[k] for k in ("mean", "std", "min", "p5", "median", "max")},
               "mc_samples": s["n"], "search_time_s": best["search_time_s"],
               "search_time_h": best["search_time_s"] / 3600, "episodes": best["episodes"],

@@ -117,8 +117,9 @@ def run_table1(cfg: Table1Config, out: str | Path, *, resume: bool = False, prog
         runs = [r for r in run.records("runs.jsonl") if r["seed"] in cfg.seeds]
         agg = aggregate(runs, cfg.rows)
         result = {"rows": agg, "notes": notes, "datasets": datasets, "paper": PAPER_TABLE1,
-                  "bins": cfg.analysis.bins, "samples": cfg.analysis.samples, "sigma": cfg.noise.sigma,
-                  "mode": cfg.noise.mode}
+                  "bins": cfg.analysis.bins, "samples": cfg.analysis.samples,
+                  "gaussian_sigma": cfg.noise.gaussian_sigma,
+                  "gaussian_mode": cfg.noise.gaussian_mode}
         run.write_result("table1.json", result)
         atomic_write_bytes(run.path("table1.md"), table1_markdown(agg, notes, datasets).encode())
         return result
