@@ -282,6 +282,27 @@ def _check_sweep_flags(args) -> None:
           "--sweep, or use --json to print the result")
 
 
+def default_labels(checkpoints: list[str]) -> list[str]:
+    """Curve labels from the run folders (`runs/u1x/checkpoints/checkpoint.pt` -> `u1x`), the file name added where
+    two would be the same, the whole path where that is still not enough."""
+    def folder(p: Path) -> str:
+        return (p.parent.parent if p.parent.name == "checkpoints" else p.parent).name or p.stem
+
+    paths = [Path(c) for c in checkpoints]
+    for make in (folder, lambda p: f"{folder(p)}/{p.stem}", str):
+        labels = [make(p) for p in paths]
+        if len(set(labels)) == len(labels):
+            return labels
+    return labels
+
+
+def clean_accuracy(model, split, args, device: str) -> float:
+    """Accuracy with ideal devices on the evaluated samples (the robustness table's reference column)."""
+    from cimnas.hardware.montecarlo import CachedBatches, accuracy
+
+    return accuracy(model.to(device), CachedBatches(split, args.batch_size, device, args.max_samples))
+
+
 def cmd_robustness(args) -> int:
     from cimnas.data import load_dataset
     from cimnas.device import resolve_device
@@ -309,7 +330,7 @@ def cmd_robustness(args) -> int:
     check(args.batch_size >= 1, f"--batch-size must be >= 1, got {args.batch_size}")
     defects = DefectConfig(args.sa0_rate, args.sa1_rate, args.variation_sigma, args.gaussian_sigma, args.gaussian_mode)
     defects.validate()
-    labels = args.labels.split(",") if args.labels else [Path(c).parent.name or Path(c).stem for c in args.checkpoint]
+    labels = args.labels.split(",") if args.labels else default_labels(args.checkpoint)
     check(len(labels) == len(args.checkpoint),
           f"--labels has {len(labels)} names for {len(args.checkpoint)} checkpoints")
     check(len(set(labels)) == len(labels), "curve labels must be distinct; pass --labels")
@@ -337,6 +358,9 @@ def cmd_robustness(args) -> int:
     splits = load_dataset(dataset, data_dir=args.data_dir, seed=0)
     split = getattr(splits, args.split)
     progress = sys.stderr.isatty()
+    if sweep is None and not any((args.sa0_rate, args.sa1_rate, args.variation_sigma, args.gaussian_sigma)):
+        sys.stderr.write(f"cimnas: warning: no defect set, so the {args.trials} trials are identical clean "
+                         "evaluations; set --sa0-rate / --sa1-rate / --variation-sigma / --gaussian-sigma\n")
     if sweep is None:
         results = {}
         execution: dict = {"engine": "in-process", "workers": 1}
@@ -344,17 +368,17 @@ def cmd_robustness(args) -> int:
             res, execution = parallel_trials(model, split, spec, defects, args.trials, args.seed, parallel=par,
                                              batch_size=args.batch_size, device=device,
                                              max_samples=args.max_samples, progress=progress)
-            results[label] = res.to_dict()
+            results[label] = {"clean": clean_accuracy(model, split, args, device), **res.to_dict()}
         payload = {"dataset": dataset, "split": args.split, "trials": args.trials, "seed": args.seed,
                    "defects": vars(defects), "preset": spec.name, "models": results, "execution": execution}
         if args.json:
             print(json.dumps(payload, indent=2))
         else:
-            print(f"{'model':<20}{'mean %':>8}{'std':>7}{'min':>7}{'p5':>7}{'max':>7}"
+            print(f"{'model':<20}{'clean %':>8}{'mean %':>8}{'std':>7}{'min':>7}{'p5':>7}{'max':>7}"
                   f"  ({args.trials} trials, {dataset})")
             for label, r in results.items():
-                print(f"{label:<20}{100 * r['mean']:>8.2f}{100 * r['std']:>7.2f}{100 * r['min']:>7.2f}"
-                      f"{100 * r['p5']:>7.2f}{100 * r['max']:>7.2f}")
+                print(f"{label:<20}{100 * r['clean']:>8.2f}{100 * r['mean']:>8.2f}{100 * r['std']:>7.2f}"
+                      f"{100 * r['min']:>7.2f}{100 * r['p5']:>7.2f}{100 * r['max']:>7.2f}")
         return 0
     if par.in_process:
         res = robustness_sweep(models, split, spec, sweep, args.trials, args.seed, args.batch_size, device,
