@@ -277,7 +277,7 @@ def test_uae_search_workers_independence_and_resume(ray_cluster, tmp_path) -> No
         pass
 
     def kill(i):
-        if i == 4:  # mid-batch (batches 0-2, 3-5, 6): episodes 0-4 logged, 5 cancelled
+        if i == 5:  # mid-batch (batches 1-3, 4-6, 7): episodes 1-5 logged, 6 cancelled
             raise Killed
 
     with pytest.raises(Killed):

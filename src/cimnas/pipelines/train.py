@@ -39,6 +39,7 @@ from cimnas.nn.models import MODELS, build_model, model_payload
 from cimnas.nn.refactor import RefactorOptions
 from cimnas.runs import RunFolder, load_payload, load_state
 from cimnas.train import evaluate, fit, make_optimizer, make_scheduler
+from cimnas.utils.units import pct
 
 KIND = "train"
 CHECKPOINT = "checkpoint.pt"
@@ -162,8 +163,8 @@ def run_training(cfg: TrainRunConfig, out_dir: str | Path, resume: bool = False,
             run.append(METRICS, record)
             run.save(CHECKPOINT, model_payload(model, dataset=splits.info(), config=cfg_dict, epoch=epoch,
                                                optimizer=optimizer, scheduler=scheduler, metrics=record))
-            run.log(f"epoch {epoch}/{cfg.train.epochs}: loss {record['loss']:.4f}, train {record['train_acc']:.4f},"
-                    f" val {record['val_acc']:.4f}, lr {record['lr']:g}", echo=False)
+            run.log(f"epoch {epoch}/{cfg.train.epochs}: loss {record['loss']:.4f}, train {pct(record['train_acc'])},"
+                    f" val {pct(record['val_acc'])}, lr {record['lr']:g}", echo=False)
             clock[0] = time.perf_counter()
             if on_epoch_end is not None:
                 on_epoch_end(epoch, record)
@@ -181,7 +182,7 @@ def run_training(cfg: TrainRunConfig, out_dir: str | Path, resume: bool = False,
                                              cfg.hardware.spec(("energy",)))["energy_uj"],
                  "hardware_preset": cfg.hardware.preset}
         run.write_result("final.json", final)
-        run.log(f"test accuracy {final['test_acc']:.4f} (val {final['val_acc']:.4f}) after {cfg.train.epochs} "
+        run.log(f"test accuracy {pct(final['test_acc'])} (val {pct(final['val_acc'])}) after {cfg.train.epochs} "
                 "epochs", echo=False)
     return final
 

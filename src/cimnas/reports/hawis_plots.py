@@ -87,7 +87,7 @@ def fig4_channels(data: dict, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(6, 3.2))
     if eps:
         layer = min(max(layer, 0), len(eps[0]["widths"]) - 1)
-        ax.plot([e["episode"] + 1 for e in eps], [e["widths"][layer] for e in eps], "-", lw=0.8, c="#e0a000")
+        ax.plot([e["episode"] for e in eps], [e["widths"][layer] for e in eps], "-", lw=0.8, c="#e0a000")
     ax.grid(alpha=0.3)
     finish(fig, ax, path, xlabel="episode", ylabel=f"#output channels, layer {layer + 1}",
            title="Channels of one layer per episode (HAWIS Fig. 4 style)", legend=False)

@@ -27,6 +27,7 @@ from cimnas.pipelines.hawis.stage_b import best_record, pareto_front
 from cimnas.stats import summarize
 from cimnas.train import evaluate, fit, make_optimizer, make_scheduler
 from cimnas.utils.seed import derive_seed, resolve_device, seed_everything
+from cimnas.utils.units import pct, uj
 
 RESULTS = "stage_c.json"
 TORCHRUN_AND_RAY = ("--workers / --ray-address (Ray workers) and torchrun do not mix: under torchrun every "
@@ -44,7 +45,7 @@ def train_model(ctx: Context, model: nn.Module, rcfg: RetrainConfig, label: str,
     def on_epoch_end(epoch: int, record: dict) -> None:
         if epoch % every == 0 or epoch == rcfg.epochs:
             ctx.run.log(f"stage C {label} epoch {epoch}/{rcfg.epochs}: loss {record['loss']:.4f} "
-                        f"train acc {record['train_acc']:.4f}")
+                        f"train acc {pct(record['train_acc'])}")
 
     t0 = time.perf_counter()
     fit(model, ctx.splits.search_train, rcfg, device=ctx.device, seed=ctx.seed, optimizer=opt, scheduler=sched,
@@ -104,8 +105,8 @@ def _store(ctx: Context, results: dict, label: str, out: dict) -> None:
         run.save("final_model.pt", out["checkpoint"])
     results[label] = entry
     run.write_result(RESULTS, results)
-    run.log(f"stage C {label}: val acc {entry['val_accuracy']:.4f}, test acc {entry['test_accuracy']:.4f}, "
-            f"energy {entry['energy_uj']:.4g} uJ")
+    run.log(f"stage C {label}: val acc {pct(entry['val_accuracy'])}, test acc {pct(entry['test_accuracy'])}, "
+            f"energy {uj(entry['energy_uj'])}")
 
 
 class _Lines:

@@ -48,6 +48,7 @@ from cimnas.reports.figures import finish
 from cimnas.runs import RunFolder
 from cimnas.stats import combination_ci, summarize
 from cimnas.utils.io import read_json
+from cimnas.utils.units import pct, uj
 
 KIND = "study-headroom"
 #: which models a study holds may change on resume (each model is its own run folder, checked when reused)
@@ -221,7 +222,7 @@ def run_study(cfg: HeadroomConfig, out: str | Path, *, resume: bool = True, par:
         geo = Geometry(cfg, splits)
         jobs = plan(cfg, geo)
         run.log(f"headroom: {sum(len(j['seeds']) for j in jobs)} models ({len(jobs)} widths), "
-                f"U-1x energy {geo.energy(geo.uniform(1.0)):.4g} uJ")
+                f"U-1x energy {uj(geo.energy(geo.uniform(1.0)))}")
         by_label = {j["label"]: j for j in jobs}
         for j in jobs:
             j["runs"] = []
@@ -231,7 +232,7 @@ def run_study(cfg: HeadroomConfig, out: str | Path, *, resume: bool = True, par:
             by_label[label]["runs"].append({"seed": seed, "test_acc": final["test_acc"],
                                             "val_acc": final.get("val_acc")})
             val = final.get("val_acc")
-            run.log(f"{label} seed {seed}: test {final['test_acc']:.4f} val " + ("-" if val is None else f"{val:.4f}"))
+            run.log(f"{label} seed {seed}: test {pct(final['test_acc'])} val " + ("-" if val is None else pct(val)))
             write_tables(run, jobs)  # after every model: a kill keeps the table of what finished (rank-check reads it)
 
         tasks = {(j["label"], seed): {"widths": j["widths"]} for j in jobs for seed in j["seeds"]}

@@ -31,6 +31,7 @@ from cimnas.runs import RunFolder
 from cimnas.search.uae_space import UAEArch
 from cimnas.stats import summarize
 from cimnas.utils.seed import derive_seed, resolve_device
+from cimnas.utils.units import pct
 
 
 def _dataset_info(splits: Any) -> dict:
@@ -83,7 +84,7 @@ def final_evaluation(run: RunFolder, cfg: UAESearchConfig, splits: Any, device: 
                                              epoch=cfg.final.epochs,
                                              metrics={k: v for k, v in result.items() if isinstance(v, int | float)}))
     run.write_result("final.json", result)
-    run.log(f"final: clean {clean:.4f}, mean {s['mean']:.4f}, p5 {s['p5']:.4f} over {s['n']} noise samples",
+    run.log(f"final: clean {pct(clean)}, mean {pct(s['mean'])}, p5 {pct(s['p5'])} over {s['n']} noise samples",
             echo=cfg.progress)
     return result
 

@@ -270,7 +270,7 @@ def _record(cfg: UAESearchConfig, res: dict, arch: Any, decisions: list[int], i:
     """One episodes.jsonl line (the same fields as `_episode`; time_s = the child's train + eval time)."""
     reward = uae_reward(res["clean_acc"], res["noisy_accs"], cfg.eval.statistic, res["energy_uj"],
                         cfg.search.energy_weight, energy_ref)
-    return {"episode": i, "arch_key": arch.key(), "arch": arch.to_dict(), "decisions": decisions, "reward": reward,
+    return {"episode": i + 1, "arch_key": arch.key(), "arch": arch.to_dict(), "decisions": decisions, "reward": reward,
             "clean_acc": res["clean_acc"], "noisy": res["noisy"], "noisy_accs": res["noisy_accs"],
             "energy_uj": res["energy_uj"], "params": res["params"], "train_s": res["train_s"],
             "eval_s": res["eval_s"], "time_s": 0.0 if hit else res["train_s"] + res["eval_s"], "cache_hit": hit}

@@ -1,0 +1,79 @@
+"""What a tiny HAWIS run (stages A -> B -> C) writes, as a newcomer reads it (issue 24): the checkpoint's energy
+equals the pipeline's (point 2), episodes counted from 1 everywhere and one accuracy / energy convention (point 6)."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from cimnas.cli import main
+from cimnas.pipelines.hawis import load_hawis_config, run_pipeline
+from cimnas.utils.units import pct, uj
+
+TINY = {
+    "seed": 3, "device": "cpu",
+    "data": {"name": "digits", "limit": 120, "test_limit": 40},
+    "model": {"name": "mlp", "thermometer_levels": 4, "options": {"hidden_sizes": [16, 16], "bn": True}},
+    "space": {"r_min": 0.5, "r_max": 2.0, "d": 4},
+    "pretrain": {"epochs": 1, "batch_size": 40, "lr": 0.05, "max_batches": 1},
+    "search": {"episodes": 2, "agent": "random",
+               "env": {"batch_size": 40, "slimmable_epochs": 0.2, "candidate_epochs": 0.2, "bn_recal_batches": 1,
+                       "lam": 0.2}},
+    "retrain": {"epochs": 1, "batch_size": 40, "lr": 0.05, "milestones": [], "baselines": []},
+    "defects": {"trials": 1},
+    "hardware": {"preset": "mnsim-default", "overrides": ["rows=128"]},
+}
+
+
+@pytest.fixture(scope="module")
+def hawis_run(tmp_path_factory) -> Path:
+    tmp = tmp_path_factory.mktemp("hawis")
+    (tmp / "cfg.yaml").write_text(yaml.safe_dump(TINY))
+    run_pipeline(load_hawis_config(tmp / "cfg.yaml", []), tmp / "run")
+    return tmp / "run"
+
+
+def _energy(capsys, *argv) -> dict:
+    capsys.readouterr()
+    assert main(["energy", *argv, "--json"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_checkpoint_energy_equals_pipeline(hawis_run, capsys):
+    final = json.loads((hawis_run / "final.json").read_text())
+    for where in (hawis_run, hawis_run / "checkpoints" / "final_model.pt"):
+        out = _energy(capsys, "--checkpoint", str(where))
+        assert out["energy_uj"] == pytest.approx(final["energy_uj"], rel=1e-12)
+        assert out["crossbars"] == final["crossbars"]
+    # the run's own hardware section (rows=128) is used; the default 256-row preset gives another number
+    other = _energy(capsys, "--checkpoint", str(hawis_run), "--preset", "mnsim-default")
+    assert other["energy_uj"] != pytest.approx(final["energy_uj"])
+
+
+def test_checkpoint_with_describing_options_refused(hawis_run, capsys):
+    assert main(["energy", "--checkpoint", str(hawis_run), "--bits", "8"]) == 2
+    assert "fixed by" in capsys.readouterr().err
+
+
+def test_episodes_counted_from_one_everywhere(hawis_run):
+    recs = [json.loads(x) for x in (hawis_run / "episodes.jsonl").read_text().splitlines()]
+    n = TINY["search"]["episodes"]
+    assert [r["episode"] for r in recs] == list(range(1, n + 1))
+    log = (hawis_run / "run.log").read_text()
+    assert [int(m) for m in re.findall(rf"episode (\d+)/{n}", log)] == list(range(1, n + 1))
+    best = json.loads((hawis_run / "best_arch.json").read_text())
+    line = next(x for x in log.splitlines() if f"episode {best['episode']}/{n}" in x)
+    assert f"reward {best['reward']:+.4f}" in line  # the summary's episode is the log's episode
+
+
+def test_one_accuracy_and_energy_convention():
+    assert pct(0.78824) == "78.82%" and uj(0.012345) == "0.0123 uJ" and uj(9.304) == "9.3 uJ"
+
+
+def test_logs_show_accuracy_in_percent(hawis_run):
+    log = (hawis_run / "run.log").read_text()
+    assert re.search(r"acc \d+\.\d\d%", log) and not re.search(r"acc 0\.\d{4}\b", log)
