@@ -18,6 +18,7 @@ function of (seed, e) (cimnas.train.fit), so a resumed run repeats what an unint
 from __future__ import annotations
 
 import contextlib
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from tqdm import tqdm
 
 from cimnas import distributed
 from cimnas.config import DataConfig, ModelConfig, OptimConfig, check_device, to_dict
@@ -163,8 +165,11 @@ def run_training(cfg: TrainRunConfig, out_dir: str | Path, resume: bool = False,
             run.append(METRICS, record)
             run.save(CHECKPOINT, model_payload(model, dataset=splits.info(), config=cfg_dict, epoch=epoch,
                                                optimizer=optimizer, scheduler=scheduler, metrics=record))
-            run.log(f"epoch {epoch}/{cfg.train.epochs}: loss {record['loss']:.4f}, train {pct(record['train_acc'])},"
-                    f" val {pct(record['val_acc'])}, lr {record['lr']:g}", echo=False)
+            line = (f"epoch {epoch}/{cfg.train.epochs}: loss {record['loss']:.4f}, train {pct(record['train_acc'])},"
+                    f" val {pct(record['val_acc'])}, lr {record['lr']:g}")
+            run.log(line, echo=False)
+            if cfg.train.progress and sys.stderr.isatty():  # a terminal sees every epoch (stdout stays the result)
+                tqdm.write(line, file=sys.stderr)
             clock[0] = time.perf_counter()
             if on_epoch_end is not None:
                 on_epoch_end(epoch, record)
