@@ -1,5 +1,6 @@
 """What a tiny HAWIS run (stages A -> B -> C) writes, as a newcomer reads it (issue 24): the checkpoint's energy
-equals the pipeline's (point 2), episodes counted from 1 everywhere and one accuracy / energy convention (point 6)."""
+equals the pipeline's (point 2), episodes counted from 1 everywhere and one accuracy / energy convention (point 6),
+robustness and checkpoints for the U-kx baselines with a robustness column in table.md (point 8)."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ TINY = {
     "search": {"episodes": 2, "agent": "random",
                "env": {"batch_size": 40, "slimmable_epochs": 0.2, "candidate_epochs": 0.2, "bn_recal_batches": 1,
                        "lam": 0.2}},
-    "retrain": {"epochs": 1, "batch_size": 40, "lr": 0.05, "milestones": [], "baselines": []},
+    "retrain": {"epochs": 1, "batch_size": 40, "lr": 0.05, "milestones": [], "baselines": [1]},
     "defects": {"trials": 1},
     "hardware": {"preset": "mnsim-default", "overrides": ["rows=128"]},
 }
@@ -77,3 +78,17 @@ def test_one_accuracy_and_energy_convention():
 def test_logs_show_accuracy_in_percent(hawis_run):
     log = (hawis_run / "run.log").read_text()
     assert re.search(r"acc \d+\.\d\d%", log) and not re.search(r"acc 0\.\d{4}\b", log)
+
+
+def test_baselines_get_robustness_checkpoint_and_table_column(hawis_run, capsys):
+    stage_c = json.loads((hawis_run / "stage_c.json").read_text())
+    for label in ("searched", "U-1x"):
+        assert stage_c[label]["robustness"]["trials"] == TINY["defects"]["trials"]
+    ckpt = hawis_run / "checkpoints" / "model_U-1x.pt"
+    assert ckpt.is_file()
+    out = _energy(capsys, "--checkpoint", str(ckpt))
+    assert out["energy_uj"] == pytest.approx(stage_c["U-1x"]["energy_uj"], rel=1e-12)
+    table = (hawis_run / "table.md").read_text().splitlines()
+    assert "Under defects (%)" in table[0]
+    row = next(x for x in table if x.startswith("| U-1x |"))
+    assert row.split("|")[4].strip() == f"{100 * stage_c['U-1x']['robustness']['mean']:.2f}"

@@ -87,13 +87,18 @@ def retrain_job(ctx: Context, label: str, widths: list[int] | None, precision: s
     trained = train_model(ctx, model, rcfg, label)
     entry = {"widths": list(model.widths), "precision": precision,
              **{k: trained[k] for k in ("val_accuracy", "test_accuracy", "train_s")}, **ctx.energy(model)}
-    checkpoint = None
-    if label == "searched":
-        if rcfg.robustness and cfg.defects.trials > 0:
-            entry["robustness"] = robustness_summary(ctx, model)
-        checkpoint = model_payload(model, dataset=ctx.splits.info(), config=to_dict(cfg), epoch=rcfg.epochs,
-                                   optimizer=trained["optimizer"], scheduler=trained["scheduler"], metrics=entry)
+    # every crossbar-mapped model (searched, Pareto, U-kx, 8-bit) gets the same robustness trials (same seeds: a
+    # paired comparison, HAWIS Fig. 3 from one run) and every model its checkpoint (`checkpoint_name`)
+    if precision != "float" and rcfg.robustness and cfg.defects.trials > 0:
+        entry["robustness"] = robustness_summary(ctx, model)
+    checkpoint = model_payload(model, dataset=ctx.splits.info(), config=to_dict(cfg), epoch=rcfg.epochs,
+                               optimizer=trained["optimizer"], scheduler=trained["scheduler"], metrics=entry)
     return {"entry": entry, "checkpoint": checkpoint}
+
+
+def checkpoint_name(label: str) -> str:
+    """The stage-C model's file under checkpoints/: final_model.pt for the searched one, model_<label>.pt else."""
+    return "final_model.pt" if label == "searched" else f"model_{label}.pt"
 
 
 def _store(ctx: Context, results: dict, label: str, out: dict) -> None:
@@ -102,7 +107,7 @@ def _store(ctx: Context, results: dict, label: str, out: dict) -> None:
     for line in out.get("log", []):
         run.log(line, echo=False)
     if out["checkpoint"] is not None:
-        run.save("final_model.pt", out["checkpoint"])
+        run.save(checkpoint_name(label), out["checkpoint"])
     results[label] = entry
     run.write_result(RESULTS, results)
     run.log(f"stage C {label}: val acc {pct(entry['val_accuracy'])}, test acc {pct(entry['test_accuracy'])}, "
