@@ -1,6 +1,7 @@
 """What a tiny HAWIS run (stages A -> B -> C) writes, as a newcomer reads it (issue 24): the checkpoint's energy
 equals the pipeline's (point 2), episodes counted from 1 everywhere and one accuracy / energy convention (point 6),
-robustness and checkpoints for the U-kx baselines with a robustness column in table.md (point 8)."""
+robustness and checkpoints for the U-kx baselines with a robustness column in table.md (point 8), degenerate runs
+that say so (point 10)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import yaml
 
 from cimnas.cli import main
 from cimnas.pipelines.hawis import load_hawis_config, run_pipeline
+from cimnas.stats import at_chance
 from cimnas.utils.units import pct, uj
 
 TINY = {
@@ -21,7 +23,8 @@ TINY = {
     "model": {"name": "mlp", "thermometer_levels": 4, "options": {"hidden_sizes": [16, 16], "bn": True}},
     "space": {"r_min": 0.5, "r_max": 2.0, "d": 4},
     "pretrain": {"epochs": 1, "batch_size": 40, "lr": 0.05, "max_batches": 1},
-    "search": {"episodes": 2, "agent": "random",
+    "search": {"episodes": 2, "agent": "ddpg",
+               "agent_options": {"warmup_episodes": 5, "hidden_actor": [8], "hidden_critic": [8], "batch_size": 2},
                "env": {"batch_size": 40, "slimmable_epochs": 0.2, "candidate_epochs": 0.2, "bn_recal_batches": 1,
                        "lam": 0.2}},
     "retrain": {"epochs": 1, "batch_size": 40, "lr": 0.05, "milestones": [], "baselines": [1]},
@@ -92,3 +95,19 @@ def test_baselines_get_robustness_checkpoint_and_table_column(hawis_run, capsys)
     assert "Under defects (%)" in table[0]
     row = next(x for x in table if x.startswith("| U-1x |"))
     assert row.split("|")[4].strip() == f"{100 * stage_c['U-1x']['robustness']['mean']:.2f}"
+
+
+def test_at_chance_binomial_bound():
+    # 10 classes, 100 samples: p = 0.1, se = 0.03 -> chance up to 0.16
+    assert at_chance(0.16, 10, 100) and not at_chance(0.17, 10, 100)
+    assert at_chance(0.5, 2, 10_000) and not at_chance(0.52, 2, 10_000)
+
+
+def test_degenerate_run_says_so(hawis_run):
+    log = (hawis_run / "run.log").read_text()
+    assert "is not more than the ddpg agent's warm-up (5 episodes" in log  # 2 episodes < warm-up 5
+    stage_c = json.loads((hawis_run / "stage_c.json").read_text())
+    n_test = TINY["data"]["test_limit"]
+    for label, entry in stage_c.items():
+        said = f"warning: stage C {label} is at chance" in log
+        assert said == at_chance(entry["test_accuracy"], 10, n_test), label

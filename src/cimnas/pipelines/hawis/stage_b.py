@@ -73,6 +73,11 @@ def stage_search(ctx: Context, net: SuperNet, *, stop_after: int | None = None) 
     scfg = cfg.search
     env, base_energy = make_env(ctx, net)
     agent = make_agent(scfg.agent, env.state_table.shape[1], scfg.agent_options, derive_seed(cfg.seed, "agent"))
+    warmup = int(getattr(getattr(agent, "cfg", None), "warmup_episodes", 0) or 0)
+    if warmup >= scfg.episodes:
+        run.log(f"warning: search.episodes={scfg.episodes} is not more than the {scfg.agent} agent's warm-up "
+                f"({warmup} episodes of uniform random widths, no learning): this search is a random search; raise "
+                "search.episodes or lower search.agent_options.warmup_episodes")
     records: list[dict] = []
     if run.has(f"checkpoints/{STATE}"):
         path = run.ckpt / STATE

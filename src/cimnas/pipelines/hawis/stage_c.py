@@ -24,7 +24,7 @@ from cimnas.parallel import Parallelism, run_tasks
 from cimnas.pipelines.hawis.config import RetrainConfig
 from cimnas.pipelines.hawis.context import REFERENCE_PRECISION, Context, mc_accuracies
 from cimnas.pipelines.hawis.stage_b import best_record, pareto_front
-from cimnas.stats import summarize
+from cimnas.stats import at_chance, summarize
 from cimnas.train import evaluate, fit, make_optimizer, make_scheduler
 from cimnas.utils.seed import derive_seed, resolve_device, seed_everything
 from cimnas.utils.units import pct, uj
@@ -110,6 +110,9 @@ def _store(ctx: Context, results: dict, label: str, out: dict) -> None:
         run.save(checkpoint_name(label), out["checkpoint"])
     results[label] = entry
     run.write_result(RESULTS, results)
+    if at_chance(entry["test_accuracy"], ctx.splits.num_classes, len(ctx.splits.test)):
+        run.log(f"warning: stage C {label} is at chance ({pct(entry['test_accuracy'])} test accuracy for "
+                f"{ctx.splits.num_classes} classes): it learned nothing; train longer (retrain.epochs) or check lr")
     run.log(f"stage C {label}: val acc {pct(entry['val_accuracy'])}, test acc {pct(entry['test_accuracy'])}, "
             f"energy {uj(entry['energy_uj'])}")
 

@@ -39,6 +39,7 @@ from cimnas.pipelines.uae.config import SEARCH_RESUMABLE, UAESearchConfig
 from cimnas.runs import RunFolder, guarded
 from cimnas.search.agents.controller import LSTMController
 from cimnas.search.uae_rewards import uae_reward
+from cimnas.stats import at_chance
 from cimnas.utils.seed import derive_seed, resolve_device
 
 KIND = "uae-search"
@@ -188,6 +189,12 @@ def search(run: RunFolder, cfg: UAESearchConfig, splits: Any, device: torch.devi
     run.write_result("best_arch.json", summary)
     run.log(f"search: {len(log)} episodes ({stop}), best reward {best['reward']:.4f} ({best['arch_key']})",
             echo=cfg.progress)
+    samples = min(len(splits.search_eval), cfg.eval.max_samples or len(splits.search_eval))
+    chance = {r["arch_key"] for r in log if at_chance(r["clean_acc"], splits.num_classes, samples)}
+    if chance:
+        run.log(f"warning: {len(chance)} of {len(cache)} children scored at chance (clean accuracy near "
+                f"1/{splits.num_classes}): they learned nothing in train.epochs={cfg.train.epochs}; their rewards "
+                "rank nothing: train children longer or check train.lr")
     return summary
 
 
