@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -38,7 +37,7 @@ def register(subparsers) -> None:
         "energy", help="crossbar energy / latency / area of one inference (MNSIM-style)",
         description="Energy, latency and area of one inference on ReRAM crossbars (MNSIM-2.0 accounting), per layer "
                     "and in total, of a model described by its options, an --arch file, or a trained --checkpoint.",
-        epilog=LAYER_COLUMNS, formatter_class=argparse.RawDescriptionHelpFormatter)
+        epilog=LAYER_COLUMNS)
     p.add_argument("--model", default=None, help="registered model name (default resnet20)")
     p.add_argument("--width-mult", type=float, default=None, help="uniform widening U-kx (default 1)")
     p.add_argument("--widths", default=None, help="comma-separated per-layer widths (overrides --width-mult)")
@@ -75,20 +74,20 @@ def register(subparsers) -> None:
                    help="additive weight-noise sigma, UAE Eq. 1 (noise.gaussian_sigma; --gaussian: old name)")
     r.add_argument("--gaussian-mode", "--mode", dest="gaussian_mode", default="absolute",
                    help="how --gaussian-sigma scales: absolute | relative | bitsliced (--mode: old name)")
-    r.add_argument("--trials", type=int, default=10)
-    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--trials", type=int, default=10, help="Monte-Carlo trials: independent defect draws per model")
+    r.add_argument("--seed", type=int, default=0, help="seed of the defect draws (trial t uses a seed derived from it)")
     r.add_argument("--dataset", default=None, help="dataset (default: the checkpoint's)")
-    r.add_argument("--data-dir", default=None)
-    r.add_argument("--split", default="test", choices=["test", "search_eval", "train"])
+    r.add_argument("--data-dir", default=None, help="folder of the dataset files (default: the dataset's usual places)")
+    r.add_argument("--split", default="test", choices=["test", "search_eval", "train"], help="split to evaluate")
     r.add_argument("--max-samples", type=int, default=None, help="evaluate at most this many samples")
-    r.add_argument("--batch-size", type=int, default=512)
-    r.add_argument("--device", default="cpu")
+    r.add_argument("--batch-size", type=int, default=512, help="evaluation batch size")
+    r.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
     r.add_argument("--sweep", action="store_true", help="sweep SA0, SA1 and variation levels (Fig. 3)")
     r.add_argument("--sa0-levels", default=None, help="comma-separated SA0 rates for --sweep")
     r.add_argument("--sa1-levels", default=None, help="comma-separated SA1 rates for --sweep")
     r.add_argument("--sigma-levels", default=None, help="comma-separated variation sigmas for --sweep")
     r.add_argument("--out", default=None, help="folder for robustness.json and robustness.png (--sweep)")
-    r.add_argument("--json", action="store_true")
+    r.add_argument("--json", action="store_true", help="print JSON instead of a table")
     _spec_args(r)
     add_parallel_args(r)  # --workers N: trials (or sweep levels) as Ray tasks; same numbers for any N
     r.set_defaults(func=cmd_robustness)

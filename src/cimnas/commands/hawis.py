@@ -53,7 +53,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     r.set_defaults(func=_report)
     text = ("does the stage-A super-net rank width vectors like their stand-alone validation accuracies? "
             "(Kendall tau, Spearman rho with 95 %% intervals, scatter plot; never reads the test split)")
-    c = sub.add_parser("rank-check", help=text, description=text)
+    c = sub.add_parser("rank-check", help=text, description=text.replace("%%", "%"))  # help is %-formatted
     c.add_argument("run_dir", help="HAWIS run folder with a finished stage A (checkpoints/supernet.pt)")
     c.add_argument("--archs", help="YAML/JSON list of {name, widths}")
     c.add_argument("--standalone", metavar="HEADROOM_DIR", action="append", help="headroom study (or earlier "

@@ -41,7 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cimnas.cli import STUDY_INTERRUPTED, OneLineParser, guarded
+from cimnas.cli import STUDY_INTERRUPTED, HelpFormatter, OneLineParser, doc_summary, guarded
 from cimnas.config import apply_overrides, from_dict, to_dict, validate
 from cimnas.errors import CimnasError, check
 from cimnas.parallel import Parallelism, add_parallel_args, parallelism_from_args, run_tasks
@@ -281,13 +281,12 @@ def seed_spread(config: str, k: float, n: int, out_json: str | Path, seed: int =
 
 
 # ============================================================================ CLI
-def main(argv: list[str] | None = None) -> int:
-    p = OneLineParser(prog="python -m cimnas.pipelines.studies.hawis_study",
-                      description=__doc__.split("\n")[0])
+def main(argv: list[str] | None = None, prog: str = "python -m cimnas.pipelines.studies.hawis_study") -> int:
+    p = OneLineParser(prog=prog, description=doc_summary(__doc__), formatter_class=HelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
     q = sub.add_parser("run", help="the whole study (super-net, U-kx, DDPG and random searches) as parallel runs")
-    q.add_argument("config")
-    q.add_argument("out")
+    q.add_argument("config", help="HAWIS config")
+    q.add_argument("out", help="study folder (resumed when it exists)")
     q.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override one HAWIS config value (repeatable), e.g. --set seed=1")
     q.add_argument("--uniform", type=float, nargs="*", default=list(UNIFORM), metavar="K",
@@ -297,23 +296,23 @@ def main(argv: list[str] | None = None) -> int:
     q.add_argument("--title", help="title of compare_fig1.png")
     add_parallel_args(q)
     q = sub.add_parser("lambda", help="equal-reward lambda from the U-kx sub-nets of a pretrained super-net")
-    q.add_argument("config")
-    q.add_argument("pretrain_dir")
-    q.add_argument("seed", type=int)
+    q.add_argument("config", help="HAWIS config")
+    q.add_argument("pretrain_dir", help="run folder with a finished stage A (checkpoints/supernet.pt)")
+    q.add_argument("seed", type=int, help="seed of the sub-net evaluation")
     q = sub.add_parser("lambda-val", help="equal-reward lambda from the stage-C U-kx validation accuracies")
-    q.add_argument("out")
+    q.add_argument("out", help="study folder (reads uniform/U-kx/stage_c.json)")
     q = sub.add_parser("uniform-widths", help="U-kx widths of a config as a YAML list")
-    q.add_argument("config")
-    q.add_argument("k", type=float)
+    q.add_argument("config", help="HAWIS config")
+    q.add_argument("k", type=float, help="width multiplier")
     q = sub.add_parser("spread", help="stage-C test accuracy of U-kx over N training seeds (same data)")
-    q.add_argument("config")
-    q.add_argument("k", type=float)
-    q.add_argument("n", type=int)
-    q.add_argument("out_json")
-    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("config", help="HAWIS config")
+    q.add_argument("k", type=float, help="width multiplier")
+    q.add_argument("n", type=int, help="training seeds")
+    q.add_argument("out_json", help="JSON file for the accuracies")
+    q.add_argument("--seed", type=int, default=0, help="first training seed")
     q = sub.add_parser("compare", help="DDPG vs random vs U-kx: OUT/compare.md and OUT/compare_fig1.png")
-    q.add_argument("out")
-    q.add_argument("--title")
+    q.add_argument("out", help="study folder")
+    q.add_argument("--title", help="title of compare_fig1.png")
     args = p.parse_args(argv)
 
     def run() -> None:

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from cimnas.cli import STUDY_INTERRUPTED, OneLineParser, guarded
+from cimnas.cli import STUDY_INTERRUPTED, HelpFormatter, OneLineParser, doc_summary, guarded
 from cimnas.config import diff_configs, load_config, to_dict
 from cimnas.errors import check
 from cimnas.hardware.crossbar import HardwareConfig
@@ -355,11 +355,12 @@ def plot(result: dict, path: Path) -> None:
            title="Width allocations vs uniform widening")
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = OneLineParser(prog="python -m cimnas.pipelines.studies.headroom", description=__doc__.split("\n")[0])
-    p.add_argument("config")
-    p.add_argument("out")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+def main(argv: list[str] | None = None, prog: str = "python -m cimnas.pipelines.studies.headroom") -> int:
+    p = OneLineParser(prog=prog, description=doc_summary(__doc__), formatter_class=HelpFormatter)
+    p.add_argument("config", help="headroom study config (configs/studies/headroom_fashion.yaml)")
+    p.add_argument("out", help="study folder (resumed when it exists)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one config value (repeatable), e.g. --set hardware.rows=128")
     add_parallel_args(p)
     args = p.parse_args(argv)
 
