@@ -85,3 +85,10 @@ def test_checkpoint_paths_are_where_training_writes_them():
                     for out in outs:
                         if path.startswith(out + "/"):
                             assert path == f"{out}/checkpoints/checkpoint.pt", f"{page.name}: {path}"
+
+
+def test_docs_cite_no_file_outside_the_repository():
+    for page in PAGES:
+        text = page.read_text(encoding="utf-8")
+        for bad in ("REFERENCE-FACTS", "../shared", "/work/"):
+            assert bad not in text, f"{page.name} cites {bad}, which a reader of the repository does not have"
