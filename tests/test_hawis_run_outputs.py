@@ -5,6 +5,7 @@ that say so (point 10)."""
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 from pathlib import Path
@@ -16,21 +17,19 @@ from cimnas.cli import main
 from cimnas.pipelines.hawis import load_hawis_config, run_pipeline
 from cimnas.stats import at_chance
 from cimnas.utils.units import pct, uj
+from test_hawis_pipeline import TINY as PIPELINE_TINY
 
-TINY = {
-    "seed": 3, "device": "cpu",
-    "data": {"name": "digits", "limit": 120, "test_limit": 40},
-    "model": {"name": "mlp", "thermometer_levels": 4, "options": {"hidden_sizes": [16, 16], "bn": True}},
-    "space": {"r_min": 0.5, "r_max": 2.0, "d": 4},
-    "pretrain": {"epochs": 1, "batch_size": 40, "lr": 0.05, "max_batches": 1},
-    "search": {"episodes": 2, "agent": "ddpg",
-               "agent_options": {"warmup_episodes": 5, "hidden_actor": [8], "hidden_critic": [8], "batch_size": 2},
-               "env": {"batch_size": 40, "slimmable_epochs": 0.2, "candidate_epochs": 0.2, "bn_recal_batches": 1,
-                       "lam": 0.2}},
-    "retrain": {"epochs": 1, "batch_size": 40, "lr": 0.05, "milestones": [], "baselines": [1]},
-    "defects": {"trials": 1},
-    "hardware": {"preset": "mnsim-default", "overrides": ["rows=128"]},
-}
+# test_hawis_pipeline's tiny run, smaller still, with a U-1x baseline, 1 trial, 2 episodes under a ddpg warm-up of 5
+# (a degenerate search) and a hardware field set (the energy must follow the run's own section)
+TINY = copy.deepcopy(PIPELINE_TINY)
+TINY["data"].update(limit=120, test_limit=40)
+TINY["pretrain"].update(batch_size=40, max_batches=1)
+TINY["search"].update(episodes=2)
+TINY["search"]["agent_options"].update(warmup_episodes=5, batch_size=2)
+TINY["search"]["env"].update(batch_size=40, slimmable_epochs=0.2, candidate_epochs=0.2)
+TINY["retrain"].update(batch_size=40, baselines=[1])
+TINY["defects"] = {"trials": 1}
+TINY["hardware"] = {"preset": "mnsim-default", "rows": 128}
 
 
 @pytest.fixture(scope="module")

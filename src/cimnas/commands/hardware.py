@@ -70,10 +70,7 @@ def register(subparsers) -> None:
     r.add_argument("--variation-sigma", "--sigma", dest="variation_sigma", type=float, default=0.0,
                    help="lognormal resistance variation sigma, HAWIS Eq. 3 (defects.variation_sigma; --sigma: "
                         "old name)")
-    r.add_argument("--gaussian-sigma", "--gaussian", dest="gaussian_sigma", type=float, default=0.0,
-                   help="additive weight-noise sigma, UAE Eq. 1 (noise.gaussian_sigma; --gaussian: old name)")
-    r.add_argument("--gaussian-mode", "--mode", dest="gaussian_mode", default="absolute",
-                   help="how --gaussian-sigma scales: absolute | relative | bitsliced (--mode: old name)")
+    add_gaussian_args(r, 0.0, old_sigma="--gaussian")
     r.add_argument("--trials", type=int, default=10, help="Monte-Carlo trials: independent defect draws per model")
     r.add_argument("--seed", type=int, default=0, help="seed of the defect draws (trial t uses a seed derived from it)")
     r.add_argument("--dataset", default=None, help="dataset (default: the checkpoint's)")
@@ -95,6 +92,15 @@ def register(subparsers) -> None:
     s = subparsers.add_parser("presets", help="list crossbar presets, what each is for, and their fields")
     s.add_argument("name", nargs="?", default=None, help="print this preset's fields as JSON")
     s.set_defaults(func=cmd_presets)
+
+
+def add_gaussian_args(p, default_sigma: float, old_sigma: str) -> None:
+    """--gaussian-sigma / --gaussian-mode (UAE Eq. 1 weight noise; config keys noise.gaussian_sigma / _mode), with
+    the command's old flag names read for one release."""
+    p.add_argument("--gaussian-sigma", old_sigma, dest="gaussian_sigma", type=float, default=default_sigma,
+                   help=f"std of the additive Gaussian weight noise, UAE Eq. 1 ({old_sigma}: old name)")
+    p.add_argument("--gaussian-mode", "--mode", dest="gaussian_mode", default="absolute",
+                   help="how --gaussian-sigma scales: absolute | relative | bitsliced (--mode: old name)")
 
 
 def spec_from_args(args, uses: tuple[str, ...]):

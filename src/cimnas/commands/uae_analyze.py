@@ -10,6 +10,7 @@ import argparse
 import json
 import sys
 
+from cimnas.commands.hardware import add_gaussian_args
 from cimnas.errors import check
 
 
@@ -21,10 +22,7 @@ def register_analyze(sub) -> None:
     p.add_argument("--checkpoint", default=None, help="trained cimnas checkpoint; without it the model is trained")
     p.add_argument("--samples", type=int, default=10_000, help="noise samples S (default 10000; work limit: "
                    "samples x weights <= $CIMNAS_MAX_MC_WORK, default 1e11)")
-    p.add_argument("--gaussian-sigma", "--sigma", dest="gaussian_sigma", type=float, default=0.04,
-                   help="std of the Gaussian weight noise (UAE Eq. 1; --sigma: the old name, read for one release)")
-    p.add_argument("--gaussian-mode", "--mode", dest="gaussian_mode", default="absolute",
-                   help="absolute | relative | bitsliced (--mode: the old name, read for one release)")
+    add_gaussian_args(p, 0.04, old_sigma="--sigma")
     p.add_argument("--cell-bits", type=int, default=4, help="bits per device in bitsliced mode")
     p.add_argument("--bins", type=int, default=100, help="bins N of Eq. 5-6 (default 100)")
     p.add_argument("--span", type=float, default=4.0, help="bins cover mean +- span*std (tails folded)")
