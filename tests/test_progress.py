@@ -3,9 +3,12 @@ dataset fallback on stderr as it happens."""
 
 from __future__ import annotations
 
+import fcntl
 import os
+import struct
 import subprocess
 import sys
+import termios
 from pathlib import Path
 
 from cimnas.config import DataConfig
@@ -18,6 +21,8 @@ ROOT = Path(__file__).resolve().parents[1]
 def _run_on_pty(argv: list[str]) -> tuple[int, str]:
     """Run `python -m cimnas ...` with stderr on a pseudo-terminal; (exit code, what the terminal saw)."""
     master, slave = os.openpty()
+    # a 120-column terminal: tqdm sizes its bar to the window (a fresh pty is 0 columns wide: no bar at all)
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     proc = subprocess.Popen([sys.executable, "-m", "cimnas", *argv], stdout=subprocess.PIPE, stderr=slave,
                             stdin=subprocess.DEVNULL, env=env, cwd=ROOT)
@@ -41,7 +46,8 @@ def test_train_shows_epochs_on_a_terminal(tmp_path):
                            "--set", "data.limit=60", "--set", "data.test_limit=30", "--set", "model.width_mult=0.25",
                            "--set", "train.epochs=2", "--set", "train.batch_size=30"])
     assert rc == 0, tty
-    assert "epoch 1/2" in tty and "epoch 2/2" in tty
+    assert "epoch 1/2: loss" in tty and "epoch 2/2: loss" in tty  # the epoch lines
+    assert "%|" in tty  # and the bar within each epoch (fit's, which HAWIS stage A and C share)
 
 
 def test_table1_fallback_said_on_stderr(tmp_path, capsys):
