@@ -55,6 +55,10 @@ def test_checkpoint_energy_equals_pipeline(hawis_run, capsys):
     # the run's own hardware section (rows=128) is used; the default 256-row preset gives another number
     other = _energy(capsys, "--checkpoint", str(hawis_run), "--preset", "mnsim-default")
     assert other["energy_uj"] != pytest.approx(final["energy_uj"])
+    same = _energy(capsys, "--checkpoint", str(hawis_run), "--preset", "mnsim-default", "--set", "hardware.rows=128")
+    assert same["energy_uj"] == pytest.approx(final["energy_uj"], rel=1e-12)
+    more = _energy(capsys, "--checkpoint", str(hawis_run), "--set", "hardware.adc_bits=7")  # on top of rows=128
+    assert more["energy_uj"] > final["energy_uj"] and more["crossbars"] == final["crossbars"]
 
 
 def test_checkpoint_with_describing_options_refused(hawis_run, capsys):

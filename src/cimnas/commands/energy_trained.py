@@ -20,7 +20,7 @@ def add_args(p) -> None:
     p.add_argument("--checkpoint", default=None, metavar="FILE|RUN_DIR",
                    help="the energy of a trained model as built (input coding, widths, bits): a checkpoint, or a run "
                         f"folder holding one of {', '.join(RUN_CHECKPOINTS)}; the run's own hardware section is "
-                        "used unless --preset / --spec / --set is given")
+                        "used (with any --set on top) unless --preset / --spec is given")
     p.add_argument("--thermometer", type=int, default=None, metavar="LEVELS",
                    help="binary models: feed the first layer a thermometer code with LEVELS planes per input channel "
                         "(HAWIS; the input channels widen LEVELS times)")
@@ -84,9 +84,9 @@ def trained_energy(args, uses: tuple[str, ...]):
     from cimnas.nn.models import rebuild_model
 
     arch, hardware, source = src
-    own = args.preset is None and args.spec is None and not args.overrides
-    if own and hardware is not None:
-        spec = spec_from_section(hardware, uses)
+    if args.preset is None and args.spec is None and hardware is not None:  # the run's own section, --set on top
+        section = {**hardware, "overrides": [*(hardware.get("overrides") or []), *args.overrides]}
+        spec = spec_from_section(section, uses)
     else:
         from cimnas.commands.hardware import spec_from_args
 
