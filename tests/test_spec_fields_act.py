@@ -100,3 +100,12 @@ def test_presets_known_and_say_their_purpose():
     assert load_spec("hawis-tolerance").purpose.startswith("accuracy only")
     assert all(load_spec(n).purpose for n in list_presets())
     assert load_spec("mnsim-128").rows == 128
+
+
+def test_energy_on_accuracy_only_preset_warns(capsys):
+    from cimnas.cli import main
+
+    assert main(["energy", "--preset", "hawis-tolerance"]) == 0
+    assert "warning: preset hawis-tolerance is for accuracy only" in capsys.readouterr().err
+    assert main(["energy"]) == 0
+    assert "warning" not in capsys.readouterr().err

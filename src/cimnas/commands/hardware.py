@@ -238,6 +238,9 @@ def cmd_energy(args) -> int:
                                   "flops")},
            "energy_components_uj": res["energy_components_uj"], "energy_breakdown": res["energy_breakdown"],
            "layers": [{k: lay[k] for k in keys} for lay in res["layers"]]}
+    if spec.purpose.startswith("accuracy only"):
+        sys.stderr.write(f"cimnas: warning: preset {spec.name} is for {spec.purpose}; use mnsim-default for "
+                         "energy\n")
     if SORT_KEYS[args.sort]:
         out["layers"].sort(key=lambda r: -r[SORT_KEYS[args.sort]])
     if args.json:

@@ -40,9 +40,11 @@ def run(args: argparse.Namespace) -> int:
         distributed.shutdown()  # under torchrun: leave the process group (a no-op otherwise)
     if not final:  # a rank > 0 under torchrun: rank 0 reports
         return 0
-    summary = {k: final[k] for k in ("test_acc", "val_acc", "epochs", "biops", "flops", "params")}
-    sys.stdout.write(f"test accuracy {100 * final['test_acc']:.2f}% (val {100 * final['val_acc']:.2f}%) after "
-                     f"{final['epochs']} epochs; BiOps {final['biops']:,}, FLOPs {final['flops']:,}; "
-                     f"run folder {args.out}\n")
+    from cimnas.utils.units import pct, uj
+
+    summary = {k: final[k] for k in ("test_acc", "val_acc", "epochs", "biops", "flops", "params", "energy_uj")}
+    sys.stdout.write(f"test accuracy {pct(final['test_acc'])} (val {pct(final['val_acc'])}) after "
+                     f"{final['epochs']} epochs; BiOps {final['biops']:,}, FLOPs {final['flops']:,}; energy "
+                     f"{uj(final['energy_uj'])} on {final['hardware_preset']}; run folder {args.out}\n")
     sys.stdout.write(json.dumps(summary) + "\n")
     return 0
