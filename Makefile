@@ -20,6 +20,8 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(BIN)/cimnas hawis run --config configs/hawis/demo.yaml --out $(OUT) --resume
+	# one self-contained page of the run (docs/report.md); prints its path
+	$(BIN)/cimnas report $(OUT) --html $(OUT)/report.html
 
 test: $(STAMP)
 	# two workers on two cores; Ray / torchrun tests share one worker (tests/conftest.py)

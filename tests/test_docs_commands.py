@@ -35,7 +35,7 @@ def _commands() -> list[tuple[str, str]]:
         for line, in_block in lines:
             for part in re.split(r";|&&", line.split(" #")[0]):
                 part = re.sub(r"^(\$ |[A-Z_]+=\S+ )+", "", part.strip())
-                if not part.startswith("cimnas ") or re.search(r"[\[\]|<>]|\.\.\.", part):
+                if not part.startswith("cimnas ") or re.search(r"[\[\]|<>]|\.\.\.| / ", part):
                     continue
                 tokens = shlex.split(part)
                 if any(_placeholder(t) for t in tokens):

@@ -385,7 +385,7 @@ class DataConfig:
 class ModelConfig:
     """Which network (cimnas.nn.models.build_model) and how it is quantized / re-factorized."""
 
-    name: str = "resnet20"  # registered model name (`cimnas models`)
+    name: str = "resnet20"  # registered model name (`cimnas models`), or PATH.py:FACTORY / torchvision:NAME / timm:NAME
     widths: list[int] | str | None = None  # per-layer widths, a named arch (hawis-a), or null = 1x
     width_mult: float = 1.0  # uniform widening U-kx applied to the base widths
     precision: Literal["float", "binary", "kbit"] = "binary"  # binary = HAWIS re-factorization
@@ -394,8 +394,13 @@ class ModelConfig:
     thermometer: bool = False  # thermometer-code the input so the first layer sees binary inputs
     thermometer_levels: int = 32  # levels per input channel (authors' code: 32)
     options: dict = field(default_factory=dict)  # further build_model keyword arguments of this model
+    rules: dict = field(default_factory=dict)  # outside models: {name pattern: precision} (cimnas.nn.convert)
+    weights: str | None = None  # outside models: a state_dict / checkpoint file loaded before conversion
 
     def validate(self) -> None:
+        outside = ":" in self.name  # cimnas.nn.zoo.is_external
+        check(outside or (not self.rules and self.weights is None), "model.rules and model.weights apply to outside "
+              "models only (model.name PATH.py:FACTORY, torchvision:NAME or timm:NAME)")
         if isinstance(self.widths, list):
             check(len(self.widths) > 0, "model.widths: empty list; use null for the 1x widths")
             bad = [w for w in self.widths if w <= 0]

@@ -37,6 +37,7 @@ import yaml
 
 from cimnas.config import diff_configs, from_dict, safe_yaml, to_dict
 from cimnas.errors import CimnasError, check
+from cimnas.utils import tensorboard
 from cimnas.utils.io import (
     CHECKPOINT_FORMAT,
     append_jsonl,
@@ -67,6 +68,7 @@ class RunFolder:
     kind: str
     resumed: bool = False
     _lock_fd: int | None = None
+    _tb: Any = None  # TensorBoard writer when the config says `tensorboard: true` (cimnas.utils.tensorboard)
 
     # ------------------------------------------------------------------ opening
     @classmethod
@@ -80,6 +82,7 @@ class RunFolder:
         """
         root = Path(root)
         cfg_dict = to_dict(config) if not isinstance(config, dict) else config
+        writer = tensorboard.writer_class() if cfg_dict.get("tensorboard") is True else None  # before any write
         with os_errors(root, "open the run folder"):  # exists() raises for a name too long
             is_file = root.exists() and not root.is_dir()
         if is_file:
@@ -95,6 +98,8 @@ class RunFolder:
         try:
             run._check_writable()
             run._adopt(cfg_dict, resume, resumable, config_cls)
+            if writer is not None:
+                run._tb = writer(str(root / "tensorboard"))
         except BaseException:
             run.close()
             raise
@@ -118,7 +123,10 @@ class RunFolder:
         self._lock_fd = fd
 
     def close(self) -> None:
-        """Release the lock (the process ending does the same)."""
+        """Release the lock (the process ending does the same); close the TensorBoard writer."""
+        if self._tb is not None:
+            self._tb.close()
+            self._tb = None
         if self._lock_fd is not None:
             try:
                 fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
@@ -227,6 +235,13 @@ class RunFolder:
 
     def append(self, name: str, record: dict) -> None:
         append_jsonl(self.root / name, record)
+        self.scalars(Path(name).stem, record)
+
+    def scalars(self, group: str, record: dict, step: int | None = None) -> None:
+        """Mirror the numbers of `record` to TensorBoard as `group/<field>` (only with `tensorboard: true`)."""
+        if self._tb is not None:
+            tensorboard.log_scalars(self._tb, group, record, step if step is not None else
+                                    tensorboard.step_of(record, 0))
 
     def records(self, name: str) -> list[dict]:
         return read_jsonl(self.root / name)

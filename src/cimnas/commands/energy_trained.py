@@ -11,9 +11,9 @@ from cimnas.errors import check
 
 #: where a run folder keeps its model, in the order looked for (HAWIS / UAE final model, `cimnas train`)
 RUN_CHECKPOINTS = ("checkpoints/final_model.pt", "checkpoints/checkpoint.pt", "checkpoints/model.pt")
-#: energy options that describe a model, which a checkpoint or arch metadata already fixes
-DESCRIBING = ("model", "width_mult", "widths", "bits", "shortcut", "thermometer", "num_classes", "input_shape",
-              "dataset")
+#: energy options that describe a model (with their defaults), which a checkpoint or arch metadata already fixes
+DESCRIBING = {"model": "resnet20", "width_mult": 1.0, "bits": 1, "widths": None, "shortcut": None, "thermometer": None,
+              "num_classes": None, "input_shape": None, "dataset": None, "model_file": None}
 
 
 def add_args(p) -> None:
@@ -48,7 +48,7 @@ def trained_source(args) -> tuple[dict, dict | None, str] | None:
     """(arch_meta, the run's hardware section or None, what it came from) for --checkpoint, or for an --arch file
     holding a full `arch` description (a final.json); None when the model is described by the options."""
     check(args.arch is None or args.widths is None, "give --arch FILE or --widths LIST, not both")
-    given = [f"--{k.replace('_', '-')}" for k in DESCRIBING if getattr(args, k, None) is not None]
+    given = [f"--{k.replace('_', '-')}" for k, default in DESCRIBING.items() if getattr(args, k, default) != default]
     if args.checkpoint is not None:
         from cimnas.utils.io import load_checkpoint
 

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from cimnas.commands import energy_trained
+from cimnas.commands.model_source import add_source_args, check_no_source_flags, rules_of, source_of
 from cimnas.errors import CimnasError, check
 from cimnas.parallel import add_parallel_args, parallelism_from_args
 
@@ -36,14 +37,16 @@ def register(subparsers) -> None:
     p = subparsers.add_parser(
         "energy", help="crossbar energy / latency / area of one inference (MNSIM-style)",
         description="Energy, latency and area of one inference on ReRAM crossbars (MNSIM-2.0 accounting), per layer "
-                    "and in total, of a model described by its options, an --arch file, or a trained --checkpoint.",
+                    "and in total, of a model described by its options, an --arch file, a trained --checkpoint, or "
+                    "an outside architecture (--model torchvision:NAME, --model-file).",
         epilog=LAYER_COLUMNS)
-    p.add_argument("--model", default=None, help="registered model name (default resnet20)")
-    p.add_argument("--width-mult", type=float, default=None, help="uniform widening U-kx (default 1)")
+    p.add_argument("--model", default="resnet20", help="registered model name (`cimnas models`), or an outside "
+                   "architecture torchvision:NAME / timm:NAME (optional extras, built without pretrained weights)")
+    p.add_argument("--width-mult", type=float, default=1.0, help="uniform widening U-kx")
     p.add_argument("--widths", default=None, help="comma-separated per-layer widths (overrides --width-mult)")
     p.add_argument("--arch", default=None, help='JSON file with a "widths" or "arch" key (best_arch.json; a final.json '
                    "whose arch describes the whole model is costed as built)")
-    p.add_argument("--bits", type=int, default=None, help="1 = fully binary (HAWIS); k > 1 = k-bit DoReFa (default 1)")
+    p.add_argument("--bits", type=int, default=1, help="1 = fully binary (HAWIS); k > 1 = k-bit DoReFa")
     p.add_argument("--dataset", default=None, help="take input shape / classes from this dataset")
     p.add_argument("--input-shape", default=None, help="C x H x W when --dataset is not given (default 3x32x32)")
     p.add_argument("--num-classes", type=int, default=None, help="classifier outputs when --dataset is not given "
@@ -57,10 +60,15 @@ def register(subparsers) -> None:
                    help="order of the per-layer rows: network order (default) or the largest first")
     _spec_args(p)
     energy_trained.add_args(p)
+    add_source_args(p)
     p.set_defaults(func=cmd_energy)
 
     r = subparsers.add_parser("robustness", help="Monte-Carlo accuracy under ReRAM defects (HAWIS Fig. 3)")
-    r.add_argument("--checkpoint", action="append", required=True, help="model checkpoint (repeat for --sweep)")
+    r.add_argument("--checkpoint", action="append", required=True, help="model checkpoint (repeat for --sweep); a "
+                   "plain PyTorch state_dict counts as one with --model-file / --model and --dataset")
+    r.add_argument("--model", default=None, help="for a plain state_dict: torchvision:NAME / timm:NAME")
+    r.add_argument("--precision", default="binary", help="for a plain state_dict: the precision of layers no --rule "
+                   "names (binary, kbit, kbit:BITS, float)")
     r.add_argument("--labels", default=None, help="comma-separated curve labels, one per checkpoint")
     # one name per defect setting across commands (README "One vocabulary"); the old flags are read for one release
     r.add_argument("--sa0-rate", "--sa0", dest="sa0_rate", type=float, default=0.0,
@@ -87,6 +95,7 @@ def register(subparsers) -> None:
     r.add_argument("--json", action="store_true", help="print JSON instead of a table")
     _spec_args(r)
     add_parallel_args(r)  # --workers N: trials (or sweep levels) as Ray tasks; same numbers for any N
+    add_source_args(r, weights=False)
     r.set_defaults(func=cmd_robustness)
 
     s = subparsers.add_parser("presets", help="list crossbar presets, what each is for, and their fields")
@@ -103,7 +112,7 @@ def add_gaussian_args(p, default_sigma: float, old_sigma: str) -> None:
                    help="how --gaussian-sigma scales: absolute | relative | bitsliced (--mode: old name)")
 
 
-def spec_from_args(args, uses: tuple[str, ...]):
+def spec_from_args(args, uses: tuple[str, ...] = ("energy", "accuracy")):
     """The CrossbarSpec of --preset / --spec / --set (--spec replaces the preset, so giving both is a mistake);
     a --set field that no number of `uses` ("energy", "accuracy") depends on is refused."""
     from cimnas.hardware.crossbar import load_spec
@@ -151,10 +160,8 @@ def _arch_widths(path: str) -> list[int]:
     return w
 
 
-def energy_arch_args(args) -> tuple[dict, tuple[int, int, int]]:
-    """`build_model` keyword arguments described by the energy command, and the input shape."""
-    from cimnas.nn.models import MODELS
-
+def _shape_and_classes(args) -> tuple[tuple[int, int, int], int]:
+    """(C, H, W) and classes from --dataset, or from --input-shape / --num-classes (default 3x32x32, 10)."""
     if args.dataset:
         from cimnas.data import DATASETS
 
@@ -167,9 +174,14 @@ def energy_arch_args(args) -> tuple[dict, tuple[int, int, int]]:
         shape = _parse_shape(args.input_shape or "3x32x32")
         num_classes = 10 if args.num_classes is None else args.num_classes
     check(num_classes >= 1, f"--num-classes must be >= 1, got {num_classes}")
-    args.model = args.model or "resnet20"
-    args.bits = 1 if args.bits is None else args.bits
-    args.width_mult = 1.0 if args.width_mult is None else args.width_mult
+    return shape, num_classes
+
+
+def energy_arch_args(args) -> tuple[dict, tuple[int, int, int]]:
+    """`build_model` keyword arguments described by the energy command, and the input shape."""
+    from cimnas.nn.models import MODELS
+
+    shape, num_classes = _shape_and_classes(args)
     check(args.bits >= 1, f"--bits must be >= 1, got {args.bits}")
     from cimnas.pipelines.hawis.config import MAX_RATIO
 
@@ -214,30 +226,62 @@ def build_energy_model(args):
     return model, shape
 
 
+def external_energy_model(args, source: str):
+    """The converted outside model of the energy command, and its input shape (only the outside flags apply)."""
+    from cimnas.nn.zoo import external_model
+
+    zoo_only = [f for f, v in (("--widths", args.widths), ("--arch", args.arch), ("--shortcut", args.shortcut),
+                               ("--no-topology-mod", args.no_topology_mod), ("--width-mult", args.width_mult != 1.0))
+                if v]
+    check(not zoo_only, f"{', '.join(zoo_only)} apply to cimnas models only; an outside model keeps its own "
+          "structure (use --rule / --keep-digital for its precision)")
+    check(1 <= args.bits <= 16, f"--bits must be in 1..16, got {args.bits}")
+    shape, num_classes = _shape_and_classes(args)
+    default = "binary" if args.bits == 1 else f"kbit:{args.bits}"
+    model = external_model(source, in_channels=shape[0], num_classes=num_classes, image_size=shape[1:],
+                           rules=rules_of(args), default=default, weights=args.weights)
+    return model, shape
+
+
 def cmd_energy(args) -> int:
-    from cimnas.hardware.energy import estimate
+    from cimnas.hardware.energy import estimate, estimate_model
     from cimnas.nn.counting import arch_geometry
 
     trained = energy_trained.trained_energy(args, ("energy",))
     if trained is not None:
-        res, shape, spec, args.model = trained
-    else:
-        spec = spec_from_args(args, ("energy",))
-        kw, shape = energy_arch_args(args)
-        try:  # layer geometry only: no weights are allocated (closed form or the meta device)
-            layers = arch_geometry(args.model, **kw)
-        except CimnasError as e:
-            where = f"architecture file {args.arch}" if args.arch else "widths"
-            raise CimnasError(f"{where} does not fit model {args.model}: {e}") from e
-        res = estimate(layers, spec)
+        res, shape, spec, name = trained
+        return _report_energy(args, name, spec, shape, res, None)
+    spec = spec_from_args(args, ("energy",))
+    source = source_of(args)
+    if source is not None:
+        model, shape = external_energy_model(args, source)
+        res = estimate_model(model, shape, spec)
+        conv = model.cimnas_conversion
+        return _report_energy(args, source, spec, shape, res,
+                              {"precision": dict(conv.layers), "digital": res["digital"], "summary": conv.summary()})
+    check_no_source_flags(args)
+    kw, shape = energy_arch_args(args)
+    try:  # layer geometry only: no weights are allocated (closed form or the meta device)
+        layers = arch_geometry(args.model, **kw)
+    except CimnasError as e:
+        where = f"architecture file {args.arch}" if args.arch else "widths"
+        raise CimnasError(f"{where} does not fit model {args.model}: {e}") from e
+    res = estimate(layers, spec)
+    return _report_energy(args, args.model, spec, shape, res, None)
+
+
+def _report_energy(args, name: str, spec, shape, res: dict, conversion: dict | None) -> int:
+    """Print the energy result as JSON or a table (a converted model lists its digital layers too)."""
     keys = ("name", "in_channels", "out_channels", "kernel_size", "positions", "read_rounds", "input_cycles",
             "crossbars", "tiles", "utilization", "energy_uj", "energy_pj", "latency_us", "area_mm2", "biops", "flops",
             "row_tiles", "col_tiles", "weight_bits", "act_bits")
-    out = {"model": args.model, "preset": spec.name, "input_shape": list(shape),
+    out = {"model": name, "preset": spec.name, "input_shape": list(shape),
            **{k: res[k] for k in ("energy_uj", "latency_us", "area_mm2", "crossbars", "arrays", "tiles", "biops",
                                   "flops")},
            "energy_components_uj": res["energy_components_uj"], "energy_breakdown": res["energy_breakdown"],
            "layers": [{k: lay[k] for k in keys} for lay in res["layers"]]}
+    if conversion is not None:
+        out["conversion"] = conversion
     if spec.purpose.startswith("accuracy only"):
         sys.stderr.write(f"cimnas: warning: preset {spec.name} is for {spec.purpose}; use mnsim-default for "
                          "energy\n")
@@ -246,7 +290,9 @@ def cmd_energy(args) -> int:
     if args.json:
         print(json.dumps(out, indent=2))
         return 0
-    print(f"{args.model} on {spec.name} ({spec.rows}x{spec.columns}), input {'x'.join(map(str, shape))}")
+    print(f"{name} on {spec.name} ({spec.rows}x{spec.columns}), input {'x'.join(map(str, shape))}")
+    if conversion is not None:
+        print(f"converted: {conversion['summary']}")
     print(f"{'layer':<22}{'Cin':>6}{'Cout':>6}{'k':>3}{'pos':>6}{'rounds':>7}{'xbars':>6}{'fill':>6}"
           f"{'energy uJ':>11}{'adc%':>6}{'buf%':>6}{'lat us':>9}")
     for r in out["layers"]:
@@ -259,6 +305,9 @@ def cmd_energy(args) -> int:
           f"{out['area_mm2']:.3g} mm^2, {out['crossbars']} crossbars, BiOps {out['biops']:.3g}, "
           f"FLOPs {out['flops']:.3g}")
     print("energy share: " + ", ".join(f"{k} {100 * v:.1f}%" for k, v in out["energy_breakdown"].items()))
+    if conversion is not None:
+        digital = ", ".join(map(repr, conversion["digital"])) or "none"
+        print(f"digital (off the crossbars, not in these totals): {digital}")
     return 0
 
 
@@ -322,7 +371,7 @@ def cmd_robustness(args) -> int:
         model_weights,
         robustness_sweep,
     )
-    from cimnas.nn.models import load_model
+    from cimnas.nn.zoo import load_any
 
     spec = spec_from_args(args, ("accuracy",))
     par = parallelism_from_args(args)
@@ -357,8 +406,19 @@ def cmd_robustness(args) -> int:
             check(not (out / "robustness.json").exists(),
                   f"{out / 'robustness.json'} exists; choose a new --out folder")
     models, dataset = {}, args.dataset
+    check(args.model is None or ":" in args.model, f"--model {args.model}: a checkpoint names its cimnas model "
+          "itself; --model here takes torchvision:NAME / timm:NAME for a plain state_dict")
+    source = source_of(args)
+    if source is None:
+        check_no_source_flags(args)
+    shape_kw = {}
+    if source is not None and args.dataset:
+        from cimnas.data import DATASETS
+
+        ds = DATASETS.create(args.dataset)
+        shape_kw = {"in_channels": ds.in_channels, "num_classes": ds.num_classes, "image_size": ds.image_size}
     for label, path in zip(labels, args.checkpoint, strict=True):
-        model, ckpt = load_model(path)
+        model, ckpt = load_any(path, source, rules=rules_of(args), default=args.precision, **shape_kw)
         models[label] = model
         check_mc_work(args.trials, model_weights(model), f"--trials (Monte-Carlo trials of {label})")
         dataset = dataset or ckpt.get("dataset", {}).get("name")

@@ -6,6 +6,8 @@ import argparse
 import json
 import sys
 
+from cimnas.commands.model_source import add_source_args
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
@@ -20,20 +22,37 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="run folder (must not hold a run unless --resume)")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --out from its checkpoint (an empty or missing folder starts fresh)")
+    p.add_argument("--model", default=None, help="shortcut for --set model.name=NAME: a cimnas model, or "
+                   "torchvision:NAME / timm:NAME (optional extras, no pretrained download)")
+    p.add_argument("--precision", default=None, help="shortcut for --set model.precision=... (binary, kbit, float); "
+                   "an outside model's layers no --rule names get it")
+    p.add_argument("--gaussian-sigma", "--noise-sigma", dest="noise_sigma", type=float, default=None,
+                   help="noise-aware training: shortcut for --set noise.gaussian_sigma=S (a fresh Gaussian sample on "
+                        "the quantized weights every batch, UAE Sec. 4.2; --noise-sigma: old name)")
+    add_source_args(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from cimnas import distributed
     from cimnas.commands.hardware import data_dir_arg
-    from cimnas.config import load_config
+    from cimnas.commands.model_source import rules_of, source_of
+    from cimnas.config import load_config, validate
     from cimnas.pipelines.train import TrainRunConfig, run_training
 
     # an explicit --config that sets nothing is refused by load_config (cimnas.config.read_yaml), not "use defaults"
     overrides = list(args.overrides)
     if data_dir_arg(args.data_dir):
         overrides.append(f"data.data_dir={args.data_dir}")
+    source = source_of(args)
+    for key, value in (("model.name", source or args.model), ("model.precision", args.precision),
+                       ("noise.gaussian_sigma", args.noise_sigma), ("model.weights", args.weights)):
+        if value is not None:
+            overrides.append(f"{key}={json.dumps(value)}")  # JSON is YAML: a path or a name stays a string
     cfg = load_config(TrainRunConfig, args.config, overrides)
+    if args.rules or args.keep_digital:
+        cfg.model.rules = {**cfg.model.rules, **rules_of(args)}
+        validate(cfg)
     try:
         final = run_training(cfg, args.out, resume=args.resume)
     finally:

@@ -11,15 +11,18 @@ import json
 import sys
 
 from cimnas.commands.hardware import add_gaussian_args
+from cimnas.commands.model_source import add_source_args
 from cimnas.errors import check
 
 
 def register_analyze(sub) -> None:
     p = sub.add_parser("analyze", help="Monte-Carlo output change under weight noise and its Gaussian fit (Eq. 3-6)")
-    p.add_argument("--model", default="lenet5", help="model name (lenet = lenet5; mlp, resnet56, uae_cnn, ...)")
+    p.add_argument("--model", default="lenet5", help="model name (lenet = lenet5; mlp, resnet56, uae_cnn, ...), or "
+                   "torchvision:NAME / timm:NAME")
     p.add_argument("--dataset", default="fashion-mnist", help="dataset name (digits, mnist, fashion-mnist, cifar10)")
     p.add_argument("--data-dir", default=None, help="dataset folder (default: the dataset's usual places)")
-    p.add_argument("--checkpoint", default=None, help="trained cimnas checkpoint; without it the model is trained")
+    p.add_argument("--checkpoint", default=None, help="trained cimnas checkpoint (or a plain state_dict of "
+                   "--model-file / --model torchvision:NAME); without it the model is trained")
     p.add_argument("--samples", type=int, default=10_000, help="noise samples S (default 10000; work limit: "
                    "samples x weights <= $CIMNAS_MAX_MC_WORK, default 1e11)")
     add_gaussian_args(p, 0.04, old_sigma="--sigma")
@@ -37,6 +40,7 @@ def register_analyze(sub) -> None:
     p.add_argument("--out", default="runs/uae-analyze", help="run folder (refused if it holds a run, see --resume)")
     p.add_argument("--resume", action="store_true", help="continue / re-report the run in --out (same settings)")
     p.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
+    add_source_args(p, weights=False)
     p.set_defaults(func=cmd_analyze)
 
     t = sub.add_parser("table1", help="reproduce UAE Table 1 (Gaussian fit of several models, 3 inits each)")
@@ -50,13 +54,15 @@ def register_analyze(sub) -> None:
 def analysis_config(args: argparse.Namespace):
     """The AnalysisConfig of the command line, validated (bad input fails before anything is loaded or written)."""
     from cimnas.commands.hardware import data_dir_arg
+    from cimnas.commands.model_source import rules_of, source_of
     from cimnas.config import check_seed, from_dict, validate
     from cimnas.pipelines.uae.config import AnalysisConfig
 
     check_seed(args.seed, "--seed")
     data_dir_arg(args.data_dir)
     cfg = from_dict(AnalysisConfig, {
-        "seed": args.seed, "device": args.device, "model": args.model, "precision": args.precision,
+        "seed": args.seed, "device": args.device, "model": source_of(args) or args.model,
+        "precision": args.precision, "rules": rules_of(args),
         "checkpoint": args.checkpoint, "element": args.element,
         "data": {"name": args.dataset, "data_dir": args.data_dir, "limit": args.train_limit},
         "train": {"epochs": args.epochs, "lr": args.lr},

@@ -44,7 +44,9 @@ from typing import Any
 
 from torch import nn
 
+from cimnas.errors import CimnasError
 from cimnas.hardware.crossbar import CrossbarSpec
+from cimnas.nn.convert import check_mappable, conversion_of
 from cimnas.nn.counting import LayerGeom, arch_geometry, trace_layers
 from cimnas.nn.layers import QConv2d, QLinear
 
@@ -93,7 +95,7 @@ def tile_layer(g: LayerGeom, spec: CrossbarSpec) -> dict:
         "arrays": crossbars * spec.arrays_per_tile, "tiles": tiles, "max_pe": max_pe,
         "charged_crossbars": tiles * max_pe, "used_rows": g.rows, "used_columns": g.out_channels * slices,
         "max_rows": max_row, "max_columns": min(g.out_channels, spec.columns),
-        "utilization": g.rows * g.out_channels * slices / (crossbars * spec.rows * spec.columns),
+        "utilization": g.params * slices / (crossbars * spec.rows * spec.columns),
     }
 
 
@@ -149,7 +151,11 @@ def estimate_layer(g: LayerGeom, spec: CrossbarSpec) -> dict:
 
 
 def estimate(layers: list[LayerGeom], spec: CrossbarSpec) -> dict:
-    """Per-layer and total energy (uJ), latency (us), area (mm^2), crossbars, BiOps, FLOPs."""
+    """Per-layer and total energy (uJ), latency (us), area (mm^2), crossbars, BiOps, FLOPs. No layer is an
+    error, not 0 uJ (a plain PyTorch model traces no crossbar layer: convert it first)."""
+    if not layers:
+        raise CimnasError("no layer on a crossbar to estimate (a plain PyTorch model must be converted first: "
+                          "cimnas.convert(model), or --model-file / --model on the command line)")
     per = [estimate_layer(g, spec) for g in layers]
     parts = {c: sum(r["energy_pj"][c] for r in per) for c in COMPONENTS}
     total_pj = sum(parts.values()) or 1.0
@@ -195,6 +201,7 @@ def model_geometry(model: nn.Module, input_shape: tuple[int, ...]) -> list[Layer
     key = tuple(int(s) for s in input_shape)
     per_model = _TRACE_CACHE.setdefault(model, {})
     if key not in per_model:
+        check_mappable(model, key)  # nothing unconverted or unmappable is silently left out of the estimate
         layers = trace_layers(model, key)
         mods = dict(model.named_modules())
         per_model[key] = [(g, mods[g.name]) for g in layers]
@@ -202,7 +209,7 @@ def model_geometry(model: nn.Module, input_shape: tuple[int, ...]) -> list[Layer
     out = []
     for g, m in per_model[key]:
         assert isinstance(m, QConv2d | QLinear)
-        cin = m.active_in if m.active_in is not None else m.weight.shape[1]
+        cin = (m.active_in if m.active_in is not None else m.weight.shape[1]) * (m.groups if g.kind == "conv" else 1)
         cout = m.active_out if m.active_out is not None else m.weight.shape[0]
         out.append(replace(g, in_channels=int(cin), out_channels=int(cout),
                            weight_bits=m.weight_quantizer.bits, act_bits=m.input_quantizer.bits,
@@ -211,5 +218,11 @@ def model_geometry(model: nn.Module, input_shape: tuple[int, ...]) -> list[Layer
 
 
 def estimate_model(model: nn.Module, input_shape: tuple[int, ...], spec: CrossbarSpec) -> dict:
-    """`estimate` of a model at its current widths (cached trace, see `model_geometry`)."""
-    return estimate(model_geometry(model, input_shape), spec)
+    """`estimate` of a model at its current widths (cached trace, see `model_geometry`), plus `digital`: the
+    modules a conversion keeps off the crossbars (charged nothing, listed so that no layer is skipped silently).
+    A model with unconverted or unmappable layers, or none on a crossbar, is a one-line error
+    (`cimnas.nn.convert.check_mappable`)."""
+    res = estimate(model_geometry(model, input_shape), spec)
+    conv = conversion_of(model)
+    res["digital"] = list(conv.digital) if conv is not None else []
+    return res

@@ -28,6 +28,7 @@ from torch import nn
 from cimnas.errors import CimnasError
 from cimnas.hardware.crossbar import CrossbarSpec
 from cimnas.hardware.energy import parallel_rows, tile_layer
+from cimnas.nn.convert import check_converted
 from cimnas.nn.counting import LayerGeom
 from cimnas.nn.layers import QConv2d, QLinear, quant_layers
 
@@ -86,6 +87,8 @@ class MappedLayer:
         the ADC range (2^adc_bits - 1 levels), which is where row grouping matters.
         """
         spec = self.spec
+        if getattr(self.layer, "groups", 1) != 1:
+            raise CimnasError(f"layer {self.name}: the dataflow simulator handles dense layers only (groups = 1)")
         ch_tile = spec.channels_per_tile(self.kernel_size) if len(self.weight_shape) == 4 else spec.rows
         k2 = self.kernel_size**2 if len(self.weight_shape) == 4 else 1
         rows_per_tile = ch_tile * k2
@@ -177,16 +180,23 @@ def map_layer(name: str, layer: QConv2d | QLinear, spec: CrossbarSpec) -> Mapped
     g_pos = torch.where(positive, g_level, g_off)
     g_neg = torch.where(positive, g_off, g_level)
     k = int(layer.kernel_size[0]) if isinstance(layer, QConv2d) else 1
-    geom = LayerGeom(name, "conv" if isinstance(layer, QConv2d) else "fc", int(w.shape[1]), int(w.shape[0]),
-                     k, 1, (1, 1), (1, 1), bits, layer.input_quantizer.bits)
+    groups = int(layer.groups) if isinstance(layer, QConv2d) else 1
+    # a grouped conv sits block-diagonally on the crossbars (LayerGeom.rows); the cells off the diagonal blocks
+    # hold no weight and are not simulated (their defects are not drawn)
+    geom = LayerGeom(name, "conv" if isinstance(layer, QConv2d) else "fc", int(w.shape[1]) * groups,
+                     int(w.shape[0]), k, 1, (1, 1), (1, 1), bits, layer.input_quantizer.bits, groups=groups)
     return MappedLayer(name, layer, spec, tuple(w.shape), bits, slices, scale.detach().to(torch.float32),
                        g_pos, g_neg, k, tile_layer(geom, spec))
 
 
 def map_model(model: nn.Module, spec: CrossbarSpec) -> MappedModel:
-    """Map every QConv2d / QLinear of a built model onto crossbars (after `set_widths`, if any)."""
+    """Map every QConv2d / QLinear of a built model onto crossbars (after `set_widths`, if any). A plain layer
+    that no conversion keeps digital, or an unmappable one, is a one-line error naming it
+    (`cimnas.nn.convert.check_converted`): a Monte-Carlo trial must never silently spare a layer."""
     spec.validate()
+    check_converted(model)
     layers = [map_layer(n, m, spec) for n, m in quant_layers(model)]
     if not layers:
-        raise CimnasError("the model has no QConv2d / QLinear layers to map onto crossbars")
+        raise CimnasError("the model has no QConv2d / QLinear layers to map onto crossbars; convert it first "
+                          "(cimnas.convert)")
     return MappedModel(model, spec, layers)

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from cimnas.errors import CimnasError
+from cimnas.nn.convert import probe_forward
 from cimnas.nn.layers import QConv2d, QLinear
 from cimnas.nn.models import MODELS, PRECISIONS, build_model
 from cimnas.nn.models._common import check_widths, image_hw, named_widths, uniform_widths
@@ -45,15 +46,19 @@ class LayerGeom:
     weight_bits: int | None  # magnitude bits of the weight codes; None = float
     act_bits: int | None  # bits of the layer's input activations; None = float
     act_signed: bool = False  # input codes carry a sign (one more DAC cycle); {0, 1} / unsigned = False
+    groups: int = 1  # grouped conv (depthwise: groups = C_in), mapped block-diagonally (see `rows`)
 
     @property
     def rows(self) -> int:
-        """Crossbar rows of the unrolled weight matrix: k*k*C_in (conv) or in_features (fc)."""
+        """Crossbar rows of the unrolled weight matrix: k*k*C_in (conv) or in_features (fc). A grouped conv is
+        mapped as one block-diagonal matrix (k*k*C_in rows x C_out columns, group g's k*k*C_in/groups rows
+        feeding its C_out/groups columns, the other cells at Gmin), so its rows count the whole input."""
         return self.kernel_size * self.kernel_size * self.in_channels
 
     @property
     def params(self) -> int:
-        return self.rows * self.out_channels
+        """Weights (cells holding a value): rows x C_out / groups."""
+        return self.rows * self.out_channels // self.groups
 
     @property
     def positions(self) -> int:
@@ -75,7 +80,8 @@ class LayerGeom:
 
 
 def trace_layers(model: nn.Module, input_shape: tuple[int, ...]) -> list[LayerGeom]:
-    """One forward pass on zeros of shape (1, *input_shape); returns the executed layers in order."""
+    """One forward pass on zeros of shape (1, *input_shape); returns the executed layers in order.
+    A non-square conv kernel is refused (the crossbar packing of MNSIM is per k x k kernel)."""
     records: list[LayerGeom] = []
     names = {m: n for n, m in model.named_modules()}
     hooks = []
@@ -87,28 +93,29 @@ def trace_layers(model: nn.Module, input_shape: tuple[int, ...]) -> list[LayerGe
         abits = mod.input_quantizer.bits
         signed = bool(getattr(mod.input_quantizer, "signed", False))
         if isinstance(mod, QConv2d):
+            kh, kw = (int(k) for k in mod.kernel_size)
+            if kh != kw:
+                raise CimnasError(f"layer {names[mod]!r} has a {kh}x{kw} kernel; the crossbar model maps square "
+                                  f"kernels only: keep it digital (rule {{{names[mod]!r}: 'digital'}})")
+            g = int(mod.groups)
             records.append(LayerGeom(
-                names[mod], "conv", int(w.shape[1]), int(w.shape[0]), int(mod.kernel_size[0]),
+                names[mod], "conv", int(w.shape[1]) * g, int(w.shape[0]), kh,
                 int(mod.stride[0]), (int(x.shape[2]), int(x.shape[3])),
-                (int(output.shape[2]), int(output.shape[3])), wbits, abits, signed))
+                (int(output.shape[2]), int(output.shape[3])), wbits, abits, signed, g))
         else:
+            # a Linear on (1, *tokens, F) computes one matrix-vector product per token: positions = prod(tokens)
+            tokens = int(x.numel() // max(1, x.shape[-1]) // max(1, x.shape[0])) if x.dim() > 2 else 1
             records.append(LayerGeom(names[mod], "fc", int(w.shape[1]), int(w.shape[0]), 1, 1,
-                                     (1, 1), (1, 1), wbits, abits, signed))
+                                     (1, 1), (tokens, 1), wbits, abits, signed))
 
     for m in model.modules():
         if isinstance(m, QConv2d | QLinear):
             hooks.append(m.register_forward_hook(hook))
-    was_training = model.training
-    model.eval()
     try:
-        p = next(model.parameters(), None)
-        device = p.device if p is not None else torch.device("cpu")
-        with torch.no_grad():
-            model(torch.zeros((1, *input_shape), device=device))
+        probe_forward(model, tuple(input_shape))  # shapes only: on the meta device where it can
     finally:
         for h in hooks:
             h.remove()
-        model.train(was_training)
     return records
 
 

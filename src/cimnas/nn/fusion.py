@@ -24,8 +24,10 @@ floating point and the next layer binarizes the sum with the float comparison [x
 conv/FC accumulations are integers (held in float tensors, exact below 2^24). The classifier
 emits alpha * Z + b (logits; argmax could compare integers when b = 0).
 
-Which BNs feed only a binarizer is declared by the model (`fusion_pairs()`, cimnas models);
-BNs of other models are fused as integer-affine maps, which is always exact. The fused model
+Which BNs feed only a binarizer is declared by the model (`fusion_pairs()`, cimnas models) or, for
+a converted model (cimnas.nn.convert), traced (`traced_fusion_pairs`: the BN's output tensor reaches one
+binary layer, through nn.Identity modules at most, unmodified, and no other operation); other BNs are
+fused as integer-affine maps, which is always exact. The fused model
 equals the original in eval mode; in float32 the original's own rounding can flip values lying
 within ~1e-6 of a threshold, so exact agreement is checked in float64.
 """
@@ -39,8 +41,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
+from torch.overrides import TorchFunctionMode
+from torch.utils._pytree import tree_flatten
 
 from cimnas.errors import CimnasError
+from cimnas.nn.convert import probe_forward
 from cimnas.nn.layers import QConv2d, QLinear
 from cimnas.nn.quantizers import BinaryActivation, BinaryWeight
 from cimnas.nn.refactor import ThermometerInput, _replace, execution_order
@@ -89,10 +94,17 @@ class IntegerConv2d(_IntegerLayer):
         super().__init__()
         self._init(layer, emit_integer)
         self.stride, self.padding = layer.stride, layer.padding
+        self.dilation, self.groups = layer.dilation, layer.groups
+        self.padding_mode = layer.padding_mode
+        self.pad = layer._reversed_padding_repeated_twice  # non-zero padding modes pad the codes first (nn.Conv2d)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         bits = self.input_code(x)
-        z = torch.round(F.conv2d(bits, self.signs.to(bits.dtype), None, self.stride, self.padding))
+        padding = self.padding
+        if self.padding_mode != "zeros":  # codes of a padded input = padded codes (the binarizer is elementwise)
+            bits, padding = F.pad(bits, self.pad, mode=self.padding_mode), 0
+        z = torch.round(F.conv2d(bits, self.signs.to(bits.dtype), None, self.stride, padding, self.dilation,
+                                 self.groups))
         return self._emit(z)
 
 
@@ -165,6 +177,106 @@ class IntegerAffine(nn.Module):
         return (self.scale.view(shape) * z.double() + self.offset.view(shape)).to(z.dtype)
 
 
+def bn_producers(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, str]:
+    """{bn name: layer name} for every BatchNorm whose input is, unmodified, the output tensor of a QConv2d /
+    QLinear (the same tensor object, its in-place version counter unchanged: an in-place activation in between
+    breaks the pair) and the only module that receives that tensor. Traced in one shape-only forward pass."""
+    names = {m: n for n, m in model.named_modules()}
+    made: dict[int, tuple[str, int, torch.Tensor]] = {}  # id(output) -> (layer, version, the tensor kept alive)
+    uses: dict[int, int] = {}
+    seen: dict[str, int] = {}
+
+    def out_hook(mod, _args, out):
+        made[id(out)] = (names[mod], out._version, out)
+
+    def in_hook(mod, args):
+        if args and isinstance(args[0], torch.Tensor) and id(args[0]) in made:
+            uses[id(args[0])] = uses.get(id(args[0]), 0) + 1
+            if isinstance(mod, _BatchNorm) and made[id(args[0])][1] == args[0]._version:
+                seen[names[mod]] = id(args[0])
+
+    leaves = [m for m in model.modules() if not list(m.children()) or isinstance(m, QConv2d | QLinear)]
+    hooks = [m.register_forward_hook(out_hook) for m in model.modules() if isinstance(m, QConv2d | QLinear)]
+    hooks += [m.register_forward_pre_hook(in_hook) for m in leaves]
+    try:
+        probe_forward(model, input_shape)
+    finally:
+        for h in hooks:
+            h.remove()
+    return {bn: made[t][0] for bn, t in seen.items() if uses.get(t) == 1}
+
+
+_METADATA = {"__get__", "dim", "size", "numel", "ndimension", "element_size"}
+
+
+class _UseScan(TorchFunctionMode):
+    """Records, for each watched tensor, the innermost module in which any torch operation reads it."""
+
+    def __init__(self, watched: dict[int, str], stack: list[str], uses: dict[str, set[str]]):
+        super().__init__()
+        self.watched, self.stack, self.uses = watched, stack, uses
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if getattr(func, "__name__", "") in _METADATA:  # shape / version reads do not use the values
+            return func(*args, **(kwargs or {}))
+        for t in tree_flatten((args, kwargs or {}))[0]:
+            if isinstance(t, torch.Tensor) and id(t) in self.watched:
+                self.uses[self.watched[id(t)]].add(self.stack[-1] if self.stack else "")
+        return func(*args, **(kwargs or {}))
+
+
+def traced_fusion_pairs(model: nn.Module, input_shape: tuple[int, ...]) -> list[tuple[str, str]]:
+    """(bn, consumer) pairs of a model that declares none: the BN's output tensor is read, unmodified (in-place
+    version counter), by one binary-input QConv2d / QLinear (its own forward and quantizers) and otherwise only
+    passed through nn.Identity modules; any other reader (a residual add, a second branch, an activation) keeps
+    the BN an integer-affine map. Traced in one shape-only forward pass."""
+    names = {m: n for n, m in model.named_modules()}
+    watched: dict[int, str] = {}  # id(bn output) -> bn name
+    keep: list[torch.Tensor] = []  # the outputs stay alive, so their ids stay unique
+    version: dict[str, int] = {}
+    readers: dict[str, set[str]] = {}  # bn name -> modules whose forward receives its output
+    uses: dict[str, set[str]] = {}  # bn name -> innermost modules of the operations reading it
+    unmodified: dict[str, bool] = {}
+    stack: list[str] = []
+
+    def pre(mod, args):
+        for t in args:
+            if isinstance(t, torch.Tensor) and id(t) in watched:
+                bn = watched[id(t)]
+                readers[bn].add(names[mod])
+                unmodified[bn] = unmodified.get(bn, True) and t._version == version[bn]
+        stack.append(names[mod])
+
+    def post(mod, _args, out):
+        if stack and stack[-1] == names[mod]:
+            stack.pop()
+        if isinstance(mod, _BatchNorm) and isinstance(out, torch.Tensor):
+            watched[id(out)], version[names[mod]] = names[mod], out._version
+            readers[names[mod]], uses[names[mod]] = set(), set()
+            keep.append(out)
+
+    hooks = [m.register_forward_pre_hook(pre) for m in names] + [m.register_forward_hook(post) for m in names]
+    try:
+        with _UseScan(watched, stack, uses):
+            probe_forward(model, input_shape)
+    finally:
+        for h in hooks:
+            h.remove()
+    pairs = []
+    for bn, mods in readers.items():
+        direct = {n for n in mods if not isinstance(model.get_submodule(n), nn.Identity)
+                  and not any(n.startswith(o + ".") for o in mods)}  # a layer's quantizer is the layer
+        if len(direct) != 1 or not unmodified.get(bn, False):
+            continue
+        (consumer,) = direct
+        layer = model.get_submodule(consumer)
+        inside = all(u == consumer or u.startswith(consumer + ".") or
+                     (u and isinstance(model.get_submodule(u), nn.Identity)) for u in uses[bn])
+        if isinstance(layer, QConv2d | QLinear) and isinstance(layer.input_quantizer, BinaryActivation) and inside:
+            pairs.append((bn, consumer))
+    return pairs
+
+
 @torch.no_grad()
 def fuse_model(model: nn.Module, input_shape: tuple[int, ...] | None = None) -> nn.Module:
     """A copy of a fully binarized model computing with integer accumulations and comparators.
@@ -178,17 +290,10 @@ def fuse_model(model: nn.Module, input_shape: tuple[int, ...] | None = None) -> 
         if input_shape is None:
             raise CimnasError("fuse_model needs input_shape=(C, H, W) for a model without .input_shape")
     order = execution_order(model, tuple(input_shape))
-    pairs = dict(model.fusion_pairs()) if hasattr(model, "fusion_pairs") else {}
+    pairs = dict(model.fusion_pairs() if hasattr(model, "fusion_pairs") else
+                 traced_fusion_pairs(model, tuple(input_shape)))
+    producer = bn_producers(model, tuple(input_shape))  # bn name -> the layer whose output it normalizes
     fused = copy.deepcopy(model).eval()
-
-    producer: dict[str, str] = {}  # bn name -> name of the layer executed right before it
-    last = None
-    for name, m in order:
-        if isinstance(m, QConv2d | QLinear):
-            last = (name, m)
-        elif isinstance(m, _BatchNorm) and last is not None:
-            producer[name] = last[0]
-            last = None
     followed = set(producer.values())
 
     int_layers: dict[str, _IntegerLayer] = {}

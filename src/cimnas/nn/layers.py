@@ -9,9 +9,15 @@ hardware effects and super-net slicing apply to all of them the same way:
 - hardware hook: `layer.weight_override` (None = off) replaces the quantized weight in the
   forward pass with a tensor the hardware model computed (mapped, noisy, faulty conductances read
   back as weights). It is set once per Monte-Carlo trial, never per batch, and needs no deep copy.
+- conversion (aihwkit's `from_digital`, cimnas.nn.convert): `QConv2d.from_digital(conv, rule)` /
+  `QLinear.from_digital(linear, rule)` build the crossbar layer of a plain `nn.Conv2d` / `nn.Linear`
+  with every geometry argument (groups, dilation, padding mode, bias) and the very same weight
+  Parameters, quantized as `rule.quantizers()` says.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -31,14 +37,19 @@ class _QMixin:
         self.weight_quantizer = weight_quantizer if weight_quantizer is not None else Identity()
         self.active_in: int | None = None
         self.active_out: int | None = None
+        self.in_index: torch.Tensor | None = None  # input positions kept when not a prefix (see active_weight)
         self.weight_override: torch.Tensor | None = None
 
     def active_weight(self) -> torch.Tensor:
-        """The real-valued weight of the active (sliced) channels."""
+        """The real-valued weight of the active (sliced) channels. `in_index` (with `active_in` = its length)
+        keeps input positions that are not a prefix: the consumer of a concatenation whose parts are each
+        sliced to their first channels (cimnas.nn.groups)."""
         w = self.weight
         if self.active_out is not None:
             w = w[: self.active_out]
-        if self.active_in is not None:
+        if self.in_index is not None:
+            w = w.index_select(1, self.in_index.to(w.device))
+        elif self.active_in is not None:
             w = w[:, : self.active_in]
         return w
 
@@ -60,20 +71,36 @@ class _QMixin:
 class QConv2d(_QMixin, nn.Conv2d):
     """Conv2d with input/weight quantizers, channel slicing and a hardware weight hook.
 
-    y = conv(q_in(x), q_w(W)[:c_out, :c_in]) (+ b)
+    y = conv(q_in(x), q_w(W)[:c_out, :c_in]) (+ b), with the layer's stride, padding (and padding mode),
+    dilation and groups (nn.Conv2d._conv_forward).
     """
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1,
-                 padding: int | None = None, bias: bool = False,
-                 input_quantizer: Quantizer | None = None, weight_quantizer: Quantizer | None = None):
-        if padding is None:
-            padding = kernel_size // 2
-        super().__init__(in_channels, out_channels, kernel_size, stride=stride, padding=padding, bias=bias)
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int | tuple[int, int], stride: Any = 1,
+                 padding: Any = None, bias: bool = False,
+                 input_quantizer: Quantizer | None = None, weight_quantizer: Quantizer | None = None,
+                 dilation: Any = 1, groups: int = 1, padding_mode: str = "zeros"):
+        if padding is None:  # "same" for odd kernels
+            padding = kernel_size // 2 if isinstance(kernel_size, int) else tuple(k // 2 for k in kernel_size)
+        super().__init__(in_channels, out_channels, kernel_size, stride=stride, padding=padding, bias=bias,
+                         dilation=dilation, groups=groups, padding_mode=padding_mode)
         self._init_q(input_quantizer, weight_quantizer)
+
+    @classmethod
+    def from_digital(cls, layer: nn.Conv2d, rule: Any) -> QConv2d:
+        """The crossbar form of a plain `nn.Conv2d`: same geometry, same weight and bias Parameters (shared, not
+        copied), quantizers from `rule.quantizers()` -> (input quantizer, weight quantizer)."""
+        iq, wq = rule.quantizers()
+        with torch.device("meta"):  # no second allocation / init: the Parameters are taken over below
+            new = cls(layer.in_channels, layer.out_channels, layer.kernel_size, stride=layer.stride,
+                      padding=layer.padding, bias=layer.bias is not None, input_quantizer=iq, weight_quantizer=wq,
+                      dilation=layer.dilation, groups=layer.groups, padding_mode=layer.padding_mode)
+        new.weight, new.bias = layer.weight, layer.bias
+        new.train(layer.training)
+        return new
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.input_quantizer(x)
-        return F.conv2d(x, self.effective_weight(), self.active_bias(), self.stride, self.padding)
+        return self._conv_forward(x, self.effective_weight(), self.active_bias())
 
 
 class QLinear(_QMixin, nn.Linear):
@@ -83,6 +110,17 @@ class QLinear(_QMixin, nn.Linear):
                  input_quantizer: Quantizer | None = None, weight_quantizer: Quantizer | None = None):
         super().__init__(in_features, out_features, bias=bias)
         self._init_q(input_quantizer, weight_quantizer)
+
+    @classmethod
+    def from_digital(cls, layer: nn.Linear, rule: Any) -> QLinear:
+        """The crossbar form of a plain `nn.Linear` (same weight and bias Parameters; see QConv2d.from_digital)."""
+        iq, wq = rule.quantizers()
+        with torch.device("meta"):
+            new = cls(layer.in_features, layer.out_features, bias=layer.bias is not None, input_quantizer=iq,
+                      weight_quantizer=wq)
+        new.weight, new.bias = layer.weight, layer.bias
+        new.train(layer.training)
+        return new
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.input_quantizer(x)
@@ -102,50 +140,58 @@ def _bn_input(bn: nn.modules.batchnorm._BatchNorm, x: torch.Tensor) -> torch.Ten
     return x
 
 
-def _sliced_batch_norm(bn: nn.modules.batchnorm._BatchNorm, x: torch.Tensor) -> torch.Tensor:
+def _sliced_batch_norm(bn: nn.modules.batchnorm._BatchNorm, x: torch.Tensor,
+                       index: torch.Tensor | None = None) -> torch.Tensor:
     """Batch norm of x (N, C, ...) with the first C channels of `bn`'s running statistics and affine
-    parameters (C < bn.num_features: a slimmable layer serving a narrower sub-net)."""
+    parameters (C < bn.num_features: a slimmable layer serving a narrower sub-net), or with the channels
+    `index` (a BN after a concatenation whose parts are each sliced to their first channels, cimnas.nn.groups;
+    the running statistics of those channels are written back)."""
     c = x.shape[1]
+    pick = (lambda t: t[:c]) if index is None else (lambda t: t[index.to(t.device)])
     if bn.training and bn.track_running_stats:
         bn.num_batches_tracked.add_(1)
     momentum = bn.momentum
     if bn.training and momentum is None:  # cumulative moving average
         momentum = 1.0 / float(bn.num_batches_tracked)
     use_batch = bn.training or not bn.track_running_stats
-    return F.batch_norm(
-        x,
-        bn.running_mean[:c] if bn.running_mean is not None else None,
-        bn.running_var[:c] if bn.running_var is not None else None,
-        bn.weight[:c] if bn.affine else None,
-        bn.bias[:c] if bn.affine else None,
-        use_batch,
-        momentum if momentum is not None else 0.0,
-        bn.eps,
-    )
+    mean = pick(bn.running_mean) if bn.running_mean is not None else None  # a view (prefix) or a copy (index)
+    var = pick(bn.running_var) if bn.running_var is not None else None
+    out = F.batch_norm(x, mean, var, pick(bn.weight) if bn.affine else None, pick(bn.bias) if bn.affine else None,
+                       use_batch, momentum if momentum is not None else 0.0, bn.eps)
+    if index is not None and mean is not None and bn.training:
+        with torch.no_grad():
+            bn.running_mean[index.to(mean.device)] = mean
+            bn.running_var[index.to(var.device)] = var
+    return out
 
 
 class SlimmableBatchNorm2d(nn.BatchNorm2d):
-    """BatchNorm2d that serves the first C channels of its input (running stats and affine sliced to the input).
+    """BatchNorm2d that serves the first C channels of its input (running stats and affine sliced to the input),
+    or the channels `channel_index` when set (after a concatenation, cimnas.nn.groups).
 
     For non-uniform super-nets the running statistics are recalibrated per sub-net before
     evaluation (slimmable networks / once-for-all), see cimnas.nn.supernet.
     """
 
+    channel_index: torch.Tensor | None = None
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = _bn_input(self, x)
         if x.shape[1] == self.num_features:
             return super().forward(x)
-        return _sliced_batch_norm(self, x)
+        return _sliced_batch_norm(self, x, self.channel_index)
 
 
 class SlimmableBatchNorm1d(nn.BatchNorm1d):
     """BatchNorm1d sliced to the incoming feature count (same rules as SlimmableBatchNorm2d)."""
 
+    channel_index: torch.Tensor | None = None
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = _bn_input(self, x)
         if x.shape[1] == self.num_features:
             return super().forward(x)
-        return _sliced_batch_norm(self, x)
+        return _sliced_batch_norm(self, x, self.channel_index)
 
 
 def match_channels(x: torch.Tensor, channels: int) -> torch.Tensor:

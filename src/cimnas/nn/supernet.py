@@ -205,6 +205,8 @@ class SuperNet(nn.Module):
         """A standalone model built with `widths`, holding the super-net's sliced weights and
         (current) BN statistics; it computes exactly as the super-net does with `widths` set."""
         widths = self.check_widths(widths)
+        if hasattr(self.model, "extract_subnet"):  # a user model sliced per channel group (cimnas.nn.slimmable)
+            return self.model.extract_subnet(widths)
         meta = dict(self.model.arch_meta)
         meta["widths"] = list(widths)
         if "width_mult" in meta:

@@ -39,14 +39,18 @@ from cimnas.limits import check_model
 from cimnas.nn.counting import count_ops, trace_layers
 from cimnas.nn.models import MODELS, build_model, model_payload
 from cimnas.nn.refactor import RefactorOptions
+from cimnas.nn.zoo import external_model, is_external
+from cimnas.pipelines.uae.config import NoiseConfig
+from cimnas.pipelines.uae.noise import noise_batch_context
 from cimnas.runs import RunFolder, load_payload, load_state
 from cimnas.train import evaluate, fit, make_optimizer, make_scheduler
+from cimnas.utils.seed import derive_seed, make_generator
 from cimnas.utils.units import pct
 
 KIND = "train"
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.jsonl"
-RESUMABLE = ("train.epochs", "train.progress", "train.eval_batch_size")
+RESUMABLE = ("train.epochs", "train.progress", "train.eval_batch_size", "tensorboard")
 CKPT_FIELDS = {"state_dict": dict, "epoch": int, "optimizer": dict, "scheduler": dict, "config": dict}
 
 
@@ -60,10 +64,15 @@ class TrainRunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: OptimConfig = field(default_factory=OptimConfig)
     hardware: HardwareConfig = field(default_factory=HardwareConfig)  # crossbar spec of final.json's energy
+    # noise-aware training (UAE Sec. 4.2): a fresh N(0, sigma) sample on every quantized weight per batch;
+    # sigma 0 (the default) trains plainly
+    noise: NoiseConfig = field(default_factory=lambda: NoiseConfig(gaussian_sigma=0.0))
+    tensorboard: bool = False  # mirror metrics.jsonl's epochs to RUN/tensorboard (the tensorboard extra)
 
     def validate(self) -> None:
         DATASETS.get(self.data.name)  # unknown names -> one-line errors listing the valid ones
-        MODELS.get(self.model.name)
+        if not is_external(self.model.name):
+            MODELS.get(self.model.name)
         check(self.train.epochs >= 1, f"train.epochs must be >= 1 for cimnas train, got {self.train.epochs}")
         check(self.train.epochs <= 100_000, f"train.epochs={self.train.epochs} is not a training budget; "
               "give at most 100000")
@@ -77,7 +86,14 @@ def load_splits(cfg: DataConfig, run_seed: int, device: torch.device) -> Any:
 
 
 def build_from_config(cfg: ModelConfig, splits: Any, seed: int) -> nn.Module:
-    """build_model(...) for the dataset's shape (weights seeded by `seed`); refactor options for binary."""
+    """build_model(...) for the dataset's shape (weights seeded by `seed`); refactor options for binary. An outside
+    model (cimnas.nn.zoo) is built by its factory, given `cfg.weights`, and converted: `cfg.rules` per layer, the
+    others at `precision` (kbit at `bits`)."""
+    if is_external(cfg.name):
+        default = f"kbit:{cfg.bits}" if cfg.precision == "kbit" else cfg.precision
+        return external_model(cfg.name, in_channels=splits.in_channels, num_classes=splits.num_classes,
+                              image_size=splits.image_size, rules=cfg.rules, default=default, weights=cfg.weights,
+                              seed=seed)
     refactor = None
     if cfg.precision == "binary":
         refactor = RefactorOptions(topology_mod=cfg.topology_mod, thermometer=cfg.thermometer,
@@ -134,9 +150,10 @@ def run_training(cfg: TrainRunConfig, out_dir: str | Path, resume: bool = False,
     """
     device = distributed.init(cfg.device)
     splits = load_splits(cfg.data, cfg.seed, device)
-    check_model(lambda: build_from_config(cfg.model, splits, cfg.seed),
-                (splits.in_channels, splits.image_size, splits.image_size), cfg.train.batch_size,
-                f"model {cfg.model.name}")  # estimated on the meta device, before anything is allocated
+    if not is_external(cfg.model.name):  # an outside factory runs once, for real (it is the user's code)
+        check_model(lambda: build_from_config(cfg.model, splits, cfg.seed),
+                    (splits.in_channels, splits.image_size, splits.image_size), cfg.train.batch_size,
+                    f"model {cfg.model.name}")  # estimated on the meta device, before anything is allocated
     model = build_from_config(cfg.model, splits, cfg.seed).to(device)
     optimizer = make_optimizer(model, cfg.train)
     scheduler = make_scheduler(optimizer, cfg.train)
@@ -176,7 +193,7 @@ def run_training(cfg: TrainRunConfig, out_dir: str | Path, resume: bool = False,
 
         fit(model, splits.search_train, cfg.train, device=device, seed=cfg.seed, optimizer=optimizer,
             scheduler=scheduler, start_epoch=start, eval_split=splits.search_eval, on_epoch_end=epoch_done,
-            desc="epoch")
+            batch_context=_noise_context(cfg, start, device), desc="epoch")
         bs = cfg.train.eval_batch_size
         ops = ops_summary(model, splits)
         final = {"test_acc": evaluate(model, splits.test, batch_size=bs, device=device),
@@ -202,8 +219,18 @@ def _follow_rank0(cfg: TrainRunConfig, out_dir: Any, splits: Any, model: nn.Modu
         for target, key in ((model, "state_dict"), (optimizer, "optimizer"), (scheduler, "scheduler")):
             load_state(target, ck[key], path)
     fit(model, splits.search_train, cfg.train, device=device, seed=cfg.seed, optimizer=optimizer,
-        scheduler=scheduler, start_epoch=start, eval_split=splits.search_eval, desc="epoch")
+        scheduler=scheduler, start_epoch=start, eval_split=splits.search_eval,
+        batch_context=_noise_context(cfg, start, device), desc="epoch")
     return {}
+
+
+def _noise_context(cfg: TrainRunConfig, start_epoch: int, device: torch.device) -> Any:
+    """The noise-aware `batch_context` of `cfg.noise` (None when sigma is 0): its generator is seeded by
+    (seed, rank, start epoch), so a resumed run draws reproducibly (though not the uninterrupted run's draws)."""
+    if cfg.noise.gaussian_sigma == 0:
+        return None
+    seed = derive_seed(cfg.seed, "noise-aware", distributed.rank(), start_epoch)
+    return noise_batch_context(cfg.noise.defect(), make_generator(seed, device))
 
 
 def _epoch(record: dict) -> int:

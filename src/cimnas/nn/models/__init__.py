@@ -117,10 +117,21 @@ def build_model(name: str, *, in_channels: int, num_classes: int, image_size: in
     return model
 
 
-def rebuild_model(arch_meta: dict) -> nn.Module:
-    """Build the structure described by `model.arch_meta` again (fresh weights)."""
+def rebuild_model(arch_meta: dict, model_file: str | None = None) -> nn.Module:
+    """Build the structure described by `model.arch_meta` again (fresh weights). A model from outside cimnas
+    (`arch_meta["source"]`, cimnas.nn.zoo) is rebuilt by its source and conversion recipe; a `PATH.py:FACTORY`
+    source only when `model_file` names it (cimnas never runs code a checkpoint names)."""
     if not isinstance(arch_meta, dict) or "name" not in arch_meta:
         raise CimnasError("arch metadata must be a dict with a 'name'; the checkpoint may not be a cimnas one")
+    if "source" in arch_meta:
+        from cimnas.nn.zoo import rebuild_external
+
+        model = rebuild_external(arch_meta, model_file)
+        if "group_widths" in arch_meta:  # sliced per channel group by a width search (cimnas.nn.slimmable)
+            from cimnas.nn.slimmable import rebuild_sliced
+
+            return rebuild_sliced(model, arch_meta)
+        return model
     meta = dict(arch_meta)
     name = meta.pop("name")
     for k in ("in_channels", "num_classes", "image_size"):
@@ -160,14 +171,16 @@ def save_model_checkpoint(path: str | Path, model: nn.Module, dataset_info: dict
                                         optimizer=optimizer_state, metrics=metrics))
 
 
-def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
-    """Rebuild and load any cimnas model checkpoint (`model_payload`) -> (model, checkpoint dict)."""
+def load_model(path: str | Path, map_location: str | torch.device = "cpu",
+               model_file: str | None = None) -> tuple[nn.Module, dict]:
+    """Rebuild and load any cimnas model checkpoint (`model_payload`) -> (model, checkpoint dict).
+    `model_file` (PATH.py:FACTORY): the factory of a checkpoint of a converted outside model (cimnas.nn.zoo)."""
     ckpt = load_checkpoint(path, map_location=map_location)
     if ckpt.get("format") != CHECKPOINT_FORMAT or not isinstance(ckpt.get("arch"), dict) \
             or not isinstance(ckpt.get("state_dict"), dict):
         raise CimnasError(f"{path} is not a {CHECKPOINT_FORMAT} model checkpoint (format "
                           f"{ckpt.get('format')!r}); point to a checkpoint written by this cimnas")
-    model = rebuild_model(ckpt["arch"])
+    model = rebuild_model(ckpt["arch"], model_file)
     try:
         model.load_state_dict(ckpt["state_dict"], strict=True)
     except (RuntimeError, TypeError, ValueError, AttributeError) as e:

@@ -65,9 +65,13 @@ def run_pipeline(cfg: HawisConfig, out: str | Path, *, resume: bool = False,
             stage_retrain(ctx)
         return {}
     with distributed.rank0_section():
+        # data, model sizes and (your own network's) channel groups are checked before anything is written:
+        # a factory that raises or a network whose groups cannot be derived leaves no run folder behind
+        ctx = make_context(cfg, Follower(out))
         run = open_run(cfg, out, resume)
         try:
-            ctx = make_context(cfg, run)
+            ctx.run = run
+            run.write_result("space.json", ctx.space.to_dict())
             run.record_execution(stages=list(stages), device=str(device), **distributed.execution())
         except BaseException:
             run.close()

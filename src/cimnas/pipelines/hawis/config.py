@@ -3,7 +3,9 @@
 Sections: `data` (DataConfig), `model` (HawisModelConfig: ModelConfig with thermometer input on by default, as in
 the paper), `space` (Eq. 7/8), `pretrain` (stage A, an OptimConfig), `search` (stage B: agent + EnvConfig),
 `retrain` (stage C, an OptimConfig), `defects`, `hardware`, `report`. Everything, the agent's own config dataclass
-included, is checked when the config is loaded, before a run folder is touched.
+included, is checked when the config is loaded, before a run folder is touched. `model.name` may also name your
+own network (PATH.py:FACTORY, torchvision:NAME, timm:NAME): the search then chooses one width per coupled channel
+group of it (cimnas.nn.groups), up to its built channels (space.r_max <= 1).
 
 Resume (RunFolder.open + `resume_changes`): the stored config must equal the given one except
 - always: `pretrain.progress`, `retrain.progress`, `report.*` (they change no computed result);
@@ -24,11 +26,12 @@ from cimnas.errors import CimnasError, check
 from cimnas.hardware.crossbar import HardwareConfig
 from cimnas.nn.models import MODELS
 from cimnas.nn.refactor import RefactorOptions
+from cimnas.nn.zoo import is_external, parse_source
 from cimnas.search.agents import AGENT_CONFIGS, AGENTS
 from cimnas.search.env import EnvConfig
 
 #: Keys that may differ on --resume at any time.
-RESUMABLE_ALWAYS = ("pretrain.progress", "retrain.progress", "report.")
+RESUMABLE_ALWAYS = ("pretrain.progress", "retrain.progress", "report.", "tensorboard")
 #: Keys that may differ on --resume only while stage C has not started (search.episodes: only upwards).
 RESUMABLE_BEFORE_C = ("search.episodes", "retrain.")
 #: Largest space.r_max (and U-kx multiplier): the paper uses 5, and 16x widths are far past any budget.
@@ -45,8 +48,21 @@ class HawisModelConfig(ModelConfig):
 
     thermometer: bool = True
 
+    @property
+    def external(self) -> bool:
+        """Your own network (`name` PATH.py:FACTORY, torchvision:NAME or timm:NAME, cimnas.nn.zoo): the search
+        runs over its coupled channel groups (cimnas.nn.groups); `rules` sets per-layer precisions
+        (cimnas.convert), `weights` a local state_dict file every model starts from."""
+        return is_external(self.name)
+
     def validate(self) -> None:
         super().validate()
+        if self.external:
+            parse_source(self.name)  # the form only: the factory runs when the run starts
+            check(not self.thermometer, f"model.thermometer applies to cimnas's own models; for {self.name} set "
+                  "model.thermometer: false (your first layer reads the input as it is)")
+            check(not self.options, f"model.options ({', '.join(sorted(self.options))}) are build arguments of "
+                  "cimnas's own models; for your network use model.rules (per-layer precision) and model.weights")
         check(self.precision == "binary", f"model.precision is {self.precision!r}: HAWIS searches fully binarized "
               "networks (precision: binary); the FP / 8-bit references are retrain.references")
         check(self.widths is None and self.width_mult == 1.0, "model.widths / model.width_mult do not apply to "
@@ -193,13 +209,15 @@ class HawisConfig:
     defects: DefectsConfig = field(default_factory=DefectsConfig)
     hardware: HardwareConfig = field(default_factory=HardwareConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
+    tensorboard: bool = False  # mirror stage A epochs and stage B episodes to RUN/tensorboard (the tensorboard extra)
 
     def validate(self) -> None:
         check_device(self.device)
         # names and seeds are checked here, before `RunFolder.open` writes the folder: a refusal after it would
         # leave a run folder of the bad config that blocks the corrected command (cimnas train does the same)
         dataset_spec(self.data.name, self.data.options)  # the name and its options (no file is read)
-        MODELS.get(self.model.name)
+        if not self.model.external:
+            MODELS.get(self.model.name)
         self.hardware.spec()  # the preset and its fields
         if self.search.env.reward_accuracy != "clean":
             check(self.defects.sa0_rate + self.defects.sa1_rate > 0 or self.defects.variation_sigma > 0,

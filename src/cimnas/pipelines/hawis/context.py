@@ -8,6 +8,12 @@ baselines, retrain.widths, the references) is built on the `meta` device (no mem
 more than `CIMNAS_MAX_PARAMS` (environment variable, default 2e8 parameters = 0.8 GB of float32 weights) is a
 one-line error with the estimate.
 
+Your own network (`model.name` PATH.py:FACTORY, torchvision:NAME or timm:NAME): its coupled channel groups are
+derived once (`Context.groups`, cimnas.nn.groups) and every model the stages build is the converted network
+(`cimnas.nn.zoo.external_model`, precision per layer from `model.rules`) wrapped as a `GroupSlimmable`
+sliced to the widths asked for (one per searchable group); the width space is `group_space` (r_max <= 1: the
+built channels are the super-net).
+
 Under torchrun (`cimnas hawis pretrain` / `retrain`) rank 0 holds the run folder; every other rank builds the
 same context (same data, same seeds) around a `Follower`, which writes nothing.
 """
@@ -29,8 +35,11 @@ from cimnas.hardware import montecarlo
 from cimnas.hardware.defects import DefectConfig
 from cimnas.hardware.energy import estimate_model
 from cimnas.limits import check_params
+from cimnas.nn.groups import ChannelGroups, derive_groups
 from cimnas.nn.models import build_model
+from cimnas.nn.slimmable import GroupSlimmable, group_space
 from cimnas.nn.widths import WidthSpace, round_channels
+from cimnas.nn.zoo import external_model
 from cimnas.pipelines.hawis.config import RESUMABLE_ALWAYS, RESUMABLE_BEFORE_C, HawisConfig
 from cimnas.runs import RunFolder
 
@@ -94,6 +103,7 @@ class Context:
     spec: Any
     space: WidthSpace
     input_shape: tuple[int, int, int]
+    groups: ChannelGroups | None = None  # your own network's channel groups (None: a cimnas model)
 
     @property
     def base_widths(self) -> list[int]:
@@ -108,6 +118,8 @@ class Context:
         reference (which keeps its float / k-bit input: re-factorization applies to binary models only).
         `meta`: built on the meta device (no memory, no RNG draw), to count parameters or trace shapes."""
         m = self.cfg.model
+        if m.external:
+            return self._build_external(widths, precision, meta)
         kw = dict(in_channels=self.splits.in_channels, num_classes=self.splits.num_classes,
                   image_size=self.splits.image_size, widths=widths, precision=precision,
                   bits=8 if precision == "kbit" else m.bits,
@@ -116,6 +128,30 @@ class Context:
             with torch.random.fork_rng(devices=[]), torch.device("meta"):
                 return build_model(m.name, **kw)
         return build_model(m.name, **kw).to(self.device)
+
+    def external(self, precision: str, *, meta: bool = False) -> nn.Module:
+        """Your own network, freshly built and converted: every layer at `precision` unless `model.rules` says
+        otherwise (the FP / 8-bit references are `float` / `kbit:8`). Every model starts from `model.weights`
+        when given (not on the meta device)."""
+        m = self.cfg.model
+        kw = dict(in_channels=self.splits.in_channels, num_classes=self.splits.num_classes,
+                  image_size=self.splits.image_size, rules=m.rules,
+                  default={"binary": "binary", "kbit": "kbit:8", "float": "float"}[precision])
+        if meta:
+            with torch.random.fork_rng(devices=[]), torch.device("meta"):
+                return external_model(m.name, **kw)
+        return external_model(m.name, weights=m.weights, **kw)
+
+    def _build_external(self, widths: list[int] | None, precision: str, meta: bool) -> GroupSlimmable:
+        """`external(precision)` sliced per channel group to `widths` (None: as built)."""
+        if meta:
+            with torch.random.fork_rng(devices=[]), torch.device("meta"):
+                net = GroupSlimmable(self.external(precision, meta=True), self.input_shape, self.groups)
+        else:
+            net = GroupSlimmable(self.external(precision), self.input_shape, self.groups).to(self.device)
+        if widths is not None:
+            net.set_widths(list(widths))
+        return net
 
     def check_size(self, widths: list[int] | None, precision: str, what: str) -> int:
         """Parameters of a model (counted on the meta device); over the limit -> one-line error."""
@@ -140,12 +176,17 @@ def make_context(cfg: HawisConfig, run: RunFolder | Follower) -> Context:
     spec = cfg.hardware.spec()
     shape = (splits.in_channels, splits.image_size, splits.image_size)
     ctx = Context(cfg, run, splits, device, spec, WidthSpace((1,)), shape)
+    s = cfg.space
+    if cfg.model.external:  # the channel groups, traced once on the float network (the structure is the same)
+        ctx.groups = derive_groups(ctx.external("float"), shape)
     ctx.check_size(None, "float", "the 1x float model")
     probe = ctx.build(None, precision="float", meta=True)
     check(hasattr(probe, "base_widths"), f"model {cfg.model.name!r} has no searchable widths; HAWIS needs a "
           "width-searchable model (e.g. resnet20, mlp)")
-    s = cfg.space
-    ctx.space = WidthSpace(tuple(int(w) for w in probe.base_widths), r_min=s.r_min, r_max=s.r_max, d=s.d)
+    if cfg.model.external:
+        ctx.space = group_space(probe, s.r_min, s.r_max, s.d)
+    else:
+        ctx.space = WidthSpace(tuple(int(w) for w in probe.base_widths), r_min=s.r_min, r_max=s.r_max, d=s.d)
     ctx.check_size(list(ctx.space.max_widths().widths), "binary", f"the super-net (space.r_max={s.r_max:g})")
     r = cfg.retrain
     if r.widths is not None:
@@ -155,7 +196,7 @@ def make_context(cfg: HawisConfig, run: RunFolder | Follower) -> Context:
         ctx.check_size(ctx.uniform(k), "binary", f"the U-{k:g}x baseline")
     for ref in r.references:
         ctx.check_size(None, REFERENCE_PRECISION[ref][1], f"the {REFERENCE_PRECISION[ref][0]} reference")
-    if distributed.is_rank0():
+    if distributed.is_rank0() and isinstance(run, RunFolder):
         run.write_result("space.json", ctx.space.to_dict())
     return ctx
 

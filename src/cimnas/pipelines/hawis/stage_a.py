@@ -155,6 +155,7 @@ def stage_pretrain(ctx: Context) -> SuperNet:
     def on_epoch_end(epoch: int, record: dict) -> None:
         run.save(PARTIAL, payload(ctx, net, epoch, optimizer=opt.state_dict(), scheduler=sched.state_dict(),
                                   metrics=record))
+        run.scalars("pretrain", record, epoch)  # TensorBoard, when the config asks for it
         run.log(f"stage A epoch {epoch}/{cfg.epochs}: loss {record['loss']:.4f} lr {record['lr']:.4g} "
                 f"({time.perf_counter() - t0[0]:.1f} s)")
         t0[0] = time.perf_counter()

@@ -19,6 +19,7 @@ from torch import nn
 from cimnas import distributed
 from cimnas.config import to_dict
 from cimnas.errors import check
+from cimnas.hardware.energy import estimate_model
 from cimnas.nn.models import model_payload
 from cimnas.parallel import Parallelism, run_tasks
 from cimnas.pipelines.hawis.config import RetrainConfig
@@ -89,6 +90,8 @@ def retrain_job(ctx: Context, label: str, widths: list[int] | None, precision: s
              **{k: trained[k] for k in ("val_accuracy", "test_accuracy", "train_s")}, **ctx.energy(model)}
     # every crossbar-mapped model (searched, Pareto, U-kx, 8-bit) gets the same robustness trials (same seeds: a
     # paired comparison, HAWIS Fig. 3 from one run) and every model its checkpoint (`checkpoint_name`)
+    if label == "searched":
+        entry["energy_detail"] = energy_detail(ctx, model)  # the reports' energy breakdown and crossbar fill
     if precision != "float" and rcfg.robustness and cfg.defects.trials > 0:
         entry["robustness"] = robustness_summary(ctx, model)
     checkpoint = model_payload(model, dataset=ctx.splits.info(), config=to_dict(cfg), epoch=rcfg.epochs,
@@ -179,6 +182,19 @@ def stage_retrain(ctx: Context, records: list[dict] | None = None, parallel: Par
     final["uniform_widths"] = {f"U-{k:g}x": ctx.uniform(k) for k in ks}  # for the reports (Fig. 5)
     run.write_result("final.json", final)
     return final
+
+
+#: per-layer fields of `estimate_model` kept in final.json's energy_detail (the HTML report reads them)
+DETAIL_FIELDS = ("name", "kind", "in_channels", "out_channels", "crossbars", "tiles", "utilization", "energy_uj",
+                 "energy_pj", "latency_us")
+
+
+def energy_detail(ctx: Context, model: nn.Module) -> dict:
+    """Energy per component (µJ) and per layer (per-component pJ, crossbars, fill = used / allocated cells) of
+    `model` on the run's crossbar spec: the same estimate as `ctx.energy` (cimnas.hardware.energy.estimate)."""
+    est = estimate_model(model, ctx.input_shape, ctx.spec)
+    return {"components_uj": dict(est["energy_components_uj"]),
+            "layers": [{k: r[k] for k in DETAIL_FIELDS} for r in est["layers"]]}
 
 
 def uniform_energies(ctx: Context) -> dict[str, float]:

@@ -55,7 +55,7 @@ KIND = "uae-study"
 METHODS = ("quantnas", "nacim", "uae_m", "uae_95")
 CONFIG_DIR = "configs/uae"
 #: keys that say how a run ran, not what it computes: a finished folder that differs only there is reused
-NOT_RESULTS = ("progress", "train.progress", "device")
+NOT_RESULTS = ("progress", "train.progress", "device", "tensorboard")
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 
 

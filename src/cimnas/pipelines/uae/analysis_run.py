@@ -20,8 +20,9 @@ from cimnas.data import load_from_config
 from cimnas.errors import check
 from cimnas.hardware.montecarlo import check_mc_work, model_weights
 from cimnas.nn.layers import quant_layers
-from cimnas.nn.models import build_model, load_model, model_payload
+from cimnas.nn.models import build_model, model_payload
 from cimnas.nn.quantizers import Identity
+from cimnas.nn.zoo import external_model, is_external, load_any
 from cimnas.pipelines.uae.analysis import gaussian_fit_stats, output_change
 from cimnas.pipelines.uae.config import AnalysisConfig, AnalysisSettings, NoiseConfig
 from cimnas.reports.uae_analysis_plot import plot_output_change
@@ -37,10 +38,20 @@ def canonical_model(name: str) -> str:
     return MODEL_ALIASES.get(name, name)
 
 
+def _default_rule(precision: str) -> str:
+    """The conversion rule of an outside model's layers for the analysis precision (kbit = 8-bit DoReFa)."""
+    return "kbit:8" if precision == "kbit" else precision
+
+
 def build_analysis_model(name: str, splits: Any, model_kwargs: dict | None = None, float_quantizers: bool = False,
-                         seed: int = 0) -> nn.Module:
+                         seed: int = 0, rules: dict | None = None) -> nn.Module:
     """Build `name` for `splits` via cimnas.nn.models.build_model, initialised from `seed` (global RNG untouched);
-    `float_quantizers` replaces every quantizer by identity (the Float-Conv twin of the fixed-point CNN)."""
+    `float_quantizers` replaces every quantizer by identity (the Float-Conv twin of the fixed-point CNN). An
+    outside model (cimnas.nn.zoo) is built by its factory and converted (`rules`, else `precision` per layer)."""
+    if is_external(name):
+        return external_model(name, in_channels=splits.in_channels, num_classes=splits.num_classes,
+                              image_size=splits.image_size, rules=rules,
+                              default=_default_rule((model_kwargs or {}).get("precision", "float")), seed=seed)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = build_model(canonical_model(name), in_channels=splits.in_channels, num_classes=splits.num_classes,
@@ -93,16 +104,22 @@ def run_analysis(cfg: AnalysisConfig, out: str | Path, *, resume: bool = False, 
     device = resolve_device(cfg.device)
     splits = load_splits(cfg.data, cfg.seed)  # bad data / input index: refused before the folder is touched
     x, label = pick_input(splits, cfg.analysis.input_index)
+    # the model (a checkpoint, or a fresh build: an outside factory runs here) before the folder is touched
+    info: dict = {"dataset": splits.name, "model": canonical_model(cfg.model)}
+    if cfg.checkpoint:  # a cimnas checkpoint, or a plain state_dict of the outside model cfg.model names
+        source = cfg.model if is_external(cfg.model) else None
+        model, ckpt = load_any(cfg.checkpoint, source, in_channels=splits.in_channels,
+                               num_classes=splits.num_classes, image_size=splits.image_size, rules=cfg.rules,
+                               default=_default_rule(cfg.precision))
+        info["checkpoint"] = str(cfg.checkpoint)
+        info["test_acc"] = (ckpt.get("metrics") or {}).get("test_acc")
+    else:
+        model = build_analysis_model(cfg.model, splits, {"precision": cfg.precision}, seed=cfg.seed,
+                                     rules=cfg.rules)
+        check_mc_work(cfg.analysis.samples, model_weights(model), "analysis samples (--samples)")
     with RunFolder.open(out, KIND, cfg, resume=resume, resumable=("device", "train.progress"),
                         config_cls=AnalysisConfig) as run:
-        info: dict = {"dataset": splits.name, "model": canonical_model(cfg.model)}
-        if cfg.checkpoint:
-            model, ckpt = load_model(cfg.checkpoint)
-            info["checkpoint"] = str(cfg.checkpoint)
-            info["test_acc"] = (ckpt.get("metrics") or {}).get("test_acc")
-        else:
-            model = build_analysis_model(cfg.model, splits, {"precision": cfg.precision}, seed=cfg.seed)
-            check_mc_work(cfg.analysis.samples, model_weights(model), "analysis samples (--samples)")
+        if not cfg.checkpoint:
             if (run.ckpt / "model.pt").exists():  # --resume: the model trained by the first attempt
                 ck = run.load("model.pt", fields={"state_dict": dict, "metrics": dict})
                 load_state(model, ck["state_dict"], run.ckpt / "model.pt")

@@ -147,6 +147,7 @@ class UAESearchConfig:
     seed: int = 0
     device: str = "auto"
     progress: bool = True
+    tensorboard: bool = False  # mirror episodes.jsonl to RUN/tensorboard (the tensorboard extra)
     data: DataConfig = field(default_factory=DataConfig)
     space: UAESpaceConfig = field(default_factory=UAESpaceConfig)
     noise: NoiseConfig = field(default_factory=NoiseConfig)
@@ -162,7 +163,7 @@ class UAESearchConfig:
 
 
 #: config keys a resumed search may change: they do not alter finished episodes or their replay
-SEARCH_RESUMABLE = ("search.episodes", "final.", "progress", "train.progress", "device")
+SEARCH_RESUMABLE = ("search.episodes", "final.", "progress", "train.progress", "device", "tensorboard")
 
 
 # ============================================================================ analysis
@@ -200,8 +201,9 @@ class AnalysisConfig:
 
     seed: int = 0
     device: str = "cpu"
-    model: str = "lenet5"
+    model: str = "lenet5"  # a cimnas model, or PATH.py:FACTORY / torchvision:NAME / timm:NAME (cimnas.nn.zoo)
     precision: str = "float"
+    rules: dict = field(default_factory=dict)  # outside models: {name pattern: precision} (cimnas.nn.convert)
     checkpoint: str | None = None
     element: int = 0  # output element shown in the figure
     data: DataConfig = field(default_factory=lambda: DataConfig(name="fashion-mnist"))
@@ -211,6 +213,8 @@ class AnalysisConfig:
 
     def validate(self) -> None:
         check(self.element >= 0, f"--element must be >= 0, got {self.element}")
+        check(not self.rules or ":" in self.model, "--rule / --keep-digital apply to outside models only "
+              "(--model-file PATH.py:FACTORY, --model torchvision:NAME / timm:NAME)")
 
 
 @dataclass
