@@ -2,7 +2,8 @@
 
 Folder -> command: train/ and ablation/ -> `cimnas train`; hawis/ -> `cimnas hawis`; uae/ -> `cimnas uae search`
 (table1.yaml: `cimnas uae table1`); hardware/ -> a CrossbarSpec file (`--spec`); studies/ -> the study driver
-named by the file (headroom_*.yaml: `python -m cimnas.pipelines.studies.headroom`; rank_*_archs.yaml: the `--archs`
+named by the file (headroom_*.yaml: `cimnas study headroom`; hawis_aligned_*.yaml:
+`cimnas study hawis-aligned`; rank_*_archs.yaml: the `--archs`
 list of `cimnas hawis rank-check`). A file in any other folder
 fails, so a new folder needs a line here.
 """
@@ -47,6 +48,10 @@ def load_any(path: Path) -> object:
         for a in cfg.allocations:
             a.validate()
         return cfg
+    if folder == "studies" and path.stem.startswith("hawis_aligned"):
+        from cimnas.pipelines.studies.hawis_aligned import AlignedStudyConfig
+
+        return load_config(AlignedStudyConfig, path)
     if folder == "studies" and path.stem.startswith("rank_") and path.stem.endswith("_archs"):
         archs = read_archs(path)
         assert len(archs) >= 12, f"{path}: the rank-check needs at least 12 architectures"

@@ -54,3 +54,20 @@ def test_arch_meta_says_the_bits_as_built(precision, bits):
     model = build_model("mlp", in_channels=1, num_classes=3, image_size=4, precision=precision, bits=4,
                         hidden_sizes=[4])
     assert model.arch_meta["bits"] == bits
+
+
+def test_run_folder_written_with_old_names_reads_under_new(tmp_path):
+    """A run folder from before the rename resumes: its stored config.yaml is read with the keys moved."""
+    import yaml
+
+    from cimnas.pipelines.train import TrainRunConfig
+    from cimnas.runs import RunFolder
+
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump({"defects": {"sigma": 0.1, "trials": 3},
+                                                          "hardware": {"preset": "mnsim-128"}}))
+    stored = RunFolder(tmp_path, "hawis").stored_config(HawisConfig)
+    assert stored["defects"]["variation_sigma"] == 0.1 and stored["defects"]["trials"] == 3
+    assert stored["hardware"]["preset"] == "mnsim-128"
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump({"noise": {"sigma": 0.02, "mode": "relative"}}))
+    stored = RunFolder(tmp_path, "train").stored_config(TrainRunConfig)
+    assert (stored["noise"]["gaussian_sigma"], stored["noise"]["gaussian_mode"]) == (0.02, "relative")

@@ -3,7 +3,8 @@
 `summarize(values)`: n, mean, std (sample standard deviation, ddof = 1; 0 for n = 1), min, p5 (the 5th
 percentile, linear interpolation; UAE's "95%-minimum" is this value), median, max.
 `mean_ci(values)` and `diff_ci(a, b)`: Student-t confidence intervals for a mean and for a difference of two
-independent means (Welch), used wherever a comparison claims a difference.
+independent means (Welch), used wherever a comparison claims a difference. `detectable_difference(std, n_a, n_b)`:
+the smallest difference a design with those seeds per arm detects (two-sided 5 %, 80 % power).
 `rank_correlation(x, y, seed=...)`: Kendall's tau-b and Spearman's rho with percentile-bootstrap and Fisher-z
 intervals (`cimnas hawis rank-check`: does a proxy rank candidates like their stand-alone accuracies?).
 """
@@ -87,6 +88,17 @@ def combination_ci(samples: Sequence[Sequence[float]], coefs: Sequence[float],
     dof = var * var / denom if denom > 0 else 1.0
     half = float(_st.t.ppf(0.5 + level / 2, dof) * np.sqrt(var))
     return est, est - half, est + half
+
+
+def detectable_difference(std: float, n_a: int, n_b: int, alpha: float = 0.05, power: float = 0.8) -> float:
+    """Smallest true difference of two means that a two-sided t test at level `alpha` detects with probability
+    `power`, for samples of n_a and n_b with standard deviation `std`:
+    (t_{1 - alpha/2, df} + t_{power, df}) * std * sqrt(1/n_a + 1/n_b), df = n_a + n_b - 2 (the usual
+    normal-approximation power formula with t quantiles). 13 seeds per arm at std 0.42 detect about 0.5."""
+    check(n_a >= 2 and n_b >= 2, f"a detectable difference needs at least 2 measurements per arm, got {n_a}, {n_b}")
+    check(std >= 0 and 0 < alpha < 1 and 0 < power < 1, "need std >= 0, alpha and power in (0, 1)")
+    df = n_a + n_b - 2
+    return float((_st.t.ppf(1 - alpha / 2, df) + _st.t.ppf(power, df)) * std * np.sqrt(1 / n_a + 1 / n_b))
 
 
 def _kendall_tau_b_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:

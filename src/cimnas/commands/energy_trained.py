@@ -21,9 +21,6 @@ def add_args(p) -> None:
                    help="the energy of a trained model as built (input coding, widths, bits): a checkpoint, or a run "
                         f"folder holding one of {', '.join(RUN_CHECKPOINTS)}; the run's own hardware section is "
                         "used (with any --set on top) unless --preset / --spec is given")
-    p.add_argument("--thermometer", type=int, default=None, metavar="LEVELS",
-                   help="binary models: feed the first layer a thermometer code with LEVELS planes per input channel "
-                        "(HAWIS; the input channels widen LEVELS times)")
 
 
 def checkpoint_path(path: str) -> Path:

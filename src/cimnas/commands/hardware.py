@@ -33,15 +33,9 @@ def _spec_args(p) -> None:
                         "hardware section (spec.FIELD also read; repeatable)")
 
 
-def register(subparsers) -> None:
-    p = subparsers.add_parser(
-        "energy", help="crossbar energy / latency / area of one inference (MNSIM-style)",
-        description="Energy, latency and area of one inference on ReRAM crossbars (MNSIM-2.0 accounting), per layer "
-                    "and in total, of a model described by its options, an --arch file, a trained --checkpoint, or "
-                    "an outside architecture (--model torchvision:NAME, --model-file).",
-        epilog=LAYER_COLUMNS)
-    p.add_argument("--model", default="resnet20", help="registered model name (`cimnas models`), or an outside "
-                   "architecture torchvision:NAME / timm:NAME (optional extras, built without pretrained weights)")
+def arch_args(p, model_help: str = "registered model name (`cimnas models`)") -> None:
+    """The model description of `cimnas energy` and `cimnas align` (read by `energy_arch_args`)."""
+    p.add_argument("--model", default="resnet20", help=model_help)
     p.add_argument("--width-mult", type=float, default=1.0, help="uniform widening U-kx")
     p.add_argument("--widths", default=None, help="comma-separated per-layer widths (overrides --width-mult)")
     p.add_argument("--arch", default=None, help='JSON file with a "widths" or "arch" key (best_arch.json; a final.json '
@@ -55,6 +49,20 @@ def register(subparsers) -> None:
                    help="ResNet shortcuts: A zero-pad (default), B 1x1 conv (MNSIM-2.0's ResNet-20)")
     p.add_argument("--no-topology-mod", action="store_true",
                    help="binary models keep the avg-pool before the classifier (MNSIM-2.0's ResNet-20)")
+    p.add_argument("--thermometer", type=int, default=None, metavar="LEVELS",
+                   help="binary models: feed the first layer a thermometer code with LEVELS planes per input channel "
+                        "(HAWIS; the input channels widen LEVELS times; the HAWIS configs' model.thermometer)")
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "energy", help="crossbar energy / latency / area of one inference (MNSIM-style)",
+        description="Energy, latency and area of one inference on ReRAM crossbars (MNSIM-2.0 accounting), per layer "
+                    "and in total, of a model described by its options, an --arch file, a trained --checkpoint, or "
+                    "an outside architecture (--model torchvision:NAME, --model-file).",
+        epilog=LAYER_COLUMNS)
+    arch_args(p, "registered model name (`cimnas models`), or an outside architecture torchvision:NAME / timm:NAME "
+              "(optional extras, built without pretrained weights)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument("--sort", default="order", choices=SORT_KEYS,
                    help="order of the per-layer rows: network order (default) or the largest first")
@@ -205,8 +213,8 @@ def energy_arch_args(args) -> tuple[dict, tuple[int, int, int]]:
         check(precision == "binary", "--no-topology-mod applies to --bits 1 only (k-bit models keep the pool)")
         refactor["topology_mod"] = False
     if getattr(args, "thermometer", None) is not None:
-        check(precision == "binary", "--thermometer applies to --bits 1 only (a k-bit model keeps its k-bit input)")
-        check(args.thermometer >= 1, f"--thermometer LEVELS must be >= 1, got {args.thermometer}")
+        check(precision == "binary" and 2 <= args.thermometer <= 256, "--thermometer applies to --bits 1 and takes "
+              f"2..256 levels, got {args.thermometer}")
         refactor.update(thermometer=True, thermometer_levels=args.thermometer)
     if refactor:
         kw["refactor"] = refactor

@@ -14,6 +14,8 @@ STUDIES: dict[str, tuple[str, str]] = {
               "HAWIS study: DDPG vs random search vs U-kx as resumable parallel runs (also lambda, compare, spread)"),
     "headroom": ("cimnas.pipelines.studies.headroom",
                  "can any width allocation beat uniform widening at the same energy? (before any search)"),
+    "hawis-aligned": ("cimnas.pipelines.studies.hawis_aligned",
+                      "searches against the aligned-uniform baseline at each searched net's energy (issue 20)"),
     "uae": ("cimnas.pipelines.studies.uae_study",
             "UAE Table 3 study: QuantNAS / NACIM / UAE-M / UAE-95 over seeds, cross retrains, one report"),
 }

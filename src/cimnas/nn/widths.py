@@ -9,8 +9,9 @@ that rounds channels (`round_channels`); everything else calls it or a `WidthSpa
 API
 ---
 - `round_channels(channels, d)`: Eq. 8 rounding, half-up to a multiple of d, at least d.
-- `WidthSpace(base_widths, r_min=1.0, r_max=5.0, d=4)`: frozen config of the space.
-  `n_steps` (= L-1 decisions), `ratio(a)` (Eq. 7), `channels(a, c_out)` (Eq. 8),
+- `WidthSpace(base_widths, r_min=1.0, r_max=5.0, d=4, allowed=None)`: frozen config of the space.
+  `n_steps` (= L-1 decisions), `ratio(a)` (Eq. 7), `channels(a, c_out)` (Eq. 8), `layer_channels(a, l)` (Eq. 8
+  snapped to `allowed[l]`, the crossbar-filling widths of an aligned space; = `channels` when allowed is None),
   `widths(actions) -> WidthArch`, `min_widths()`, `max_widths()` (build the super-net at these),
   `uniform_widths(r, clip=True)` (U-rx), `action_for(width, l)` (inverse of Eq. 7/8);
   samplers for slimmable fine-tuning, all from one `torch.Generator`: `sample_uniform(gen)` (B^1),
@@ -46,6 +47,18 @@ from cimnas.errors import CimnasError, check
 def round_channels(channels: float, d: int) -> int:
     """Eq. 8 rounding: round(channels / d) * d, half-up (2.5 -> 3), and never below d."""
     return max(int(d), int(math.floor(channels / d + 0.5)) * int(d))
+
+
+def width_groups(base: Sequence[int]) -> list[list[int]]:
+    """Indices of consecutive layers of equal base width: the groups a uniform widening keeps equal (a CIFAR
+    ResNet's stem + stage 1, stage 2, stage 3, whose widths its residual adds tie)."""
+    groups: list[list[int]] = []
+    for i, b in enumerate(base):
+        if groups and base[groups[-1][-1]] == b:
+            groups[-1].append(i)
+        else:
+            groups.append([i])
+    return groups
 
 
 @dataclass(frozen=True)
@@ -90,9 +103,21 @@ class WidthSpace:
     r_min: float = 1.0  # lower bound of the expansion ratio (same for every layer)
     r_max: float = 5.0  # upper bound; HAWIS uses 5 (U-5x over-fits beyond it)
     d: int = 4  # channel granularity: every width is a multiple of d
+    # aligned space (`search.aligned`): per layer, the widths the search may pick (crossbar-filling widths from
+    # `cimnas.hardware.align.aligned_choices`); Eq. 8's result snaps down to the largest of them at or below it
+    # (the smallest, below them all). None: every multiple of d. The bounds min_widths / max_widths (the
+    # super-net's) and the U-kx baselines are not snapped, so aligned and free searches share one super-net.
+    allowed: tuple[tuple[int, ...], ...] | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "base_widths", tuple(int(w) for w in self.base_widths))
+        if self.allowed is not None:
+            object.__setattr__(self, "allowed", tuple(tuple(sorted({int(w) for w in a})) for a in self.allowed))
+            check(len(self.allowed) == len(self.base_widths), f"width space: {len(self.allowed)} allowed-width "
+                  f"lists for {len(self.base_widths)} searchable layers")
+            for i, a in enumerate(self.allowed):
+                check(len(a) > 0 and all(w >= 1 and w % self.d == 0 for w in a),
+                      f"width space: allowed widths of layer {i} must be a non-empty list of multiples of d={self.d}")
         check(self.r_min > 0, f"width space r_min must be > 0, got {self.r_min}; use e.g. r_min: 1.0")
         check(self.r_min <= self.r_max,
               f"width space r_min ({self.r_min}) > r_max ({self.r_max}); set r_min <= r_max")
@@ -117,18 +142,28 @@ class WidthSpace:
         """Eq. 8: channels of a layer with 1x width `c_out` under `action`; a multiple of d, >= d."""
         return round_channels(c_out * self.ratio(action), self.d)
 
+    def layer_channels(self, action: float, layer: int) -> int:
+        """Channels of searchable layer `layer` under `action`: Eq. 8, snapped to `allowed` in an aligned space."""
+        c = self.channels(action, self.base_widths[layer])
+        if self.allowed is None:
+            return c
+        a = self.allowed[layer]
+        below = [w for w in a if w <= c]
+        return below[-1] if below else a[0]
+
     def widths(self, actions: Sequence[float]) -> WidthArch:
         """The architecture chosen by one action per searchable layer."""
         check(len(actions) == self.n_steps,
               f"expected {self.n_steps} actions (one per searchable layer), got {len(actions)}")
-        return WidthArch(tuple(self.channels(a, c) for a, c in zip(actions, self.base_widths, strict=True)))
+        return WidthArch(tuple(self.layer_channels(a, i) for i, a in enumerate(actions)))
 
     def min_widths(self) -> WidthArch:
-        return self.widths([0.0] * self.n_steps)
+        """The smallest widths of the space (Eq. 8 at r_min, not snapped)."""
+        return WidthArch(tuple(self.channels(0.0, c) for c in self.base_widths))
 
     def max_widths(self) -> WidthArch:
-        """The largest widths the space can produce: build the super-net at these."""
-        return self.widths([1.0] * self.n_steps)
+        """The largest widths the space can produce (Eq. 8 at r_max, not snapped): build the super-net at these."""
+        return WidthArch(tuple(self.channels(1.0, c) for c in self.base_widths))
 
     def uniform_widths(self, r: float, clip: bool = True) -> WidthArch:
         """U-rx: every layer widened by the same ratio r, rounded as in Eq. 8.
@@ -177,12 +212,18 @@ class WidthSpace:
     def to_dict(self) -> dict:
         d = asdict(self)
         d["base_widths"] = list(self.base_widths)
+        if self.allowed is None:
+            d.pop("allowed")  # space.json of a free space stays as before
+        else:
+            d["allowed"] = [list(a) for a in self.allowed]
         return d
 
     @classmethod
     def from_dict(cls, data: dict) -> WidthSpace:
+        allowed = data.get("allowed")
         return cls(base_widths=tuple(data["base_widths"]), r_min=float(data.get("r_min", 1.0)),
-                   r_max=float(data.get("r_max", 5.0)), d=int(data.get("d", 4)))
+                   r_max=float(data.get("r_max", 5.0)), d=int(data.get("d", 4)),
+                   allowed=None if allowed is None else tuple(tuple(a) for a in allowed))
 
 
 def validate_widths(widths: Sequence[int], space: WidthSpace) -> WidthArch:

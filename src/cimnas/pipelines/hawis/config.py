@@ -129,6 +129,7 @@ class SearchConfig:
     agent: str = "ddpg"  # ddpg | random
     agent_options: dict = field(default_factory=dict)  # fields of the agent's config (e.g. warmup_episodes)
     env: EnvConfig = field(default_factory=EnvConfig)
+    aligned: bool = False  # offer only crossbar-filling widths (cimnas.hardware.align.aligned_choices, space.json)
 
     def validate(self) -> None:
         check(1 <= self.episodes <= 1_000_000, f"search.episodes must be in 1..1000000, got {self.episodes}")
@@ -218,6 +219,8 @@ class HawisConfig:
         dataset_spec(self.data.name, self.data.options)  # the name and its options (no file is read)
         if not self.model.external:
             MODELS.get(self.model.name)
+        check(not (self.search.aligned and self.model.external), f"search.aligned needs a registered model (its "
+              f"crossbar-filling widths come from the zoo's layout), not {self.model.name!r}; drop search.aligned")
         self.hardware.spec()  # the preset and its fields
         if self.search.env.reward_accuracy != "clean":
             check(self.defects.sa0_rate + self.defects.sa1_rate > 0 or self.defects.variation_sigma > 0,

@@ -32,6 +32,7 @@ from cimnas.config import diff_configs, load_config, to_dict
 from cimnas.data import load_from_config
 from cimnas.errors import CimnasError, check
 from cimnas.hardware import montecarlo
+from cimnas.hardware.align import ArchProbe, aligned_choices
 from cimnas.hardware.defects import DefectConfig
 from cimnas.hardware.energy import estimate_model
 from cimnas.limits import check_params
@@ -187,6 +188,8 @@ def make_context(cfg: HawisConfig, run: RunFolder | Follower) -> Context:
         ctx.space = group_space(probe, s.r_min, s.r_max, s.d)
     else:
         ctx.space = WidthSpace(tuple(int(w) for w in probe.base_widths), r_min=s.r_min, r_max=s.r_max, d=s.d)
+    if cfg.search.aligned:
+        ctx.space = aligned_space(ctx)
     ctx.check_size(list(ctx.space.max_widths().widths), "binary", f"the super-net (space.r_max={s.r_max:g})")
     r = cfg.retrain
     if r.widths is not None:
@@ -199,6 +202,16 @@ def make_context(cfg: HawisConfig, run: RunFolder | Follower) -> Context:
     if distributed.is_rank0() and isinstance(run, RunFolder):
         run.write_result("space.json", ctx.space.to_dict())
     return ctx
+
+
+def aligned_space(ctx: Context) -> WidthSpace:
+    """`ctx.space` restricted to crossbar-filling widths on `ctx.spec` (`search.aligned: true`)."""
+    m, sp = ctx.cfg.model, ctx.space
+    probe = ArchProbe(m.name, ctx.spec, in_channels=ctx.splits.in_channels, num_classes=ctx.splits.num_classes,
+                      image_size=ctx.splits.image_size, precision="binary", refactor=m.refactor_dict(),
+                      **m.build_options())
+    allowed = aligned_choices(probe, sp.min_widths().widths, sp.max_widths().widths, sp.d)
+    return WidthSpace(sp.base_widths, sp.r_min, sp.r_max, sp.d, allowed=tuple(tuple(a) for a in allowed))
 
 
 def check_multiples(widths: list[int], n: int, d: int, key: str) -> None:

@@ -41,7 +41,7 @@ from cimnas.hardware.crossbar import HardwareConfig
 from cimnas.hardware.energy import estimate_arch
 from cimnas.nn.models import build_model, named_widths
 from cimnas.nn.refactor import RefactorOptions
-from cimnas.nn.widths import round_channels
+from cimnas.nn.widths import round_channels, width_groups
 from cimnas.parallel import Parallelism, add_parallel_args, parallelism_from_args, run_tasks
 from cimnas.pipelines.train import TrainRunConfig, load_splits, run_training
 from cimnas.reports.figures import finish
@@ -55,6 +55,12 @@ KIND = "study-headroom"
 RESUMABLE = ("uniform", "uniform_seeds", "allocations", "allocation_seeds", "base.train.progress")
 
 
+def check_label(name: str, what: str) -> None:
+    """A model label is a folder (runs/<name>/seed<k>): '' or '../x' would write beside or outside runs/."""
+    check(isinstance(name, str) and re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", name) is not None,
+          f"{what} {name!r} is not a folder name (letters, digits, _ . -, not starting with . or -)")
+
+
 @dataclass
 class AllocationConfig:
     """One hand-made width allocation, scaled to a uniform network's energy."""
@@ -65,9 +71,7 @@ class AllocationConfig:
     match: float = 1.0  # scaled to the crossbar energy of U-<match>x
 
     def validate(self) -> None:
-        # the name is a folder (runs/<name>/seed<k>): '' or '../x' would write beside or outside runs/
-        check(re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", self.name) is not None, f"allocation name {self.name!r} "
-              "is not a folder name (letters, digits, _ . -, not starting with . or -)")
+        check_label(self.name, "allocation name")
         check(bool(self.group_mult) != (self.named is not None),
               f"allocation {self.name!r}: give exactly one of group_mult or named")
         check(all(0 < m <= 16 for m in self.group_mult), f"allocation {self.name!r}: multipliers must be in (0, 16]")
@@ -114,7 +118,7 @@ class Geometry:
             probe = build_model(m.name, in_channels=splits.in_channels, num_classes=splits.num_classes,
                                 image_size=splits.image_size, precision="float", **m.options)
         self.base = [int(w) for w in probe.base_widths]
-        self.groups = _groups(self.base)
+        self.groups = width_groups(self.base)
         self.refactor = RefactorOptions(topology_mod=m.topology_mod, thermometer=m.thermometer,
                                         thermometer_levels=m.thermometer_levels)
         self.spec = cfg.hardware.spec(("energy",))
@@ -157,16 +161,6 @@ class Geometry:
                 hi = mid
         best = min({tuple(widths(s)) for s in (lo, hi)}, key=lambda w: abs(math.log(self.energy(list(w)) / target)))
         return list(best), self.energy(list(best)), target
-
-
-def _groups(base: list[int]) -> list[list[int]]:
-    groups: list[list[int]] = []
-    for i, b in enumerate(base):
-        if groups and base[groups[-1][-1]] == b:
-            groups[-1].append(i)
-        else:
-            groups.append([i])
-    return groups
 
 
 # ---------------------------------------------------------------------------- the study

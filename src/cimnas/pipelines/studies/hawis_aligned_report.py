@@ -1,0 +1,142 @@
+"""Analysis and figure of the aligned-HAWIS study (`hawis_aligned`): per net its seeds' validation and test
+accuracy, its difference from its aligned-uniform baseline with a Welch 95 % interval (`cimnas.stats.diff_ci`), per
+search arm the pooled difference over its search seeds (`combination_ci`) and the verdict, taken on validation
+accuracy; and the smallest difference the design detects (`detectable_difference`, two-sided 5 %, 80 % power).
+
+Accuracies are in percent, differences in percentage points (`*_pct`, `*_points`). A net with fewer than
+`retrain_seeds` finished seeds reports the n it has; comparisons need at least 2 seeds on each side.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from cimnas.reports.figures import finish
+from cimnas.stats import combination_ci, detectable_difference, diff_ci, summarize
+
+KEYS = (("val", "val_acc"), ("test", "test_acc"))
+
+
+def _values(row: dict, key: str) -> list[float]:
+    return [100.0 * r[key] for r in row["runs"] if r.get(key) is not None]
+
+
+def _interval(est: float, lo: float, hi: float) -> dict:
+    return {"diff_points": est, "ci95_points": [lo, hi]}
+
+
+def verdict(iv: dict | None) -> str:
+    if iv is None:
+        return "not enough seeds yet"
+    lo, hi = iv["ci95_points"]
+    return "above the baseline" if lo > 0 else "below the baseline" if hi < 0 else "no difference detected"
+
+
+def analyse(rows: list[dict], planned_n: int) -> dict:
+    by = {r["label"]: r for r in rows}
+    out = []
+    for r in rows:
+        row = {k: r[k] for k in ("label", "kind", "widths", "energy_uj", "arm", "search_seed", "proxy", "baseline",
+                                 "from_width_mult") if k in r}
+        row["n"] = len(r["runs"])
+        for name, key in KEYS:
+            v = _values(r, key)
+            if v:
+                s = summarize(v)
+                row[name] = {"n": s["n"], "mean_pct": s["mean"], "std_pct": s["std"]}
+            b = by.get(r.get("baseline", ""))
+            w = _values(b, key) if b is not None else []
+            if len(v) >= 2 and len(w) >= 2:
+                row[f"{name}_vs_baseline"] = _interval(*diff_ci(v, w))
+        out.append(row)
+    arms = {}
+    for arm in sorted({r["arm"] for r in rows if r.get("arm")}):
+        mine = [r for r in rows if r.get("arm") == arm]
+        nets = [r for r in mine if r.get("baseline")]  # a net that is aligned-uniform itself has no other baseline
+        entry: dict = {"nets": [r["label"] for r in nets],
+                       "aligned_uniform_nets": [r["label"] for r in mine if not r.get("baseline")]}
+        for name, key in KEYS:
+            coef: dict[str, float] = {}
+            for r in nets:
+                coef[r["label"]] = coef.get(r["label"], 0.0) + 1.0 / len(nets)
+                coef[r["baseline"]] = coef.get(r["baseline"], 0.0) - 1.0 / len(nets)
+            samples = [_values(by[lab], key) for lab in coef]
+            if samples and all(len(s) >= 2 for s in samples):
+                entry[f"{name}_vs_baseline"] = _interval(*combination_ci(samples, list(coef.values())))
+        entry["verdict_on_val"] = verdict(entry.get("val_vs_baseline"))
+        arms[arm] = entry
+    stds = [r[name]["std_pct"] for r in out for name, _ in KEYS if r.get(name, {}).get("n", 0) >= 2]
+    pooled = float(np.sqrt(np.mean(np.square(stds)))) if stds else None
+    design = {"planned_seeds_per_net": planned_n, "pooled_seed_std_points": pooled,
+              "detectable_points": detectable_difference(pooled, planned_n, planned_n) if pooled else None,
+              "test": "two-sided Welch t, 5 %, power 80 %"}
+    return {"rows": out, "arms": arms, "design": design, "summary": summary_text(out, arms, design)}
+
+
+def summary_text(rows: list[dict], arms: dict, design: dict) -> str:
+    def acc(r: dict, k: str) -> str:
+        s = r.get(k)
+        return f"{s['mean_pct']:.2f} +- {s['std_pct']:.2f}" if s else "-"
+
+    def diff(d: dict | None) -> str:
+        return f"{d['diff_points']:+.2f} [{d['ci95_points'][0]:+.2f}, {d['ci95_points'][1]:+.2f}]" if d else "-"
+
+    lines = ["| net | kind | energy µJ | n | val % | test % | val - baseline | test - baseline | baseline |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['label']} | {r['kind']} | {r['energy_uj']:.4g} | {r['n']} | {acc(r, 'val')} | "
+                     f"{acc(r, 'test')} | {diff(r.get('val_vs_baseline'))} | {diff(r.get('test_vs_baseline'))} | "
+                     f"{r.get('baseline', '')} |")
+    for arm, e in arms.items():
+        lines.append(f"\n{arm} ({len(e['nets'])} search seeds) vs its aligned-uniform baselines: val "
+                     f"{diff(e.get('val_vs_baseline'))}, test {diff(e.get('test_vs_baseline'))} points: "
+                     f"{e['verdict_on_val']} (decided on validation)")
+    if design["detectable_points"] is not None:
+        lines.append(f"\nDesign: {design['planned_seeds_per_net']} seeds per net, pooled seed std "
+                     f"{design['pooled_seed_std_points']:.2f} points -> smallest detectable difference "
+                     f"{design['detectable_points']:.2f} points ({design['test']}).")
+    return "\n".join(lines) + "\n"
+
+
+def plot(result: dict, proxy: dict[str, list[dict]], path: Path) -> None:
+    """Left: test accuracy of the trained nets (mean +- std over seeds). Right: the searches' proxy accuracies."""
+    import matplotlib
+    import matplotlib.ticker
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4.4))
+    rows = [r for r in result["rows"] if "test" in r]
+    uni = sorted((r for r in rows if r["kind"] == "uniform"), key=lambda r: r["energy_uj"])
+    if uni:
+        ax.errorbar([r["energy_uj"] for r in uni], [r["test"]["mean_pct"] for r in uni],
+                    yerr=[r["test"]["std_pct"] for r in uni], fmt="o-", color="k", capsize=3, label="U-kx")
+    styles = {"aligned-uniform": ("s", "tab:green")}
+    markers = iter(["^", "v", "D", "P", "X", "*"])
+    colors = iter(plt.rcParams["axes.prop_cycle"].by_key()["color"])
+    for key in ["aligned-uniform"] + sorted({r["arm"] for r in rows if r.get("arm")}):
+        pts = [r for r in rows if (r["kind"] == key or r.get("arm") == key)]
+        if not pts:
+            continue
+        m, c = styles.get(key) or (next(markers), next(colors))
+        ns = sorted({r["test"]["n"] for r in pts})
+        ax.errorbar([r["energy_uj"] for r in pts], [r["test"]["mean_pct"] for r in pts],
+                    yerr=[r["test"]["std_pct"] for r in pts], fmt=m, color=c, capsize=3,
+                    label=f"{key} (n = {ns[0]}" + (f"-{ns[-1]})" if len(ns) > 1 else ")"))
+    for a in (ax, bx):
+        a.set_xscale("log")
+        a.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # minor labels overlap on a short range
+    ax.set_xlabel("crossbar energy per inference (µJ)")
+    ax.set_ylabel("test accuracy (%), trained nets, mean +- std over seeds")
+    ax.set_title("Trained nets")
+    if uni or len(rows):
+        ax.legend(fontsize=8)
+    for arm, eps in proxy.items():
+        if eps:
+            bx.scatter([e["energy_uj"] for e in eps], [100 * e["accuracy"] for e in eps], s=8, alpha=0.5, label=arm)
+    finish(fig, bx, path, xlabel="crossbar energy per inference (µJ)",
+           ylabel="held-out accuracy in the search (%), proxy", title="Search proxy (every episode)",
+           legend=any(proxy.values()))

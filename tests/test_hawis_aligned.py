@@ -1,0 +1,115 @@
+"""The aligned-HAWIS study driver at toy scale (digits, an MLP, 2 episodes, 2 seeds): JSON contents and resume."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import yaml
+
+from cimnas.config import load_config
+from cimnas.errors import CimnasError
+from cimnas.pipelines.studies.hawis_aligned import AlignedStudyConfig, Study, tangent_lambda
+from cimnas.stats import detectable_difference
+
+DATA = {"name": "digits", "limit": 200, "test_limit": 80, "seed": 0}
+MODEL = {"name": "mlp", "precision": "binary", "thermometer": True, "thermometer_levels": 4,
+         "options": {"hidden_sizes": [32, 32], "bn": True}}
+TOY = {
+    # bn off in the trained nets: limits.model_footprint runs a batch-1 forward in training mode (BN refuses it)
+    "base": {"seed": 0, "device": "cpu", "data": DATA, "model": dict(MODEL, options={"hidden_sizes": [32, 32]}),
+             "train": {"epochs": 1, "batch_size": 20, "optimizer": "adam", "lr": 0.005, "max_batches": 3,
+                       "progress": False}},
+    "hawis": {"seed": 0, "device": "cpu", "data": DATA,
+              "model": {k: v for k, v in MODEL.items() if k != "precision"},
+              "space": {"r_min": 0.5, "r_max": 2.0, "d": 4},
+              "pretrain": {"epochs": 1, "batch_size": 32, "lr": 0.05, "max_batches": 2},
+              "search": {"episodes": 2, "agent": "ddpg", "agent_options": {"warmup_episodes": 1, "hidden_actor": [8],
+                                                                           "hidden_critic": [8], "batch_size": 2},
+                         "env": {"batch_size": 32, "slimmable_epochs": 0.2, "candidate_epochs": 0.2,
+                                 "bn_recal_batches": 1, "lam": 0.2}},
+              "retrain": {"epochs": 1, "milestones": [], "baselines": []}},
+    "arms": [{"name": "ddpg"}, {"name": "random", "overrides": ["search.agent=random", "search.agent_options={}"]}],
+    "search_seeds": [0],
+    "uniform": [0.5, 1.0],
+    "retrain_seeds": 2,
+    "lam": 0.05,
+    "lambda_seeds": 2,
+}
+
+
+def _cfg(tmp_path, data=None, overrides=()):
+    p = tmp_path / "study.yaml"
+    p.write_text(yaml.safe_dump(data or TOY))
+    return load_config(AlignedStudyConfig, p, list(overrides))
+
+
+def test_tangent_lambda_by_hand():
+    # accuracy 0.80 at U-1x, slope 0.05 per e-fold of energy: R is stationary at U-1x when c = err / s = 4
+    pts = [(math.exp(-1), 0.75), (1.0, 0.80), (math.e, 0.85)]
+    assert tangent_lambda(pts) == pytest.approx(math.exp(-4))
+    with pytest.raises(CimnasError, match="does not rise"):
+        tangent_lambda([(0.5, 0.8), (1.0, 0.8)])
+
+
+def test_detectable_difference_matches_the_reference_design():
+    # REFERENCE-FACTS: 13 seeds per arm at std 0.42 (37 at 0.75) detect about 0.5 points at 80 % power
+    assert detectable_difference(0.42, 13, 13) == pytest.approx(0.5, abs=0.03)
+    assert detectable_difference(0.75, 37, 37) == pytest.approx(0.5, abs=0.03)
+
+
+def test_toy_study_json_and_resume(tmp_path):
+    out = tmp_path / "study"
+    study = Study(_cfg(tmp_path), out)
+    try:
+        res = study.go(publish=str(tmp_path / "pub"))
+    finally:
+        study.run.close()
+    rows = {r["label"]: r for r in res["rows"]}
+    assert {"U-0.5x", "U-1x", "ddpg-s0", "random-s0"} <= set(rows)
+    aus = [r for r in res["rows"] if r["kind"] == "aligned-uniform"]
+    assert aus and all(r["label"].startswith("AU-") for r in aus)
+    # mlp 32-32 (U-1x) fills its crossbars already: it is its own aligned-uniform net, no second copy trains
+    assert "baseline" not in rows["U-1x"] and not any(r["widths"] == rows["U-1x"]["widths"] for r in aus)
+    for label in ("ddpg-s0", "random-s0"):
+        r = rows[label]
+        base = rows[r["baseline"]]
+        assert base["energy_uj"] <= r["energy_uj"] + 1e-9  # the baseline never costs more
+        assert r["n"] == 2 and base["n"] == 2
+        for key in ("val", "test"):
+            assert {"n", "mean_pct", "std_pct"} <= set(r[key])
+            lo, hi = r[f"{key}_vs_baseline"]["ci95_points"]
+            assert lo <= r[f"{key}_vs_baseline"]["diff_points"] <= hi
+        assert r["widths"] and r["energy_uj"] > 0
+    assert set(res["arms"]) == {"ddpg", "random"}
+    assert all("verdict_on_val" in a for a in res["arms"].values())
+    assert res["design"]["detectable_points"] > 0 and res["lambda"] == 0.05
+    assert (out / "figures" / "hawis_aligned.png").is_file()
+    pub = json.loads((tmp_path / "pub" / "hawis_aligned_study.json").read_text())
+    assert pub["rows"] == json.loads(json.dumps(res["rows"]))
+    # resume after a lost model: only that one trains again, every finished one is read back as it was
+    au = aus[0]["label"]
+    finals = sorted(out.glob("runs/*/seed*/final.json")) + sorted(out.glob("uniform/runs/*/seed*/final.json"))
+    stamps = {p: p.stat().st_mtime_ns for p in finals}
+    lost = out / "runs" / au / "seed1"
+    for p in sorted(lost.rglob("*"), reverse=True):
+        p.unlink() if p.is_file() else p.rmdir()
+    lost.rmdir()
+    study = Study(_cfg(tmp_path), out)
+    try:
+        again = study.go()
+    finally:
+        study.run.close()
+    assert {p: p.stat().st_mtime_ns for p in finals if p.parent != lost} == {
+        p: s for p, s in stamps.items() if p.parent != lost}
+    assert (lost / "final.json").is_file()
+    assert [r["n"] for r in again["rows"]] == [r["n"] for r in res["rows"]]
+
+
+def test_bad_study_configs(tmp_path):
+    bad = dict(TOY, uniform=[0.5, 2.0])  # no U-1x
+    with pytest.raises(CimnasError, match="U-1x"):
+        _cfg(tmp_path, bad)
+    with pytest.raises(CimnasError, match="folder name"):
+        _cfg(tmp_path, dict(TOY, arms=[{"name": "../x"}]))
