@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from cimnas.commands import energy_trained
+from cimnas.commands.devices import add_device_args, check_device_flags, preset_from_args, run_over_time, wants_devices
 from cimnas.commands.model_source import add_source_args, check_no_source_flags, rules_of, source_of
 from cimnas.errors import CimnasError, check
 from cimnas.parallel import add_parallel_args, parallelism_from_args
@@ -102,6 +103,7 @@ def register(subparsers) -> None:
     r.add_argument("--out", default=None, help="folder for robustness.json and robustness.png (--sweep)")
     r.add_argument("--json", action="store_true", help="print JSON instead of a table")
     _spec_args(r)
+    add_device_args(r)  # --device-model PRESET --time 0,1h,1d,1y: accuracy over time (commands/devices.py)
     add_parallel_args(r)  # --workers N: trials (or sweep levels) as Ray tasks; same numbers for any N
     add_source_args(r, weights=False)
     r.set_defaults(func=cmd_robustness)
@@ -388,7 +390,11 @@ def cmd_robustness(args) -> int:
     from cimnas.config import check_seed
 
     check_seed(args.seed, "--seed")
-    _check_sweep_flags(args)
+    if wants_devices(args):  # a bad preset, file, field or time is refused before any loading
+        check_device_flags(args)
+        preset_from_args(args)
+    else:
+        _check_sweep_flags(args)
     check(args.trials >= 1, f"--trials must be >= 1, got {args.trials}")
     check(args.max_samples is None or args.max_samples >= 1,
           f"--max-samples must be >= 1 (or left out for the whole split), got {args.max_samples}")
@@ -434,6 +440,8 @@ def cmd_robustness(args) -> int:
     splits = load_dataset(dataset, data_dir=args.data_dir, seed=0)
     split = getattr(splits, args.split)
     progress = sys.stderr.isatty()
+    if wants_devices(args):
+        return run_over_time(args, models, split, spec, dataset)
     if sweep is None and not any((args.sa0_rate, args.sa1_rate, args.variation_sigma, args.gaussian_sigma)):
         sys.stderr.write(f"cimnas: warning: no defect set, so the {args.trials} trials are identical clean "
                          "evaluations; set --sa0-rate / --sa1-rate / --variation-sigma / --gaussian-sigma\n")

@@ -56,6 +56,13 @@ class DefectModel:
         return False
 
 
+def check_finite(value: float, name: str, minimum: float = 0.0) -> float:
+    """`value` as a float, refused (one-line CimnasError) when not finite or below `minimum`."""
+    v = float(value)
+    check(math.isfinite(v) and v >= minimum, f"{name} must be a finite number >= {minimum:g}, got {value}")
+    return v
+
+
 def _normal(shape, gen: torch.Generator, like: torch.Tensor) -> torch.Tensor:
     return torch.randn(shape, generator=gen, device=gen.device, dtype=like.dtype).to(like.device)
 

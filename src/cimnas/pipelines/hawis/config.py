@@ -150,9 +150,15 @@ class DefectsConfig:
     sa1_rate: float = 0.0904  # stuck-at-1 (stuck at high resistance / low conductance)
     variation_sigma: float = 0.0  # lognormal resistance variation theta ~ N(0, sigma^2) (Eq. 3)
     trials: int = 20  # Monte-Carlo samples for the final robustness summary
+    device: str = "ideal"  # device preset on top of the defects (`cimnas devices`: reram-wan2022, pcm-joshi2020)
+    device_time_s: float = 0.0  # seconds since programming at which the chip is read (drift, relaxation)
 
     def validate(self) -> None:
         check(0 <= self.sa0_rate <= 1 and 0 <= self.sa1_rate <= 1, "defect rates must be in [0, 1]")
+        check(self.device_time_s >= 0, f"defects.device_time_s must be >= 0, got {self.device_time_s}")
+        from cimnas.hardware.devices import load_device
+
+        load_device(self.device)  # an unknown preset is refused at load time
         check(0 <= self.variation_sigma <= 10,
               f"defects.variation_sigma must be in [0, 10], got {self.variation_sigma}")
         check(0 <= self.trials <= 100_000, f"defects.trials must be in 0..100000, got {self.trials}")

@@ -32,6 +32,7 @@ from cimnas.config import diff_configs, load_config, to_dict
 from cimnas.data import load_from_config
 from cimnas.errors import CimnasError, check
 from cimnas.hardware import montecarlo
+from cimnas.hardware.aging import device_models
 from cimnas.hardware.align import ArchProbe, aligned_choices
 from cimnas.hardware.defects import DefectConfig
 from cimnas.hardware.energy import estimate_model
@@ -223,10 +224,16 @@ def check_multiples(widths: list[int], n: int, d: int, key: str) -> None:
 
 
 def mc_accuracies(ctx: Context, model: nn.Module, split: Any, trials: int, seed: int) -> list[float]:
-    """Accuracies of `model` over `trials` defect samples (cimnas.hardware.montecarlo)."""
+    """Accuracies of `model` over `trials` defect samples (cimnas.hardware.montecarlo), under `defects.device`
+    read `defects.device_time_s` after programming when set (stage B's mc_* rewards and stage C)."""
     d = ctx.cfg.defects
     defects = DefectConfig(sa0_rate=d.sa0_rate, sa1_rate=d.sa1_rate, variation_sigma=d.variation_sigma)
-    out = montecarlo.evaluate_trials(model, split, ctx.spec, defects, trials, seed, device=ctx.device)
+    if d.device == "ideal":
+        out = montecarlo.evaluate_trials(model, split, ctx.spec, defects, trials, seed, device=ctx.device)
+    else:  # the device preset's models around the defects (cimnas.hardware.aging.chip_models)
+        preset, models = device_models(d.device, d.device_time_s, defects)
+        out = montecarlo.evaluate_trials(model, split, ctx.spec, models, trials, seed, device=ctx.device,
+                                         periphery=preset.periphery)
     return [float(a) for a in out.accs]
 
 

@@ -15,7 +15,7 @@ from cimnas.nn.counting import trace_layers
 from cimnas.nn.models.uae_cnn import build_uae_cnn
 from cimnas.nn.quantizers import FixedPoint
 from cimnas.pipelines.uae.config import UAESearchConfig
-from cimnas.pipelines.uae.noise import evaluate_under_noise, noise_batch_context
+from cimnas.pipelines.uae.noise import device_noise, evaluate_under_noise, noise_batch_context
 from cimnas.search.uae_rewards import summarize
 from cimnas.search.uae_space import UAEArch, UAESpaceConfig
 from cimnas.train import fit
@@ -61,13 +61,18 @@ def child_energy_uj(model: torch.nn.Module, input_shape: tuple[int, int, int], h
     return float(estimate(trace_layers(model, input_shape), hardware.spec(("energy",)))["energy_uj"])
 
 
+def uae_noise(cfg: UAESearchConfig) -> Any:
+    """The noise of a UAE run: the device preset on crossbars (`noise.device`), else UAE's Gaussian (Eq. 1)."""
+    return device_noise(cfg.noise, cfg.hardware.spec()) or cfg.noise.defect()
+
+
 def train_child(model: torch.nn.Module, split: Any, cfg: UAESearchConfig, train: OptimConfig, seed: int,
                 device: torch.device, desc: str = "child") -> list[dict]:
     """Plain or noise-aware (UAE Sec. 4.2) training through `cimnas.train.fit` with `train` (epochs, optimiser);
     batch order from derive_seed(seed, "order"), training noise from derive_seed(seed, "train-noise")."""
     ctx = None
     if cfg.noise_aware():
-        ctx = noise_batch_context(cfg.noise.defect(), make_generator(derive_seed(seed, "train-noise"), device))
+        ctx = noise_batch_context(uae_noise(cfg), make_generator(derive_seed(seed, "train-noise"), device))
     return fit(model, split, train, device=device, seed=derive_seed(seed, "order"), batch_context=ctx, desc=desc)
 
 
@@ -82,7 +87,7 @@ def evaluate_child(arch: UAEArch, cfg: UAESearchConfig, splits: Any, seed: int,
     energy = child_energy_uj(model, shape, cfg.hardware)
     train_child(model, splits.search_train, cfg, cfg.train, seed, device)
     t1 = time.perf_counter()
-    clean, accs = evaluate_under_noise(model, splits.search_eval, k=cfg.eval.k, noise=cfg.noise.defect(),
+    clean, accs = evaluate_under_noise(model, splits.search_eval, k=cfg.eval.k, noise=uae_noise(cfg),
                                        seed=derive_seed(seed, "eval-noise"), batch_size=cfg.eval.batch_size,
                                        max_samples=cfg.eval.max_samples, device=device)
     t2 = time.perf_counter()

@@ -33,9 +33,18 @@ class NoiseConfig:
     gaussian_mode: Literal["absolute", "relative", "bitsliced"] = "absolute"  # cimnas.hardware.defects.NOISE_MODES
     cell_bits: int = 4  # bitsliced mode: bits per device
     weight_bits: int = 8  # bitsliced mode, float layers: bits of the integer code
+    device: str = "ideal"  # device preset (`cimnas devices`) acting on the child mapped onto the `hardware` section
+    device_time_s: float = 0.0  # seconds since programming at which the chip is read (drift, relaxation)
 
     def validate(self) -> None:
         check_gaussian(self.gaussian_sigma, self.gaussian_mode, self.cell_bits, self.weight_bits, "noise.")
+        check(self.device_time_s >= 0, f"noise.device_time_s must be >= 0, got {self.device_time_s}")
+        check(self.device == "ideal" or self.gaussian_mode != "bitsliced", "noise.gaussian_mode bitsliced counts "
+              "noise.cell_bits per device, but with noise.device the crossbar's bits_per_cell hold the weights: use "
+              "absolute or relative (or noise.gaussian_sigma: 0 for the device alone)")
+        from cimnas.hardware.devices import load_device
+
+        load_device(self.device)  # an unknown preset is refused at load time
 
     def defect(self) -> GaussianNoise:
         return GaussianNoise(self.gaussian_sigma, self.gaussian_mode, cell_bits=self.cell_bits,

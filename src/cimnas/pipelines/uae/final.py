@@ -24,9 +24,9 @@ from cimnas.hardware.montecarlo import check_mc_work, model_weights
 from cimnas.nn.models import model_payload
 from cimnas.parallel import Parallelism
 from cimnas.pipelines.uae import search as uae_search
-from cimnas.pipelines.uae.child import build_child, train_child
+from cimnas.pipelines.uae.child import build_child, train_child, uae_noise
 from cimnas.pipelines.uae.config import UAESearchConfig
-from cimnas.pipelines.uae.noise import evaluate_under_noise
+from cimnas.pipelines.uae.noise import device_noise, evaluate_under_noise
 from cimnas.runs import RunFolder
 from cimnas.search.uae_space import UAEArch
 from cimnas.stats import summarize
@@ -60,14 +60,16 @@ def final_evaluation(run: RunFolder, cfg: UAESearchConfig, splits: Any, device: 
     t1 = time.perf_counter()
     sharded = parallel is not None and not parallel.in_process
     clean, accs = evaluate_under_noise(model, splits.test, k=0 if sharded else cfg.final.samples,
-                                       noise=cfg.noise.defect(), seed=derive_seed(seed, "mc"),
+                                       noise=uae_noise(cfg), seed=derive_seed(seed, "mc"),
                                        batch_size=cfg.eval.batch_size, max_samples=cfg.final.max_test_samples,
                                        device=device, progress=cfg.progress)
     if sharded and cfg.final.samples > 0:
-        res, execution = parallel_trials(model, splits.test, None, [cfg.noise.defect()], cfg.final.samples,
+        dn = device_noise(cfg.noise, cfg.hardware.spec())
+        res, execution = parallel_trials(model, splits.test, dn.spec if dn else None,
+                                         dn.models if dn else [cfg.noise.defect()], cfg.final.samples,
                                          derive_seed(seed, "mc"), parallel=parallel, batch_size=cfg.eval.batch_size,
                                          device=str(device), max_samples=cfg.final.max_test_samples,
-                                         progress=cfg.progress)
+                                         progress=cfg.progress, periphery=dn.periphery if dn else None)
         accs = res.accs
         run.record_execution(stage="final", **execution)
     t2 = time.perf_counter()
