@@ -25,7 +25,7 @@ from cimnas.nn.quantizers import DoReFaActivation, DoReFaWeight
 def test_ideal_device_path_gives_todays_results_bit_for_bit():
     net, split = setup()
     spec = CrossbarSpec()
-    d = DefectConfig(sa1=0.05, sigma_variation=0.2)
+    d = DefectConfig(sa1_rate=0.05, variation_sigma=0.2)
     today = evaluate_trials(net, split, spec, d, trials=4, seed=7, batch_size=32)
     ideal = load_device("ideal")
     assert [type(m) for m in chip_models(ideal, 3600.0, True, d)] == [type(m) for m in d.build()]

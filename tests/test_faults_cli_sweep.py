@@ -110,7 +110,8 @@ def test_empty_config_file_is_refused_everywhere(tmp_path, capsys):
     (["--num-classes", "-3"], "--num-classes must be >= 1"),
     (["--widths", ""], "--widths is empty"),  # was silently the 1x widths
     (["--widths", "16", "--arch", "best_arch.json"], "not both"),  # --widths was silently ignored
-    (["--spec", "configs/hardware/mnsim-128.yaml", "--preset", "hawis-tolerance"], "not both"),  # --preset ignored
+    (["--spec", "src/cimnas/hardware/presets/mnsim-128.yaml", "--preset", "hawis-tolerance"],
+     "not both"),  # --preset ignored
     (["--dataset", "digits", "--input-shape", "3x32x32"], "drop --input-shape"),  # --input-shape ignored
 ])
 def test_energy_flags(capsys, argv, needle):

@@ -21,7 +21,7 @@ from cimnas.utils.io import read_jsonl
 TINY = {"device": "cpu", "data": {"name": "digits", "limit": 200, "test_limit": 60},
         "space": {"n_conv": 2, "n_fc": 2, "fc_hidden": 16, "channels": [4, 6], "kernels": [1, 3], "int_bits": [1, 2],
                   "frac_bits": [2, 3], "pool_after": [1]},
-        "noise": {"sigma": 0.04, "mode": "absolute"},
+        "noise": {"gaussian_sigma": 0.04, "gaussian_mode": "absolute"},
         "train": {"epochs": 1, "batch_size": 32, "optimizer": "adam", "lr": 0.01},
         "controller": {"batch_rollouts": 2, "lr": 0.05}, "search": {"episodes": 5, "stop_repeats": 0},
         "final": {"epochs": 1, "samples": 4}}

@@ -126,6 +126,48 @@ def _hints(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
 
+#: config keys renamed for one vocabulary across commands -> their new name: refused with that hint in a config a
+#: person writes, carried over (`migrate_renamed`) in a run folder's stored config.yaml so older runs resume. A
+#: two-part key also matches inside a nested section (`base.noise.sigma` -> `base.noise.gaussian_sigma`).
+RENAMED: dict[str, str] = {"search.hardware_preset": "hardware.preset", "hardware_preset": "hardware.preset",
+                           "defects.sigma": "defects.variation_sigma", "noise.sigma": "noise.gaussian_sigma",
+                           "noise.mode": "noise.gaussian_mode"}
+
+
+def renamed(key: str) -> str | None:
+    """The new full dotted name of config key `key` if it was renamed (see RENAMED), else None."""
+    for old, new in RENAMED.items():
+        if key == old or (old.count(".") == 1 and key.endswith("." + old)):
+            return key[: len(key) - len(old)] + new
+    return None
+
+
+def migrate_renamed(data: dict) -> dict:
+    """A copy of a stored config mapping with every renamed key moved to its new name (a new key already there wins;
+    empty sections are kept)."""
+    flat: dict[str, Any] = {}
+
+    def walk(node: dict, prefix: str) -> None:
+        for key, value in node.items():
+            if isinstance(value, dict) and value:
+                walk(value, f"{prefix}{key}.")
+            else:
+                flat[prefix + key] = value
+
+    walk(data, "")
+    out: dict = {}
+    for key, value in flat.items():
+        new = renamed(key)
+        if new is not None and new in flat:
+            continue
+        node = out
+        parts = (new or key).split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+    return out
+
+
 def from_dict(cls: type[T], data: dict, prefix: str = "") -> T:
     """Build dataclass `cls` from a mapping; unknown keys are errors that list the valid ones."""
     if data is None:
@@ -133,6 +175,9 @@ def from_dict(cls: type[T], data: dict, prefix: str = "") -> T:
     hints = _hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     unknown = [k for k in data if k not in names]
+    if unknown and renamed(prefix + unknown[0]):
+        raise CimnasError(f"config key {prefix + unknown[0]!r} is now {renamed(prefix + unknown[0])!r} (one name "
+                          "for each setting across commands; README 'One vocabulary')")
     if unknown:
         raise CimnasError(
             f"unknown config key {shorten(prefix + str(unknown[0]), 120)}; valid keys here: {', '.join(names)}"

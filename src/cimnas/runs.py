@@ -36,7 +36,7 @@ from typing import Any, TypeVar
 import torch
 import yaml
 
-from cimnas.config import MAX_CONFIG_BYTES, diff_configs, from_dict, safe_yaml, to_dict
+from cimnas.config import MAX_CONFIG_BYTES, diff_configs, from_dict, migrate_renamed, safe_yaml, to_dict
 from cimnas.errors import CimnasError, check
 from cimnas.utils import tensorboard
 from cimnas.utils.io import (
@@ -243,12 +243,13 @@ class RunFolder:
         data = safe_yaml(text, str(path))
         check(isinstance(data, dict), f"{path} does not hold a config mapping; fix it or use a new --out folder")
         if config_cls is not None:
-            try:
-                return to_dict(from_dict(config_cls, data))
-            except CimnasError:
-                pass  # an unknown or mistyped key: compare as stored, the diff names it
-            except TypeError as e:
-                raise CimnasError(f"{path} is not a {config_cls.__name__}; fix it or use a new --out folder") from e
+            for attempt in (data, migrate_renamed(data)):  # then with keys renamed since (config.RENAMED)
+                try:
+                    return to_dict(from_dict(config_cls, attempt))
+                except CimnasError:
+                    pass  # an unknown or mistyped key: compare as stored, the diff names it
+                except TypeError as e:
+                    raise CimnasError(f"{path} is not a {config_cls.__name__}; fix it or use a new --out folder") from e
         return data
 
     def check_extends(self, key: str, new: Any, done: Any, what: str = "epochs") -> None:

@@ -65,7 +65,7 @@ def run_over_time(args, models: dict, split, spec, dataset: str) -> int:
     if out is not None:
         check(not out.exists() or out.is_dir(), f"--out {out} is a file; give a folder for over_time.json")
         check(not (out / "over_time.json").exists(), f"{out / 'over_time.json'} exists; choose a new --out folder")
-    defects = DefectConfig(args.sa0, args.sa1, args.sigma, args.gaussian, args.mode)
+    defects = DefectConfig(args.sa0_rate, args.sa1_rate, args.variation_sigma, args.gaussian_sigma, args.gaussian_mode)
     res = accuracy_over_time(models, split, spec, preset, times, args.trials, args.seed, defects=defects,
                              batch_size=args.batch_size, device=str(resolve_device(args.device)),
                              max_samples=args.max_samples, progress=sys.stderr.isatty())

@@ -87,7 +87,7 @@ def register_search(uae_subparsers: argparse._SubParsersAction) -> None:
                    help="search run whose chosen child is retrained into the new folder --out (with --set changes)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="config change for --from (e.g. train.noise_aware=false)")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print final.json")
     add_parallel_args(p)  # --workers N: the Monte-Carlo samples sharded (same statistics)
     p.set_defaults(func=_final)
     p = uae_subparsers.add_parser("report", help="figures per run and a UAE Table-3 markdown table")

@@ -340,11 +340,11 @@ def _level_config(kind: str, level: float, gaussian_mode: str = "absolute") -> D
     check(kind in ("sa0", "sa1", "variation", "gaussian"),
           f"unknown sweep kind {kind!r}; choose from sa0, sa1, variation, gaussian")
     if kind == "sa0":
-        return DefectConfig(sa0=level)
+        return DefectConfig(sa0_rate=level)
     if kind == "sa1":
-        return DefectConfig(sa1=level)
+        return DefectConfig(sa1_rate=level)
     if kind == "variation":
-        return DefectConfig(sigma_variation=level)
+        return DefectConfig(variation_sigma=level)
     return DefectConfig(gaussian_sigma=level, gaussian_mode=gaussian_mode)  # type: ignore[arg-type]
 
 

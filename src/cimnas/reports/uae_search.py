@@ -8,6 +8,7 @@ evaluated child. `table3(run_dirs)`: UAE Table 3 (method, K, accuracy without no
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -54,13 +55,8 @@ def make_figures(run_dir: str | Path, log: list[dict] | None = None) -> list[Pat
     figs.mkdir(exist_ok=True)
     ep = [r["episode"] for r in log]
     rew = [r["reward"] for r in log]
-    best, run = [], float("-inf")
-    for r in rew:
-        run = max(run, r)
-        best.append(run)
     fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.scatter(ep, rew, s=8, alpha=0.6, label="reward")
-    ax.plot(ep, best, color="C3", label="best so far")
+    reward_axes(ax, ep, rew)
     ax.set_xlabel("episode")
     ax.set_ylabel("reward")
     ax.set_title(f"{run_dir.name}: reward over episodes")
@@ -83,6 +79,19 @@ def make_figures(run_dir: str | Path, log: list[dict] | None = None) -> list[Pat
     fig.savefig(p2, dpi=120)
     plt.close(fig)
     return [p1, p2]
+
+
+def reward_axes(ax: Any, episodes: list[int], rewards: list[float]) -> None:
+    """Rewards per episode and the best so far, drawn as steps (it only changes at an episode), whole-episode ticks."""
+    from cimnas.reports.figures import readable_axes
+
+    best, top = [], float("-inf")
+    for r in rewards:
+        top = max(top, r)
+        best.append(top)
+    ax.scatter(episodes, rewards, s=8, alpha=0.6, label="reward")
+    ax.step(episodes, best, where="post", color="C3", label="best so far")
+    readable_axes(ax, integer_x=True)
 
 
 def table3(run_dirs: list[str | Path]) -> str:

@@ -121,9 +121,12 @@ def _build_model(name: str, *, in_channels: int, num_classes: int, image_size: i
             refactor_fn(model, opts, model.input_shape)
         elif precision == "kbit":
             quantize_kbit(model, bits)
+    # bits as built: k for kbit, 1 for binary (every conv / FC is 1-bit), None for float (a binary model's
+    # arch once said bits: 8, the unused default)
+    built_bits = {"kbit": bits, "binary": 1}.get(precision)
     model.arch_meta = _jsonable({
         "name": name, "in_channels": in_channels, "num_classes": num_classes, "image_size": size,
-        "widths": widths, "width_mult": width_mult, "precision": precision, "bits": bits,
+        "widths": widths, "width_mult": width_mult, "precision": precision, "bits": built_bits,
         "refactor": None if opts is None else opts.__dict__.copy(), **kw,
     })
     return model

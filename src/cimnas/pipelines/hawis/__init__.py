@@ -9,10 +9,12 @@ Run folder (`cimnas hawis run --config FILE --out DIR [--resume]`, kind "hawis",
     episodes.jsonl         one line per finished episode (widths, reward, accuracy, energy, times)
     best_arch.json         highest-reward widths and their search metrics
     pareto.json            accuracy-vs-energy Pareto front of the searched candidates
-    stage_c.json           stage C per trained model: val_accuracy (held-out search_eval), test_accuracy, energy
+    stage_c.json           stage C per trained model: val_accuracy (held-out search_eval), test_accuracy, energy,
+                           robustness (every crossbar-mapped model: searched, Pareto, U-kx, 8-bit)
     final.json             the searched model: accuracies, energy_uj, BiOps/FLOPs, robustness
     checkpoints/           supernet_pretrain.pt (per epoch), supernet.pt (after A), search_state.pt (after every
-                           episode), final_model.pt; all cimnas-checkpoint-v2 payloads
+                           episode), final_model.pt (searched), model_<label>.pt (the other stage-C models, e.g.
+                           model_U-2x.pt); all cimnas-checkpoint-v2 payloads
     figures/, table.md     reports (cimnas.reports.hawis_plots, from these files only)
 
 Modules: config (HawisConfig), context (run folder, data, model builder, size limit), stage_a, stage_b, stage_c.

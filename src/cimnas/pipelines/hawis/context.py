@@ -34,7 +34,6 @@ from cimnas.errors import CimnasError, check
 from cimnas.hardware import montecarlo
 from cimnas.hardware.aging import device_models
 from cimnas.hardware.align import ArchProbe, aligned_choices
-from cimnas.hardware.crossbar import load_spec
 from cimnas.hardware.defects import DefectConfig
 from cimnas.hardware.energy import estimate_model
 from cimnas.limits import check_params
@@ -183,7 +182,7 @@ def make_context(cfg: HawisConfig, run: RunFolder | Follower) -> Context:
     The device is this rank's under torchrun (`distributed.init`), the configured one otherwise."""
     device = distributed.init(cfg.device)
     splits = load_from_config(cfg.data, cfg.seed, device)
-    spec = load_spec(cfg.hardware.preset, cfg.hardware.overrides)
+    spec = cfg.hardware.spec()
     shape = (splits.in_channels, splits.image_size, splits.image_size)
     ctx = Context(cfg, run, splits, device, spec, WidthSpace((1,)), shape)
     s = cfg.space
@@ -235,7 +234,7 @@ def mc_accuracies(ctx: Context, model: nn.Module, split: Any, trials: int, seed:
     """Accuracies of `model` over `trials` defect samples (cimnas.hardware.montecarlo), under `defects.device`
     read `defects.device_time_s` after programming when set (stage B's mc_* rewards and stage C)."""
     d = ctx.cfg.defects
-    defects = DefectConfig(sa0=d.sa0_rate, sa1=d.sa1_rate, sigma_variation=d.sigma)
+    defects = DefectConfig(sa0_rate=d.sa0_rate, sa1_rate=d.sa1_rate, variation_sigma=d.variation_sigma)
     if d.device == "ideal":
         out = montecarlo.evaluate_trials(model, split, ctx.spec, defects, trials, seed, device=ctx.device)
     else:  # the device preset's models around the defects (cimnas.hardware.aging.chip_models)

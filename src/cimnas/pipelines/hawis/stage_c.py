@@ -25,9 +25,10 @@ from cimnas.parallel import Parallelism, run_tasks
 from cimnas.pipelines.hawis.config import RetrainConfig
 from cimnas.pipelines.hawis.context import REFERENCE_PRECISION, Context, mc_accuracies
 from cimnas.pipelines.hawis.stage_b import best_record, pareto_front
-from cimnas.stats import summarize
+from cimnas.stats import at_chance, summarize
 from cimnas.train import evaluate, fit, make_optimizer, make_scheduler
 from cimnas.utils.seed import derive_seed, resolve_device, seed_everything
+from cimnas.utils.units import pct, uj
 
 RESULTS = "stage_c.json"
 TORCHRUN_AND_RAY = ("--workers / --ray-address (Ray workers) and torchrun do not mix: under torchrun every "
@@ -45,7 +46,7 @@ def train_model(ctx: Context, model: nn.Module, rcfg: RetrainConfig, label: str,
     def on_epoch_end(epoch: int, record: dict) -> None:
         if epoch % every == 0 or epoch == rcfg.epochs:
             ctx.run.log(f"stage C {label} epoch {epoch}/{rcfg.epochs}: loss {record['loss']:.4f} "
-                        f"train acc {record['train_acc']:.4f}")
+                        f"train acc {pct(record['train_acc'])}")
 
     t0 = time.perf_counter()
     fit(model, ctx.splits.search_train, rcfg, device=ctx.device, seed=ctx.seed, optimizer=opt, scheduler=sched,
@@ -87,14 +88,20 @@ def retrain_job(ctx: Context, label: str, widths: list[int] | None, precision: s
     trained = train_model(ctx, model, rcfg, label)
     entry = {"widths": list(model.widths), "precision": precision,
              **{k: trained[k] for k in ("val_accuracy", "test_accuracy", "train_s")}, **ctx.energy(model)}
-    checkpoint = None
+    # every crossbar-mapped model (searched, Pareto, U-kx, 8-bit) gets the same robustness trials (same seeds: a
+    # paired comparison, HAWIS Fig. 3 from one run) and every model its checkpoint (`checkpoint_name`)
     if label == "searched":
         entry["energy_detail"] = energy_detail(ctx, model)  # the reports' energy breakdown and crossbar fill
-        if rcfg.robustness and cfg.defects.trials > 0:
-            entry["robustness"] = robustness_summary(ctx, model)
-        checkpoint = model_payload(model, dataset=ctx.splits.info(), config=to_dict(cfg), epoch=rcfg.epochs,
-                                   optimizer=trained["optimizer"], scheduler=trained["scheduler"], metrics=entry)
+    if precision != "float" and rcfg.robustness and cfg.defects.trials > 0:
+        entry["robustness"] = robustness_summary(ctx, model)
+    checkpoint = model_payload(model, dataset=ctx.splits.info(), config=to_dict(cfg), epoch=rcfg.epochs,
+                               optimizer=trained["optimizer"], scheduler=trained["scheduler"], metrics=entry)
     return {"entry": entry, "checkpoint": checkpoint}
+
+
+def checkpoint_name(label: str) -> str:
+    """The stage-C model's file under checkpoints/: final_model.pt for the searched one, model_<label>.pt else."""
+    return "final_model.pt" if label == "searched" else f"model_{label}.pt"
 
 
 def _store(ctx: Context, results: dict, label: str, out: dict) -> None:
@@ -103,11 +110,14 @@ def _store(ctx: Context, results: dict, label: str, out: dict) -> None:
     for line in out.get("log", []):
         run.log(line, echo=False)
     if out["checkpoint"] is not None:
-        run.save("final_model.pt", out["checkpoint"])
+        run.save(checkpoint_name(label), out["checkpoint"])
     results[label] = entry
     run.write_result(RESULTS, results)
-    run.log(f"stage C {label}: val acc {entry['val_accuracy']:.4f}, test acc {entry['test_accuracy']:.4f}, "
-            f"energy {entry['energy_uj']:.4g} uJ")
+    if at_chance(entry["test_accuracy"], ctx.splits.num_classes, len(ctx.splits.test)):
+        run.log(f"warning: stage C {label} is at chance ({pct(entry['test_accuracy'])} test accuracy for "
+                f"{ctx.splits.num_classes} classes): it learned nothing; train longer (retrain.epochs) or check lr")
+    run.log(f"stage C {label}: val acc {pct(entry['val_accuracy'])}, test acc {pct(entry['test_accuracy'])}, "
+            f"energy {uj(entry['energy_uj'])}")
 
 
 class _Lines:
@@ -198,5 +208,5 @@ def robustness_summary(ctx: Context, model: nn.Module) -> dict:
     d = ctx.cfg.defects
     accs = mc_accuracies(ctx, model, ctx.splits.test, d.trials, derive_seed(ctx.seed, "final-mc"))
     s = summarize(accs)
-    return {"sa0_rate": d.sa0_rate, "sa1_rate": d.sa1_rate, "sigma": d.sigma, "trials": s["n"],
+    return {"sa0_rate": d.sa0_rate, "sa1_rate": d.sa1_rate, "variation_sigma": d.variation_sigma, "trials": s["n"],
             **{k: s[k] for k in ("mean", "std", "min", "p5", "median", "max")}}

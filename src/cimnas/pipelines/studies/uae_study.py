@@ -38,7 +38,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from cimnas.cli import STUDY_INTERRUPTED, OneLineParser, guarded
+from cimnas.cli import STUDY_INTERRUPTED, HelpFormatter, OneLineParser, doc_summary, guarded
 from cimnas.config import apply_overrides, diff_configs, from_dict, read_yaml, to_dict, validate
 from cimnas.errors import check
 from cimnas.parallel import Parallelism, add_parallel_args, parallelism_from_args, run_tasks
@@ -231,9 +231,8 @@ def run_study(out: str | Path, *, seeds: Sequence[int] = (0,), methods: Sequence
 
 
 # ============================================================================ CLI
-def main(argv: list[str] | None = None) -> int:
-    p = OneLineParser(prog="python -m cimnas.pipelines.studies.uae_study",
-                      description=__doc__.split("\n")[0])
+def main(argv: list[str] | None = None, prog: str = "python -m cimnas.pipelines.studies.uae_study") -> int:
+    p = OneLineParser(prog=prog, description=doc_summary(__doc__), formatter_class=HelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
     q = sub.add_parser("run", help="the searches of every (method, seed), then the cross retrains, as parallel runs")
     q.add_argument("out", help="study folder (resumed when it exists)")
@@ -246,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     q.add_argument("--no-cross", action="store_true", help="skip the cross retrains (run the command again later)")
     add_parallel_args(q)
     q = sub.add_parser("report", help="OUT/table3.md, OUT/search_stats.md and the per-seed figures")
-    q.add_argument("out")
+    q.add_argument("out", help="study folder")
     q.add_argument("--figures", help="folder of the figures (default OUT/figures)")
     args = p.parse_args(argv)
 

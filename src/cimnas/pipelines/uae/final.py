@@ -31,6 +31,7 @@ from cimnas.runs import RunFolder
 from cimnas.search.uae_space import UAEArch
 from cimnas.stats import summarize
 from cimnas.utils.seed import derive_seed, resolve_device
+from cimnas.utils.units import pct
 
 
 def _dataset_info(splits: Any) -> dict:
@@ -63,7 +64,7 @@ def final_evaluation(run: RunFolder, cfg: UAESearchConfig, splits: Any, device: 
                                        batch_size=cfg.eval.batch_size, max_samples=cfg.final.max_test_samples,
                                        device=device, progress=cfg.progress)
     if sharded and cfg.final.samples > 0:
-        dn = device_noise(cfg.noise, cfg.search.hardware_preset)
+        dn = device_noise(cfg.noise, cfg.hardware.spec())
         res, execution = parallel_trials(model, splits.test, dn.spec if dn else None,
                                          dn.models if dn else [cfg.noise.defect()], cfg.final.samples,
                                          derive_seed(seed, "mc"), parallel=parallel, batch_size=cfg.eval.batch_size,
@@ -74,7 +75,8 @@ def final_evaluation(run: RunFolder, cfg: UAESearchConfig, splits: Any, device: 
     t2 = time.perf_counter()
     s = summarize(accs)
     result = {"label": cfg.label, "k": cfg.eval.k, "statistic": cfg.eval.statistic, "noise_aware": cfg.noise_aware(),
-              "sigma": cfg.noise.sigma, "noise_mode": cfg.noise.mode, "arch_key": arch.key(), "arch": arch.to_dict(),
+              "gaussian_sigma": cfg.noise.gaussian_sigma, "gaussian_mode": cfg.noise.gaussian_mode,
+              "arch_key": arch.key(), "arch": arch.to_dict(),
               "clean_acc": clean, **{k: s[k] for k in ("mean", "std", "min", "p5", "median", "max")},
               "mc_samples": s["n"], "search_time_s": best["search_time_s"],
               "search_time_h": best["search_time_s"] / 3600, "episodes": best["episodes"],
@@ -84,7 +86,7 @@ def final_evaluation(run: RunFolder, cfg: UAESearchConfig, splits: Any, device: 
                                              epoch=cfg.final.epochs,
                                              metrics={k: v for k, v in result.items() if isinstance(v, int | float)}))
     run.write_result("final.json", result)
-    run.log(f"final: clean {clean:.4f}, mean {s['mean']:.4f}, p5 {s['p5']:.4f} over {s['n']} noise samples",
+    run.log(f"final: clean {pct(clean)}, mean {pct(s['mean'])}, p5 {pct(s['p5'])} over {s['n']} noise samples",
             echo=cfg.progress)
     return result
 

@@ -11,7 +11,7 @@ is the weight the accelerator is programmed with, i.e. the *quantized* weight `q
   clean `W` (the paper's save W / perturb / backprop / restore W loop with an exact restore).
 - evaluation (`evaluate_under_noise`): K trials of `cimnas.hardware.montecarlo.evaluate_trials` (weight-level,
   no crossbar): each sample is drawn once and held for the whole split (one deployed chip = one sample).
-- any device (`noise.device: PRESET`, `DeviceNoise`): the child is mapped onto `search.hardware_preset`'s
+- any device (`noise.device: PRESET`, `DeviceNoise`): the child is mapped onto the config's `hardware` section's
   crossbar and the preset's models (programming / read noise, drift, relaxation, ...) act on its conductances,
   in training (one chip per batch, `device_perturbed_weights`) and in the K-sample evaluation (one chip per trial).
 """
@@ -28,7 +28,7 @@ from torch import nn
 
 from cimnas.hardware.aging import device_models
 from cimnas.hardware.chip import Chip
-from cimnas.hardware.crossbar import CrossbarSpec, load_spec
+from cimnas.hardware.crossbar import CrossbarSpec
 from cimnas.hardware.defects import DefectConfig, DefectModel, GaussianNoise
 from cimnas.hardware.mapping import map_model
 from cimnas.hardware.montecarlo import CachedBatches, accuracy, evaluate_trials, mapped_draw
@@ -47,13 +47,13 @@ class DeviceNoise:
     periphery: PeripheryConfig
 
 
-def device_noise(noise: Any, crossbar_preset: str) -> DeviceNoise | None:
+def device_noise(noise: Any, spec: CrossbarSpec) -> DeviceNoise | None:
     """The DeviceNoise of a UAE `noise:` section (None for `device: ideal`: the weight-level Gaussian path)."""
     if noise.device == "ideal":
         return None
-    gauss = DefectConfig(gaussian_sigma=noise.sigma, gaussian_mode=noise.mode)
+    gauss = DefectConfig(gaussian_sigma=noise.gaussian_sigma, gaussian_mode=noise.gaussian_mode)
     preset, models = device_models(noise.device, noise.device_time_s, gauss)
-    return DeviceNoise(load_spec(crossbar_preset), models, preset.periphery)
+    return DeviceNoise(spec, models, preset.periphery)
 
 
 @contextmanager
