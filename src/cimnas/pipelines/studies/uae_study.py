@@ -4,7 +4,7 @@ retrains, then one report (`uae_study_report`).
     python -m cimnas.pipelines.studies.uae_study run OUT [--seeds 0 1] [--methods quantnas nacim uae_m uae_95]
                                                  [--config-dir configs/uae] [--set KEY=VALUE ...] [--no-cross]
                                                  [--workers N | --ray-address A]
-    python -m cimnas.pipelines.studies.uae_study report OUT [--figures DIR]
+    python -m cimnas.pipelines.studies.uae_study report OUT [--figures DIR] [--json FILE]
 
 `run` (`run_study`) runs every (method, seed) as one task of `cimnas.parallel.run_tasks` (in this process, on N
 local Ray workers, or on a Ray cluster), each its own resumable `uae search` run folder (search + final evaluation,
@@ -247,6 +247,8 @@ def main(argv: list[str] | None = None, prog: str = "python -m cimnas.pipelines.
     q = sub.add_parser("report", help="OUT/table3.md, OUT/search_stats.md and the per-seed figures")
     q.add_argument("out", help="study folder")
     q.add_argument("--figures", help="folder of the figures (default OUT/figures)")
+    q.add_argument("--json", dest="json_out", metavar="FILE",
+                   help="also write table3.json there (e.g. docs/results/uae_table3.json)")
     args = p.parse_args(argv)
 
     def run() -> None:
@@ -255,7 +257,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m cimnas.pipelines.
                              overrides=args.overrides, cross=not args.no_cross, par=parallelism_from_args(args))
             print("\n".join(final_line(label, r) for label, r in runs.items()))
         else:
-            print(report(args.out, args.figures), end="")
+            print(report(args.out, args.figures, args.json_out), end="")
 
     # finished models stay in their run folders
     return guarded(run, error="error:", interrupted=STUDY_INTERRUPTED, exiting=argv is None)

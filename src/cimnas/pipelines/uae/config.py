@@ -139,9 +139,12 @@ class FinalSection:
     samples: int = 10000  # Monte-Carlo noise samples on the test set (UAE: 10k)
     lr: float | None = None  # None = train.lr
     max_test_samples: int | None = None
+    retrains: int = 1  # independent retrains of the chosen child (training seeds); final.json holds each and the mean
 
     def validate(self) -> None:
         check(self.epochs >= 0, f"final.epochs must be >= 0, got {self.epochs}")
+        check(1 <= self.retrains <= 100,
+              f"final.retrains must be an integer in 1..100, got {self.retrains!r}")
         check_samples(self.samples, "final.samples (Monte-Carlo samples)", 2)
         check(self.lr is None or 0 < self.lr <= 10, f"final.lr must be in (0, 10] (or null), got {self.lr}")
         check(self.max_test_samples is None or self.max_test_samples >= 1,
