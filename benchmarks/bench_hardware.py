@@ -36,7 +36,7 @@ def mc_overhead() -> float:
     model = build_model("resnet20", in_channels=1, num_classes=10, image_size=8, precision="binary", seed=0).eval()
     spec = CrossbarSpec()
     batches = CachedBatches(splits.test, 512, "cpu")
-    defects = DefectConfig(sa0=0.0175, sa1=0.0904, sigma_variation=0.2)
+    defects = DefectConfig(sa0_rate=0.0175, sa1_rate=0.0904, variation_sigma=0.2)
 
     def clean():
         for _ in range(TRIALS):

@@ -52,7 +52,7 @@ def mc_shard(task_id, payload, shared) -> list[float]:
     model.load_state_dict(shared["state"])
     model.eval()
     batches = CachedBatches(shared["split"], 256, "cpu")
-    draw = mapped_draw(map_model(model, CrossbarSpec()), DefectConfig(sa0=0.01, sa1=0.05).build())
+    draw = mapped_draw(map_model(model, CrossbarSpec()), DefectConfig(sa0_rate=0.01, sa1_rate=0.05).build())
     return [run_trial(model, draw, batches, shared["seed"], t) for t in range(lo, hi)]
 
 

@@ -5,6 +5,7 @@ already in the run folder byte-for-byte unchanged."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -68,3 +69,78 @@ def folder_hash(root: Path) -> dict[str, str]:
 def copy_run(src: Path, dst: Path) -> Path:
     shutil.copytree(src, dst)
     return dst
+
+
+def snapshot(*roots: Path) -> dict[str, object]:
+    """What `roots` hold, walked without following links: every regular file's sha256 (the `.lock` file, which
+    holds the last opener's pid, excluded), every link's target and the sha256 of what it points to (so a
+    write through a link shows), every other entry's kind (FIFO, device). A root that does not exist: None."""
+    out: dict[str, object] = {}
+    for root in map(Path, roots):
+        if not os.path.lexists(root):
+            out[str(root)] = None
+            continue
+        entries = [root] if not root.is_dir() or root.is_symlink() else [root, *sorted(root.rglob("*"))]
+        for p in entries:
+            if p.is_symlink():
+                target = Path(os.readlink(p))
+                target = target if target.is_absolute() else p.parent / target
+                data = hashlib.sha256(target.read_bytes()).hexdigest() if target.is_file() else None
+                out[str(p)] = ("link", str(target), data)
+            elif p.is_file() and p.name != ".lock":
+                out[str(p)] = hashlib.sha256(p.read_bytes()).hexdigest()
+            elif not p.is_file() and not p.is_dir():
+                out[str(p)] = ("special", p.lstat().st_mode)
+    return out
+
+
+def main_refused(capsys, *argv: str | Path, needles: tuple[str, ...] = ()) -> str:
+    """`cimnas ARGV` in this process (`cimnas.cli.main`): exit 2, one line on stderr holding `needles`, no
+    traceback; returns the line."""
+    from cimnas.cli import main
+
+    capsys.readouterr()
+    try:
+        rc = main([str(a) for a in argv])
+    except SystemExit as e:  # argparse
+        rc = e.code
+    return assert_one_line(rc, capsys.readouterr().err, *needles)
+
+
+FINAL = {"label": "tiny", "k": 1, "statistic": "mean", "clean_acc": 0.81, "mean": 0.78, "p5": 0.74,
+         "search_time_h": 0.01, "episodes": 2, "unique_children": 2, "mc_samples": 4}
+
+
+def uae_run(folder, final=None, episodes=None):
+    """A `uae search` run folder as the reports read it (made by hand): run.json, final.json, episodes.jsonl."""
+    folder.mkdir(parents=True)
+    (folder / "run.json").write_text(json.dumps({"format": "cimnas-run-v2", "kind": "uae-search"}))
+    (folder / "final.json").write_text(json.dumps(final or FINAL))
+    recs = episodes or [{"episode": i, "reward": 0.5 + 0.1 * i, "cache_hit": False, "clean_acc": 0.6 + 0.1 * i,
+                         "noisy": {"n": 2, "mean": 0.55 + 0.1 * i}} for i in (1, 2)]
+    (folder / "episodes.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    return folder
+
+
+def finished_train(base: Path) -> tuple[Path, Path]:
+    """A finished one-epoch `cimnas train` run of TINY_TRAIN made in this process under `base`: (config, folder)."""
+    from cimnas.cli import main
+
+    cfg = tiny_config(base)
+    assert main(["train", "--config", str(cfg), "--out", str(base / "run")]) == 0
+    return cfg, base / "run"
+
+
+def char_device(folder: Path) -> Path:
+    """A character device of this test's own (a twin of /dev/zero made with mknod in `folder`), so a check that
+    failed would replace it and never the machine's /dev/null; skips where mknod is not allowed."""
+    import stat
+
+    import pytest
+
+    path = Path(folder) / "chardev"
+    try:
+        os.mknod(path, stat.S_IFCHR | 0o600, os.makedev(1, 5))
+    except (PermissionError, OSError) as e:
+        pytest.skip(f"cannot make a device node here ({e})")
+    return path

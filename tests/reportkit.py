@@ -57,7 +57,7 @@ def hawis_run(root: Path, *, seed: int = 0, episodes: int = 16, aligned: bool = 
         widths = [max(8, 4 * round(b * rng.uniform(0.5, 2.0) / 4)) for b in BASE]
         en = _energy(widths)["energy_uj"]
         acc = 0.6 + 0.1 * rng.random()
-        records.append({"episode": e, "widths": widths, "reward": acc - 0.2 * en, "accuracy": acc, "energy_uj": en,
+        records.append({"episode": e + 1, "widths": widths, "reward": acc - 0.2 * en, "accuracy": acc, "energy_uj": en,
                         "reward_accuracy": acc, "robust": None, "wall_s": 1.0, "times_s": {"finetune": 0.5}})
         append_jsonl(root / "episodes.jsonl", records[-1])
     best = max(records, key=lambda r: (r["reward"], -r["episode"]))
@@ -70,7 +70,7 @@ def hawis_run(root: Path, *, seed: int = 0, episodes: int = 16, aligned: bool = 
                                  "layers": [{k: r[k] for k in DETAIL_FIELDS} for r in est["layers"]]}
     if robustness:
         s = summarize([0.85 + 0.01 * rng.random() for _ in range(10)])
-        searched["robustness"] = {"sa0_rate": 0.0175, "sa1_rate": 0.0904, "sigma": 0.1, "trials": s["n"],
+        searched["robustness"] = {"sa0_rate": 0.0175, "sa1_rate": 0.0904, "variation_sigma": 0.1, "trials": s["n"],
                                   **{k: s[k] for k in ("mean", "std", "min", "p5", "median", "max")}}
     stage_c = {"searched": searched,
                "U-1x": _entry(BASE, 0.8811 + 0.01 * seed, seed),
@@ -96,7 +96,7 @@ def uae_run(root: Path, *, episodes: int = 8) -> dict:
         clean = log[-1]["clean_acc"] if hit else 0.5 + 0.4 * rng.random()
         accs = [clean - 0.05 * rng.random() for _ in range(5)]
         key = log[-1]["arch_key"] if hit else f"{8 + i}-3-1-2|16-3-1-3"
-        rec = {"episode": i, "arch_key": key, "arch": {"layers": []}, "decisions": [i], "reward": sum(accs) / 5,
+        rec = {"episode": i + 1, "arch_key": key, "arch": {"layers": []}, "decisions": [i], "reward": sum(accs) / 5,
                "clean_acc": clean, "noisy": summarize(accs), "noisy_accs": accs, "energy_uj": 0.4, "params": 2000,
                "train_s": 1.0, "eval_s": 0.1, "time_s": 0.0 if hit else 1.1, "cache_hit": hit}
         log.append(rec)
@@ -104,8 +104,8 @@ def uae_run(root: Path, *, episodes: int = 8) -> dict:
     best = max(log, key=lambda r: r["reward"])
     write_json(root / "best_arch.json", {"label": "UAE-M demo", "episodes": episodes, "arch_key": best["arch_key"]})
     s = summarize([0.8712 - 0.01 * rng.random() for _ in range(20)])
-    final = {"label": "UAE-M demo", "k": 5, "statistic": "mean", "noise_aware": True, "sigma": 0.04,
-             "noise_mode": "absolute", "arch_key": best["arch_key"], "arch": {"layers": []}, "clean_acc": 0.9034,
+    final = {"label": "UAE-M demo", "k": 5, "statistic": "mean", "noise_aware": True, "gaussian_sigma": 0.04,
+             "gaussian_mode": "absolute", "arch_key": best["arch_key"], "arch": {"layers": []}, "clean_acc": 0.9034,
              **{k: s[k] for k in ("mean", "std", "min", "p5", "median", "max")}, "mc_samples": s["n"],
              "search_time_s": 9.0, "search_time_h": 0.0025, "episodes": episodes, "unique_children": episodes - 1,
              "stop_reason": "episode_limit", "energy_uj": 0.4, "final_train_s": 2.0, "final_eval_s": 1.0}

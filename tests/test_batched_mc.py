@@ -72,7 +72,7 @@ def test_batched_equals_one_by_one_every_model(name):
 def test_batched_equals_one_by_one_on_crossbars():
     model = build_model("resnet20", in_channels=3, num_classes=10, image_size=8, precision="binary")
     split = labelled(model, 3, 8, n=30)
-    cfg = DefectConfig(sa0=0.0175, sa1=0.0904, sigma_variation=0.2)
+    cfg = DefectConfig(sa0_rate=0.0175, sa1_rate=0.0904, variation_sigma=0.2)
     seq = evaluate_trials(model, split, CrossbarSpec(), cfg, trials=4, seed=2, batch_size=16, trial_batch=1)
     bat = evaluate_trials(model, split, CrossbarSpec(), cfg, trials=4, seed=2, batch_size=16, trial_batch=4)
     odd = evaluate_trials(model, split, CrossbarSpec(), cfg, trials=4, seed=2, batch_size=16, trial_batch=3)

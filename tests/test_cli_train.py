@@ -122,7 +122,7 @@ def test_datasets_command(capsys):
     assert "digits" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("precision, bits", [("float", 8), ("kbit", 8)])
+@pytest.mark.parametrize("precision, bits", [("float", None), ("kbit", 8)])
 def test_float_and_8bit_baselines_train_through_the_same_code(tmp_path, capsys, precision, bits):
     name = "float" if precision == "float" else "8bit"
     rc = train_cli(tmp_path / "run", "--config", f"configs/train/digits_{name}.yaml")

@@ -1,9 +1,9 @@
 """Every file under configs/ loads and validates with the root config class of the command that reads it.
 
 Folder -> command: train/ and ablation/ -> `cimnas train`; hawis/ -> `cimnas hawis`; uae/ -> `cimnas uae search`
-(table1.yaml: `cimnas uae table1`); hardware/ -> a CrossbarSpec file (`--spec-file`); studies/ -> the study driver
-named by the file (headroom_*.yaml: `python -m cimnas.pipelines.studies.headroom`; hawis_aligned_*.yaml:
-`python -m cimnas.pipelines.studies.hawis_aligned`; rank_*_archs.yaml: the `--archs`
+(table1.yaml: `cimnas uae table1`); hardware/ -> a CrossbarSpec file (`--spec`); studies/ -> the study driver
+named by the file (headroom_*.yaml: `cimnas study headroom`; hawis_aligned_*.yaml:
+`cimnas study hawis-aligned`; rank_*_archs.yaml: the `--archs`
 list of `cimnas hawis rank-check`). A file in any other folder
 fails, so a new folder needs a line here.
 """
@@ -63,7 +63,7 @@ def load_any(path: Path) -> object:
 
 def test_every_folder_has_files():
     folders = {p.parent.relative_to(CONFIGS).parts[0] for p in FILES}
-    assert {"train", "ablation", "hawis", "uae", "hardware", "studies"} <= folders
+    assert {"train", "ablation", "hawis", "uae", "studies"} <= folders
     assert len(FILES) >= 26
 
 

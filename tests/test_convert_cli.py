@@ -120,7 +120,7 @@ def test_train_robustness_and_analyze_on_an_outside_model(capsys, tmp_path):
     ckpt = out / "checkpoints" / "checkpoint.pt"
     model, payload = load_model(ckpt, model_file=f"{ZOO}:mlp")
     assert payload["arch"]["conversion"]["layers"] == {"1": "digital", "3": "kbit:8", "5": "kbit:8"}
-    assert payload["config"]["noise"]["sigma"] == 0.02
+    assert payload["config"]["noise"]["gaussian_sigma"] == 0.02
     argv = ["robustness", "--checkpoint", ckpt, "--model-file", f"{ZOO}:mlp", "--sigma", "0.3", "--trials", "3",
             "--max-samples", "100", "--json"]
     code, first, _ = run(capsys, *argv)

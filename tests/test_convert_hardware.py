@@ -69,7 +69,7 @@ def test_monte_carlo_reproducible_by_seed():
     x = torch.rand(64, 3, 8, 8, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         split = Split(x, model(x).argmax(1))  # labels = the ideal model's predictions
-    spec, defects = CrossbarSpec(), DefectConfig(sa0=0.02, sa1=0.1, sigma_variation=0.5)
+    spec, defects = CrossbarSpec(), DefectConfig(sa0_rate=0.02, sa1_rate=0.1, variation_sigma=0.5)
     a = evaluate_trials(model, split, spec, defects, trials=4, seed=7)
     b = evaluate_trials(model, split, spec, defects, trials=4, seed=7)
     c = evaluate_trials(model, split, spec, defects, trials=4, seed=8)

@@ -106,7 +106,7 @@ def test_monte_carlo_on_gpu_batched_equals_one_by_one():
     split = _split(n=64)
     with torch.no_grad():
         split.labels = model(split.images.float() / 255).argmax(1)
-    cfg = DefectConfig(sa0=0.0175, sa1=0.0904, sigma_variation=0.1)
+    cfg = DefectConfig(sa0_rate=0.0175, sa1_rate=0.0904, variation_sigma=0.1)
     seq = evaluate_trials(model, split, CrossbarSpec(), cfg, 6, seed=1, device=CUDA, trial_batch=1)
     auto = evaluate_trials(model, split, CrossbarSpec(), cfg, 6, seed=1, device=CUDA)
     assert auto.accs == seq.accs and seq.mean < 1.0

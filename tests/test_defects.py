@@ -106,13 +106,14 @@ def test_bitsliced_sigma_is_full_conductance_range():
 
 def test_same_generator_seed_same_draw():
     ml = binary_layer()
-    ds = DefectConfig(sa0=0.02, sa1=0.05, sigma_variation=0.2).build()
+    ds = DefectConfig(sa0_rate=0.02, sa1_rate=0.05, variation_sigma=0.2).build()
     assert torch.equal(sample_weight(ml, ds, gen(7)), sample_weight(ml, ds, gen(7)))
     assert not torch.equal(sample_weight(ml, ds, gen(7)), sample_weight(ml, ds, gen(8)))
 
 
-@pytest.mark.parametrize("cfg", [dict(sa0=-0.1), dict(sa1=1.5), dict(sigma_variation=-1), dict(gaussian_sigma=-0.1),
-                                 dict(sa0=0.6, sa1=0.6), dict(gaussian_mode="weird")])
+@pytest.mark.parametrize("cfg", [dict(sa0_rate=-0.1), dict(sa1_rate=1.5), dict(variation_sigma=-1),
+                                 dict(gaussian_sigma=-0.1), dict(sa0_rate=0.6, sa1_rate=0.6),
+                                 dict(gaussian_mode="weird")])
 def test_defect_config_validation(cfg):
     with pytest.raises(CimnasError):
         DefectConfig(**cfg).validate()
@@ -133,7 +134,7 @@ def test_one_noise_modes_tuple_and_batched_draw():
 
     assert NOISE_MODES == ("absolute", "relative", "bitsliced") and GaussianNoise.MODES is NOISE_MODES
     assert analysis.NOISE_MODES is NOISE_MODES
-    assert set(typing.get_args(typing.get_type_hints(NoiseConfig)["mode"])) == set(NOISE_MODES)
+    assert set(typing.get_args(typing.get_type_hints(NoiseConfig)["gaussian_mode"])) == set(NOISE_MODES)
     # the batched draw: n samples of W + N(0, std) per layer in one call, shape (n, *W.shape), mean W, std std
     w = torch.full((50, 40), 0.25)
     out = GaussianNoise.sample_weights([w], [0.1], 30, torch.Generator().manual_seed(0))[0]

@@ -110,7 +110,8 @@ def test_empty_config_file_is_refused_everywhere(tmp_path, capsys):
     (["--num-classes", "-3"], "--num-classes must be >= 1"),
     (["--widths", ""], "--widths is empty"),  # was silently the 1x widths
     (["--widths", "16", "--arch", "best_arch.json"], "not both"),  # --widths was silently ignored
-    (["--spec", "configs/hardware/mnsim-128.yaml", "--preset", "hawis-tolerance"], "not both"),  # --preset ignored
+    (["--spec", "src/cimnas/hardware/presets/mnsim-128.yaml", "--preset", "hawis-tolerance"],
+     "not both"),  # --preset ignored
     (["--dataset", "digits", "--input-shape", "3x32x32"], "drop --input-shape"),  # --input-shape ignored
 ])
 def test_energy_flags(capsys, argv, needle):
@@ -235,7 +236,7 @@ def test_rank_check_space_json_not_a_mapping(runs, tmp_path, capsys):
 # ---------------------------------------------------------------- study drivers
 @pytest.mark.parametrize("content, needle", [
     ("[1]", "is not a spread result"),  # AttributeError traceback
-    ('{"accuracies": 5}', "is not a spread result"),  # TypeError traceback
+    ('{"accuracies": 5}', "accuracies = 5 is not an accuracy in [0, 1]"),  # TypeError traceback; numbers checked
     ('{"widths": [4, 4], "accuracies": {"U-1x-rep9": 0.5}}', "holds the spread of widths [4, 4]"),  # mixed in
 ])
 def test_spread_out_json(tmp_path, capsys, content, needle):

@@ -47,7 +47,7 @@ def test_ideal_trials_are_clean():
 def test_reproducible_and_restores_model():
     net, split = setup()
     w_before = [m.weight.clone() for m in net if isinstance(m, QConv2d | QLinear)]
-    cfg = DefectConfig(sa0=0.05, sa1=0.1, sigma_variation=0.3)
+    cfg = DefectConfig(sa0_rate=0.05, sa1_rate=0.1, variation_sigma=0.3)
     a = evaluate_trials(net, split, CrossbarSpec(), cfg, trials=5, seed=11, batch_size=32)
     b = evaluate_trials(net, split, CrossbarSpec(), cfg, trials=5, seed=11, batch_size=32)
     assert a.accs == b.accs
@@ -59,7 +59,7 @@ def test_reproducible_and_restores_model():
 
 def test_noise_drawn_once_per_trial_not_per_batch():
     net, split = setup()
-    cfg = DefectConfig(sigma_variation=0.5)
+    cfg = DefectConfig(variation_sigma=0.5)
     # the same trial evaluated in 1 batch or in 12 batches gives the same accuracy
     one = evaluate_trials(net, split, CrossbarSpec(), cfg, trials=4, seed=5, batch_size=96)
     many = evaluate_trials(net, split, CrossbarSpec(), cfg, trials=4, seed=5, batch_size=8)
@@ -96,7 +96,7 @@ def test_weight_level_gaussian_trials_without_a_crossbar():
     assert all(m.weight_override is None for _, m in layers)
     # conductance defects need a crossbar: a one-line error
     with pytest.raises(CimnasError, match="crossbar"):
-        evaluate_trials(net, split, None, DefectConfig(sa0=0.1), trials=2, seed=0)
+        evaluate_trials(net, split, None, DefectConfig(sa0_rate=0.1), trials=2, seed=0)
 
 
 def test_monte_carlo_work_limit(monkeypatch):
@@ -107,7 +107,7 @@ def test_monte_carlo_work_limit(monkeypatch):
     monkeypatch.setenv("CIMNAS_MAX_MC_WORK", str(10 * n))
     check_mc_work(10, n)
     with pytest.raises(CimnasError, match=f"11 samples x {n:,} weights") as e:
-        evaluate_trials(net, split, CrossbarSpec(), DefectConfig(sa1=0.1), trials=11, seed=0)
+        evaluate_trials(net, split, CrossbarSpec(), DefectConfig(sa1_rate=0.1), trials=11, seed=0)
     assert "CIMNAS_MAX_MC_WORK=" in str(e.value)
     monkeypatch.setenv("CIMNAS_MAX_MC_WORK", "lots")
     with pytest.raises(CimnasError, match="CIMNAS_MAX_MC_WORK"):

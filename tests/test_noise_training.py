@@ -192,8 +192,8 @@ def test_bitsliced_noise_in_training_uses_the_quantizer_step():
 
 def test_noise_config_validation():
     with pytest.raises(CimnasError):
-        NoiseConfig(sigma=-0.1).validate()
+        NoiseConfig(gaussian_sigma=-0.1).validate()
     with pytest.raises(CimnasError):
-        NoiseConfig(mode="bitslice").validate()
-    NoiseConfig(sigma=0.0).validate()
-    assert NoiseConfig(sigma=0.1, mode="relative").defect().mode == "relative"
+        NoiseConfig(gaussian_mode="bitslice").validate()
+    NoiseConfig(gaussian_sigma=0.0).validate()
+    assert NoiseConfig(gaussian_sigma=0.1, gaussian_mode="relative").defect().mode == "relative"

@@ -87,7 +87,7 @@ def _mc_setup():
         y = model(x).argmax(1)  # clean accuracy 1.0: the defects alone move it
     split = DataSplit(x, y, 1.0)
     shared = {"arch": model.arch_meta, "state": model.state_dict(), "split": split, "seed": 5,
-              "defects": {"sa0": 0.02, "sa1": 0.05, "sigma_variation": 0.3}}
+              "defects": {"sa0_rate": 0.02, "sa1_rate": 0.05, "variation_sigma": 0.3}}
     return model, split, shared
 
 
@@ -277,7 +277,7 @@ def test_uae_search_workers_independence_and_resume(ray_cluster, tmp_path) -> No
         pass
 
     def kill(i):
-        if i == 4:  # mid-batch (batches 0-2, 3-5, 6): episodes 0-4 logged, 5 cancelled
+        if i == 5:  # mid-batch (batches 1-3, 4-6, 7): episodes 1-5 logged, 6 cancelled
             raise Killed
 
     with pytest.raises(Killed):

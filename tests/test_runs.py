@@ -105,7 +105,9 @@ def test_stale_tmp_cleaned_on_resume(tmp_path: Path) -> None:
     stale = tmp_path / "r" / "checkpoints" / ".last.pt.abcd.tmp"
     stale.parent.mkdir()
     stale.write_bytes(b"half")
-    RunFolder.open(tmp_path / "r", "train", {"a": 1}, resume=True).close()
+    with RunFolder.open(tmp_path / "r", "train", {"a": 1}, resume=True) as run:
+        assert stale.exists()  # validate-then-write: opening (every check of the resume) removes nothing
+        run.log("resumed", echo=False)  # the first write cleans up
     assert not stale.exists()
 
 

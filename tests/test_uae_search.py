@@ -71,7 +71,7 @@ def test_run_folder_and_resume_after_kill_matches_uninterrupted(tmp_path):
                  "final.json", "checkpoints/final_model.pt", "figures/rewards.png", "figures/clean_vs_noisy.png"):
         assert (tmp_path / "full" / name).is_file(), name
     log = read_jsonl(tmp_path / "full" / "episodes.jsonl")
-    assert len(log) == 8 and [r["episode"] for r in log] == list(range(8))
+    assert len(log) == 8 and [r["episode"] for r in log] == list(range(1, 9))  # counted from 1, as in the log
     for r in log:
         assert len(r["noisy_accs"]) == 2 and r["reward"] == pytest.approx(sum(r["noisy_accs"]) / 2)
         assert r["energy_uj"] is None or r["energy_uj"] > 0
@@ -84,7 +84,7 @@ def test_run_folder_and_resume_after_kill_matches_uninterrupted(tmp_path):
         pass
 
     def kill(i):
-        if i == 4:  # after 5 episodes: controller checkpoint at 3, two episodes to replay
+        if i == 5:  # after 5 episodes: controller checkpoint at 3, two episodes to replay
             raise Killed
 
     with pytest.raises(Killed):
@@ -151,10 +151,10 @@ def test_p95_is_an_alias_of_p5():
 
 
 @pytest.mark.parametrize("over", [{"eval": {"k": -1}}, {"eval": {"statistic": "q2"}}, {"eval": {"statistic": "avg"}},
-                                  {"noise": {"sigma": -1.0}}, {"final": {"samples": 1}},
+                                  {"noise": {"gaussian_sigma": -1.0}}, {"final": {"samples": 1}},
                                   {"final": {"samples": -5}}, {"final": {"samples": 10**12}},
                                   {"eval": {"k": 10**12}}, {"controller": {"lr": float("nan")}},
-                                  {"controller": {"lr": "nan"}}, {"noise": {"sigma": float("inf")}},
+                                  {"controller": {"lr": "nan"}}, {"noise": {"gaussian_sigma": float("inf")}},
                                   {"space": {"channels": [8, 10**6]}}, {"space": {"channels": []}},
                                   {"noise": {"mode": "bitslice"}}])
 def test_bad_config_values(over):

@@ -17,14 +17,15 @@ from cimnas.errors import CimnasError
 from cimnas.parallel import Parallelism
 from cimnas.pipelines.studies.uae_study_report import report, summary
 from cimnas.utils.io import read_jsonl
+from cimnas.utils.seed import derive_seed
 
 TINY = {"device": "cpu", "data": {"name": "digits", "limit": 200, "test_limit": 60},
         "space": {"n_conv": 2, "n_fc": 2, "fc_hidden": 16, "channels": [4, 6], "kernels": [1, 3], "int_bits": [1, 2],
                   "frac_bits": [2, 3], "pool_after": [1]},
-        "noise": {"sigma": 0.04, "mode": "absolute"},
+        "noise": {"gaussian_sigma": 0.04, "gaussian_mode": "absolute"},
         "train": {"epochs": 1, "batch_size": 32, "optimizer": "adam", "lr": 0.01},
         "controller": {"batch_rollouts": 2, "lr": 0.05}, "search": {"episodes": 5, "stop_repeats": 0},
-        "final": {"epochs": 1, "samples": 4}}
+        "final": {"epochs": 1, "samples": 4, "retrains": 2}}
 METHODS = {"quantnas": ("QuantNAS", 0), "nacim": ("NACIM", 1)}
 SEEDS = (0, 1)
 made_run_search = study.run_search  # the real one (the resume test patches the module's name)
@@ -155,6 +156,36 @@ def test_report_matches_hand_computation(made, tmp_path) -> None:
     for s in SEEDS:
         for name in ("rewards", "clean_vs_noisy"):
             assert (out / "figures" / f"uae_study_{name}_seed{s}.png").stat().st_size > 1000
+
+
+def test_retrains_and_table3_json(made, tmp_path) -> None:
+    """final.retrains: each retrain has its own training seed (retrain 0 keeps the single-retrain seed), the top
+    level holds their means; table3.json (also written to --json) summarises each seed's mean over retrains."""
+    out = _copy(made, tmp_path)
+    assert study.main(["report", str(out), "--json", str(tmp_path / "t3.json")]) == 0
+    t3 = json.loads((tmp_path / "t3.json").read_text())
+    assert t3 == json.loads((out / "table3.json").read_text()) and t3["seeds"] == list(SEEDS)
+    assert (out / "figures" / "uae_table3.png").stat().st_size > 1000
+    rows = {m["method"]: m for m in t3["methods"]}
+    for m in METHODS:
+        finals = [json.loads((out / f"seed{s}" / m / "final.json").read_text()) for s in SEEDS]
+        for s, f in zip(SEEDS, finals, strict=True):
+            seeds = [r["seed"] for r in f["retrains"]]
+            assert len(seeds) == 2 and len(set(seeds)) == 2
+            assert seeds[0] == derive_seed(s, "final", f["arch_key"])
+            for key in ("clean_acc", "mean", "p5"):
+                per = [r[key] for r in f["retrains"]]
+                assert f[key] == pytest.approx(statistics.mean(per))
+                assert f["retrain_std"][key] == pytest.approx(statistics.stdev(per))
+                assert rows[m]["per_seed"][str(s)][key] == per
+        row = rows[m]
+        assert row["retrains_per_seed"] == [2, 2] and row["mc_samples"] == 4
+        v = [f["mean"] for f in finals]
+        assert row["mean"] == pytest.approx({"mean": statistics.mean(v), "std": statistics.stdev(v), "n": 2})
+        assert row["retrain_std_mean"]["p5"] == pytest.approx(statistics.mean(f["retrain_std"]["p5"] for f in finals))
+        assert row["cross"]["noise_aware_in_search"] is (METHODS[m][1] > 0)
+        assert set(row["cross"]["per_seed"]) == {"0", "1"}
+    assert rows["nacim"]["diff_from"]["quantnas"]["mean"]["n"] == 2 and "diff_from" in rows["quantnas"]
 
 
 @pytest.mark.ray

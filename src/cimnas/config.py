@@ -19,6 +19,15 @@ from typing import Any, Literal, TypeVar
 import yaml
 
 from cimnas.errors import CimnasError, check
+from cimnas.utils.safe_yaml import (  # noqa: F401 - SAFE_LOADER, safe_yaml and the bounds are used from here too
+    MAX_CONFIG_BYTES,
+    MAX_CONFIG_DEPTH,
+    MAX_CONFIG_NODES,
+    SAFE_LOADER,
+    _expanded_size,
+    safe_yaml,
+    shorten,
+)
 
 T = TypeVar("T")
 
@@ -44,38 +53,39 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
                 return _coerce(value, a, key)
             except CimnasError:
                 continue
-        raise CimnasError(f"config key {key!r}: {value!r} is not a {_type_name(tp)}")
+        raise CimnasError(f"config key {shorten(key, 120)}: {shorten(value)} is not a {_type_name(tp)}")
     if origin is typing.Literal:
         if value not in args:
-            raise CimnasError(f"config key {key!r}: {value!r} is not one of {', '.join(map(repr, args))}")
+            raise CimnasError(f"config key {shorten(key, 120)}: {shorten(value)} is not one of "
+                              f"{', '.join(map(repr, args))}")
         return value
     if origin in (list, tuple) or tp in (list, tuple):
         if isinstance(value, str):
             value = [v for v in value.split(",") if v.strip() != ""] if value.strip() else []
         if not isinstance(value, list | tuple):
-            raise CimnasError(f"config key {key!r}: expected a list, got {value!r}")
+            raise CimnasError(f"config key {shorten(key, 120)}: expected a list, got {shorten(value)}")
         inner = args[0] if args else Any
         items = [_coerce(v, inner, f"{key}[{i}]") for i, v in enumerate(value)]
         return items if list in (origin, tp) else tuple(items)
     if origin is dict or tp is dict:  # `options: dict` (bare) too: build_model(**5) was a TypeError traceback
         if not isinstance(value, dict):
-            raise CimnasError(f"config key {key!r}: expected a mapping, got {value!r}")
+            raise CimnasError(f"config key {shorten(key, 120)}: expected a mapping, got {shorten(value)}")
         return dict(value)
     if dataclasses.is_dataclass(tp):
         if isinstance(value, tp):
             return value
         if not isinstance(value, dict):
-            raise CimnasError(f"config section {key!r}: expected a mapping, got {value!r}")
+            raise CimnasError(f"config section {shorten(key, 120)}: expected a mapping, got {shorten(value)}")
         return from_dict(tp, value, prefix=key + ".")
     if tp is bool:
         if isinstance(value, bool):
             return value
         if isinstance(value, str) and value.lower() in ("true", "yes", "1", "on", "false", "no", "0", "off"):
             return value.lower() in ("true", "yes", "1", "on")
-        raise CimnasError(f"config key {key!r}: expected true/false, got {value!r}")
+        raise CimnasError(f"config key {shorten(key, 120)}: expected true/false, got {shorten(value)}")
     if tp is int:
         if isinstance(value, bool):
-            raise CimnasError(f"config key {key!r}: expected an integer, got {value!r}")
+            raise CimnasError(f"config key {shorten(key, 120)}: expected an integer, got {shorten(value)}")
         if isinstance(value, int):
             return value
         if isinstance(value, float) and math.isfinite(value) and value.is_integer():
@@ -85,10 +95,10 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
                 return int(value)
             except ValueError:
                 pass
-        raise CimnasError(f"config key {key!r}: expected an integer, got {value!r}")
+        raise CimnasError(f"config key {shorten(key, 120)}: expected an integer, got {shorten(value)}")
     if tp is float:
         if isinstance(value, bool):
-            raise CimnasError(f"config key {key!r}: expected a number, got {value!r}")
+            raise CimnasError(f"config key {shorten(key, 120)}: expected a number, got {shorten(value)}")
         out = None
         if isinstance(value, int | float):
             out = float(value)
@@ -98,21 +108,64 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             except ValueError:
                 pass
         if out is None:
-            raise CimnasError(f"config key {key!r}: expected a number, got {value!r}")
+            raise CimnasError(f"config key {shorten(key, 120)}: expected a number, got {shorten(value)}")
         # every float in every config is finite: inf / nan would train to NaN or overflow later
-        check(math.isfinite(out), f"config key {key!r}: {value!r} is not a finite number; give a finite value")
+        check(math.isfinite(out),
+              f"config key {shorten(key, 120)}: {shorten(value)} is not a finite number; give a finite value")
         return out
     if tp is str:
         if isinstance(value, str):
             return value
         if isinstance(value, int | float) and not isinstance(value, bool):
             return str(value)
-        raise CimnasError(f"config key {key!r}: expected a string, got {value!r}")
+        raise CimnasError(f"config key {shorten(key, 120)}: expected a string, got {shorten(value)}")
     return value
 
 
 def _hints(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
+
+
+#: config keys renamed for one vocabulary across commands -> their new name: refused with that hint in a config a
+#: person writes, carried over (`migrate_renamed`) in a run folder's stored config.yaml so older runs resume. A
+#: two-part key also matches inside a nested section (`base.noise.sigma` -> `base.noise.gaussian_sigma`).
+RENAMED: dict[str, str] = {"search.hardware_preset": "hardware.preset", "hardware_preset": "hardware.preset",
+                           "defects.sigma": "defects.variation_sigma", "noise.sigma": "noise.gaussian_sigma",
+                           "noise.mode": "noise.gaussian_mode"}
+
+
+def renamed(key: str) -> str | None:
+    """The new full dotted name of config key `key` if it was renamed (see RENAMED), else None."""
+    for old, new in RENAMED.items():
+        if key == old or (old.count(".") == 1 and key.endswith("." + old)):
+            return key[: len(key) - len(old)] + new
+    return None
+
+
+def migrate_renamed(data: dict) -> dict:
+    """A copy of a stored config mapping with every renamed key moved to its new name (a new key already there wins;
+    empty sections are kept)."""
+    flat: dict[str, Any] = {}
+
+    def walk(node: dict, prefix: str) -> None:
+        for key, value in node.items():
+            if isinstance(value, dict) and value:
+                walk(value, f"{prefix}{key}.")
+            else:
+                flat[prefix + key] = value
+
+    walk(data, "")
+    out: dict = {}
+    for key, value in flat.items():
+        new = renamed(key)
+        if new is not None and new in flat:
+            continue
+        node = out
+        parts = (new or key).split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+    return out
 
 
 def from_dict(cls: type[T], data: dict, prefix: str = "") -> T:
@@ -122,9 +175,12 @@ def from_dict(cls: type[T], data: dict, prefix: str = "") -> T:
     hints = _hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     unknown = [k for k in data if k not in names]
+    if unknown and renamed(prefix + unknown[0]):
+        raise CimnasError(f"config key {prefix + unknown[0]!r} is now {renamed(prefix + unknown[0])!r} (one name "
+                          "for each setting across commands; README 'One vocabulary')")
     if unknown:
         raise CimnasError(
-            f"unknown config key {prefix + unknown[0]!r}; valid keys here: {', '.join(names)}"
+            f"unknown config key {shorten(prefix + str(unknown[0]), 120)}; valid keys here: {', '.join(names)}"
         )
     kwargs = {k: _coerce(v, hints[k], prefix + k) for k, v in data.items()}
     return cls(**kwargs)
@@ -161,61 +217,25 @@ def validate(cfg: Any, section: str = "") -> None:
             raise CimnasError(f"{name}: {msg}") from e
 
 
-#: PyYAML's safe loader (no Python objects are ever built), in libyaml's C form where installed (~20x faster).
-SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
-#: Largest config a YAML file or an override may expand to (nodes after resolving aliases), and the largest
-#: config file read. Real configs have a few hundred nodes; the bound stops alias ("billion laughs") bombs.
-MAX_CONFIG_NODES = 100_000
-MAX_CONFIG_BYTES = 1 << 20
-
-
-def _expanded_size(node: Any, limit: int) -> int:
-    """Number of nodes of `node` with aliases expanded, counting only up to `limit` (no expansion is built)."""
-    memo: dict[int, int] = {}
-
-    def size(n: Any) -> int:
-        key = id(n)
-        if key in memo:
-            return memo[key]
-        if isinstance(n, dict):
-            total = 1 + sum(size(k) + size(v) for k, v in n.items())
-        elif isinstance(n, list | tuple):
-            total = 1 + sum(size(v) for v in n)
-        else:
-            total = 1
-        memo[key] = total = min(total, limit + 1)
-        return total
-
-    return size(node)
-
-
-def safe_yaml(text: str, where: str) -> Any:
-    """yaml.safe_load (no code runs) with a bound on the expanded size; errors are one line."""
-    try:
-        data = yaml.load(text, Loader=SAFE_LOADER)
-    except yaml.YAMLError as e:
-        raise CimnasError(f"{where} is not valid YAML: {str(e).splitlines()[0]}; fix the file") from e
-    except RecursionError as e:
-        raise CimnasError(f"{where} is nested too deeply to be a config; fix the file") from e
-    check(_expanded_size(data, MAX_CONFIG_NODES) <= MAX_CONFIG_NODES,
-          f"{where} expands to more than {MAX_CONFIG_NODES:,} values (YAML aliases?); a config is far smaller: "
-          "write the values out")
-    return data
-
-
 def parse_override(text: str) -> tuple[list[str], Any]:
     """'a.b.c=value' -> (['a','b','c'], yaml-parsed value; a string where it is not YAML)."""
     if "=" not in text:
-        raise CimnasError(f"override {text!r} must look like section.key=value")
+        raise CimnasError(f"override {shorten(text)} must look like section.key=value")
     key, raw = text.split("=", 1)
-    check(all(p.strip() for p in key.split(".")), f"override {text!r}: the key has an empty part")
+    check(all(p.strip() for p in key.split(".")), f"override {shorten(text)}: the key has an empty part")
     try:
         value = yaml.load(raw, Loader=SAFE_LOADER) if raw != "" else ""
+    except yaml.constructor.ConstructorError as e:  # a duplicate key: never silently "the text itself"
+        raise CimnasError(f"override {shorten(key)}: {str(e).splitlines()[0]}") from None
+    except ValueError:  # an integer of more than 4,300 digits
+        raise CimnasError(f"override {shorten(key)}: the number is too long to be a config value") from None
     except yaml.YAMLError:
         value = raw
+    except RecursionError:
+        raise CimnasError(f"override {shorten(key)} is nested too deeply; write the value out") from None
     check(_expanded_size(value, MAX_CONFIG_NODES) <= MAX_CONFIG_NODES,
-          f"override {key!r} expands to more than {MAX_CONFIG_NODES:,} values; write the values out")
+          f"override {shorten(key)} expands to more than {MAX_CONFIG_NODES:,} values or {MAX_CONFIG_DEPTH} levels; "
+          "write the values out")
     return key.strip().split("."), value
 
 
@@ -230,7 +250,7 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
             if child is None:
                 child = {}
             elif not isinstance(child, dict):
-                raise CimnasError(f"override {text!r}: {part!r} is not a section")
+                raise CimnasError(f"override {shorten(text)}: {shorten(part)} is not a section")
             node[part] = dict(child)
             node = node[part]
         node[path[-1]] = value

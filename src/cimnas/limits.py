@@ -75,6 +75,7 @@ def model_footprint(build: Callable[[], nn.Module], input_shape: Sequence[int], 
             act += out.numel()
 
     handles = [m.register_forward_hook(hook) for m in model.modules() if not list(m.children())]
+    model.eval()  # a batch of one: BatchNorm1d refuses it in training mode (LeNet-5's FC layers); same outputs sizes
     try:
         with torch.no_grad():
             model(torch.empty((1, *input_shape), device="meta"))

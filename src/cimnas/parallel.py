@@ -24,9 +24,13 @@ message; any other task error is re-raised as the original exception type.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
+import os
+import socket
 import sys
-from collections.abc import Callable, Hashable, Mapping
+import tempfile
+from collections.abc import Callable, Hashable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -71,6 +75,14 @@ class Parallelism:
         check(self.ray_address is None or bool(str(self.ray_address).strip()),
               "--ray-address must name a cluster (host:port, or 'auto'); omit it to run locally")
         self.resources.validate()
+        if self.ray_address is not None:
+            _check_reachable(str(self.ray_address))  # up front: Ray retries a dead address for long, noisily
+        if self.resources.gpus > 0 and self.ray_address is None:  # up front: Ray would wait forever for a GPU
+            import torch
+
+            have = torch.cuda.device_count()
+            check(have >= self.resources.gpus, f"--task-gpus {self.resources.gpus:g} asks for a GPU per task and this "
+                  f"machine has {have}; drop --task-gpus or give --ray-address of a cluster with GPUs")
         return self
 
     @property
@@ -168,17 +180,56 @@ def ensure_ray(par: Parallelism) -> Any:
     if ray.is_initialized():
         return ray
     try:
-        if par.ray_address is not None:
-            ray.init(address=par.ray_address, include_dashboard=False, log_to_driver=False,
-                     logging_level="ERROR")
-        else:
-            ray.init(num_cpus=max(1, math.ceil(par.workers * par.resources.cpus)), include_dashboard=False,
-                     log_to_driver=False, logging_level="ERROR")
-    except (ConnectionError, ValueError, RuntimeError) as e:
+        with _stderr_kept_on_success():  # Ray's own warnings of a failed start are not the user's error line
+            if par.ray_address is not None:
+                ray.init(address=par.ray_address, include_dashboard=False, log_to_driver=False,
+                         logging_level="ERROR")
+            else:
+                ray.init(num_cpus=max(1, math.ceil(par.workers * par.resources.cpus)), include_dashboard=False,
+                         log_to_driver=False, logging_level="ERROR")
+    except (ConnectionError, ValueError, RuntimeError, TimeoutError) as e:
         where = par.ray_address or "a local cluster"
         raise CimnasError(f"cannot start Ray on {where}: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
                           "; check --ray-address (a running head node, or 'auto')") from None
+    gpus = ray.cluster_resources().get("GPU", 0.0)
+    check(gpus >= par.resources.gpus, f"--task-gpus {par.resources.gpus:g} asks for a GPU per task and the Ray "
+          f"cluster at {par.ray_address or 'this machine'} has {gpus:g}; drop --task-gpus or add GPU nodes")
     return ray
+
+
+def _check_reachable(address: str) -> None:
+    """A `host:port` (or `ray://host:port`) --ray-address must answer a TCP connection within 3 s; Ray itself
+    retries for a long time and prints a page of warnings before its error."""
+    if address == "auto":
+        return
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    check(bool(host) and port.isdigit() and 0 < int(port) < 65536,
+          f"--ray-address {address!r} is not host:port (or 'auto'); give the head node's address")
+    try:
+        socket.create_connection((host, int(port)), timeout=3).close()
+    except OSError as e:
+        raise CimnasError(f"no Ray cluster answers at --ray-address {address} ({e.strerror or e}); start the head "
+                          "node (`ray start --head`) or check the address") from None
+
+
+@contextlib.contextmanager
+def _stderr_kept_on_success() -> Iterator[None]:
+    """Hold what is written to file descriptor 2 (Ray's C++ and Python warnings) inside the block; write it out
+    after a success, drop it after a failure (whose one-line error says what went wrong)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        ok = False
+        try:
+            yield
+            ok = True
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            if ok:
+                held.seek(0)
+                sys.stderr.write(held.read().decode(errors="replace"))
 
 
 def _on_worker(fn: TaskFn, task_id: Hashable, payload: Any, shared: Any, threads: int) -> Any:

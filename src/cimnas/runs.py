@@ -23,6 +23,7 @@ Rules (docs/guarantees.md):
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import platform
@@ -35,25 +36,32 @@ from typing import Any, TypeVar
 import torch
 import yaml
 
-from cimnas.config import diff_configs, from_dict, safe_yaml, to_dict
+from cimnas.config import MAX_CONFIG_BYTES, diff_configs, from_dict, migrate_renamed, safe_yaml, to_dict
 from cimnas.errors import CimnasError, check
 from cimnas.utils import tensorboard
 from cimnas.utils.io import (
     CHECKPOINT_FORMAT,
+    TMP_SUFFIX,
     append_jsonl,
+    append_text,
     atomic_write_bytes,
+    check_no_links,
     clean_stale_tmp,
     dumps,
     load_checkpoint,
+    open_regular,
     os_error,
     os_errors,
     read_json,
     read_jsonl,
+    read_regular,
     repair_jsonl,
     require_fields,
+    require_regular,
     save_checkpoint,
     write_json,
 )
+from cimnas.utils.states import state_mismatch
 
 RUN_FORMAT = "cimnas-run-v2"
 LOCK_NAME = ".lock"
@@ -68,7 +76,10 @@ class RunFolder:
     kind: str
     resumed: bool = False
     _lock_fd: int | None = None
+    _cleaned: bool = False  # the first write happened (stale temporaries removed)
+    _made: tuple[Path, ...] = ()  # what `open` created for a fresh run: abandon() removes it again
     _tb: Any = None  # TensorBoard writer when the config says `tensorboard: true` (cimnas.utils.tensorboard)
+    _tb_class: Any = None  # made into `_tb` at the first write (validate, then write: no event file before)
 
     # ------------------------------------------------------------------ opening
     @classmethod
@@ -87,30 +98,36 @@ class RunFolder:
             is_file = root.exists() and not root.is_dir()
         if is_file:
             raise CimnasError(f"{root} is a file, not a run folder: give a folder path for --out")
-        if root.is_dir():  # refuse a foreign folder before anything (the lock file) is written into it
+        existed = root.is_dir()
+        if existed:  # refuse a foreign folder before anything (the lock file) is written into it
             _check_not_foreign(root)
+            check_no_links(root)
         try:
             root.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise os_error(root, e, "create the run folder") from e
         run = cls(root, kind)
-        run._lock()
+        had_lock = os.path.lexists(root / LOCK_NAME)
+        run._made = () if existed else (root,)
+        if not had_lock:
+            run._made = (root / LOCK_NAME, *run._made)
+        try:
+            run._lock()
+        except BaseException:
+            run.abandon()  # a lock that could not be written (a full disk): the lock file and a new folder go
+            raise
         try:
             run._check_writable()
             run._adopt(cfg_dict, resume, resumable, config_cls)
-            if writer is not None:
-                run._tb = writer(str(root / "tensorboard"))
+            run._tb_class = writer
         except BaseException:
-            run.close()
+            run.abandon()
             raise
         return run
 
     def _lock(self) -> None:
         path = self.root / LOCK_NAME
-        try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as e:
-            raise os_error(path, e, "create the lock file") from e
+        fd = open_regular(path, os.O_RDWR | os.O_CREAT, doing="create the lock file")
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError as e:
@@ -118,9 +135,10 @@ class RunFolder:
             os.close(fd)
             raise CimnasError(f"{self.root} is in use by another cimnas process (pid {holder}); wait for it to "
                               "finish or choose another --out folder") from e
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
         self._lock_fd = fd
+        with os_errors(path, "write the lock file"):  # a full disk (ENOSPC) is one line, not a traceback
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, str(os.getpid()).encode(), 0)
 
     def close(self) -> None:
         """Release the lock (the process ending does the same); close the TensorBoard writer."""
@@ -134,22 +152,34 @@ class RunFolder:
                 os.close(self._lock_fd)
                 self._lock_fd = None
 
+    def abandon(self) -> None:
+        """Close a run refused before its first write (a config check after `open`): a fresh run leaves nothing
+        behind, neither its run.json / config.yaml nor the lock file nor the folder `open` created, so the same
+        command, fixed, needs no --resume. A run that wrote anything is only closed."""
+        # only what this process made while holding the lock (a second writer refused leaves the first's alone)
+        made = self._made if not self._cleaned and self._lock_fd is not None else ()
+        self.close()
+        for p in made:
+            with contextlib.suppress(OSError):
+                p.rmdir() if p == self.root else p.unlink()
+
     def __enter__(self) -> RunFolder:
         return self
 
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
+    def __exit__(self, exc_type: Any, *exc: Any) -> None:
+        self.abandon() if exc_type is not None else self.close()
 
     def _check_writable(self) -> None:
         probe = self.root / f".write-probe-{os.getpid()}"
         try:
-            with open(probe, "wb") as f:
+            fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+            with os.fdopen(fd, "wb") as f:
                 f.write(b"x")
                 f.flush()
                 os.fsync(f.fileno())
             probe.unlink()
         except OSError as e:
-            if probe.exists():
+            if os.path.lexists(probe):
                 probe.unlink()
             raise os_error(self.root, e, "write into the run folder") from e
 
@@ -161,42 +191,65 @@ class RunFolder:
         meta = read_json(meta_path)
         check(isinstance(meta, dict) and meta.get("format") == RUN_FORMAT,
               f"{meta_path} is not a {RUN_FORMAT} run description; start a new --out folder")
+        check(isinstance(meta.get("executions", []), list)
+              and all(isinstance(e, dict) for e in meta.get("executions", [])),
+              f"{meta_path}: 'executions' is not a list of records; the file is damaged: fix it or use a new "
+              "--out folder")
         if meta.get("kind") != self.kind:
             raise CimnasError(f"{self.root} holds a {meta.get('kind')!r} run, not a {self.kind!r} run; "
                               "choose another --out folder")
         if not resume:
             raise CimnasError(f"{self.root} already holds a {self.kind} run; pass --resume to continue it or "
                               "choose a new --out folder")
-        clean_stale_tmp(self.root)
         old = self.stored_config(config_cls)
         diff = [k for k in diff_configs(old, cfg_dict) if not _admitted(k, resumable)]
         if diff:
             raise CimnasError(f"cannot resume {self.root}: the config differs from the saved run at "
                               f"{', '.join(diff)}; resume with the original config or use a new --out folder")
+        self._check_files()
         self.resumed = True
+
+    def _check_files(self) -> None:
+        """Validate-then-write: before a resume writes anything, every JSONL log must read (numbers checked), every
+        file the run appends to or replaces must open for writing (an immutable log fails here, not after
+        config.yaml was rewritten; opening for append changes nothing) and every checkpoint must load (format,
+        finite tensors; its fit to the model is checked where it is loaded, `load_state`)."""
+        for p in sorted(self.root.iterdir()):
+            if p.name == LOCK_NAME or not p.is_file():
+                continue
+            if p.suffix == ".jsonl":
+                read_jsonl(p)
+            if p.suffix in (".jsonl", ".json", ".yaml", ".log"):
+                os.close(open_regular(p, os.O_WRONLY | os.O_APPEND, doing="write"))
+        if self.ckpt.is_dir():  # every checkpoint reads, is a cimnas one and holds finite tensors only
+            for p in sorted(self.ckpt.iterdir()):
+                if p.is_file() and not p.name.endswith(TMP_SUFFIX):
+                    load_payload(p)
 
     def _start(self, cfg_dict: dict) -> None:
         write_json(self.root / "run.json", {"format": RUN_FORMAT, "kind": self.kind,
                                             "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
                                             "host": platform.node(), "torch": torch.__version__})
-        self.write_config(cfg_dict)
+        self._made = (self.root / "run.json", self.root / "config.yaml", *self._made)
+        atomic_write_bytes(self.root / "config.yaml", yaml.safe_dump(cfg_dict, sort_keys=False).encode())
 
     # ------------------------------------------------------------------ config
     def stored_config(self, config_cls: type | None = None) -> dict:
         """The config stored in config.yaml (through `config_cls` when given, so new keys get defaults)."""
         path = self.root / "config.yaml"
-        check(path.is_file(), f"{self.root} has no config.yaml; it is not a complete run: use a new --out folder")
-        with os_errors(path, "read"):
-            text = path.read_bytes().decode("utf-8", errors="replace")
+        check(require_regular(path, missing_ok=True),
+              f"{self.root} has no config.yaml; it is not a complete run: use a new --out folder")
+        text = read_regular(path, limit=MAX_CONFIG_BYTES).decode("utf-8", errors="replace")
         data = safe_yaml(text, str(path))
         check(isinstance(data, dict), f"{path} does not hold a config mapping; fix it or use a new --out folder")
         if config_cls is not None:
-            try:
-                return to_dict(from_dict(config_cls, data))
-            except CimnasError:
-                pass  # an unknown or mistyped key: compare as stored, the diff names it
-            except TypeError as e:
-                raise CimnasError(f"{path} is not a {config_cls.__name__}; fix it or use a new --out folder") from e
+            for attempt in (data, migrate_renamed(data)):  # then with keys renamed since (config.RENAMED)
+                try:
+                    return to_dict(from_dict(config_cls, attempt))
+                except CimnasError:
+                    pass  # an unknown or mistyped key: compare as stored, the diff names it
+                except TypeError as e:
+                    raise CimnasError(f"{path} is not a {config_cls.__name__}; fix it or use a new --out folder") from e
         return data
 
     def check_extends(self, key: str, new: Any, done: Any, what: str = "epochs") -> None:
@@ -204,14 +257,27 @@ class RunFolder:
         check(new >= done, f"cannot resume {self.root} with {key}={new}: {done} {what} are already done and a "
               f"resume may extend a run, never rewrite its history; give {key} >= {done} or a new --out folder")
 
+    def _before_write(self) -> None:
+        """Called by every write: the first one removes the temporary files of interrupted atomic writes (after
+        every check of the resume, so a refused resume leaves the folder as it was)."""
+        if not self._cleaned:
+            clean_stale_tmp(self.root)
+            self._cleaned = True
+            if self._tb_class is not None:
+                self._tb = self._tb_class(str(self.root / "tensorboard"))
+
     def write_config(self, cfg: Any) -> None:
+        self._before_write()
         cfg_dict = to_dict(cfg) if not isinstance(cfg, dict) else cfg
         atomic_write_bytes(self.root / "config.yaml", yaml.safe_dump(cfg_dict, sort_keys=False).encode())
 
     def record_execution(self, **how: Any) -> None:
         """Note in run.json how this run was executed (workers, Ray address, torchrun world size)."""
+        self._before_write()
         meta = read_json(self.root / "run.json")
-        meta.setdefault("executions", []).append({"at": time.strftime("%Y-%m-%dT%H:%M:%S"), **how})
+        check(isinstance(meta, dict) and isinstance(meta.setdefault("executions", []), list),
+              f"{self.root / 'run.json'}: 'executions' is not a list; the file is damaged: use a new --out folder")
+        meta["executions"].append({"at": time.strftime("%Y-%m-%dT%H:%M:%S"), **how})
         write_json(self.root / "run.json", meta)
 
     # ------------------------------------------------------------------ files
@@ -230,15 +296,18 @@ class RunFolder:
         line = f"[{time.strftime('%H:%M:%S')}] {msg}"
         if echo:
             print(line, flush=True)
-        with os_errors(self.root / "run.log"), open(self.root / "run.log", "a") as f:
-            f.write(line + "\n")
+        self._before_write()
+        append_text(self.root / "run.log", line + "\n")
 
     def append(self, name: str, record: dict) -> None:
+        self._before_write()
         append_jsonl(self.root / name, record)
         self.scalars(Path(name).stem, record)
 
     def scalars(self, group: str, record: dict, step: int | None = None) -> None:
         """Mirror the numbers of `record` to TensorBoard as `group/<field>` (only with `tensorboard: true`)."""
+        if self._tb_class is not None:
+            self._before_write()  # the writer is made at the first write
         if self._tb is not None:
             tensorboard.log_scalars(self._tb, group, record, step if step is not None else
                                     tensorboard.step_of(record, 0))
@@ -248,23 +317,26 @@ class RunFolder:
 
     def rewrite_records(self, name: str, records: list[dict]) -> None:
         """Make log `name` hold exactly `records` (e.g. the ones a checkpoint covers), atomically."""
+        self._before_write()
         path = self.root / name
         repair_jsonl(path)
         text = "".join(dumps(r) + "\n" for r in records)
-        if not path.is_file() or path.read_text() != text:
+        if not require_regular(path, missing_ok=True) or read_regular(path) != text.encode():
             atomic_write_bytes(path, text.encode())
 
     def write_result(self, name: str, obj: Any) -> None:
+        self._before_write()
         write_json(self.root / name, obj)
 
     def read_result(self, name: str) -> Any:
         return read_json(self.root / name)
 
     def has(self, name: str) -> bool:
-        return (self.root / name).is_file()
+        return require_regular(self.root / name, missing_ok=True)
 
     def save(self, name: str, payload: dict) -> None:
         """Atomically save checkpoint `checkpoints/<name>` (payload gets the checkpoint format)."""
+        self._before_write()
         save_checkpoint(self.ckpt / name, {"format": CHECKPOINT_FORMAT, **payload})
 
     def load(self, name: str, fields: dict[str, type | tuple[type, ...]] | None = None,
@@ -303,7 +375,15 @@ def load_payload(path: str | Path, fields: dict[str, type | tuple[type, ...]] | 
 
 
 def load_state(module: torch.nn.Module | Any, state: dict, path: str | Path) -> None:
-    """`module.load_state_dict(state)` with a one-line error when the checkpoint does not fit."""
+    """`module.load_state_dict(state)` with a one-line error when the checkpoint does not fit: a model's tensors
+    must have its dtypes (shapes are checked by torch), an optimiser's state tensors the shapes of its
+    parameters, and any other state (a scheduler's) the kinds of value (number, list, mapping...) it holds now."""
+    check(isinstance(state, dict), f"checkpoint {path}: the state of {type(module).__name__} is a "
+          f"{type(state).__name__}, not a mapping; delete it or use a new --out folder")
+    bad = state_mismatch(module, state)
+    if bad:
+        raise CimnasError(f"checkpoint {path} does not match this model or config ({type(module).__name__}: "
+                          f"{bad[:160]}); delete it or use a new --out folder")
     try:
         module.load_state_dict(state)
     except (RuntimeError, KeyError, ValueError, TypeError, AttributeError, IndexError) as e:

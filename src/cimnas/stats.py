@@ -11,6 +11,7 @@ intervals (`cimnas hawis rank-check`: does a proxy rank candidates like their st
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -26,6 +27,13 @@ def summarize(values: Sequence[float] | np.ndarray) -> dict:
     return {"n": int(a.size), "mean": float(a.mean()), "std": float(a.std(ddof=1)) if a.size > 1 else 0.0,
             "min": float(a.min()), "p5": float(np.percentile(a, 5)), "median": float(np.median(a)),
             "max": float(a.max())}
+
+
+def at_chance(accuracy: float, num_classes: int, samples: int) -> bool:
+    """Is `accuracy` on `samples` examples indistinguishable from guessing among `num_classes`? True when it is at
+    most p + 2 se, p = 1 / num_classes, se = sqrt(p (1 - p) / samples) (the binomial standard error of a guesser)."""
+    p = 1.0 / max(int(num_classes), 1)
+    return float(accuracy) <= p + 2.0 * math.sqrt(p * (1.0 - p) / max(int(samples), 1))
 
 
 def quantile(values: Sequence[float] | np.ndarray, q: float) -> float:

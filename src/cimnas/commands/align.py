@@ -14,9 +14,7 @@ def register(subparsers) -> None:
 
     p = subparsers.add_parser("align", help="crossbar-filling widths: per-layer neighbours, fill, saving, and the "
                               "aligned-uniform net (hardware.align)")
-    arch_args(p)  # --model, --width-mult (U-kx, rounded to multiples of --d here), --widths, --arch, --dataset, ...
-    p.add_argument("--thermometer", type=int, default=None, metavar="LEVELS",
-                   help="thermometer-coded input with LEVELS levels per channel (the HAWIS configs' model.thermometer)")
+    arch_args(p)  # --model, --width-mult (U-kx, rounded to multiples of --d here), --widths, --arch, --thermometer, ...
     p.add_argument("--d", type=int, default=4, help="channel granularity: widths are multiples of d (Eq. 8)")
     p.add_argument("--min-jump", type=float, default=None,
                    help="a count change is a step when its energy jump exceeds the slope beside it by this share "
@@ -32,11 +30,7 @@ def cmd_align(args) -> int:
 
     spec = spec_from_args(args)
     check_d(args.d)
-    kw, shape = energy_arch_args(args)
-    if args.thermometer is not None:
-        check(args.bits == 1 and 2 <= args.thermometer <= 256, "--thermometer applies to --bits 1 and takes 2..256 "
-              f"levels, got {args.thermometer}")
-        kw["refactor"] = {**kw.get("refactor", {}), "thermometer": True, "thermometer_levels": args.thermometer}
+    kw, shape = energy_arch_args(args)  # --thermometer included
     widths = kw.pop("widths")
     k = kw.pop("width_mult")
     min_jump = MIN_JUMP if args.min_jump is None else None if args.min_jump < 0 else args.min_jump

@@ -35,14 +35,17 @@ def register(subparsers) -> None:
                                           "per-array column sums, optional ADC, comparators and integer adds.")
     s.add_argument("folder", help="the --out folder of cimnas export")
     s.add_argument("--dataset", default=None, help="dataset (default: the one the checkpoint was trained on)")
-    s.add_argument("--data-dir", default=None)
-    s.add_argument("--split", default="test", choices=["test", "search_eval", "train"])
+    s.add_argument("--data-dir", default=None, help="folder of the dataset files (default: the dataset's usual places)")
+    s.add_argument("--split", default="test", choices=["test", "search_eval", "train"], help="split to evaluate")
     s.add_argument("--max-samples", type=int, default=None, help="simulate at most this many images")
-    s.add_argument("--batch-size", type=int, default=128)
+    s.add_argument("--batch-size", type=int, default=128, help="evaluation batch size")
     s.add_argument("--adc", action="store_true", help="read columns through the spec's ADC (row groups, clipping)")
-    s.add_argument("--sa0", type=float, default=0.0, help="stuck-at-0 rate per cell (stuck at Gmax)")
-    s.add_argument("--sa1", type=float, default=0.0, help="stuck-at-1 rate per cell (stuck at Gmin)")
-    s.add_argument("--sigma", type=float, default=0.0, help="lognormal resistance variation sigma (HAWIS Eq. 3)")
+    s.add_argument("--sa0-rate", "--sa0", dest="sa0", type=float, default=0.0,
+                   help="stuck-at-0 rate per cell, stuck at Gmax (--sa0: old name)")
+    s.add_argument("--sa1-rate", "--sa1", dest="sa1", type=float, default=0.0,
+                   help="stuck-at-1 rate per cell, stuck at Gmin (--sa1: old name)")
+    s.add_argument("--variation-sigma", "--sigma", dest="sigma", type=float, default=0.0,
+                   help="lognormal resistance variation sigma, HAWIS Eq. 3 (--sigma: old name)")
     s.add_argument("--seed", type=int, default=0, help="seed of the defect draw (one chip)")
     s.add_argument("--json", action="store_true", help="print JSON")
     s.set_defaults(func=cmd_simulate)
@@ -118,14 +121,14 @@ def cmd_simulate(args) -> int:
     acc = float((pred == labels).mean()) if len(labels) else 0.0
     res = {"folder": str(args.folder), "dataset": dataset, "split": args.split, "samples": int(len(labels)),
            "accuracy": acc, "adc": args.adc, "adc_bits": spec.adc_bits if args.adc else None,
-           "defects": {"sa0": args.sa0, "sa1": args.sa1, "sigma": args.sigma}, "seed": args.seed,
+           "defects": {"sa0_rate": args.sa0, "sa1_rate": args.sa1, "variation_sigma": args.sigma}, "seed": args.seed,
            "residual_bits": doc["residual_bits"], "predictions_sha256": _digest(np.asarray(pred, np.int64))}
     if args.json:
         print(json.dumps(res, indent=2))
     else:
         print(f"integer simulation: {100 * acc:.2f}% on {len(labels)} {dataset} {args.split} images "
               f"(residual {doc['residual_bits']} bits, ADC {'on' if args.adc else 'off'}, "
-              f"sa0 {args.sa0}, sa1 {args.sa1}, sigma {args.sigma}, seed {args.seed})")
+              f"sa0_rate {args.sa0}, sa1_rate {args.sa1}, variation_sigma {args.sigma}, seed {args.seed})")
     return 0
 
 

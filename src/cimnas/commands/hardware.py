@@ -6,18 +6,32 @@ import json
 import sys
 from pathlib import Path
 
+from cimnas.commands import energy_trained
+from cimnas.commands.devices import add_device_args, check_device_flags, preset_from_args, run_over_time, wants_devices
 from cimnas.commands.model_source import add_source_args, check_no_source_flags, rules_of, source_of
 from cimnas.errors import CimnasError, check
 from cimnas.parallel import add_parallel_args, parallelism_from_args
 
 DEFAULT_PRESET = "mnsim-default"
+#: --sort choices: network order, or the largest first by this per-layer value
+SORT_KEYS = {"order": None, "energy": "energy_uj", "latency": "latency_us", "crossbars": "crossbars",
+             "positions": "positions"}
+LAYER_COLUMNS = """per-layer columns (JSON keys in brackets):
+  pos     output positions per image [positions]: each one a full pass over the layer's crossbars
+          (an 8x8 output costs 16x a 2x2 one)
+  rounds  crossbar read rounds per position [read_rounds]: input cycles x row rounds x column rounds
+  xbars   pos/neg crossbar pairs holding the layer's weights [crossbars]
+  fill    used cells / cells of those crossbars [utilization]: below 1 where C_in k^2 or C_out
+          leaves rows or columns of a crossbar empty
+  adc% buf%  the ADC and buffer shares of the layer's energy [energy_pj: cells, dac, adc, buffer, digital]"""
 
 
 def _spec_args(p) -> None:
     p.add_argument("--preset", default=None, help="crossbar preset (see `cimnas presets`; default mnsim-default)")
     p.add_argument("--spec", default=None, help="YAML file of CrossbarSpec fields (instead of --preset)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="spec.FIELD=VALUE",
-                   help="override a CrossbarSpec field, e.g. --set spec.rows=128 (repeatable)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="hardware.FIELD=VALUE",
+                   help="override a CrossbarSpec field, e.g. --set hardware.rows=128, the same key as a config's "
+                        "hardware section (spec.FIELD also read; repeatable)")
 
 
 def arch_args(p, model_help: str = "registered model name (`cimnas models`)") -> None:
@@ -25,7 +39,8 @@ def arch_args(p, model_help: str = "registered model name (`cimnas models`)") ->
     p.add_argument("--model", default="resnet20", help=model_help)
     p.add_argument("--width-mult", type=float, default=1.0, help="uniform widening U-kx")
     p.add_argument("--widths", default=None, help="comma-separated per-layer widths (overrides --width-mult)")
-    p.add_argument("--arch", default=None, help='JSON file with a "widths" or "arch" key (e.g. best_arch.json)')
+    p.add_argument("--arch", default=None, help='JSON file with a "widths" or "arch" key (best_arch.json; a final.json '
+                   "whose arch describes the whole model is costed as built)")
     p.add_argument("--bits", type=int, default=1, help="1 = fully binary (HAWIS); k > 1 = k-bit DoReFa")
     p.add_argument("--dataset", default=None, help="take input shape / classes from this dataset")
     p.add_argument("--input-shape", default=None, help="C x H x W when --dataset is not given (default 3x32x32)")
@@ -35,14 +50,25 @@ def arch_args(p, model_help: str = "registered model name (`cimnas models`)") ->
                    help="ResNet shortcuts: A zero-pad (default), B 1x1 conv (MNSIM-2.0's ResNet-20)")
     p.add_argument("--no-topology-mod", action="store_true",
                    help="binary models keep the avg-pool before the classifier (MNSIM-2.0's ResNet-20)")
+    p.add_argument("--thermometer", type=int, default=None, metavar="LEVELS",
+                   help="binary models: feed the first layer a thermometer code with LEVELS planes per input channel "
+                        "(HAWIS; the input channels widen LEVELS times; the HAWIS configs' model.thermometer)")
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("energy", help="crossbar energy / latency / area of one inference (MNSIM-style)")
+    p = subparsers.add_parser(
+        "energy", help="crossbar energy / latency / area of one inference (MNSIM-style)",
+        description="Energy, latency and area of one inference on ReRAM crossbars (MNSIM-2.0 accounting), per layer "
+                    "and in total, of a model described by its options, an --arch file, a trained --checkpoint, or "
+                    "an outside architecture (--model torchvision:NAME, --model-file).",
+        epilog=LAYER_COLUMNS)
     arch_args(p, "registered model name (`cimnas models`), or an outside architecture torchvision:NAME / timm:NAME "
               "(optional extras, built without pretrained weights)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--sort", default="order", choices=SORT_KEYS,
+                   help="order of the per-layer rows: network order (default) or the largest first")
     _spec_args(p)
+    energy_trained.add_args(p)
     add_source_args(p)
     p.set_defaults(func=cmd_energy)
 
@@ -53,42 +79,57 @@ def register(subparsers) -> None:
     r.add_argument("--precision", default="binary", help="for a plain state_dict: the precision of layers no --rule "
                    "names (binary, kbit, kbit:BITS, float)")
     r.add_argument("--labels", default=None, help="comma-separated curve labels, one per checkpoint")
-    r.add_argument("--sa0", type=float, default=0.0, help="stuck-at-0 rate (stuck at Gmax)")
-    r.add_argument("--sa1", type=float, default=0.0, help="stuck-at-1 rate (stuck at Gmin)")
-    r.add_argument("--sigma", type=float, default=0.0, help="lognormal resistance variation sigma (HAWIS Eq. 3)")
-    r.add_argument("--gaussian", type=float, default=0.0, help="additive weight-noise sigma (UAE Eq. 1)")
-    r.add_argument("--mode", default="absolute", help="gaussian mode: absolute | relative | bitsliced")
-    r.add_argument("--trials", type=int, default=10)
-    r.add_argument("--seed", type=int, default=0)
+    # one name per defect setting across commands (README "One vocabulary"); the old flags are read for one release
+    r.add_argument("--sa0-rate", "--sa0", dest="sa0_rate", type=float, default=0.0,
+                   help="stuck-at-0 rate per cell, stuck at Gmax (defects.sa0_rate; --sa0: old name)")
+    r.add_argument("--sa1-rate", "--sa1", dest="sa1_rate", type=float, default=0.0,
+                   help="stuck-at-1 rate per cell, stuck at Gmin (defects.sa1_rate; --sa1: old name)")
+    r.add_argument("--variation-sigma", "--sigma", dest="variation_sigma", type=float, default=0.0,
+                   help="lognormal resistance variation sigma, HAWIS Eq. 3 (defects.variation_sigma; --sigma: "
+                        "old name)")
+    add_gaussian_args(r, 0.0, old_sigma="--gaussian")
+    r.add_argument("--trials", type=int, default=10, help="Monte-Carlo trials: independent defect draws per model")
+    r.add_argument("--seed", type=int, default=0, help="seed of the defect draws (trial t uses a seed derived from it)")
     r.add_argument("--dataset", default=None, help="dataset (default: the checkpoint's)")
-    r.add_argument("--data-dir", default=None)
-    r.add_argument("--split", default="test", choices=["test", "search_eval", "train"])
+    r.add_argument("--data-dir", default=None, help="folder of the dataset files (default: the dataset's usual places)")
+    r.add_argument("--split", default="test", choices=["test", "search_eval", "train"], help="split to evaluate")
     r.add_argument("--max-samples", type=int, default=None, help="evaluate at most this many samples")
-    r.add_argument("--batch-size", type=int, default=512)
-    r.add_argument("--device", default="cpu")
+    r.add_argument("--batch-size", type=int, default=512, help="evaluation batch size")
+    r.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
     r.add_argument("--sweep", action="store_true", help="sweep SA0, SA1 and variation levels (Fig. 3)")
     r.add_argument("--sa0-levels", default=None, help="comma-separated SA0 rates for --sweep")
     r.add_argument("--sa1-levels", default=None, help="comma-separated SA1 rates for --sweep")
     r.add_argument("--sigma-levels", default=None, help="comma-separated variation sigmas for --sweep")
     r.add_argument("--out", default=None, help="folder for robustness.json and robustness.png (--sweep)")
-    r.add_argument("--json", action="store_true")
+    r.add_argument("--json", action="store_true", help="print JSON instead of a table")
     _spec_args(r)
+    add_device_args(r)  # --device-model PRESET --time 0,1h,1d,1y: accuracy over time (commands/devices.py)
     add_parallel_args(r)  # --workers N: trials (or sweep levels) as Ray tasks; same numbers for any N
     add_source_args(r, weights=False)
     r.set_defaults(func=cmd_robustness)
 
-    s = subparsers.add_parser("presets", help="list crossbar presets and their fields")
-    s.add_argument("name", nargs="?", default=None)
+    s = subparsers.add_parser("presets", help="list crossbar presets, what each is for, and their fields")
+    s.add_argument("name", nargs="?", default=None, help="print this preset's fields as JSON")
     s.set_defaults(func=cmd_presets)
 
 
-def spec_from_args(args):
-    """The CrossbarSpec of --preset / --spec / --set (--spec replaces the preset, so giving both is a mistake)."""
+def add_gaussian_args(p, default_sigma: float, old_sigma: str) -> None:
+    """--gaussian-sigma / --gaussian-mode (UAE Eq. 1 weight noise; config keys noise.gaussian_sigma / _mode), with
+    the command's old flag names read for one release."""
+    p.add_argument("--gaussian-sigma", old_sigma, dest="gaussian_sigma", type=float, default=default_sigma,
+                   help=f"std of the additive Gaussian weight noise, UAE Eq. 1 ({old_sigma}: old name)")
+    p.add_argument("--gaussian-mode", "--mode", dest="gaussian_mode", default="absolute",
+                   help="how --gaussian-sigma scales: absolute | relative | bitsliced (--mode: old name)")
+
+
+def spec_from_args(args, uses: tuple[str, ...] = ("energy", "accuracy")):
+    """The CrossbarSpec of --preset / --spec / --set (--spec replaces the preset, so giving both is a mistake);
+    a --set field that no number of `uses` ("energy", "accuracy") depends on is refused."""
     from cimnas.hardware.crossbar import load_spec
 
     check(args.preset is None or args.spec is None, f"give --preset {args.preset} or --spec {args.spec}, not both "
           "(the spec file replaces the preset; change single fields with --set)")
-    return load_spec(args.preset or DEFAULT_PRESET, args.overrides, args.spec)
+    return load_spec(DEFAULT_PRESET if args.preset is None else args.preset, args.overrides, args.spec, uses=uses)
 
 
 def data_dir_arg(path: str | None) -> str | None:
@@ -169,9 +210,16 @@ def energy_arch_args(args) -> tuple[dict, tuple[int, int, int]]:
               width_mult=args.width_mult, precision=precision, bits=args.bits)
     if getattr(args, "shortcut", None):
         kw["shortcut"] = args.shortcut
+    refactor = {}
     if getattr(args, "no_topology_mod", False):
         check(precision == "binary", "--no-topology-mod applies to --bits 1 only (k-bit models keep the pool)")
-        kw["refactor"] = {"topology_mod": False}
+        refactor["topology_mod"] = False
+    if getattr(args, "thermometer", None) is not None:
+        check(precision == "binary" and 2 <= args.thermometer <= 256, "--thermometer applies to --bits 1 and takes "
+              f"2..256 levels, got {args.thermometer}")
+        refactor.update(thermometer=True, thermometer_levels=args.thermometer)
+    if refactor:
+        kw["refactor"] = refactor
     return kw, shape
 
 
@@ -209,7 +257,11 @@ def cmd_energy(args) -> int:
     from cimnas.hardware.energy import estimate, estimate_model
     from cimnas.nn.counting import arch_geometry
 
-    spec = spec_from_args(args)
+    trained = energy_trained.trained_energy(args, ("energy",))
+    if trained is not None:
+        res, shape, spec, name = trained
+        return _report_energy(args, name, spec, shape, res, None)
+    spec = spec_from_args(args, ("energy",))
     source = source_of(args)
     if source is not None:
         model, shape = external_energy_model(args, source)
@@ -230,8 +282,9 @@ def cmd_energy(args) -> int:
 
 def _report_energy(args, name: str, spec, shape, res: dict, conversion: dict | None) -> int:
     """Print the energy result as JSON or a table (a converted model lists its digital layers too)."""
-    keys = ("name", "in_channels", "out_channels", "kernel_size", "utilization", "energy_uj", "latency_us",
-            "area_mm2", "crossbars", "biops", "flops", "row_tiles", "col_tiles", "weight_bits", "act_bits")
+    keys = ("name", "in_channels", "out_channels", "kernel_size", "positions", "read_rounds", "input_cycles",
+            "crossbars", "tiles", "utilization", "energy_uj", "energy_pj", "latency_us", "area_mm2", "biops", "flops",
+            "row_tiles", "col_tiles", "weight_bits", "act_bits")
     out = {"model": name, "preset": spec.name, "input_shape": list(shape),
            **{k: res[k] for k in ("energy_uj", "latency_us", "area_mm2", "crossbars", "arrays", "tiles", "biops",
                                   "flops")},
@@ -239,18 +292,27 @@ def _report_energy(args, name: str, spec, shape, res: dict, conversion: dict | N
            "layers": [{k: lay[k] for k in keys} for lay in res["layers"]]}
     if conversion is not None:
         out["conversion"] = conversion
+    if spec.purpose.startswith("accuracy only"):
+        sys.stderr.write(f"cimnas: warning: preset {spec.name} is for {spec.purpose}; use mnsim-default for "
+                         "energy\n")
+    if SORT_KEYS[args.sort]:
+        out["layers"].sort(key=lambda r: -r[SORT_KEYS[args.sort]])
     if args.json:
         print(json.dumps(out, indent=2))
         return 0
     print(f"{name} on {spec.name} ({spec.rows}x{spec.columns}), input {'x'.join(map(str, shape))}")
     if conversion is not None:
         print(f"converted: {conversion['summary']}")
-    print(f"{'layer':<22}{'Cin':>6}{'Cout':>6}{'k':>3}{'xbars':>7}{'util':>7}{'energy uJ':>11}{'lat us':>9}")
+    print(f"{'layer':<22}{'Cin':>6}{'Cout':>6}{'k':>3}{'pos':>6}{'rounds':>7}{'xbars':>6}{'fill':>6}"
+          f"{'energy uJ':>11}{'adc%':>6}{'buf%':>6}{'lat us':>9}")
     for r in out["layers"]:
-        print(f"{r['name']:<22}{r['in_channels']:>6}{r['out_channels']:>6}{r['kernel_size']:>3}{r['crossbars']:>7}"
-              f"{r['utilization']:>7.2f}{r['energy_uj']:>11.3f}{r['latency_us']:>9.2f}")
-    print(f"total: energy {out['energy_uj']:.2f} uJ, latency {out['latency_us']:.1f} us, area "
-          f"{out['area_mm2']:.2f} mm^2, {out['crossbars']} crossbars, BiOps {out['biops']:.3g}, "
+        total_pj = sum(r["energy_pj"].values()) or 1.0
+        print(f"{r['name']:<22}{r['in_channels']:>6}{r['out_channels']:>6}{r['kernel_size']:>3}{r['positions']:>6}"
+              f"{r['read_rounds']:>7}{r['crossbars']:>6}{r['utilization']:>6.2f}{r['energy_uj']:>11.3g}"
+              f"{100 * r['energy_pj']['adc'] / total_pj:>6.1f}{100 * r['energy_pj']['buffer'] / total_pj:>6.1f}"
+              f"{r['latency_us']:>9.3g}")
+    print(f"total: energy {out['energy_uj']:.3g} uJ, latency {out['latency_us']:.3g} us, area "
+          f"{out['area_mm2']:.3g} mm^2, {out['crossbars']} crossbars, BiOps {out['biops']:.3g}, "
           f"FLOPs {out['flops']:.3g}")
     print("energy share: " + ", ".join(f"{k} {100 * v:.1f}%" for k, v in out["energy_breakdown"].items()))
     if conversion is not None:
@@ -276,14 +338,36 @@ def _check_sweep_flags(args) -> None:
     the sweep's flags do not apply without it (either would be silently ignored)."""
     levels = [f for f in ("sa0_levels", "sa1_levels", "sigma_levels") if getattr(args, f) is not None]
     if args.sweep:
-        point = [f"--{f}" for f in ("sa0", "sa1", "sigma", "gaussian") if getattr(args, f) != 0.0]
+        point = [f"--{f.replace('_', '-')}" for f in ("sa0_rate", "sa1_rate", "variation_sigma", "gaussian_sigma")
+                 if getattr(args, f) != 0.0]
         check(not point, f"{', '.join(point)}: one defect model, but --sweep sweeps each kind over its own levels "
               "(--sa0-levels, --sa1-levels, --sigma-levels); drop them or --sweep")
         return
     check(not levels, f"--{levels[0].replace('_', '-') if levels else ''} applies to --sweep only; add --sweep or "
-          "use --sa0 / --sa1 / --sigma for one defect model")
+          "use --sa0-rate / --sa1-rate / --variation-sigma for one defect model")
     check(args.out is None, "--out applies to --sweep only (it writes robustness.json and robustness.png); add "
           "--sweep, or use --json to print the result")
+
+
+def default_labels(checkpoints: list[str]) -> list[str]:
+    """Curve labels from the run folders (`runs/u1x/checkpoints/checkpoint.pt` -> `u1x`), the file name added where
+    two would be the same, the whole path where that is still not enough."""
+    def folder(p: Path) -> str:
+        return (p.parent.parent if p.parent.name == "checkpoints" else p.parent).name or p.stem
+
+    paths = [Path(c) for c in checkpoints]
+    for make in (folder, lambda p: f"{folder(p)}/{p.stem}", str):
+        labels = [make(p) for p in paths]
+        if len(set(labels)) == len(labels):
+            return labels
+    return labels
+
+
+def clean_accuracy(model, split, args, device: str) -> float:
+    """Accuracy with ideal devices on the evaluated samples (the robustness table's reference column)."""
+    from cimnas.hardware.montecarlo import CachedBatches, accuracy
+
+    return accuracy(model.to(device), CachedBatches(split, args.batch_size, device, args.max_samples))
 
 
 def cmd_robustness(args) -> int:
@@ -299,21 +383,25 @@ def cmd_robustness(args) -> int:
     )
     from cimnas.nn.zoo import load_any
 
-    spec = spec_from_args(args)
+    spec = spec_from_args(args, ("accuracy",))
     par = parallelism_from_args(args)
     device = str(resolve_device(args.device))  # an unknown or absent device is refused before any loading
     data_dir_arg(args.data_dir)
     from cimnas.config import check_seed
 
     check_seed(args.seed, "--seed")
-    _check_sweep_flags(args)
+    if wants_devices(args):  # a bad preset, file, field or time is refused before any loading
+        check_device_flags(args)
+        preset_from_args(args)
+    else:
+        _check_sweep_flags(args)
     check(args.trials >= 1, f"--trials must be >= 1, got {args.trials}")
     check(args.max_samples is None or args.max_samples >= 1,
           f"--max-samples must be >= 1 (or left out for the whole split), got {args.max_samples}")
     check(args.batch_size >= 1, f"--batch-size must be >= 1, got {args.batch_size}")
-    defects = DefectConfig(args.sa0, args.sa1, args.sigma, args.gaussian, args.mode)
+    defects = DefectConfig(args.sa0_rate, args.sa1_rate, args.variation_sigma, args.gaussian_sigma, args.gaussian_mode)
     defects.validate()
-    labels = args.labels.split(",") if args.labels else [Path(c).parent.name or Path(c).stem for c in args.checkpoint]
+    labels = args.labels.split(",") if args.labels else default_labels(args.checkpoint)
     check(len(labels) == len(args.checkpoint),
           f"--labels has {len(labels)} names for {len(args.checkpoint)} checkpoints")
     check(len(set(labels)) == len(labels), "curve labels must be distinct; pass --labels")
@@ -331,6 +419,10 @@ def cmd_robustness(args) -> int:
                   "robustness.png")
             check(not (out / "robustness.json").exists(),
                   f"{out / 'robustness.json'} exists; choose a new --out folder")
+            from cimnas.utils.io import check_output
+
+            for name in ("robustness.json", "robustness.png"):  # no link, FIFO or device; never a checkpoint read
+                check_output(out / name, inputs=args.checkpoint)
     models, dataset = {}, args.dataset
     check(args.model is None or ":" in args.model, f"--model {args.model}: a checkpoint names its cimnas model "
           "itself; --model here takes torchvision:NAME / timm:NAME for a plain state_dict")
@@ -352,6 +444,11 @@ def cmd_robustness(args) -> int:
     splits = load_dataset(dataset, data_dir=args.data_dir, seed=0)
     split = getattr(splits, args.split)
     progress = sys.stderr.isatty()
+    if wants_devices(args):
+        return run_over_time(args, models, split, spec, dataset)
+    if sweep is None and not any((args.sa0_rate, args.sa1_rate, args.variation_sigma, args.gaussian_sigma)):
+        sys.stderr.write(f"cimnas: warning: no defect set, so the {args.trials} trials are identical clean "
+                         "evaluations; set --sa0-rate / --sa1-rate / --variation-sigma / --gaussian-sigma\n")
     if sweep is None:
         results = {}
         execution: dict = {"engine": "in-process", "workers": 1}
@@ -359,17 +456,17 @@ def cmd_robustness(args) -> int:
             res, execution = parallel_trials(model, split, spec, defects, args.trials, args.seed, parallel=par,
                                              batch_size=args.batch_size, device=device,
                                              max_samples=args.max_samples, progress=progress)
-            results[label] = res.to_dict()
+            results[label] = {"clean": clean_accuracy(model, split, args, device), **res.to_dict()}
         payload = {"dataset": dataset, "split": args.split, "trials": args.trials, "seed": args.seed,
                    "defects": vars(defects), "preset": spec.name, "models": results, "execution": execution}
         if args.json:
             print(json.dumps(payload, indent=2))
         else:
-            print(f"{'model':<20}{'mean %':>8}{'std':>7}{'min':>7}{'p5':>7}{'max':>7}"
+            print(f"{'model':<20}{'clean %':>8}{'mean %':>8}{'std':>7}{'min':>7}{'p5':>7}{'max':>7}"
                   f"  ({args.trials} trials, {dataset})")
             for label, r in results.items():
-                print(f"{label:<20}{100 * r['mean']:>8.2f}{100 * r['std']:>7.2f}{100 * r['min']:>7.2f}"
-                      f"{100 * r['p5']:>7.2f}{100 * r['max']:>7.2f}")
+                print(f"{label:<20}{100 * r['clean']:>8.2f}{100 * r['mean']:>8.2f}{100 * r['std']:>7.2f}"
+                      f"{100 * r['min']:>7.2f}{100 * r['p5']:>7.2f}{100 * r['max']:>7.2f}")
         return 0
     if par.in_process:
         res = robustness_sweep(models, split, spec, sweep, args.trials, args.seed, args.batch_size, device,
@@ -409,4 +506,5 @@ def cmd_presets(args) -> int:
         s = load_spec(name)
         print(f"{name:<18} {s.rows}x{s.columns}, Gmax {s.g_max_s:g} S, Gmin {s.g_min_s:g} S, "
               f"{s.read_voltage_v:g} V, ADC {s.adc_bits} b, DAC {s.dac_bits} b, {s.bits_per_cell} b/cell")
+        print(f"{'':<18} for {s.purpose or 'custom use'}")
     return 0

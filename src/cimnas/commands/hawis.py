@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from cimnas.parallel import add_parallel_args, parallelism_from_args
+from cimnas.utils.units import pct, uj
 
 STAGES = {
     "run": ("pretrain", "search", "retrain", "report"),
@@ -52,7 +53,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     r.set_defaults(func=_report)
     text = ("does the stage-A super-net rank width vectors like their stand-alone validation accuracies? "
             "(Kendall tau, Spearman rho with 95 %% intervals, scatter plot; never reads the test split)")
-    c = sub.add_parser("rank-check", help=text, description=text)
+    c = sub.add_parser("rank-check", help=text, description=text.replace("%%", "%"))  # help is %-formatted
     c.add_argument("run_dir", help="HAWIS run folder with a finished stage A (checkpoints/supernet.pt)")
     c.add_argument("--archs", help="YAML/JSON list of {name, widths}")
     c.add_argument("--standalone", metavar="HEADROOM_DIR", action="append", help="headroom study (or earlier "
@@ -106,17 +107,18 @@ def _print_summary(summary: dict) -> None:
     if "best" in summary:
         b = summary["best"]
         out.write(f"  search best (episode {b['episode']}): reward {b['reward']:+.4f}, held-out acc "
-                  f"{100 * b['accuracy']:.2f}%, energy {b['energy_uj']:.4g} uJ\n")
+                  f"{pct(b['accuracy'])}, energy {uj(b['energy_uj'])}\n")
     if "final" in summary:
         f = summary["final"]
-        out.write(f"  final model: test accuracy {100 * f['test_accuracy']:.2f}% (held-out val "
-                  f"{100 * f['val_accuracy']:.2f}%), energy {f['energy_uj']:.4g} uJ, "
+        out.write(f"  final model: test accuracy {pct(f['test_accuracy'])} (held-out val "
+                  f"{pct(f['val_accuracy'])}), energy {uj(f['energy_uj'])}, "
                   f"BiOps {f['biops']:,}, FLOPs {f['flops']:,}\n")
         out.write(f"  widths: {f['widths']}\n")
         if f.get("robustness"):
             r = f["robustness"]
-            out.write(f"  robustness (SA0 {r['sa0_rate']}, SA1 {r['sa1_rate']}, sigma {r['sigma']}, "
-                      f"{r['trials']} trials): mean {100 * r['mean']:.2f}%, p5 {100 * r['p5']:.2f}%\n")
+            sigma = r.get("variation_sigma", r.get("sigma"))  # "sigma": runs written before the rename
+            out.write(f"  robustness (SA0 {r['sa0_rate']}, SA1 {r['sa1_rate']}, variation_sigma {sigma}, "
+                      f"{r['trials']} trials): mean {pct(r['mean'])}, p5 {pct(r['p5'])}\n")
     if summary.get("figures"):
         out.write("  figures: " + ", ".join(summary["figures"]) + "\n")
     if (summary.get("final") or {}).get("seed_comparison"):
@@ -139,7 +141,7 @@ def _rank_check(args: argparse.Namespace) -> int:
                             resamples=args.resamples, proxy_only=args.proxy_only)
     if args.proxy_only:
         for r in result["proxy"]:
-            sys.stdout.write(f"{r['name']}: proxy {100 * r['proxy_accuracy']:.2f} %, energy {r['energy_uj']:.4g} uJ\n")
+            sys.stdout.write(f"{r['name']}: proxy {pct(r['proxy_accuracy'])}, energy {uj(r['energy_uj'])}\n")
         return 0
     sys.stdout.write(table(result))
     return 0

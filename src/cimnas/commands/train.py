@@ -26,8 +26,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    "torchvision:NAME / timm:NAME (optional extras, no pretrained download)")
     p.add_argument("--precision", default=None, help="shortcut for --set model.precision=... (binary, kbit, float); "
                    "an outside model's layers no --rule names get it")
-    p.add_argument("--noise-sigma", type=float, default=None, help="noise-aware training: shortcut for --set "
-                   "noise.sigma=S (a fresh Gaussian sample on the quantized weights every batch, UAE Sec. 4.2)")
+    p.add_argument("--gaussian-sigma", "--noise-sigma", dest="noise_sigma", type=float, default=None,
+                   help="noise-aware training: shortcut for --set noise.gaussian_sigma=S (a fresh Gaussian sample on "
+                        "the quantized weights every batch, UAE Sec. 4.2; --noise-sigma: old name)")
     add_source_args(p)
     p.set_defaults(func=run)
 
@@ -45,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
         overrides.append(f"data.data_dir={args.data_dir}")
     source = source_of(args)
     for key, value in (("model.name", source or args.model), ("model.precision", args.precision),
-                       ("noise.sigma", args.noise_sigma), ("model.weights", args.weights)):
+                       ("noise.gaussian_sigma", args.noise_sigma), ("model.weights", args.weights)):
         if value is not None:
             overrides.append(f"{key}={json.dumps(value)}")  # JSON is YAML: a path or a name stays a string
     cfg = load_config(TrainRunConfig, args.config, overrides)
@@ -58,9 +59,11 @@ def run(args: argparse.Namespace) -> int:
         distributed.shutdown()  # under torchrun: leave the process group (a no-op otherwise)
     if not final:  # a rank > 0 under torchrun: rank 0 reports
         return 0
-    summary = {k: final[k] for k in ("test_acc", "val_acc", "epochs", "biops", "flops", "params")}
-    sys.stdout.write(f"test accuracy {100 * final['test_acc']:.2f}% (val {100 * final['val_acc']:.2f}%) after "
-                     f"{final['epochs']} epochs; BiOps {final['biops']:,}, FLOPs {final['flops']:,}; "
-                     f"run folder {args.out}\n")
+    from cimnas.utils.units import pct, uj
+
+    summary = {k: final[k] for k in ("test_acc", "val_acc", "epochs", "biops", "flops", "params", "energy_uj")}
+    sys.stdout.write(f"test accuracy {pct(final['test_acc'])} (val {pct(final['val_acc'])}) after "
+                     f"{final['epochs']} epochs; BiOps {final['biops']:,}, FLOPs {final['flops']:,}; energy "
+                     f"{uj(final['energy_uj'])} on {final['hardware_preset']}; run folder {args.out}\n")
     sys.stdout.write(json.dumps(summary) + "\n")
     return 0

@@ -10,6 +10,7 @@ import argparse
 import json
 import sys
 
+from cimnas.commands.hardware import add_gaussian_args
 from cimnas.commands.model_source import add_source_args
 from cimnas.errors import check
 
@@ -24,8 +25,7 @@ def register_analyze(sub) -> None:
                    "--model-file / --model torchvision:NAME); without it the model is trained")
     p.add_argument("--samples", type=int, default=10_000, help="noise samples S (default 10000; work limit: "
                    "samples x weights <= $CIMNAS_MAX_MC_WORK, default 1e11)")
-    p.add_argument("--sigma", type=float, default=0.04, help="noise std (default 0.04)")
-    p.add_argument("--mode", default="absolute", help="absolute | relative | bitsliced")
+    add_gaussian_args(p, 0.04, old_sigma="--sigma")
     p.add_argument("--cell-bits", type=int, default=4, help="bits per device in bitsliced mode")
     p.add_argument("--bins", type=int, default=100, help="bins N of Eq. 5-6 (default 100)")
     p.add_argument("--span", type=float, default=4.0, help="bins cover mean +- span*std (tails folded)")
@@ -66,7 +66,8 @@ def analysis_config(args: argparse.Namespace):
         "checkpoint": args.checkpoint, "element": args.element,
         "data": {"name": args.dataset, "data_dir": args.data_dir, "limit": args.train_limit},
         "train": {"epochs": args.epochs, "lr": args.lr},
-        "noise": {"sigma": args.sigma, "mode": args.mode, "cell_bits": args.cell_bits},
+        "noise": {"gaussian_sigma": args.gaussian_sigma, "gaussian_mode": args.gaussian_mode,
+                  "cell_bits": args.cell_bits},
         "analysis": {"samples": args.samples, "bins": args.bins, "span": args.span,
                      "input_index": args.input_index, "seed": args.seed}})
     validate(cfg)

@@ -55,14 +55,16 @@ def _final(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from cimnas.reports.uae_search import make_figures, table3
+    from cimnas.reports.uae_search import episode_log, make_figures, table3
+    from cimnas.utils.io import atomic_write_bytes, check_output
 
-    text = table3(args.runs)  # every run's final.json checked before any figure is (re)drawn
-    for d in args.runs:
-        make_figures(d)
+    if args.out:  # before anything is read or drawn: never a run's own file, a folder, a link, a FIFO or a device
+        check_output(args.out, inputs=args.runs)
+    text = table3(args.runs)  # every run's final.json and episode log checked before any figure is (re)drawn
+    logs = [episode_log(d) for d in args.runs]
+    for d, log in zip(args.runs, logs, strict=True):
+        make_figures(d, log)
     if args.out:
-        from cimnas.utils.io import atomic_write_bytes
-
         atomic_write_bytes(Path(args.out), (text + "\n").encode())
     print(text)
     return 0
@@ -85,7 +87,7 @@ def register_search(uae_subparsers: argparse._SubParsersAction) -> None:
                    help="search run whose chosen child is retrained into the new folder --out (with --set changes)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="config change for --from (e.g. train.noise_aware=false)")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print final.json")
     add_parallel_args(p)  # --workers N: the Monte-Carlo samples sharded (same statistics)
     p.set_defaults(func=_final)
     p = uae_subparsers.add_parser("report", help="figures per run and a UAE Table-3 markdown table")

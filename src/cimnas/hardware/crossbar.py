@@ -14,6 +14,17 @@ models" and "MNSIM-2.0 on ResNet-20"):
   Sub_Position = 0, Device_Area 1.44 um^2), Tile_connection_graph.py (tilenum, max_PE, max_row,
   max_column), PE_latency.py (multiple_time), Tile_latency.py (output-buffer writes),
   Model_energy.py (energy = power x latency).
+- [Walden] R. H. Walden, "Analog-to-digital converter survey and analysis", IEEE JSAC 17(4), 1999, and
+  B. Murmann, "ADC Performance Survey 1997-2024" (github.com/bmurmann/ADC-survey): the Walden figure of
+  merit FOM_W = P / (f_s 2^ENOB) is the energy per conversion step, so at a fixed FOM an ADC's energy per
+  conversion doubles with each bit. `adc_energy_pj` scales `energy_adc_pj` (given at
+  `adc_reference_bits`) by 2^(adc_bits - adc_reference_bits); `adc_area_um2` the same way (a SAR ADC's
+  area is dominated by its binary-weighted capacitor DAC, 2^bits unit capacitors: an assumption, the
+  survey has no area fit); `adc_round_latency_ns` by (bits + 2) / (reference + 2), MNSIM-2.0's ADC.py
+  (latency = (precision + 2) / sample rate).
+- [ISAAC DAC] The DAC table MNSIM-2.0 ships (Hardware_Model/DAC.py, from ISAAC): power and area 0.0039 mW /
+  0.166 um^2 at 1 bit, doubling per bit (2, 3, 4 bits); `dac_energy_pj` / `dac_area_um2` scale the 1-bit
+  figures by 2^(dac_bits - dac_reference_bits).
 - [calib]  Per-event energies / times read off MNSIM-2.0's own per-component output on ResNet-20
   (REFERENCE-FACTS.md, "MNSIM-2.0 per component"): one constant per component for all rows, no
   per-width factor; tests/test_energy_mnsim.py checks the seven reference rows.
@@ -22,15 +33,16 @@ models" and "MNSIM-2.0 on ResNet-20"):
 from __future__ import annotations
 
 import dataclasses
+import typing
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Literal
 
-import yaml
-
-from cimnas.config import apply_overrides, from_dict, read_yaml
+from cimnas.config import apply_overrides, from_dict, read_yaml, shorten
 from cimnas.errors import CimnasError, check
+
+MAX_SPEC_INT = 1 << 20  #: the largest count (rows, columns, ADCs, bits) a spec may give
 
 
 @dataclass
@@ -44,6 +56,8 @@ class CrossbarSpec:
 
     name: str = "custom"
     """Preset name (informational)."""
+    purpose: str = ""
+    """What the preset is for (informational; `cimnas presets` prints it)."""
     rows: int = 256
     """Word lines per crossbar (inputs). [MNSIM] 256."""
     columns: int = 256
@@ -81,18 +95,22 @@ class CrossbarSpec:
     """MNSIM's signed setting: every input code carries one extra sign bit (one more DAC cycle), so a
     BNN runs as +-1 ("w2 a2") and 8 bits as 9-bit signed. False = charge the bits the layer's input
     quantizer produces ({0, 1} binary activations: one cycle of a 1-bit DAC, HAWIS Eq. 2)."""
-    columns_per_adc: int = 8
-    """Columns multiplexed onto one ADC in the NeuroSim style. [NeuroSim] 8. Not used by the
-    MNSIM-style accounting in energy.py (which uses adcs_per_crossbar); kept for spec files."""
+    adc_reference_bits: int = 6
+    """Resolution at which energy_adc_pj, area_adc_um2 and adc_latency_ns are given; other adc_bits scale
+    them by the Walden figure of merit ([Walden]). [MNSIM] the 6-bit ADC (ADC_Choice 6)."""
+    dac_reference_bits: int = 1
+    """Resolution at which energy_dac_pj and area_dac_um2 are given; other dac_bits scale them by
+    2^(dac_bits - dac_reference_bits) ([ISAAC DAC]). [MNSIM] the 1-bit DAC."""
     energy_cell_read_pj: float | None = 6.0e-5
     """Energy of one cell of one array in one read round in pJ; None = V^2 * (Gmax+Gmin)/2 * t_read
     (Ohm's law, ~3.6 fJ). [calib] 0.06 fJ: MNSIM-2.0's crossbar energy on ResNet-20 / its cell reads."""
     energy_dac_pj: float = 0.00586
-    """Energy of one driven word line of a PE in one read round in pJ. [calib] MNSIM-2.0 DAC energy on
-    ResNet-20 / (charged PEs x max_row x rounds); about half its 1-bit DAC figure (0.012 pJ)."""
+    """Energy of one driven word line of a PE in one read round at dac_reference_bits in pJ.
+    [calib] MNSIM-2.0 DAC energy on ResNet-20 / (charged PEs x max_row x rounds);
+    about half its 1-bit DAC figure (0.012 pJ)."""
     energy_adc_pj: float = 5.04
-    """Energy of one column conversion in pJ. [calib] MNSIM-2.0 ADC energy on ResNet-20 (ADC_Choice 6,
-    power x latency) / (charged PEs x max_column x rounds); the 6-bit ADC is ~10 pJ at 1 GS/s [MNSIM]."""
+    """Energy of one column conversion at adc_reference_bits in pJ. [calib] MNSIM-2.0 ADC energy on ResNet-20
+    (ADC_Choice 6, power x latency) / (charged PEs x max_column x rounds); the 6-bit ADC is ~10 pJ at 1 GS/s [MNSIM]."""
     energy_sense_amp_pj: float = 0.25
     """Energy of one sense-amplifier decision (bnn_readout=sense_amp) in pJ. [calib] ~1/20 of the ADC."""
     energy_shift_add_pj: float = 0.02
@@ -105,7 +123,8 @@ class CrossbarSpec:
     """Energy per partial-sum bit moved through the buffer once more per input cycle (shift-and-add of
     bit-serial inputs) in pJ. [calib] MNSIM-2.0 buffer energy, w2 a2 vs w2 a1 on ResNet-20."""
     adc_latency_ns: float = 1.34
-    """ADC part of one read round in ns. [calib] with read and digital: 8.9 ns per MNSIM read round."""
+    """ADC part of one read round at adc_reference_bits in ns.
+    [calib] with read and digital: 8.9 ns per MNSIM read round."""
     digital_latency_ns: float = 4.4
     """Digital part of one read round in ns: input + shift register at 500 MHz (2 x 2 ns) and the
     mux / demux tenths. [MNSIM] Digital_Frequency = 500 MHz (PE_latency.py)."""
@@ -115,9 +134,10 @@ class CrossbarSpec:
     area_cell_um2: float = 1.44
     """Area of one 1T1R cell in um^2. [MNSIM] SimConfig.ini Device_Area = 1.44 um^2."""
     area_adc_um2: float = 6370.0
-    """Area of one ADC in um^2. [calib] MNSIM-2.0 area on ResNet-20: 4.32 mm^2 per tile of 4 PEs."""
+    """Area of one ADC at adc_reference_bits in um^2.
+    [calib] MNSIM-2.0 area on ResNet-20: 4.32 mm^2 per tile of 4 PEs."""
     area_dac_um2: float = 1.0
-    """Area of one 1-bit DAC (word-line driver) in um^2. [calib]"""
+    """Area of one DAC (word-line driver) at dac_reference_bits in um^2. [calib]"""
     area_periphery_um2: float = 300000.0
     """Area of one tile's periphery (buffers, adders, joint module, pooling) in um^2. [calib]"""
     area_global_um2: float = 4.29e6
@@ -145,6 +165,31 @@ class CrossbarSpec:
         g_mean = 0.5 * (self.g_max_s + self.g_min_s)
         return self.read_voltage_v**2 * g_mean * self.read_latency_ns * 1e-9 * 1e12
 
+    @property
+    def adc_energy_pj(self) -> float:
+        """Energy of one conversion at adc_bits: energy_adc_pj x 2^(adc_bits - adc_reference_bits) ([Walden])."""
+        return self.energy_adc_pj * 2.0 ** (self.adc_bits - self.adc_reference_bits)
+
+    @property
+    def adc_area_um2(self) -> float:
+        """Area of one ADC at adc_bits: area_adc_um2 x 2^(adc_bits - adc_reference_bits) ([Walden], SAR cap DAC)."""
+        return self.area_adc_um2 * 2.0 ** (self.adc_bits - self.adc_reference_bits)
+
+    @property
+    def adc_round_latency_ns(self) -> float:
+        """ADC part of a read round at adc_bits: adc_latency_ns x (adc_bits + 2) / (reference + 2) (MNSIM ADC.py)."""
+        return self.adc_latency_ns * (self.adc_bits + 2) / (self.adc_reference_bits + 2)
+
+    @property
+    def dac_energy_pj(self) -> float:
+        """Energy of one word-line drive at dac_bits: energy_dac_pj x 2^(dac_bits - reference) ([ISAAC DAC])."""
+        return self.energy_dac_pj * 2.0 ** (self.dac_bits - self.dac_reference_bits)
+
+    @property
+    def dac_area_um2(self) -> float:
+        """Area of one DAC at dac_bits: area_dac_um2 x 2^(dac_bits - dac_reference_bits) ([ISAAC DAC])."""
+        return self.area_dac_um2 * 2.0 ** (self.dac_bits - self.dac_reference_bits)
+
     def channels_per_tile(self, kernel_size: int) -> int:
         """Whole k x k kernels packed per crossbar: floor(rows / k^2) input channels (MNSIM: 28 for 3x3)."""
         return max(1, self.rows // (kernel_size * kernel_size))
@@ -169,8 +214,15 @@ class CrossbarSpec:
         check(self.buffer_bits_per_ns > 0, f"buffer_bits_per_ns must be > 0, got {self.buffer_bits_per_ns}")
         for name in ("crossbars_per_tile", "rows_per_read", "adcs_per_crossbar"):
             check(getattr(self, name) >= 1, f"{name} must be >= 1, got {getattr(self, name)}")
-        check(self.columns_per_adc >= 1, f"columns_per_adc must be >= 1, got {self.columns_per_adc}")
+        for name in ("adc_reference_bits", "dac_reference_bits"):
+            check(1 <= getattr(self, name) <= 16, f"{name} must be in 1..16, got {getattr(self, name)}")
+        check(self.cell_type == "1T1R", f"cell_type {self.cell_type!r} is not modelled (a passive 0T1R crossbar has "
+              "sneak paths this model does not simulate); use 1T1R")
         check(self.float_weight_bits >= 1, "float_weight_bits must be >= 1")
+        for f in dataclasses.fields(self):  # sizes and counts of a real chip; 2**64 rows would overflow later
+            v = getattr(self, f.name)
+            if isinstance(v, int) and not isinstance(v, bool):
+                check(v <= MAX_SPEC_INT, f"{f.name} must be at most {MAX_SPEC_INT:,}, got {shorten(v)}")
         for f in dataclasses.fields(self):
             v = getattr(self, f.name)
             if (f.name.startswith(("energy_", "area_")) or f.name.endswith(("_ns", "_v"))) and v is not None:
@@ -178,6 +230,46 @@ class CrossbarSpec:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+# ---------------------------------------------------------------------- which fields act where
+#: what each consumer of a spec reads: "energy" = hardware/energy.py (energy, latency, area), "accuracy" =
+#: hardware/mapping.py + defects.py (conductances, defects, the dataflow simulator)
+USES = ("energy", "accuracy")
+_INFO = {"name", "purpose"}
+_ENERGY_ONLY = {"cell_type", "read_voltage_v", "read_latency_ns", "differential", "bnn_readout", "crossbars_per_tile",
+                "adcs_per_crossbar", "signed_inputs", "adc_reference_bits", "dac_reference_bits",
+                "buffer_bits_per_ns"}
+#: fields retired with the one line that says what to use instead
+RETIRED = {"columns_per_adc": "columns_per_adc (NeuroSim's columns per ADC) is not a spec field: the MNSIM-style "
+           "model charges adcs_per_crossbar ADCs per PE; set hardware.adcs_per_crossbar = columns / columns-per-ADC"}
+
+
+def _reads(name: str, use: str) -> bool:
+    """Does consumer `use` read spec field `name` at all? (energy.py reads every field; the accuracy side no
+    energy, area or latency constant.)"""
+    energy_only = name in _ENERGY_ONLY or name.startswith(("energy_", "area_")) or name.endswith("_latency_ns")
+    return use == "energy" or not energy_only
+
+
+def inert_fields(spec: CrossbarSpec, changed: list[str], uses: tuple[str, ...]) -> list[str]:
+    """One line per changed field that no number of `uses` depends on under this spec (empty when all act)."""
+    lines = []
+    for name in changed:
+        if name in _INFO:
+            continue
+        if not any(_reads(name, u) for u in uses):
+            lines.append(f"hardware.{name} changes only energy / latency / area, which this command does not compute "
+                         f"({'/'.join(uses)} only)")
+        elif "accuracy" not in uses and name in ("g_max_s", "g_min_s", "read_voltage_v") \
+                and spec.energy_cell_read_pj is not None:
+            lines.append(f"hardware.{name} does not change energy on preset {spec.name}: its cell energy "
+                         f"energy_cell_read_pj={spec.energy_cell_read_pj:g} pJ is calibrated; add "
+                         "--set hardware.energy_cell_read_pj=null to derive it from V^2 (Gmax+Gmin)/2 t_read")
+        elif name == "energy_sense_amp_pj" and spec.bnn_readout != "sense_amp":
+            lines.append(f"hardware.energy_sense_amp_pj does not act on preset {spec.name}: it reads binary layers "
+                         "through its ADC (bnn_readout=adc); add --set hardware.bnn_readout=sense_amp")
+    return lines
 
 
 # ---------------------------------------------------------------------- presets
@@ -191,30 +283,74 @@ def list_presets() -> list[str]:
 
 
 def preset_path(name: str) -> Path:
-    path = _preset_dir() / f"{name}.yaml"
-    if not path.is_file():
-        raise CimnasError(f"unknown crossbar preset {name!r}; choose one of: {', '.join(list_presets())}")
-    return path
+    """The YAML file of preset NAME: a name of `list_presets()`, never a path (`--preset ../x` reads nothing
+    outside the presets folder; a file of fields is `--spec FILE`, with the user-file checks)."""
+    if name not in list_presets():
+        raise CimnasError(f"unknown crossbar preset {shorten(name)}; choose one of: {', '.join(list_presets())} "
+                          "(a file of spec fields goes to --spec FILE)")
+    return _preset_dir() / f"{name}.yaml"
 
 
 def _preset_data(path: Path) -> dict:
-    """A shipped preset's fields. These package files are small and trusted, so they skip
-    `read_yaml`'s user-file checks and use libyaml's C parser when present (~1 ms instead of ~25 ms,
-    which dominated a cold energy estimate)."""
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-    return yaml.load(path.read_text(encoding="utf-8"), Loader=loader)
+    """A preset's fields, through `read_yaml`'s checks like any file (size, value count, duplicate keys, a
+    mapping at the top level)."""
+    return read_yaml(path)
 
 
 def load_spec(preset: str = "mnsim-default", overrides: list[str] | None = None,
-              spec_file: str | Path | None = None) -> CrossbarSpec:
+              spec_file: str | Path | None = None, uses: tuple[str, ...] = USES) -> CrossbarSpec:
     """Preset (or a YAML file of CrossbarSpec fields) + `field=value` overrides -> validated spec.
 
-    Overrides may be written `spec.rows=128` or `rows=128`.
+    Overrides may be written `hardware.rows=128` (the config section's name), `spec.rows=128` or `rows=128`. An
+    override that no number of `uses` depends on (`inert_fields`) is refused with the one line saying why, as is a
+    retired field (`RETIRED`).
     """
     data = read_yaml(spec_file) if spec_file else _preset_data(preset_path(preset))
     data = {k: v for k, v in data.items() if k != "sources"}
-    cleaned = [o[len("spec."):] if o.startswith("spec.") else o for o in overrides or []]
+    cleaned = [o.split(".", 1)[1] if o.startswith(("spec.", "hardware.")) else o for o in overrides or []]
     data = apply_overrides(data, cleaned)
+    for key in data:
+        check(key not in RETIRED, RETIRED.get(key, ""))
     spec = from_dict(CrossbarSpec, data, prefix="spec.")
     spec.validate()
+    changed = [o.split("=", 1)[0].strip() for o in cleaned]
+    inert = inert_fields(spec, changed, uses)
+    check(not inert, inert[0] if inert else "")
     return spec
+
+
+
+def _section_value(v: object) -> str:
+    return "null" if v is None else str(v).lower() if isinstance(v, bool) else str(v)
+
+
+def spec_from_section(section: dict | None, uses: tuple[str, ...] = USES) -> CrossbarSpec:
+    """A config's `hardware` section (a dict, as stored in a run's config) -> spec; see `HardwareConfig`. A field
+    left None keeps the preset's value (a null cell energy: `overrides: [energy_cell_read_pj=null]`)."""
+    section = {k: v for k, v in (section or {}).items() if v is not None}
+    preset = section.pop("preset", None) or "mnsim-default"
+    overrides = list(section.pop("overrides", None) or [])
+    return load_spec(preset, overrides + [f"{k}={_section_value(v)}" for k, v in section.items()], uses=uses)
+
+
+def _hardware_spec(self, uses: tuple[str, ...] = USES) -> CrossbarSpec:
+    """The CrossbarSpec this section describes (preset + the fields it sets)."""
+    return spec_from_section(dataclasses.asdict(self), uses)
+
+
+_SPEC_FIELDS = [f for f in dataclasses.fields(CrossbarSpec) if f.name not in ("name", "purpose")]
+#: The `hardware` section of every command's config (energy, robustness, train, HAWIS, UAE, studies), one vocabulary:
+#: `preset` (a `cimnas presets` name; default mnsim-default) and any CrossbarSpec field as its own key, None = the
+#: preset's value (`hardware.rows: 128`, or `--set hardware.rows=128`); `overrides: [rows=128]` is the older list
+#: form, still read. `spec()` builds the validated CrossbarSpec.
+HardwareConfig = dataclasses.make_dataclass(
+    "HardwareConfig",
+    [("preset", str, dataclasses.field(default="mnsim-default")),
+     ("overrides", list[str], dataclasses.field(default_factory=list))]
+    + [(f.name, typing.get_type_hints(CrossbarSpec)[f.name] | None, dataclasses.field(default=None))
+       for f in _SPEC_FIELDS],
+    namespace={"spec": _hardware_spec, "validate": lambda self: self.spec() and None,
+               "__doc__": "The `hardware` section of every config: `preset` + any CrossbarSpec field (None = the "
+                          "preset's value); see cimnas.hardware.crossbar."},
+)
+HardwareConfig.__module__ = __name__

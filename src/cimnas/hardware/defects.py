@@ -56,6 +56,13 @@ class DefectModel:
         return False
 
 
+def check_finite(value: float, name: str, minimum: float = 0.0) -> float:
+    """`value` as a float, refused (one-line CimnasError) when not finite or below `minimum`."""
+    v = float(value)
+    check(math.isfinite(v) and v >= minimum, f"{name} must be a finite number >= {minimum:g}, got {value}")
+    return v
+
+
 def _normal(shape, gen: torch.Generator, like: torch.Tensor) -> torch.Tensor:
     return torch.randn(shape, generator=gen, device=gen.device, dtype=like.dtype).to(like.device)
 
@@ -211,13 +218,14 @@ class GaussianNoise(DefectModel):
 
 @dataclass
 class DefectConfig:
-    """Which defects to draw for a Monte-Carlo trial (all zero = ideal devices)."""
+    """Which defects to draw for a Monte-Carlo trial (all zero = ideal devices). The field names are the one
+    vocabulary of every command: `--sa0-rate` / `defects.sa0_rate`, `variation_sigma`, `gaussian_sigma` (README)."""
 
-    sa0: float = 0.0
+    sa0_rate: float = 0.0
     """Stuck-at-0 rate per cell (stuck at Gmax); HAWIS region of interest up to 0.0175."""
-    sa1: float = 0.0
+    sa1_rate: float = 0.0
     """Stuck-at-1 rate per cell (stuck at Gmin); HAWIS region of interest up to 0.0904."""
-    sigma_variation: float = 0.0
+    variation_sigma: float = 0.0
     """Std of theta in R' = R0 exp(theta) (HAWIS Eq. 3)."""
     gaussian_sigma: float = 0.0
     """Std of additive weight noise (UAE Eq. 1; UAE uses 0.04, absolute)."""
@@ -225,12 +233,13 @@ class DefectConfig:
     """How gaussian_sigma is scaled: absolute, relative to max|W| per layer, or per bit slice (NOISE_MODES)."""
 
     def validate(self) -> None:
-        check(0 <= self.sa0 <= 1, f"--sa0 must be a rate in [0, 1], got {self.sa0}")
-        check(0 <= self.sa1 <= 1, f"--sa1 must be a rate in [0, 1], got {self.sa1}")
-        check(self.sa0 + self.sa1 <= 1, f"sa0 + sa1 must be <= 1, got {self.sa0 + self.sa1}")
-        check(self.sigma_variation >= 0, f"--sigma must be >= 0, got {self.sigma_variation}")
-        check(self.gaussian_sigma >= 0, f"--gaussian must be >= 0, got {self.gaussian_sigma}")
-        for key in ("sa0", "sa1", "sigma_variation", "gaussian_sigma"):
+        check(0 <= self.sa0_rate <= 1, f"--sa0-rate must be a rate in [0, 1], got {self.sa0_rate}")
+        check(0 <= self.sa1_rate <= 1, f"--sa1-rate must be a rate in [0, 1], got {self.sa1_rate}")
+        total = self.sa0_rate + self.sa1_rate
+        check(total <= 1, f"sa0_rate + sa1_rate must be <= 1, got {total}")
+        check(self.variation_sigma >= 0, f"--variation-sigma must be >= 0, got {self.variation_sigma}")
+        check(self.gaussian_sigma >= 0, f"--gaussian-sigma must be >= 0, got {self.gaussian_sigma}")
+        for key in ("sa0_rate", "sa1_rate", "variation_sigma", "gaussian_sigma"):
             v = float(getattr(self, key))
             check(math.isfinite(v), f"defect {key} must be a finite number, got {v}")
         check(self.gaussian_mode in NOISE_MODES,
@@ -240,10 +249,10 @@ class DefectConfig:
         """The defect models to apply, in order (faults after variation: a stuck cell stays stuck)."""
         self.validate()
         out: list[DefectModel] = []
-        if self.sigma_variation > 0:
-            out.append(DEFECTS.create("variation", sigma=self.sigma_variation))
-        if self.sa0 > 0 or self.sa1 > 0:
-            out.append(DEFECTS.create("stuck_at", sa0=self.sa0, sa1=self.sa1))
+        if self.variation_sigma > 0:
+            out.append(DEFECTS.create("variation", sigma=self.variation_sigma))
+        if self.sa0_rate > 0 or self.sa1_rate > 0:
+            out.append(DEFECTS.create("stuck_at", sa0=self.sa0_rate, sa1=self.sa1_rate))
         if self.gaussian_sigma > 0:
             out.append(DEFECTS.create("gaussian", sigma=self.gaussian_sigma, mode=self.gaussian_mode))
         return out

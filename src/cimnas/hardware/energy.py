@@ -15,7 +15,7 @@ each tile at `max_PE`, `max_row`, `max_column`) and the time a per-position `mul
   ceil(max_column / ADC_Num); input cycles = ceil(bits / dac_bits) of the layer's input code, plus
   one sign cycle when the code is signed or the spec asks for MNSIM's signed setting (`signed_inputs`).
 - per position and charged PE, each read round costs: crossbar cells 2 arrays x max_row x max_column
-  x `energy_cell_read_pj`; DACs max_row x `energy_dac_pj`; ADCs max_column x `energy_adc_pj` (or the
+  x `energy_cell_read_pj`; DACs max_row x `dac_energy_pj`; ADCs max_column x `adc_energy_pj` (or the
   sense amplifier for 1-bit x 1-bit layers with `bnn_readout: sense_amp`); digital (shift-add,
   registers, muxes) max_column x `energy_shift_add_pj`.
 - buffers (Tile_latency.py): per position each tile writes its PEs' partial sums,
@@ -24,6 +24,9 @@ each tile at `max_PE`, `max_row`, `max_column`) and the time a per-position `mul
   (`energy_buffer_cycle_pj_per_bit`).
 - latency: layers in sequence; per position rounds x (t_read + t_adc + t_digital) plus the
   partial-sum write at `buffer_bits_per_ns`.
+- converters: the ADC's energy, area and latency and the DAC's energy and area follow their resolution
+  (`CrossbarSpec.adc_energy_pj` etc.: Walden figure of merit, 2^bits per conversion; MNSIM's ISAAC DAC
+  table), equal to the calibrated constants at the preset's own resolution.
 - area: tiles x (PEs per tile x (2 arrays x (cells + DACs) + ADCs) + tile periphery) + one global
   accumulator / buffer per network.
 
@@ -105,8 +108,8 @@ def read_rounds(t: dict, cycles: int, spec: CrossbarSpec) -> int:
 
 def tile_area_um2(spec: CrossbarSpec) -> float:
     """Area of one tile: its PEs (2 arrays of cells + DACs, shared ADCs) and the tile periphery."""
-    pe = (spec.arrays_per_tile * (spec.rows * spec.columns * spec.area_cell_um2 + spec.rows * spec.area_dac_um2)
-          + min(spec.adcs_per_crossbar, spec.columns) * spec.area_adc_um2)
+    pe = (spec.arrays_per_tile * (spec.rows * spec.columns * spec.area_cell_um2 + spec.rows * spec.dac_area_um2)
+          + min(spec.adcs_per_crossbar, spec.columns) * spec.adc_area_um2)
     return spec.crossbars_per_tile * pe + spec.area_periphery_um2
 
 
@@ -119,25 +122,25 @@ def estimate_layer(g: LayerGeom, spec: CrossbarSpec) -> dict:
     P, charged = g.positions, t["charged_crossbars"]
     rows, cols = t["max_rows"], t["max_columns"]
     binary = wb == 1 and ab == 1
-    e_conv = spec.energy_sense_amp_pj if (binary and spec.bnn_readout == "sense_amp") else spec.energy_adc_pj
+    e_conv = spec.energy_sense_amp_pj if (binary and spec.bnn_readout == "sense_amp") else spec.adc_energy_pj
     merge_bits = math.ceil(math.log2(t["max_pe"])) if t["max_pe"] > 1 else 0
     psum_bits = (spec.adc_bits + merge_bits) * cols * t["max_pe"]  # one tile's partial sums per position
     per_round = P * charged * rounds  # crossbar read rounds of the layer (all charged PEs)
     parts_pj = {
         "cells": per_round * spec.arrays_per_tile * rows * cols * spec.cell_read_pj,
-        "dac": per_round * rows * spec.energy_dac_pj,
+        "dac": per_round * rows * spec.dac_energy_pj,
         "adc": per_round * cols * e_conv,
         "buffer": P * t["tiles"] * psum_bits * (spec.energy_buffer_pj_per_bit
                                                 + cycles * spec.energy_buffer_cycle_pj_per_bit),
         "digital": per_round * cols * spec.energy_shift_add_pj,
     }
-    t_round = spec.read_latency_ns + spec.adc_latency_ns + spec.digital_latency_ns
+    t_round = spec.read_latency_ns + spec.adc_round_latency_ns + spec.digital_latency_ns
     latency_ns = P * (rounds * t_round + psum_bits / spec.buffer_bits_per_ns)
     macs = g.macs
     return {
         "name": g.name, "kind": g.kind, "in_channels": g.in_channels, "out_channels": g.out_channels,
         "kernel_size": g.kernel_size, "weight_bits": wb, "act_bits": ab, "input_cycles": cycles,
-        "read_rounds": rounds, **t,
+        "positions": P, "read_rounds": rounds, **t,
         "energy_uj": sum(parts_pj.values()) * 1e-6,
         "energy_pj": parts_pj,
         "latency_us": latency_ns * 1e-3,

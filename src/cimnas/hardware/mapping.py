@@ -12,14 +12,12 @@
 Read-back (`MappedLayer.read_weight`): W = scale * sum_i 2^(b i) * L * (G+_i - G-_i) / (Gmax - Gmin),
 which with ideal devices is exactly codes * scale, i.e. the layer's quantized weight. Defects act on
 the conductances (or on the read-back weight) and the result is set into `layer.weight_override`.
-`MappedLayer.crossbar_forward` simulates the dataflow itself: tiles, bit-serial inputs through the
-DAC, per-tile column currents, optional ADC quantization, shift-add of slices/bits, partial sums
-added across tiles.
+The dataflow itself (tiles, bit-serial inputs through the DAC, per-tile column currents, ADC, shift-add of
+slices / bits, partial sums added across tiles) lives in `cimnas.hardware.dataflow`.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import torch
@@ -27,7 +25,7 @@ from torch import nn
 
 from cimnas.errors import CimnasError
 from cimnas.hardware.crossbar import CrossbarSpec
-from cimnas.hardware.energy import parallel_rows, tile_layer
+from cimnas.hardware.energy import tile_layer
 from cimnas.nn.convert import check_converted
 from cimnas.nn.counting import LayerGeom
 from cimnas.nn.layers import QConv2d, QLinear, quant_layers
@@ -79,46 +77,11 @@ class MappedLayer:
         return diff.reshape(self.weight_shape)
 
     def crossbar_forward(self, x_codes: torch.Tensor, adc: bool = False) -> torch.Tensor:
-        """Matrix-vector products on the crossbars for unrolled integer inputs.
+        """Integer-domain matrix-vector products of unrolled input codes (N, rows) through the crossbars
+        (`cimnas.hardware.dataflow.reference_forward`; adc=True converts each read with the spec's ADC)."""
+        from cimnas.hardware.dataflow import reference_forward
 
-        x_codes: (N, rows) non-negative integer activation codes (unfold a conv input first).
-        Returns (N, C_out) integer-domain outputs sum_r x_r * code_{o,r}; multiply by the weight and
-        activation scales for real units. With adc=True each column read is rounded and clipped to
-        the ADC range (2^adc_bits - 1 levels), which is where row grouping matters.
-        """
-        spec = self.spec
-        if getattr(self.layer, "groups", 1) != 1:
-            raise CimnasError(f"layer {self.name}: the dataflow simulator handles dense layers only (groups = 1)")
-        ch_tile = spec.channels_per_tile(self.kernel_size) if len(self.weight_shape) == 4 else spec.rows
-        k2 = self.kernel_size**2 if len(self.weight_shape) == 4 else 1
-        rows_per_tile = ch_tile * k2
-        x_bits = max(1, int(x_codes.max().item()).bit_length()) if x_codes.numel() else 1
-        n_cycles = math.ceil(x_bits / spec.dac_bits)
-        dac_mask = 2**spec.dac_bits - 1
-        levels = self.slice_values()  # (S, C_out, R), signed, differential already subtracted
-        pos = (self.g_pos - spec.g_min_s) / (spec.g_max_s - spec.g_min_s) * spec.cell_levels
-        neg = (self.g_neg - spec.g_min_s) / (spec.g_max_s - spec.g_min_s) * spec.cell_levels
-        sig = self.significance().view(-1)
-        out = torch.zeros(x_codes.shape[0], levels.shape[1], dtype=torch.float64, device=x_codes.device)
-        x = x_codes.to(torch.float64)
-        pr = parallel_rows(spec)  # the same read rounds the energy model charges
-        for r0 in range(0, self.rows, rows_per_tile):  # row tiles: partial sums added digitally
-            for c in range(n_cycles):  # bit-serial input through the DAC
-                xin = torch.floor(x[:, r0:r0 + rows_per_tile] / 2 ** (c * spec.dac_bits)) % (dac_mask + 1)
-                for s in range(self.slices):
-                    for arr, sign in ((pos, 1.0), (neg, -1.0)):
-                        g = arr[s, :, r0:r0 + rows_per_tile].to(torch.float64)
-                        if adc:  # read in row groups that fit the ADC range
-                            cur = sum(_adc(xin[:, a:a + pr] @ g[:, a:a + pr].T, spec.adc_bits)
-                                      for a in range(0, g.shape[1], pr))
-                        else:
-                            cur = xin @ g.T
-                        out += sign * cur * sig[s].item() * 2 ** (c * spec.dac_bits)
-        return out
-
-
-def _adc(current: torch.Tensor, bits: int) -> torch.Tensor:
-    return torch.clamp(torch.round(current), 0, 2**bits - 1)
+        return reference_forward(self, x_codes, adc)
 
 
 class MappedModel:

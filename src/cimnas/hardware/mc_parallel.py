@@ -33,6 +33,7 @@ from cimnas.hardware.montecarlo import (
     run_trial,
     weight_draw,
 )
+from cimnas.hardware.periphery import PeripheryConfig
 from cimnas.nn.models import rebuild_model
 from cimnas.parallel import Parallelism, TaskRun, run_tasks
 from cimnas.utils.seed import derive_seed
@@ -63,7 +64,8 @@ def trial_range_task(task_id: Hashable, payload: dict, shared: dict) -> list[flo
     model, batches = _rebuilt(shared, payload["device"])
     ds = _as_defects(payload["defects"])
     spec = payload["spec"]
-    draw = mapped_draw(map_model(model, spec), ds) if spec is not None else weight_draw(model, ds)
+    draw = (mapped_draw(map_model(model, spec), ds, payload.get("periphery")) if spec is not None
+            else weight_draw(model, ds))
     if not ds:
         return [run_trial(model, draw, batches, payload["seed"], 0, payload["device"])] * (hi - lo)
     return [run_trial(model, draw, batches, payload["seed"], t, payload["device"]) for t in range(lo, hi)]
@@ -79,17 +81,18 @@ def trial_shards(trials: int, workers: int) -> list[tuple[int, int]]:
 def parallel_trials(model: nn.Module, split: Any, spec: CrossbarSpec | None,
                     defects: DefectConfig | Sequence[DefectModel], trials: int,
                     seed: int, *, parallel: Parallelism, batch_size: int = 512, device: str = "cpu",
-                    max_samples: int | None = None, progress: bool = False) -> tuple[MCResult, dict]:
+                    max_samples: int | None = None, progress: bool = False,
+                    periphery: PeripheryConfig | None = None) -> tuple[MCResult, dict]:
     """`evaluate_trials` with the trials sharded over `parallel`'s workers -> (result, execution)."""
     if parallel.in_process:
         res = evaluate_trials(model, split, spec, defects, trials, seed, batch_size, device,
-                              max_samples=max_samples, progress=progress)
+                              max_samples=max_samples, progress=progress, periphery=periphery)
         return res, {"engine": "in-process", "workers": 1}
     check(isinstance(trials, int) and trials >= 1, f"--trials must be >= 1, got {trials}")
     if isinstance(defects, DefectConfig):
         defects.validate()
     check_mc_work(trials, model_weights(model), "Monte-Carlo trials")
-    payload = {"defects": defects, "spec": spec, "seed": seed, "device": str(device)}
+    payload = {"defects": defects, "spec": spec, "seed": seed, "device": str(device), "periphery": periphery}
     tasks = {("", lo, hi): payload for lo, hi in trial_shards(trials, parallel.workers)}
     run = run_tasks(trial_range_task, tasks, shared=_shared(model, split, batch_size, max_samples),
                     progress=progress, desc="monte-carlo", **parallel.kwargs())

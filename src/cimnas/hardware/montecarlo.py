@@ -11,6 +11,8 @@ final evaluation all call `evaluate_trials`.
 Two ways a trial draws its weights:
 - with a crossbar `spec`: the model is mapped onto crossbars once and every defect acts on the conductances or
   the read-back weight (`defects.sample_weight`);
+- with a crossbar `spec` and a model drawn at every read (device read noise) or `periphery.mode: tile`: the trial
+  is a `chip.Chip` (conductances programmed once, a new read per batch; the per-tile dataflow runs the layers);
 - with `spec=None`: weight-level defects only (the `gaussian` defect, UAE Eq. 1) act on each layer's own
   effective (quantized) weight (`GaussianNoise.layer_std` / `sample_weights`).
 
@@ -40,9 +42,12 @@ from torch import nn
 from tqdm import tqdm
 
 from cimnas.errors import check
+from cimnas.hardware.chip import Chip
 from cimnas.hardware.crossbar import CrossbarSpec
 from cimnas.hardware.defects import DefectConfig, DefectModel, GaussianNoise, sample_weight
+from cimnas.hardware.devices.models import is_per_read
 from cimnas.hardware.mapping import MappedModel, map_model
+from cimnas.hardware.periphery import PeripheryConfig
 from cimnas.limits import check_mc_work, max_mc_work  # noqa: F401  (re-exported: callers import them here)
 from cimnas.nn.layers import quant_layers
 from cimnas.nn.overrides import weight_overrides
@@ -121,12 +126,14 @@ def accuracy(model: nn.Module, batches: CachedBatches) -> float:
 
 
 @torch.inference_mode()
-def batched_accuracies(model: nn.Module, weights: dict[str, torch.Tensor], batches: CachedBatches) -> list[float]:
+def batched_accuracies(model: nn.Module, weights: dict[str, torch.Tensor] | Callable[[], dict[str, torch.Tensor]],
+                       batches: CachedBatches) -> list[float]:
     """Top-1 accuracies of C weight samples at once: `weights[name]` is (C, *W.shape) for each quantized layer
-    it names; one vmapped pass per batch (module doc). Equal to C `accuracy` calls under `weight_overrides`."""
-    names = list(weights)
-    stacked = tuple(weights[n] for n in names)
-    c = stacked[0].shape[0]
+    it names; one vmapped pass per batch (module doc). Equal to C `accuracy` calls under `weight_overrides`.
+    `weights` may be a function returning such a dict, called once per batch (C chips read anew per batch)."""
+    first = weights() if callable(weights) else weights
+    names = list(first)
+    c = first[names[0]].shape[0]
 
     def predict_one(ws: tuple[torch.Tensor, ...], x: torch.Tensor) -> torch.Tensor:
         with weight_overrides(model, dict(zip(names, ws, strict=True))):
@@ -135,10 +142,11 @@ def batched_accuracies(model: nn.Module, weights: dict[str, torch.Tensor], batch
     predict = torch.vmap(predict_one, in_dims=(0, None))
     was = model.training
     model.eval()
-    correct = torch.zeros(c, dtype=torch.long, device=stacked[0].device)
+    correct = torch.zeros(c, dtype=torch.long, device=first[names[0]].device)
     try:
-        for x, y in batches:
-            correct += (predict(stacked, x) == y).sum(1)
+        for i, (x, y) in enumerate(batches):
+            ws = first if i == 0 or not callable(weights) else weights()
+            correct += (predict(tuple(ws[n] for n in names), x) == y).sum(1)
     finally:
         model.train(was)
     return [int(v) / batches.n for v in correct.tolist()]
@@ -203,8 +211,15 @@ def _as_defects(defects: DefectConfig | Sequence[DefectModel] | None) -> list[De
 Draw = Callable[[torch.Generator], dict[str, torch.Tensor]]
 
 
-def mapped_draw(mapped: MappedModel, defects: list[DefectModel]) -> Draw:
-    """One trial's weights {layer name: weight} from the crossbar-mapped model under `defects`."""
+def mapped_draw(mapped: MappedModel, defects: list[DefectModel], periphery: PeripheryConfig | None = None) -> Draw:
+    """One trial's weights {layer name: weight} from the crossbar-mapped model under `defects`; a `chip.Chip`
+    instead when a model is drawn at every read or the periphery runs the per-tile dataflow."""
+    if any(is_per_read(d) for d in defects) or (periphery is not None and periphery.mode == "tile"):
+        def chip(gen: torch.Generator) -> Chip:  # type: ignore[return-value]
+            return Chip(mapped, defects, gen, periphery)
+
+        chip.per_read = True  # type: ignore[attr-defined]
+        return chip  # type: ignore[return-value]
 
     def draw(gen: torch.Generator) -> dict[str, torch.Tensor]:
         return {ml.name: sample_weight(ml, defects, gen) for ml in mapped.layers}
@@ -243,6 +258,8 @@ def run_trial(model: nn.Module, draw: Draw, batches: CachedBatches, seed: int, t
     """Accuracy of one defect sample: draw once (generator of (seed, trial)), override, evaluate, restore."""
     with torch.no_grad():
         weights = draw(trial_generator(seed, trial, device))
+        if isinstance(weights, Chip):  # effects drawn at every read, or the per-tile dataflow
+            return weights.accuracy(model, batches)
     with weight_overrides(model, weights):
         return accuracy(model, batches)
 
@@ -253,6 +270,17 @@ def run_trials(model: nn.Module, draw: Draw, batches: CachedBatches, seed: int, 
     weights stacked per layer, evaluated by `batched_accuracies` (same results as one `run_trial` each)."""
     if len(trials) == 1:
         return [run_trial(model, draw, batches, seed, trials[0], device)]
+    if getattr(draw, "per_read", False):  # chips read anew per batch: each chip's k-th read serves batch k
+        with torch.no_grad():
+            chips = [draw(trial_generator(seed, t, device)) for t in trials]
+        if chips[0].periphery is not None:  # the per-tile dataflow runs one chip at a time
+            return [c.accuracy(model, batches) for c in chips]
+
+        def reads() -> dict[str, torch.Tensor]:
+            ws = [c.weights() for c in chips]
+            return {n: torch.stack([w[n] for w in ws]) for n in ws[0]}
+
+        return batched_accuracies(model, reads, batches)
     with torch.no_grad():
         draws = [draw(trial_generator(seed, t, device)) for t in trials]
         stacked = {name: torch.stack([d[name] for d in draws]) for name in draws[0]}
@@ -265,15 +293,18 @@ def evaluate_trials(model: nn.Module, split, spec: CrossbarSpec | None,
                     batch_size: int = 512, device: str | torch.device = "cpu", *,
                     mapped: MappedModel | None = None, batches: CachedBatches | None = None,
                     max_samples: int | None = None, progress: bool = False,
-                    trial_batch: int | None = None) -> MCResult:
+                    trial_batch: int | None = None, periphery: PeripheryConfig | None = None) -> MCResult:
     """Accuracy over `trials` independent defect samples of `model` on `split` (module doc).
 
     `spec`: the crossbar the model is mapped onto, or None for weight-level defects on the layers' own weights.
     `mapped` / `batches` may be passed in to reuse the mapping and the loaded data across calls. The model
     is left in the train/eval mode it was in, with its own weights. `trial_batch`: trials per batched pass
     (None = `trials_per_pass`: from the free memory on an accelerator, 1 on the CPU); the accuracies do not
-    depend on it.
+    depend on it. `periphery`: how the crossbars are read (None or mode ideal = exactly; mode tile = the per-tile
+    dataflow with DAC / ADC, `cimnas.hardware.dataflow`; needs a spec).
     """
+    check(periphery is None or periphery.mode == "ideal" or spec is not None or mapped is not None,
+          "the per-tile dataflow (periphery.mode=tile) needs a crossbar spec (a preset)")
     check(isinstance(trials, int) and trials >= 1, f"--trials must be >= 1, got {trials}")
     check(max_samples is None or max_samples >= 1, f"max_samples must be >= 1 (or unset), got {max_samples}")
     check(trial_batch is None or (isinstance(trial_batch, int) and trial_batch >= 1),
@@ -287,10 +318,11 @@ def evaluate_trials(model: nn.Module, split, spec: CrossbarSpec | None,
     try:
         batches = batches if batches is not None else CachedBatches(split, batch_size, device, max_samples)
         if spec is not None or mapped is not None:
-            draw = mapped_draw(mapped if mapped is not None else map_model(model, spec), ds)
+            draw = mapped_draw(mapped if mapped is not None else map_model(model, spec), ds, periphery)
         else:
             draw = weight_draw(model, ds)
-        if not ds:  # ideal devices: every trial is the same, evaluate once
+        if not ds and (periphery is None or periphery.mode == "ideal" or periphery.out_noise == 0):
+            # ideal devices (and a noiseless periphery): every trial is the same, evaluate once
             return MCResult.from_accs([run_trial(model, draw, batches, seed, 0, device)] * trials)
         chunk = trial_batch if trial_batch is not None else trials_per_pass(model, batches, trials, device)
         accs: list[float] = []
@@ -308,11 +340,11 @@ def _level_config(kind: str, level: float, gaussian_mode: str = "absolute") -> D
     check(kind in ("sa0", "sa1", "variation", "gaussian"),
           f"unknown sweep kind {kind!r}; choose from sa0, sa1, variation, gaussian")
     if kind == "sa0":
-        return DefectConfig(sa0=level)
+        return DefectConfig(sa0_rate=level)
     if kind == "sa1":
-        return DefectConfig(sa1=level)
+        return DefectConfig(sa1_rate=level)
     if kind == "variation":
-        return DefectConfig(sigma_variation=level)
+        return DefectConfig(variation_sigma=level)
     return DefectConfig(gaussian_sigma=level, gaussian_mode=gaussian_mode)  # type: ignore[arg-type]
 
 

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from cimnas.errors import CimnasError
+from cimnas.limits import check_params
 from cimnas.nn.convert import probe_forward
 from cimnas.nn.layers import QConv2d, QLinear
 from cimnas.nn.models import MODELS, PRECISIONS, build_model
@@ -177,7 +178,7 @@ def arch_geometry(name: str, *, in_channels: int = 3, num_classes: int = 10, ima
             model = build_model(name, in_channels=in_channels, num_classes=num_classes, image_size=image_size,
                                 widths=widths, width_mult=width_mult, precision=precision, bits=bits,
                                 refactor=refactor, **kw)
-        return trace_layers(model, model.input_shape)
+        return _within_limits(name, trace_layers(model, model.input_shape))
     hw = image_hw(image_size)
     if refactor is not None and precision != "binary":
         raise CimnasError("refactor options apply only to precision='binary'; drop them or set precision: binary")
@@ -193,7 +194,15 @@ def arch_geometry(name: str, *, in_channels: int = 3, num_classes: int = 10, ima
     widths = check_widths(name, widths, len(base), "conv layer")
     if min(hw) < 4:
         raise CimnasError(f"input of shape {(in_channels, *hw)} is too small for {name}; use a larger image_size")
-    return _resnet_cifar_geometry(depth, widths, in_channels, num_classes, hw, precision, bits, opts, shortcut)
+    return _within_limits(name, _resnet_cifar_geometry(depth, widths, in_channels, num_classes, hw, precision, bits,
+                                                       opts, shortcut))
+
+
+def _within_limits(name: str, layers: list[LayerGeom]) -> list[LayerGeom]:
+    """The one parameter limit (cimnas.limits) for a geometry too: an energy estimate of a model nobody could
+    build is refused like the model itself."""
+    check_params(sum(g.params for g in layers), f"model {name}")
+    return layers
 
 
 def count_ops(layers: list[LayerGeom]) -> dict:

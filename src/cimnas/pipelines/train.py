@@ -18,6 +18,7 @@ function of (seed, e) (cimnas.train.fit), so a resumed run repeats what an unint
 from __future__ import annotations
 
 import contextlib
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,11 +27,14 @@ from typing import Any
 
 import torch
 from torch import nn
+from tqdm import tqdm
 
 from cimnas import distributed
 from cimnas.config import DataConfig, ModelConfig, OptimConfig, check_device, to_dict
 from cimnas.data import DATASETS, load_from_config
 from cimnas.errors import CimnasError, check
+from cimnas.hardware.crossbar import HardwareConfig
+from cimnas.hardware.energy import estimate_model
 from cimnas.limits import check_model
 from cimnas.nn.counting import count_ops, trace_layers
 from cimnas.nn.models import MODELS, build_model, model_payload
@@ -41,6 +45,7 @@ from cimnas.pipelines.uae.noise import noise_batch_context
 from cimnas.runs import RunFolder, load_payload, load_state
 from cimnas.train import evaluate, fit, make_optimizer, make_scheduler
 from cimnas.utils.seed import derive_seed, make_generator
+from cimnas.utils.units import pct
 
 KIND = "train"
 CHECKPOINT = "checkpoint.pt"
@@ -58,9 +63,10 @@ class TrainRunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: OptimConfig = field(default_factory=OptimConfig)
+    hardware: HardwareConfig = field(default_factory=HardwareConfig)  # crossbar spec of final.json's energy
     # noise-aware training (UAE Sec. 4.2): a fresh N(0, sigma) sample on every quantized weight per batch;
     # sigma 0 (the default) trains plainly
-    noise: NoiseConfig = field(default_factory=lambda: NoiseConfig(sigma=0.0))
+    noise: NoiseConfig = field(default_factory=lambda: NoiseConfig(gaussian_sigma=0.0))
     tensorboard: bool = False  # mirror metrics.jsonl's epochs to RUN/tensorboard (the tensorboard extra)
 
     def validate(self) -> None:
@@ -176,8 +182,11 @@ def run_training(cfg: TrainRunConfig, out_dir: str | Path, resume: bool = False,
             run.append(METRICS, record)
             run.save(CHECKPOINT, model_payload(model, dataset=splits.info(), config=cfg_dict, epoch=epoch,
                                                optimizer=optimizer, scheduler=scheduler, metrics=record))
-            run.log(f"epoch {epoch}/{cfg.train.epochs}: loss {record['loss']:.4f}, train {record['train_acc']:.4f},"
-                    f" val {record['val_acc']:.4f}, lr {record['lr']:g}", echo=False)
+            line = (f"epoch {epoch}/{cfg.train.epochs}: loss {record['loss']:.4f}, train {pct(record['train_acc'])},"
+                    f" val {pct(record['val_acc'])}, lr {record['lr']:g}")
+            run.log(line, echo=False)
+            if cfg.train.progress and sys.stderr.isatty():  # a terminal sees every epoch (stdout stays the result)
+                tqdm.write(line, file=sys.stderr)
             clock[0] = time.perf_counter()
             if on_epoch_end is not None:
                 on_epoch_end(epoch, record)
@@ -190,9 +199,12 @@ def run_training(cfg: TrainRunConfig, out_dir: str | Path, resume: bool = False,
         final = {"test_acc": evaluate(model, splits.test, batch_size=bs, device=device),
                  "val_acc": evaluate(model, splits.search_eval, batch_size=bs, device=device),
                  "epochs": cfg.train.epochs, "dataset": splits.info(), "arch": dict(getattr(model, "arch_meta", {})),
-                 "biops": ops["biops"], "flops": ops["flops"], "params": ops["params"], "layers": ops["layers"]}
+                 "biops": ops["biops"], "flops": ops["flops"], "params": ops["params"], "layers": ops["layers"],
+                 "energy_uj": estimate_model(model, (splits.in_channels, splits.image_size, splits.image_size),
+                                             cfg.hardware.spec(("energy",)))["energy_uj"],
+                 "hardware_preset": cfg.hardware.preset}
         run.write_result("final.json", final)
-        run.log(f"test accuracy {final['test_acc']:.4f} (val {final['val_acc']:.4f}) after {cfg.train.epochs} "
+        run.log(f"test accuracy {pct(final['test_acc'])} (val {pct(final['val_acc'])}) after {cfg.train.epochs} "
                 "epochs", echo=False)
     return final
 
@@ -215,7 +227,7 @@ def _follow_rank0(cfg: TrainRunConfig, out_dir: Any, splits: Any, model: nn.Modu
 def _noise_context(cfg: TrainRunConfig, start_epoch: int, device: torch.device) -> Any:
     """The noise-aware `batch_context` of `cfg.noise` (None when sigma is 0): its generator is seeded by
     (seed, rank, start epoch), so a resumed run draws reproducibly (though not the uninterrupted run's draws)."""
-    if cfg.noise.sigma == 0:
+    if cfg.noise.gaussian_sigma == 0:
         return None
     seed = derive_seed(cfg.seed, "noise-aware", distributed.rank(), start_epoch)
     return noise_batch_context(cfg.noise.defect(), make_generator(seed, device))

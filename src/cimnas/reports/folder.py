@@ -16,7 +16,7 @@ from typing import Any
 
 from cimnas.config import safe_yaml
 from cimnas.errors import CimnasError
-from cimnas.utils.io import read_json, read_jsonl
+from cimnas.utils.io import open_regular, read_json, read_jsonl, read_regular
 
 #: run.json kinds the report knows how to lay out (others get the generic page: results, tables, figures)
 KIND_NAMES = {"hawis": "HAWIS run", "uae-search": "UAE search run", "train": "training run",
@@ -32,7 +32,7 @@ def lock_held(root: Path) -> bool:
     if not path.is_file():
         return False
     try:
-        fd = os.open(path, os.O_RDONLY)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except OSError:
         return False
     try:
@@ -88,8 +88,7 @@ class Folder:
         if not path.is_file():
             return []
         try:
-            with open(path, "rb") as f:
-                data = f.read()
+            data = read_regular(path)  # never through a link, a FIFO or a device (cimnas.utils.io)
             records = read_jsonl(path)
         except (CimnasError, OSError) as e:
             self.problem(f"{name} could not be read ({_short(e)}); its curves are not shown")
@@ -104,9 +103,9 @@ class Folder:
         if not path.is_file():
             return None
         try:
-            with open(path, "rb") as f:
+            with os.fdopen(open_regular(path, os.O_RDONLY, doing="read"), "rb") as f:
                 return f.read(limit).decode("utf-8", errors="replace")
-        except OSError as e:
+        except (CimnasError, OSError) as e:
             self.problem(f"{name} could not be read ({_short(e)})")
             return None
 

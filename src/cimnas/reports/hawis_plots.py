@@ -4,7 +4,8 @@
   accuracy and their Pareto front; the test accuracy of the nets trained in stage C (searched, U-kx, aligned-
   uniform, Pareto points) with seed error bars (untrained U-kx: their energy as a vertical marker).
 - `fig4_channels_per_episode.png`: channels of one layer (report.fig4_layer) per episode.
-- `fig5_channels_per_layer.png`: channels per layer, searched vs U-kx (report.compare_uniform).
+- `fig5_channels_per_layer.png`: channels per layer, searched vs the U-kx nearest to it in energy (and
+  report.compare_uniform when that is another one).
 
 Reads the run folder's files only; imports no model, search or pipeline code.
 """
@@ -20,7 +21,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from cimnas.config import read_yaml  # noqa: E402
 from cimnas.errors import CimnasError  # noqa: E402
-from cimnas.reports.figures import finish  # noqa: E402
+from cimnas.reports.figures import finish, readable_axes  # noqa: E402
 from cimnas.reports.hawis_seeds import accuracy_panels, seeds_markdown  # noqa: E402
 from cimnas.reports.tables import table_markdown  # noqa: E402
 from cimnas.utils.io import atomic_write_bytes, read_json, read_jsonl, require_run_kind  # noqa: E402
@@ -63,10 +64,23 @@ def fig4_channels(data: dict, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(6, 3.2))
     if eps:
         layer = min(max(layer, 0), len(eps[0]["widths"]) - 1)
-        ax.plot([e["episode"] + 1 for e in eps], [e["widths"][layer] for e in eps], "-", lw=0.8, c="#e0a000")
+        ax.plot([e["episode"] for e in eps], [e["widths"][layer] for e in eps], "-", lw=0.8, c="#e0a000")
     ax.grid(alpha=0.3)
+    readable_axes(ax, integer_x=True)
     finish(fig, ax, path, xlabel="episode", ylabel=f"#output channels, layer {layer + 1}",
            title="Channels of one layer per episode (HAWIS Fig. 4 style)", legend=False)
+
+
+def nearest_uniform(final: dict) -> str | None:
+    """The U-kx label (with stored widths) whose energy is nearest the searched model's, on a log scale."""
+    import math
+
+    energies, widths = final.get("uniform_energy_uj", {}), final.get("uniform_widths", {})
+    e = final.get("energy_uj")
+    known = [k for k in energies if k in widths and energies[k] and energies[k] > 0]
+    if not known or not e or e <= 0:
+        return None
+    return min(known, key=lambda k: abs(math.log(energies[k] / e)))
 
 
 def fig5_layers(data: dict, path: Path) -> None:
@@ -76,10 +90,16 @@ def fig5_layers(data: dict, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(7, 3.4))
     if widths:
         x = list(range(1, len(widths) + 1))
-        uni = final.get("uniform_widths", {}).get(f"U-{k:g}x")  # written by stage C
-        if uni:
-            ax.bar([i - 0.2 for i in x], uni, width=0.4, color="#1f77b4", label=f"U-{k:g}x")
-        ax.bar([i + 0.2 for i in x], widths, width=0.4, color="#e0a000", label="HAWIS (searched)")
+        stored = final.get("uniform_widths", {})  # written by stage C
+        labels = [lab for lab in dict.fromkeys([nearest_uniform(final), f"U-{k:g}x"]) if lab and stored.get(lab)]
+        bars = [*labels, "searched"]
+        step = 0.8 / len(bars)
+        for i, lab in enumerate(bars):
+            ys = widths if lab == "searched" else stored[lab]
+            name = "HAWIS (searched)" if lab == "searched" else (
+                f"{lab} (nearest in energy)" if lab == nearest_uniform(final) else lab)
+            ax.bar([v - 0.4 + step * (i + 0.5) for v in x], ys, width=step, label=name,
+                   color="#e0a000" if lab == "searched" else ("#1f77b4" if i == 0 else "#9ecae1"))
         ax.set_xticks(x)
     finish(fig, ax, path, xlabel="layer", ylabel="#output channels", title="Channels per layer (HAWIS Fig. 5 style)")
 

@@ -32,7 +32,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from cimnas.errors import CimnasError  # noqa: E402
 from cimnas.reports.folder import Folder, open_folder  # noqa: E402
 from cimnas.stats import mean_ci, summarize  # noqa: E402
-from cimnas.utils.io import atomic_write_bytes  # noqa: E402
+from cimnas.utils.io import atomic_write_bytes, read_regular  # noqa: E402
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 MAX_PNG_BYTES = 4 << 20  # an existing figure larger than this is not inlined (the page stays mailable)
@@ -163,10 +163,9 @@ def png_file(folder: Folder, rel: str) -> str:
         if size > MAX_PNG_BYTES:
             folder.problem(f"{rel} is {size >> 20} MiB; not inlined (the page stays small enough to send)")
             return ""
-        with open(path, "rb") as f:
-            data = f.read()
-    except OSError as e:
-        folder.problem(f"figure {rel} could not be read ({e.strerror or e}); not shown")
+        data = read_regular(path)  # never through a link, a FIFO or a device (cimnas.utils.io)
+    except (CimnasError, OSError) as e:
+        folder.problem(f"figure {rel} could not be read ({getattr(e, 'strerror', None) or e}); not shown")
         return ""
     if not data.startswith(PNG_MAGIC):
         folder.problem(f"figure {rel} is not a PNG file; not shown")

@@ -102,7 +102,7 @@ def _pareto(f: Folder, eps: list, pareto: list, stage_c: dict, final: dict) -> s
 
 
 def _curves(eps: list) -> str:
-    x = [e["episode"] + 1 for e in eps]
+    x = [e["episode"] for e in eps]
     best = list(accumulate((e["reward"] for e in eps), max))
     fig, axes = plt.subplots(1, 3, figsize=(10.5, 3.1))
     axes[0].plot(x, [e["reward"] for e in eps], ".-", lw=0.7, c=ORANGE, label="reward")
@@ -218,7 +218,7 @@ def _robustness(f: Folder, final: dict, stage_c: dict) -> str:
         out += (figure(fig, "robustness") + table(["model", "no defects", "mean", "std", "n (trials)", "p5", "min",
                                                    "max"], rows)
                 + f"<p class='muted'>defects: SA0 rate {esc(r0.get('sa0_rate'))}, SA1 rate {esc(r0.get('sa1_rate'))},"
-                  f" variation sigma {esc(r0.get('sigma'))}.</p>")
+                  f" variation sigma {esc(r0.get('variation_sigma', r0.get('sigma')))}.</p>")
     if sweep and isinstance(sweep.get("kinds"), dict):
         out += _sweep(sweep)
     return out
@@ -261,14 +261,14 @@ def uae_sections(page: Page, f: Folder, prefix: str = "") -> None:
 
 
 def _rewards(log: list) -> str:
-    ep = [r["episode"] + 1 for r in log]
+    ep = [r["episode"] for r in log]
     best = list(accumulate((r["reward"] for r in log), max))
     fig, ax = plt.subplots(figsize=(7.2, 3.4))
     fresh = [r for r in log if not r.get("cache_hit")]
     hits = [r for r in log if r.get("cache_hit")]
-    ax.scatter([r["episode"] + 1 for r in fresh], [r["reward"] for r in fresh], s=14, c=BLUE, label="trained child")
+    ax.scatter([r["episode"] for r in fresh], [r["reward"] for r in fresh], s=14, c=BLUE, label="trained child")
     if hits:
-        ax.scatter([r["episode"] + 1 for r in hits], [r["reward"] for r in hits], s=14, facecolors="none",
+        ax.scatter([r["episode"] for r in hits], [r["reward"] for r in hits], s=14, facecolors="none",
                    edgecolors=BLUE, label="cache hit (no training)")
     ax.plot(ep, best, c=RED, label="best so far")
     int_x(ax)
@@ -297,7 +297,7 @@ def _children(log: list, final: dict) -> str:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="upper left")
     top = sorted(fresh, key=lambda r: -r["reward"])[:10]
-    rows = [[r["episode"] + 1, r["arch_key"], f"{r['reward']:.4f}", pct(r["clean_acc"]), pct(r["noisy"].get("mean")),
+    rows = [[r["episode"], r["arch_key"], f"{r['reward']:.4f}", pct(r["clean_acc"]), pct(r["noisy"].get("mean")),
              pct(r["noisy"].get("std")), r["noisy"].get("n", "-"), num(r.get("energy_uj"), ".4g")] for r in top]
     return figure(fig, "clean vs noisy") + table(["episode", "child", "reward", "clean", "noisy mean", "noisy std",
                                                   "K", "energy (µJ)"], rows, "the 10 children of highest reward")
@@ -305,7 +305,8 @@ def _children(log: list, final: dict) -> str:
 
 def _uae_final(final: dict) -> str:
     rows = [["method", final.get("label", "-")], ["K, statistic", f"{final.get('k')}, {final.get('statistic')}"],
-            ["noise", f"sigma {final.get('sigma')} ({final.get('noise_mode')})"],
+            ["noise", f"sigma {final.get('gaussian_sigma', final.get('sigma'))} "
+                      f"({final.get('gaussian_mode', final.get('noise_mode'))})"],
             ["accuracy without noise", pct(final.get("clean_acc"))],
             ["Monte-Carlo mean ± std", f"{pct(final.get('mean'))} ± {pct(final.get('std'))}"],
             ["95%-minimum (p5)", pct(final.get("p5", final.get("p95")))],

@@ -30,15 +30,16 @@ def plot_robustness(sweep: dict, path: str | Path, title: str | None = None) -> 
             x = [r["level"] * (100 if pct else 1) for r in rows]
             m = [100 * r["mean"] for r in rows]
             s = [100 * r["std"] for r in rows]
-            line, = ax.plot(x, m, marker="o", ms=3, label=label)
+            line, = ax.plot(x, m, marker="o", ms=3, label=f"{label} (mean)")
             ax.fill_between(x, [a - b for a, b in zip(m, s, strict=True)], [a + b for a, b in zip(m, s, strict=True)],
-                            color=line.get_color(), alpha=0.2)
+                            color=line.get_color(), alpha=0.2, label=f"{label} +- 1 std over trials")
         if kind in _ROI:
-            ax.axvspan(0, _ROI[kind] * 100, color="tab:blue", alpha=0.08, label="region of interest")
+            ax.axvspan(0, _ROI[kind] * 100, color="tab:blue", alpha=0.08,
+                       label="HAWIS region of interest (fabricated SA rates)")
         ax.set_xlabel(_XLABEL.get(kind, kind))
         ax.set_ylabel("test accuracy (%)")
         ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=7)
+        ax.legend(fontsize=6)
     fig.suptitle(title or f"accuracy under device defects ({sweep.get('trials', '?')} trials, mean +- std)",
                  fontsize=9)
     fig.tight_layout()

@@ -8,6 +8,7 @@ evaluated child. `table3(run_dirs)`: UAE Table 3 (method, K, accuracy without no
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -15,7 +16,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from cimnas.errors import CimnasError, check  # noqa: E402
-from cimnas.utils.io import read_json, read_jsonl, require_run_kind  # noqa: E402
+from cimnas.utils.io import check_numbers, read_json, read_jsonl, require_run_kind  # noqa: E402
 
 #: what the figures and Table 3 read from each episode record and from final.json
 EPISODE_KEYS = ("episode", "reward", "cache_hit", "clean_acc")
@@ -27,8 +28,8 @@ def _check_run(run_dir: Path) -> None:
     require_run_kind(run_dir, "uae-search", "`uae search`", "cimnas uae search")
 
 
-def make_figures(run_dir: str | Path) -> list[Path]:
-    """Write figures/rewards.png and figures/clean_vs_noisy.png of one run; returns their paths."""
+def episode_log(run_dir: str | Path) -> list[dict]:
+    """The checked episode records of a `uae search` run (numbers in range, every key the figures read)."""
     run_dir = Path(run_dir)
     check((run_dir / "episodes.jsonl").is_file(), f"{run_dir} has no episodes.jsonl; give a `uae search` run folder")
     _check_run(run_dir)
@@ -39,17 +40,23 @@ def make_figures(run_dir: str | Path) -> list[Path]:
         missing = [k for k in EPISODE_KEYS if k not in r]
         check(not missing and isinstance(r.get("noisy", {}), dict), f"{run_dir}/episodes.jsonl line {i + 1} is "
               f"not a UAE episode record (no {missing[0] if missing else 'noisy mapping'}); fix or delete that line")
+        check(isinstance(r["reward"], int | float) and not isinstance(r["reward"], bool),
+              f"{run_dir}/episodes.jsonl line {i + 1}: reward {str(r['reward'])[:20]} is not a number; fix or "
+              "delete that line")
+    return log
+
+
+def make_figures(run_dir: str | Path, log: list[dict] | None = None) -> list[Path]:
+    """Write figures/rewards.png and figures/clean_vs_noisy.png of one run (from `log`, else `episode_log`);
+    returns their paths."""
+    run_dir = Path(run_dir)
+    log = episode_log(run_dir) if log is None else log
     figs = run_dir / "figures"
     figs.mkdir(exist_ok=True)
     ep = [r["episode"] for r in log]
     rew = [r["reward"] for r in log]
-    best, run = [], float("-inf")
-    for r in rew:
-        run = max(run, r)
-        best.append(run)
     fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.scatter(ep, rew, s=8, alpha=0.6, label="reward")
-    ax.plot(ep, best, color="C3", label="best so far")
+    reward_axes(ax, ep, rew)
     ax.set_xlabel("episode")
     ax.set_ylabel("reward")
     ax.set_title(f"{run_dir.name}: reward over episodes")
@@ -74,6 +81,19 @@ def make_figures(run_dir: str | Path) -> list[Path]:
     return [p1, p2]
 
 
+def reward_axes(ax: Any, episodes: list[int], rewards: list[float]) -> None:
+    """Rewards per episode and the best so far, drawn as steps (it only changes at an episode), whole-episode ticks."""
+    from cimnas.reports.figures import readable_axes
+
+    best, top = [], float("-inf")
+    for r in rewards:
+        top = max(top, r)
+        best.append(top)
+    ax.scatter(episodes, rewards, s=8, alpha=0.6, label="reward")
+    ax.step(episodes, best, where="post", color="C3", label="best so far")
+    readable_axes(ax, integer_x=True)
+
+
 def table3(run_dirs: list[str | Path]) -> str:
     """Markdown table in the layout of UAE Table 3 (one row per run with a final.json)."""
     rows = ["| Method | K | statistic | w/o noise | mean | 95%-min (p5) | search time (h) | episodes (unique) |",
@@ -88,6 +108,8 @@ def table3(run_dirs: list[str | Path]) -> str:
             missing = ["p5"]
         check(not missing, f"{path} is not a UAE final.json (no {missing[0] if missing else ''}); rerun "
               f"`cimnas uae final --out {d}`")
+        check_numbers(f, str(path), {"mean": "acc", "p5": "acc", "p95": "acc", "k": "count",
+                                     "search_time_h": "energy"})  # (>= 0 like an energy)
         p5 = f["p5"] if "p5" in f else f["p95"]  # final.json of older runs named the 5th percentile p95
         rows.append(f"| {f['label']} | {f['k']} | {f['statistic'] if f['k'] else '-'} | {100 * f['clean_acc']:.2f}% | "
                     f"{100 * f['mean']:.2f}% | {100 * p5:.2f}% | {f['search_time_h']:.3f} | "

@@ -67,9 +67,24 @@ def _call_builder(name: str, fn, args: dict) -> nn.Module:
         raise CimnasError(f"bad arguments for model {name!r}: {e}") from e
 
 
-def build_model(name: str, *, in_channels: int, num_classes: int, image_size: int | Sequence[int],
-                widths: Sequence[int] | str | None = None, width_mult: float = 1.0, precision: str = "float",
-                bits: int = 8, refactor: Any = None, seed: int | None = None, **kw: Any) -> nn.Module:
+def build_model(name: str, **kw: Any) -> nn.Module:
+    """Build a registered model (see module docstring and `_build_model`). The one limits check of every model,
+    whether from a config, a file, an override or a checkpoint: it is first built on the `meta` device (no
+    memory) and refused over `CIMNAS_MAX_PARAMS` (cimnas.limits) before any weight is allocated."""
+    if torch.empty(0).device.type != "meta":  # (inside a meta build already: that build is the probe)
+        try:
+            with torch.random.fork_rng(devices=[]), torch.device("meta"):
+                probe = _build_model(name, **kw)
+        except (RuntimeError, NotImplementedError):  # a layer without meta support: nothing to estimate with
+            probe = None
+        if probe is not None:
+            check_params(sum(p.numel() for p in probe.parameters()), f"model {name}")
+    return _build_model(name, **kw)
+
+
+def _build_model(name: str, *, in_channels: int, num_classes: int, image_size: int | Sequence[int],
+                 widths: Sequence[int] | str | None = None, width_mult: float = 1.0, precision: str = "float",
+                 bits: int = 8, refactor: Any = None, seed: int | None = None, **kw: Any) -> nn.Module:
     """Build a registered model (see module docstring). `seed` (optional) seeds the weight init;
     it is not part of `arch_meta` (a checkpoint restores the weights)."""
     fn = MODELS.get(name)
@@ -106,9 +121,12 @@ def build_model(name: str, *, in_channels: int, num_classes: int, image_size: in
             refactor_fn(model, opts, model.input_shape)
         elif precision == "kbit":
             quantize_kbit(model, bits)
+    # bits as built: k for kbit, 1 for binary (every conv / FC is 1-bit), None for float (a binary model's
+    # arch once said bits: 8, the unused default)
+    built_bits = {"kbit": bits, "binary": 1}.get(precision)
     model.arch_meta = _jsonable({
         "name": name, "in_channels": in_channels, "num_classes": num_classes, "image_size": size,
-        "widths": widths, "width_mult": width_mult, "precision": precision, "bits": bits,
+        "widths": widths, "width_mult": width_mult, "precision": precision, "bits": built_bits,
         "refactor": None if opts is None else opts.__dict__.copy(), **kw,
     })
     return model

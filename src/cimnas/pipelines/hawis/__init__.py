@@ -9,10 +9,12 @@ Run folder (`cimnas hawis run --config FILE --out DIR [--resume]`, kind "hawis",
     episodes.jsonl         one line per finished episode (widths, reward, accuracy, energy, times)
     best_arch.json         highest-reward widths and their search metrics
     pareto.json            accuracy-vs-energy Pareto front of the searched candidates
-    stage_c.json           stage C per trained model: val_accuracy (held-out search_eval), test_accuracy, energy
+    stage_c.json           stage C per trained model: val_accuracy (held-out search_eval), test_accuracy, energy,
+                           robustness (every crossbar-mapped model: searched, Pareto, U-kx, 8-bit)
     final.json             the searched model: accuracies, energy_uj, BiOps/FLOPs, robustness
     checkpoints/           supernet_pretrain.pt (per epoch), supernet.pt (after A), search_state.pt (after every
-                           episode), final_model.pt; all cimnas-checkpoint-v2 payloads
+                           episode), final_model.pt (searched), model_<label>.pt (the other stage-C models, e.g.
+                           model_U-2x.pt); all cimnas-checkpoint-v2 payloads
     figures/, table.md     reports (cimnas.reports.hawis_plots, from these files only)
 
 Modules: config (HawisConfig), context (run folder, data, model builder, size limit), stage_a, stage_b, stage_c.
@@ -31,7 +33,14 @@ from cimnas import distributed
 from cimnas.errors import check
 from cimnas.parallel import Parallelism
 from cimnas.pipelines.hawis.config import HawisConfig, load_hawis_config
-from cimnas.pipelines.hawis.context import Context, Follower, load_run_config, make_context, open_run
+from cimnas.pipelines.hawis.context import (
+    Context,
+    Follower,
+    load_run_config,
+    make_context,
+    open_run,
+    record_resume,
+)
 from cimnas.pipelines.hawis.stage_a import build_supernet, stage_pretrain
 from cimnas.pipelines.hawis.stage_b import best_record, pareto_front, stage_search
 from cimnas.pipelines.hawis.stage_c import TORCHRUN_AND_RAY, stage_retrain, train_model
@@ -69,10 +78,11 @@ def run_pipeline(cfg: HawisConfig, out: str | Path, *, resume: bool = False,
         run = open_run(cfg, out, resume)
         try:
             ctx.run = run
+            record_resume(run, cfg)  # the admitted config changes, after every check (validate, then write)
             run.write_result("space.json", ctx.space.to_dict())
             run.record_execution(stages=list(stages), device=str(device), **distributed.execution())
         except BaseException:
-            run.close()
+            run.abandon()  # refused before its first write: a fresh folder is removed again
             raise
     distributed.share("opened")
     try:

@@ -23,7 +23,7 @@ from cimnas.config import DataConfig, ModelConfig, OptimConfig, check_device, fr
 from cimnas.config import validate as validate_config
 from cimnas.data import dataset_spec
 from cimnas.errors import CimnasError, check
-from cimnas.hardware.crossbar import load_spec
+from cimnas.hardware.crossbar import HardwareConfig
 from cimnas.nn.models import MODELS
 from cimnas.nn.refactor import RefactorOptions
 from cimnas.nn.zoo import is_external, parse_source
@@ -148,12 +148,19 @@ class DefectsConfig:
 
     sa0_rate: float = 0.0175  # stuck-at-0 (stuck at low resistance / high conductance)
     sa1_rate: float = 0.0904  # stuck-at-1 (stuck at high resistance / low conductance)
-    sigma: float = 0.0  # lognormal resistance variation theta ~ N(0, sigma^2) (Eq. 3)
+    variation_sigma: float = 0.0  # lognormal resistance variation theta ~ N(0, sigma^2) (Eq. 3)
     trials: int = 20  # Monte-Carlo samples for the final robustness summary
+    device: str = "ideal"  # device preset on top of the defects (`cimnas devices`: reram-wan2022, pcm-joshi2020)
+    device_time_s: float = 0.0  # seconds since programming at which the chip is read (drift, relaxation)
 
     def validate(self) -> None:
         check(0 <= self.sa0_rate <= 1 and 0 <= self.sa1_rate <= 1, "defect rates must be in [0, 1]")
-        check(0 <= self.sigma <= 10, f"defects.sigma must be in [0, 10], got {self.sigma}")
+        check(self.device_time_s >= 0, f"defects.device_time_s must be >= 0, got {self.device_time_s}")
+        from cimnas.hardware.devices import load_device
+
+        load_device(self.device)  # an unknown preset is refused at load time
+        check(0 <= self.variation_sigma <= 10,
+              f"defects.variation_sigma must be in [0, 10], got {self.variation_sigma}")
         check(0 <= self.trials <= 100_000, f"defects.trials must be in 0..100000, got {self.trials}")
 
 
@@ -185,14 +192,6 @@ class RetrainConfig(OptimConfig):
         for r in self.references:
             check(r in ("fp", "8bit"), f"retrain.references: unknown {r!r}; use fp and/or 8bit")
         check(len(set(self.references)) == len(self.references), "retrain.references lists a reference twice")
-
-
-@dataclass
-class HardwareConfig:
-    """Crossbar spec for the energy model."""
-
-    preset: str = "mnsim-default"
-    overrides: list[str] = field(default_factory=list)  # "field=value" CrossbarSpec overrides
 
 
 @dataclass
@@ -234,11 +233,11 @@ class HawisConfig:
               f"crossbar-filling widths come from the zoo's layout), not {self.model.name!r}; drop search.aligned")
         check(not (self.retrain.aligned_baseline and self.model.external), "retrain.aligned_baseline needs a "
               f"registered model (the aligned-uniform net comes from the zoo's layout), not {self.model.name!r}")
-        load_spec(self.hardware.preset, self.hardware.overrides)  # the preset and its field overrides
+        self.hardware.spec()  # the preset and its fields
         if self.search.env.reward_accuracy != "clean":
-            check(self.defects.sa0_rate + self.defects.sa1_rate > 0 or self.defects.sigma > 0,
+            check(self.defects.sa0_rate + self.defects.sa1_rate > 0 or self.defects.variation_sigma > 0,
                   f"search.env.reward_accuracy={self.search.env.reward_accuracy} needs a defect model: set "
-                  "defects.sa0_rate / sa1_rate / sigma or use reward_accuracy: clean")
+                  "defects.sa0_rate / sa1_rate / variation_sigma or use reward_accuracy: clean")
 
 
 def load_hawis_config(path: str | Path | None, overrides: list[str] | None = None) -> HawisConfig:

@@ -32,8 +32,8 @@ from cimnas.config import diff_configs, load_config, to_dict
 from cimnas.data import load_from_config
 from cimnas.errors import CimnasError, check
 from cimnas.hardware import montecarlo
+from cimnas.hardware.aging import device_models
 from cimnas.hardware.align import ArchProbe, aligned_choices
-from cimnas.hardware.crossbar import load_spec
 from cimnas.hardware.defects import DefectConfig
 from cimnas.hardware.energy import estimate_model
 from cimnas.limits import check_params
@@ -56,7 +56,8 @@ def _admitted(key: str, keys: tuple[str, ...]) -> bool:
 
 def open_run(cfg: HawisConfig, out: str | Path, resume: bool) -> RunFolder:
     """RunFolder.open(kind "hawis") plus the stage-dependent resume rules of `config.py`; a resume with an
-    admitted change rewrites config.yaml (so the folder always holds the config its later stages used)."""
+    admitted change rewrites config.yaml (`record_resume`, so the folder always holds the config its later stages
+    used)."""
     run = RunFolder.open(out, KIND, cfg, resume=resume, resumable=RESUMABLE_ALWAYS + RESUMABLE_BEFORE_C,
                          config_cls=HawisConfig)
     try:
@@ -69,13 +70,19 @@ def open_run(cfg: HawisConfig, out: str | Path, resume: bool) -> RunFolder:
             if "search.episodes" in diff:
                 done = len(run.records("episodes.jsonl")) if run.has("episodes.jsonl") else 0
                 run.check_extends("search.episodes", cfg.search.episodes, done, "episodes")
-            if diff:
-                run.write_config(new)
-                run.log(f"resume with changed {', '.join(diff)}", echo=False)
     except BaseException:
-        run.close()
+        run.abandon()
         raise
     return run
+
+
+def record_resume(run: RunFolder, cfg: HawisConfig) -> None:
+    """After every check of a resume (open_run's, make_context's): store the config with its admitted changes and
+    log them (validate, then write)."""
+    diff = diff_configs(run.stored_config(HawisConfig), to_dict(cfg)) if run.resumed else []
+    if diff:
+        run.write_config(to_dict(cfg))
+        run.log(f"resume with changed {', '.join(diff)}", echo=False)
 
 
 class Follower:
@@ -175,7 +182,7 @@ def make_context(cfg: HawisConfig, run: RunFolder | Follower) -> Context:
     The device is this rank's under torchrun (`distributed.init`), the configured one otherwise."""
     device = distributed.init(cfg.device)
     splits = load_from_config(cfg.data, cfg.seed, device)
-    spec = load_spec(cfg.hardware.preset, cfg.hardware.overrides)
+    spec = cfg.hardware.spec()
     shape = (splits.in_channels, splits.image_size, splits.image_size)
     ctx = Context(cfg, run, splits, device, spec, WidthSpace((1,)), shape)
     s = cfg.space
@@ -229,10 +236,16 @@ def check_multiples(widths: list[int], n: int, d: int, key: str) -> None:
 
 
 def mc_accuracies(ctx: Context, model: nn.Module, split: Any, trials: int, seed: int) -> list[float]:
-    """Accuracies of `model` over `trials` defect samples (cimnas.hardware.montecarlo)."""
+    """Accuracies of `model` over `trials` defect samples (cimnas.hardware.montecarlo), under `defects.device`
+    read `defects.device_time_s` after programming when set (stage B's mc_* rewards and stage C)."""
     d = ctx.cfg.defects
-    defects = DefectConfig(sa0=d.sa0_rate, sa1=d.sa1_rate, sigma_variation=d.sigma)
-    out = montecarlo.evaluate_trials(model, split, ctx.spec, defects, trials, seed, device=ctx.device)
+    defects = DefectConfig(sa0_rate=d.sa0_rate, sa1_rate=d.sa1_rate, variation_sigma=d.variation_sigma)
+    if d.device == "ideal":
+        out = montecarlo.evaluate_trials(model, split, ctx.spec, defects, trials, seed, device=ctx.device)
+    else:  # the device preset's models around the defects (cimnas.hardware.aging.chip_models)
+        preset, models = device_models(d.device, d.device_time_s, defects)
+        out = montecarlo.evaluate_trials(model, split, ctx.spec, models, trials, seed, device=ctx.device,
+                                         periphery=preset.periphery)
     return [float(a) for a in out.accs]
 
 

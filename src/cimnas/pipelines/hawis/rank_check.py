@@ -38,6 +38,7 @@ from cimnas.runs import RunFolder
 from cimnas.stats import rank_correlation
 from cimnas.utils.io import os_errors, read_json, read_jsonl
 from cimnas.utils.seed import derive_seed, seed_everything
+from cimnas.utils.units import pct, uj
 
 KIND = "hawis-rank-check"
 RESUMABLE = ("archs", "archs_file", "standalone_dir")  # architectures may be added or dropped on resume
@@ -245,7 +246,7 @@ def run_rank_check(run_dir: str | Path, *, archs_file: str | None = None,
                        "energy_uj": res.energy_uj, "times_s": res.times_s}
                 run.append(PROXY, rec)
                 proxy[a["name"]] = rec
-                run.log(f"proxy {a['name']}: held-out accuracy {res.accuracy:.4f}, energy {res.energy_uj:.4g} uJ")
+                run.log(f"proxy {a['name']}: held-out accuracy {pct(res.accuracy)}, energy {uj(res.energy_uj)}")
         if proxy_only:
             run.log(f"proxies of {len(proxy)} architectures done (--proxy-only: no stand-alone models, no statistics)")
             return {"proxy": [proxy[a["name"]] for a in archs]}
@@ -259,7 +260,7 @@ def run_rank_check(run_dir: str | Path, *, archs_file: str | None = None,
                    "train_s": res["train_s"]}
             run.append(STANDALONE, rec)
             trained[a["name"]] = rec
-            run.log(f"stand-alone {a['name']}: val accuracy {res['val_accuracy']:.4f} ({res['train_s']:.0f} s)")
+            run.log(f"stand-alone {a['name']}: val accuracy {pct(res['val_accuracy'])} ({res['train_s']:.0f} s)")
         result = summarize_rank_check(archs, space, proxy, known, trained, cfg, run_dir, candidate_ft,
                                       derive_seed(cfg.seed, "rank-check-bootstrap"), resamples)
         run.write_result("rank_check.json", result)

@@ -27,6 +27,7 @@ from cimnas.pipelines.hawis.context import Context
 from cimnas.runs import load_payload, load_state
 from cimnas.train import cycle_batches, evaluate, fit, make_optimizer, make_regularizer, make_scheduler
 from cimnas.utils.seed import derive_seed, make_generator, seed_everything
+from cimnas.utils.units import pct
 
 DONE = "supernet.pt"
 PARTIAL = "supernet_pretrain.pt"
@@ -169,7 +170,7 @@ def stage_pretrain(ctx: Context) -> SuperNet:
                            ctx.device)
         metrics[f"{name}_val_accuracy"] = evaluate(net, ctx.splits.search_eval, batch_size=cfg.eval_batch_size,
                                                    device=ctx.device)
-        run.log(f"stage A: {name} sub-net accuracy on search_eval {metrics[f'{name}_val_accuracy']:.4f}")
+        run.log(f"stage A: {name} sub-net accuracy on search_eval {pct(metrics[f'{name}_val_accuracy'])}")
         net.train()
     net.set_widths(net.largest())
     run.save(DONE, payload(ctx, net, cfg.epochs, metrics=metrics))

@@ -23,6 +23,7 @@ from cimnas.runs import RunFolder, guarded, load_state
 from cimnas.search.agents import make_agent
 from cimnas.search.env import HawisEnv
 from cimnas.utils.seed import derive_seed
+from cimnas.utils.units import pct, uj
 
 STATE = "search_state.pt"
 STATE_FIELDS = {"state_dict": dict, "optimizer": dict, "agent": dict, "records": str, "episode": int}
@@ -72,6 +73,11 @@ def stage_search(ctx: Context, net: SuperNet, *, stop_after: int | None = None) 
     scfg = cfg.search
     env, base_energy = make_env(ctx, net)
     agent = make_agent(scfg.agent, env.state_table.shape[1], scfg.agent_options, derive_seed(cfg.seed, "agent"))
+    warmup = int(getattr(getattr(agent, "cfg", None), "warmup_episodes", 0) or 0)
+    if warmup >= scfg.episodes:
+        run.log(f"warning: search.episodes={scfg.episodes} is not more than the {scfg.agent} agent's warm-up "
+                f"({warmup} episodes of uniform random widths, no learning): this search is a random search; raise "
+                "search.episodes or lower search.agent_options.warmup_episodes")
     records: list[dict] = []
     if run.has(f"checkpoints/{STATE}"):
         path = run.ckpt / STATE
@@ -85,7 +91,7 @@ def stage_search(ctx: Context, net: SuperNet, *, stop_after: int | None = None) 
         run.check_extends("search.episodes", scfg.episodes, len(records), "episodes")
         run.log(f"stage B: resuming after episode {len(records)}")
     run.rewrite_records("episodes.jsonl", records)
-    run.log(f"stage B: {scfg.episodes} episodes, agent {scfg.agent}, Q(A_b) = {base_energy:.4g} uJ, "
+    run.log(f"stage B: {scfg.episodes} episodes, agent {scfg.agent}, Q(A_b) = {uj(base_energy)}, "
             f"lambda = {scfg.env.lam}, {ctx.space.n_steps} layers")
     ran = 0
     for episode in range(len(records), scfg.episodes):
@@ -105,7 +111,7 @@ def stage_search(ctx: Context, net: SuperNet, *, stop_after: int | None = None) 
         agent.update()
         times = dict(res.times_s)
         times["agent_update"] = round(time.perf_counter() - t, 4)
-        rec = {"episode": episode, "widths": res.widths, "reward": res.reward, "accuracy": res.accuracy,
+        rec = {"episode": episode + 1, "widths": res.widths, "reward": res.reward, "accuracy": res.accuracy,
                "energy_uj": res.energy_uj, "reward_accuracy": res.reward_accuracy, "robust": res.robust,
                "wall_s": round(time.perf_counter() - t0, 4), "times_s": times}
         records.append(rec)
@@ -113,8 +119,8 @@ def stage_search(ctx: Context, net: SuperNet, *, stop_after: int | None = None) 
                                       optimizer=env.optimizer, agent=agent.state_dict(),
                                       records=json.dumps(records), episode=episode + 1))
         run.append("episodes.jsonl", rec)
-        run.log(f"episode {episode + 1}/{scfg.episodes}: reward {res.reward:+.4f} acc {res.accuracy:.4f} "
-                f"energy {res.energy_uj:.4g} uJ  widths {widths}  time {rec['wall_s']:.1f} s ("
+        run.log(f"episode {episode + 1}/{scfg.episodes}: reward {res.reward:+.4f} acc {pct(res.accuracy)} "
+                f"energy {uj(res.energy_uj)}  widths {widths}  time {rec['wall_s']:.1f} s ("
                 + ", ".join(f"{k} {v:.2f}" for k, v in times.items()) + ")")
         ran += 1
         if stop_after is not None and ran >= stop_after:

@@ -26,9 +26,10 @@ from cimnas.pipelines.hawis import seeds
 from cimnas.pipelines.hawis.config import RetrainConfig
 from cimnas.pipelines.hawis.context import REFERENCE_PRECISION, Context, arch_probe, mc_accuracies
 from cimnas.pipelines.hawis.stage_b import best_record, pareto_front
-from cimnas.stats import summarize
+from cimnas.stats import at_chance, summarize
 from cimnas.train import evaluate, fit, make_optimizer, make_scheduler
 from cimnas.utils.seed import derive_seed, resolve_device, seed_everything
+from cimnas.utils.units import pct, uj
 
 RESULTS = "stage_c.json"
 TORCHRUN_AND_RAY = ("--workers / --ray-address (Ray workers) and torchrun do not mix: under torchrun every "
@@ -48,7 +49,7 @@ def train_model(ctx: Context, model: nn.Module, rcfg: RetrainConfig, label: str,
     def on_epoch_end(epoch: int, record: dict) -> None:
         if epoch % every == 0 or epoch == rcfg.epochs:
             ctx.run.log(f"stage C {label} epoch {epoch}/{rcfg.epochs}: loss {record['loss']:.4f} "
-                        f"train acc {record['train_acc']:.4f}")
+                        f"train acc {pct(record['train_acc'])}")
 
     t0 = time.perf_counter()
     fit(model, ctx.splits.search_train, rcfg, device=ctx.device, seed=ctx.seed if seed is None else seed,
@@ -97,14 +98,23 @@ def retrain_job(ctx: Context, label: str, widths: list[int] | None, precision: s
     trained = train_model(ctx, model, rcfg, label, seed=seeds.data_seed(ctx.seed, train_seed))
     entry = {"widths": list(model.widths), "precision": precision,
              **{k: trained[k] for k in ("val_accuracy", "test_accuracy", "train_s")}, **ctx.energy(model)}
-    checkpoint = None
+    # every crossbar-mapped model (searched, Pareto, U-kx, 8-bit) gets the same robustness trials (same seeds: a
+    # paired comparison, HAWIS Fig. 3 from one run) and every model its checkpoint (`checkpoint_name`); of a model
+    # trained with several seeds (retrain.seeds), training seed 0 only
     if label == "searched":
         entry["energy_detail"] = energy_detail(ctx, model)  # the reports' energy breakdown and crossbar fill
-        if rcfg.robustness and cfg.defects.trials > 0:
-            entry["robustness"] = robustness_summary(ctx, model)
-        checkpoint = model_payload(model, dataset=ctx.splits.info(), config=to_dict(cfg), epoch=rcfg.epochs,
-                                   optimizer=trained["optimizer"], scheduler=trained["scheduler"], metrics=entry)
+    if train_seed > 0:
+        return {"entry": entry, "checkpoint": None}
+    if precision != "float" and rcfg.robustness and cfg.defects.trials > 0:
+        entry["robustness"] = robustness_summary(ctx, model)
+    checkpoint = model_payload(model, dataset=ctx.splits.info(), config=to_dict(cfg), epoch=rcfg.epochs,
+                               optimizer=trained["optimizer"], scheduler=trained["scheduler"], metrics=entry)
     return {"entry": entry, "checkpoint": checkpoint}
+
+
+def checkpoint_name(label: str) -> str:
+    """The stage-C model's file under checkpoints/: final_model.pt for the searched one, model_<label>.pt else."""
+    return "final_model.pt" if label == "searched" else f"model_{label}.pt"
 
 
 def _store(ctx: Context, results: dict, label: str, out: dict) -> None:
@@ -113,14 +123,17 @@ def _store(ctx: Context, results: dict, label: str, out: dict) -> None:
     for line in out.get("log", []):
         run.log(line, echo=False)
     if out["checkpoint"] is not None:
-        run.save("final_model.pt", out["checkpoint"])
+        run.save(checkpoint_name(label), out["checkpoint"])
     results[label] = entry
     if seeds.split_seed(label)[1] > 0:  # stage_c.json keeps one entry per model (training seed 0)
         run.write_result(seeds.SEEDS_FILE, {k: v for k, v in results.items() if seeds.split_seed(k)[1] > 0})
     else:
         run.write_result(RESULTS, {k: v for k, v in results.items() if seeds.split_seed(k)[1] == 0})
-    run.log(f"stage C {label}: val acc {entry['val_accuracy']:.4f}, test acc {entry['test_accuracy']:.4f}, "
-            f"energy {entry['energy_uj']:.4g} uJ")
+    if at_chance(entry["test_accuracy"], ctx.splits.num_classes, len(ctx.splits.test)):
+        run.log(f"warning: stage C {label} is at chance ({pct(entry['test_accuracy'])} test accuracy for "
+                f"{ctx.splits.num_classes} classes): it learned nothing; train longer (retrain.epochs) or check lr")
+    run.log(f"stage C {label}: val acc {pct(entry['val_accuracy'])}, test acc {pct(entry['test_accuracy'])}, "
+            f"energy {uj(entry['energy_uj'])}")
 
 
 class _Lines:
@@ -234,5 +247,5 @@ def robustness_summary(ctx: Context, model: nn.Module) -> dict:
     d = ctx.cfg.defects
     accs = mc_accuracies(ctx, model, ctx.splits.test, d.trials, derive_seed(ctx.seed, "final-mc"))
     s = summarize(accs)
-    return {"sa0_rate": d.sa0_rate, "sa1_rate": d.sa1_rate, "sigma": d.sigma, "trials": s["n"],
+    return {"sa0_rate": d.sa0_rate, "sa1_rate": d.sa1_rate, "variation_sigma": d.variation_sigma, "trials": s["n"],
             **{k: s[k] for k in ("mean", "std", "min", "p5", "median", "max")}}

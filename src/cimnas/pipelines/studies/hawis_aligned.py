@@ -31,10 +31,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cimnas.cli import STUDY_INTERRUPTED, OneLineParser, guarded
+from cimnas.cli import STUDY_INTERRUPTED, OneLineParser, doc_summary, guarded
 from cimnas.config import diff_configs, load_config, to_dict
 from cimnas.errors import check
 from cimnas.hardware.align import ArchProbe, aligned_uniform
+from cimnas.hardware.crossbar import HardwareConfig
 from cimnas.nn.widths import width_groups
 from cimnas.parallel import Parallelism, add_parallel_args, parallelism_from_args, run_tasks
 from cimnas.pipelines.hawis import HawisConfig
@@ -92,9 +93,15 @@ class AlignedStudyConfig:
         check(len(names) == len(set(names)) and "pretrain" not in names, "arm names must be unique, not 'pretrain'")
         check(self.lam is None or 0 < self.lam < 1, f"lam must be in (0, 1), got {self.lam}")
 
+    @property
+    def hardware(self) -> HardwareConfig:
+        """The shared `hardware` section of this preset (the key stays `hardware_preset` here, so study folders
+        started before the one-vocabulary change resume; a later change may move it to a `hardware` section)."""
+        return HardwareConfig(preset=self.hardware_preset)
+
     def headroom(self) -> headroom.HeadroomConfig:
         return headroom.HeadroomConfig(base=self.base, uniform=list(self.uniform), uniform_seeds=self.retrain_seeds,
-                                       allocations=[], d=self.d, hardware_preset=self.hardware_preset)
+                                       allocations=[], d=self.d, hardware=self.hardware)
 
 
 # ---------------------------------------------------------------------------- tasks
@@ -294,11 +301,12 @@ def check_uniform_config(cfg: AlignedStudyConfig, udir: Path) -> None:
               "uniform_dir at a matching one")
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = OneLineParser(prog="python -m cimnas.pipelines.studies.hawis_aligned", description=__doc__.split("\n")[0])
-    p.add_argument("config")
-    p.add_argument("out")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+def main(argv: list[str] | None = None, prog: str = "python -m cimnas.pipelines.studies.hawis_aligned") -> int:
+    p = OneLineParser(prog=prog, description=doc_summary(__doc__))
+    p.add_argument("config", help="aligned study config (configs/studies/hawis_aligned_fashion.yaml)")
+    p.add_argument("out", help="study folder (resumed when it exists)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one config value (repeatable)")
     p.add_argument("--publish", default=None, metavar="DIR", help="also write DIR/hawis_aligned_study.{json,png}")
     add_parallel_args(p)
     args = p.parse_args(argv)

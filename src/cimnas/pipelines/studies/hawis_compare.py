@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from cimnas.errors import CimnasError
+from cimnas.reports.figures import readable_axes
 from cimnas.utils.io import atomic_write_bytes, read_json, read_jsonl
 
 AGENTS = ("ddpg", "random")
@@ -120,6 +121,7 @@ def compare(out: str | Path, title: str | None = None) -> str:
         summary.append(f"{a}: {len(r)} episodes, best reward {r.max():+.4f}, mean reward all {r.mean():+.4f}, "
                        f"last {len(tail)} {tail.mean():+.4f}")
     ax.set_xscale("log")
+    readable_axes(ax)
     ax.set_xlabel("energy per inference (uJ)")
     ax.set_ylabel("accuracy (%)")
     ax.set_title(title or f"{out.name}: DDPG vs random search vs U-kx")

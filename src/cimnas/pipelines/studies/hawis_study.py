@@ -41,7 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cimnas.cli import STUDY_INTERRUPTED, OneLineParser, guarded
+from cimnas.cli import STUDY_INTERRUPTED, HelpFormatter, OneLineParser, doc_summary, guarded
 from cimnas.config import apply_overrides, from_dict, to_dict, validate
 from cimnas.errors import CimnasError, check
 from cimnas.parallel import Parallelism, add_parallel_args, parallelism_from_args, run_tasks
@@ -51,8 +51,9 @@ from cimnas.pipelines.studies.hawis_compare import AGENTS, compare, interp_unifo
 from cimnas.runs import RunFolder
 from cimnas.stats import summarize
 from cimnas.train import cycle_batches, evaluate
-from cimnas.utils.io import read_json, write_json
+from cimnas.utils.io import check_output, read_json, write_json
 from cimnas.utils.seed import derive_seed, make_generator, seed_everything
+from cimnas.utils.units import pct, uj
 
 KIND = "hawis-study"
 #: which baselines and agents a study holds may change on resume (each is its own run folder)
@@ -91,8 +92,8 @@ def _final_line(label: str, summary: dict) -> str:
     f = summary.get("final")
     if not f:
         return f"{label}: done ({summary['run_dir']})"
-    return (f"{label}: widths {f['widths']}, test acc {f['test_accuracy']:.4f} (val {f['val_accuracy']:.4f}), "
-            f"energy {f['energy_uj']:.4g} uJ")
+    return (f"{label}: widths {f['widths']}, test acc {pct(f['test_accuracy'])} (val {pct(f['val_accuracy'])}), "
+            f"energy {uj(f['energy_uj'])}")
 
 
 def study_lambda(cfg: HawisConfig, run: RunFolder, lam: float | None) -> float:
@@ -105,7 +106,7 @@ def study_lambda(cfg: HawisConfig, run: RunFolder, lam: float | None) -> float:
     lam = float(f"{lam:.6g}")  # the value lambda.txt gives back on resume (the runs' configs must not change)
     run.path("lambda.txt").write_text(f"{lam:.6g}\n")
     run.log(f"lambda {lam:.4g} from the super-net's U-kx sub-nets " + ", ".join(
-        f"U-{k:g}x {a:.4f}" for k, a, _ in rows), echo=False)
+        f"U-{k:g}x {pct(a)}" for k, a, _ in rows), echo=False)
     return lam
 
 
@@ -207,7 +208,7 @@ def lambda_from_supernet(ctx, pretrain_dir: str | Path,
         with net.subnet(w):
             q = ctx.energy(net.model)["energy_uj"]
         rows.append((k, acc, q / qb))
-        print(f"U-{k:g}x: held-out acc {acc:.4f}  Q/Q(A_b) {q / qb:.3f}", file=sys.stderr)
+        print(f"U-{k:g}x: held-out acc {pct(acc)}  Q/Q(A_b) {q / qb:.3f}", file=sys.stderr)
     return _report_lambda(rows)
 
 
@@ -233,7 +234,7 @@ def calibrate_lambda_val(out: str | Path) -> tuple[float, list]:
     qb = uni["U-1x"]["energy_uj"]
     rows = sorted((float(k[2:-1]), v["val_accuracy"], v["energy_uj"] / qb) for k, v in uni.items())
     for k, a, r in rows:
-        print(f"U-{k:g}x: stage-C val acc {a:.4f}  Q/Q(A_b) {r:.3f}", file=sys.stderr)
+        print(f"U-{k:g}x: stage-C val acc {pct(a)}  Q/Q(A_b) {r:.3f}", file=sys.stderr)
     return _report_lambda(rows)
 
 
@@ -256,7 +257,7 @@ def seed_spread(config: str, k: float, n: int, out_json: str | Path, seed: int =
     ctx = _context(config, [f"seed={seed}"])
     cfg = ctx.cfg
     widths = ctx.uniform(float(k))
-    out_json = Path(out_json)
+    out_json = check_output(out_json, flag="OUT_JSON")  # a regular file (read back and extended on a rerun)
     res = read_json(out_json) if out_json.is_file() else {"widths": widths, "accuracies": {}}
     check(isinstance(res, dict) and isinstance(res.get("accuracies"), dict)
           and isinstance(res.setdefault("val_accuracies", {}), dict),
@@ -275,18 +276,17 @@ def seed_spread(config: str, k: float, n: int, out_json: str | Path, seed: int =
         s = summarize(list(res["accuracies"].values()))
         res.update({k: s[k] for k in ("mean", "std", "min", "max")})
         write_json(out_json, res)
-        print(f"{label}: test acc {res['accuracies'][label]:.4f}", file=sys.stderr)
+        print(f"{label}: test acc {pct(res['accuracies'][label])}", file=sys.stderr)
     return res
 
 
 # ============================================================================ CLI
-def main(argv: list[str] | None = None) -> int:
-    p = OneLineParser(prog="python -m cimnas.pipelines.studies.hawis_study",
-                      description=__doc__.split("\n")[0])
+def main(argv: list[str] | None = None, prog: str = "python -m cimnas.pipelines.studies.hawis_study") -> int:
+    p = OneLineParser(prog=prog, description=doc_summary(__doc__), formatter_class=HelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
     q = sub.add_parser("run", help="the whole study (super-net, U-kx, DDPG and random searches) as parallel runs")
-    q.add_argument("config")
-    q.add_argument("out")
+    q.add_argument("config", help="HAWIS config")
+    q.add_argument("out", help="study folder (resumed when it exists)")
     q.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override one HAWIS config value (repeatable), e.g. --set seed=1")
     q.add_argument("--uniform", type=float, nargs="*", default=list(UNIFORM), metavar="K",
@@ -296,23 +296,23 @@ def main(argv: list[str] | None = None) -> int:
     q.add_argument("--title", help="title of compare_fig1.png")
     add_parallel_args(q)
     q = sub.add_parser("lambda", help="equal-reward lambda from the U-kx sub-nets of a pretrained super-net")
-    q.add_argument("config")
-    q.add_argument("pretrain_dir")
-    q.add_argument("seed", type=int)
+    q.add_argument("config", help="HAWIS config")
+    q.add_argument("pretrain_dir", help="run folder with a finished stage A (checkpoints/supernet.pt)")
+    q.add_argument("seed", type=int, help="seed of the sub-net evaluation")
     q = sub.add_parser("lambda-val", help="equal-reward lambda from the stage-C U-kx validation accuracies")
-    q.add_argument("out")
+    q.add_argument("out", help="study folder (reads uniform/U-kx/stage_c.json)")
     q = sub.add_parser("uniform-widths", help="U-kx widths of a config as a YAML list")
-    q.add_argument("config")
-    q.add_argument("k", type=float)
+    q.add_argument("config", help="HAWIS config")
+    q.add_argument("k", type=float, help="width multiplier")
     q = sub.add_parser("spread", help="stage-C test accuracy of U-kx over N training seeds (same data)")
-    q.add_argument("config")
-    q.add_argument("k", type=float)
-    q.add_argument("n", type=int)
-    q.add_argument("out_json")
-    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("config", help="HAWIS config")
+    q.add_argument("k", type=float, help="width multiplier")
+    q.add_argument("n", type=int, help="training seeds")
+    q.add_argument("out_json", help="JSON file for the accuracies")
+    q.add_argument("--seed", type=int, default=0, help="first training seed")
     q = sub.add_parser("compare", help="DDPG vs random vs U-kx: OUT/compare.md and OUT/compare_fig1.png")
-    q.add_argument("out")
-    q.add_argument("--title")
+    q.add_argument("out", help="study folder")
+    q.add_argument("--title", help="title of compare_fig1.png")
     args = p.parse_args(argv)
 
     def run() -> None:
@@ -327,14 +327,15 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{calibrate_lambda_val(args.out)[0]:.4f}")
         elif args.cmd == "spread":
             r = seed_spread(args.config, args.k, args.n, args.out_json, args.seed)
-            print(f"mean {100 * r['mean']:.2f} %, std {100 * r['std']:.2f} points, range {100 * r['min']:.2f}"
-                  f" - {100 * r['max']:.2f} % over {len(r['accuracies'])} seeds")
+            print(f"mean {pct(r['mean'])}, std {100 * r['std']:.2f} points, range {100 * r['min']:.2f}"
+                  f" - {pct(r['max'])} over {len(r['accuracies'])} seeds")
         elif args.cmd == "uniform-widths":
             print("[" + ",".join(map(str, uniform_widths(args.config, args.k))) + "]")
         else:
             print(compare(args.out, args.title), end="")
 
-    return guarded(run, error="error:", interrupted=STUDY_INTERRUPTED)  # finished models stay in their run folders
+    # finished models stay in their run folders
+    return guarded(run, error="error:", interrupted=STUDY_INTERRUPTED, exiting=argv is None)
 
 
 __all__ = ["AGENTS", "calibrate_lambda", "calibrate_lambda_val", "compare", "derived_config", "equal_reward_lambda",

@@ -34,10 +34,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from cimnas.cli import STUDY_INTERRUPTED, OneLineParser, guarded
+from cimnas.cli import STUDY_INTERRUPTED, HelpFormatter, OneLineParser, doc_summary, guarded
 from cimnas.config import diff_configs, load_config, to_dict
 from cimnas.errors import check
-from cimnas.hardware.crossbar import load_spec
+from cimnas.hardware.crossbar import HardwareConfig
 from cimnas.hardware.energy import estimate_arch
 from cimnas.nn.models import build_model, named_widths
 from cimnas.nn.refactor import RefactorOptions
@@ -48,6 +48,7 @@ from cimnas.reports.figures import finish
 from cimnas.runs import RunFolder
 from cimnas.stats import combination_ci, summarize
 from cimnas.utils.io import read_json
+from cimnas.utils.units import pct, uj
 
 KIND = "study-headroom"
 #: which models a study holds may change on resume (each model is its own run folder, checked when reused)
@@ -87,7 +88,7 @@ class HeadroomConfig:
     allocations: list[AllocationConfig] = field(default_factory=list)
     allocation_seeds: int = 3
     d: int = 4  # channel granularity (Eq. 8)
-    hardware_preset: str = "mnsim-default"
+    hardware: HardwareConfig = field(default_factory=HardwareConfig)  # crossbar spec (cimnas presets)
 
     def validate(self) -> None:
         check(len(self.uniform) >= 2 and all(0 < k <= 16 for k in self.uniform),
@@ -120,7 +121,7 @@ class Geometry:
         self.groups = width_groups(self.base)
         self.refactor = RefactorOptions(topology_mod=m.topology_mod, thermometer=m.thermometer,
                                         thermometer_levels=m.thermometer_levels)
-        self.spec = load_spec(cfg.hardware_preset)
+        self.spec = cfg.hardware.spec(("energy",))
 
     def uniform(self, k: float) -> list[int]:
         return [round_channels(b * k, self.cfg.d) for b in self.base]
@@ -215,7 +216,7 @@ def run_study(cfg: HeadroomConfig, out: str | Path, *, resume: bool = True, par:
         geo = Geometry(cfg, splits)
         jobs = plan(cfg, geo)
         run.log(f"headroom: {sum(len(j['seeds']) for j in jobs)} models ({len(jobs)} widths), "
-                f"U-1x energy {geo.energy(geo.uniform(1.0)):.4g} uJ")
+                f"U-1x energy {uj(geo.energy(geo.uniform(1.0)))}")
         by_label = {j["label"]: j for j in jobs}
         for j in jobs:
             j["runs"] = []
@@ -225,7 +226,7 @@ def run_study(cfg: HeadroomConfig, out: str | Path, *, resume: bool = True, par:
             by_label[label]["runs"].append({"seed": seed, "test_acc": final["test_acc"],
                                             "val_acc": final.get("val_acc")})
             val = final.get("val_acc")
-            run.log(f"{label} seed {seed}: test {final['test_acc']:.4f} val " + ("-" if val is None else f"{val:.4f}"))
+            run.log(f"{label} seed {seed}: test {pct(final['test_acc'])} val " + ("-" if val is None else pct(val)))
             write_tables(run, jobs)  # after every model: a kill keeps the table of what finished (rank-check reads it)
 
         tasks = {(j["label"], seed): {"widths": j["widths"]} for j in jobs for seed in j["seeds"]}
@@ -348,11 +349,12 @@ def plot(result: dict, path: Path) -> None:
            title="Width allocations vs uniform widening")
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = OneLineParser(prog="python -m cimnas.pipelines.studies.headroom", description=__doc__.split("\n")[0])
-    p.add_argument("config")
-    p.add_argument("out")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+def main(argv: list[str] | None = None, prog: str = "python -m cimnas.pipelines.studies.headroom") -> int:
+    p = OneLineParser(prog=prog, description=doc_summary(__doc__), formatter_class=HelpFormatter)
+    p.add_argument("config", help="headroom study config (configs/studies/headroom_fashion.yaml)")
+    p.add_argument("out", help="study folder (resumed when it exists)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one config value (repeatable), e.g. --set hardware.rows=128")
     add_parallel_args(p)
     args = p.parse_args(argv)
 
@@ -360,7 +362,8 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load_config(HeadroomConfig, args.config, args.set)
         print(table(run_study(cfg, args.out, par=parallelism_from_args(args))))
 
-    return guarded(run, error="error:", interrupted=STUDY_INTERRUPTED)  # every finished model is in its run folder
+    # every finished model is in its run folder
+    return guarded(run, error="error:", interrupted=STUDY_INTERRUPTED, exiting=argv is None)
 
 
 __all__ = ["AllocationConfig", "HeadroomConfig", "Geometry", "analyse", "curve_difference", "plan", "run_study"]

@@ -4,7 +4,7 @@ retrains, then one report (`uae_study_report`).
     python -m cimnas.pipelines.studies.uae_study run OUT [--seeds 0 1] [--methods quantnas nacim uae_m uae_95]
                                                  [--config-dir configs/uae] [--set KEY=VALUE ...] [--no-cross]
                                                  [--workers N | --ray-address A]
-    python -m cimnas.pipelines.studies.uae_study report OUT [--figures DIR]
+    python -m cimnas.pipelines.studies.uae_study report OUT [--figures DIR] [--json FILE]
 
 `run` (`run_study`) runs every (method, seed) as one task of `cimnas.parallel.run_tasks` (in this process, on N
 local Ray workers, or on a Ray cluster), each its own resumable `uae search` run folder (search + final evaluation,
@@ -38,7 +38,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from cimnas.cli import STUDY_INTERRUPTED, OneLineParser, guarded
+from cimnas.cli import STUDY_INTERRUPTED, HelpFormatter, OneLineParser, doc_summary, guarded
 from cimnas.config import apply_overrides, diff_configs, from_dict, read_yaml, to_dict, validate
 from cimnas.errors import check
 from cimnas.parallel import Parallelism, add_parallel_args, parallelism_from_args, run_tasks
@@ -231,9 +231,8 @@ def run_study(out: str | Path, *, seeds: Sequence[int] = (0,), methods: Sequence
 
 
 # ============================================================================ CLI
-def main(argv: list[str] | None = None) -> int:
-    p = OneLineParser(prog="python -m cimnas.pipelines.studies.uae_study",
-                      description=__doc__.split("\n")[0])
+def main(argv: list[str] | None = None, prog: str = "python -m cimnas.pipelines.studies.uae_study") -> int:
+    p = OneLineParser(prog=prog, description=doc_summary(__doc__), formatter_class=HelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
     q = sub.add_parser("run", help="the searches of every (method, seed), then the cross retrains, as parallel runs")
     q.add_argument("out", help="study folder (resumed when it exists)")
@@ -246,8 +245,10 @@ def main(argv: list[str] | None = None) -> int:
     q.add_argument("--no-cross", action="store_true", help="skip the cross retrains (run the command again later)")
     add_parallel_args(q)
     q = sub.add_parser("report", help="OUT/table3.md, OUT/search_stats.md and the per-seed figures")
-    q.add_argument("out")
+    q.add_argument("out", help="study folder")
     q.add_argument("--figures", help="folder of the figures (default OUT/figures)")
+    q.add_argument("--json", dest="json_out", metavar="FILE",
+                   help="also write table3.json there (e.g. docs/results/uae_table3.json)")
     args = p.parse_args(argv)
 
     def run() -> None:
@@ -256,9 +257,10 @@ def main(argv: list[str] | None = None) -> int:
                              overrides=args.overrides, cross=not args.no_cross, par=parallelism_from_args(args))
             print("\n".join(final_line(label, r) for label, r in runs.items()))
         else:
-            print(report(args.out, args.figures), end="")
+            print(report(args.out, args.figures, args.json_out), end="")
 
-    return guarded(run, error="error:", interrupted=STUDY_INTERRUPTED)  # finished models stay in their run folders
+    # finished models stay in their run folders
+    return guarded(run, error="error:", interrupted=STUDY_INTERRUPTED, exiting=argv is None)
 
 
 __all__ = ["METHODS", "cross_config", "cross_task", "finished", "method_config", "method_files", "open_study",

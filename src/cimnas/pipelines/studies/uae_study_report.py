@@ -16,6 +16,7 @@ interval (`cimnas.stats.mean_ci`); with one common seed there is no interval.
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -287,12 +288,75 @@ def _ranking(kids: list[dict], kref: int, smaller: list[int], label: str) -> str
     return "\n".join(out)
 
 
+# ============================================================================ table3.json + its figure
+def _retrain_values(f: dict, metric: str) -> list[float]:
+    """The per-retrain values of one final.json (one value for runs made before `final.retrains`)."""
+    return [_value(r, metric) for r in f["retrains"]] if "retrains" in f else [_value(f, metric)]
+
+
+def table3_json(sm: dict) -> dict:
+    """Table 3 as data (docs/results/uae_table3.json): per method the summaries over search seeds of each seed's
+    mean over retrains, the retrain spread, the paired differences from the references, and the cross arm."""
+    methods = []
+    for m, r in sm["rows"].items():
+        fs = [sm["finals"][m][s] for s in r["seeds"]]
+        cross = sm["cross"].get(m, {})
+        methods.append({
+            "method": m, "label": r["label"], "k": r["k"], "statistic": r["statistic"], "search_seeds": r["seeds"],
+            "retrains_per_seed": [len(_retrain_values(f, "mean")) for f in fs],
+            "mc_samples": min(f["mc_samples"] for f in fs),
+            **{metric: {k: r[metric][k] for k in ("mean", "std", "n")} for metric, _ in METRICS},
+            "retrain_std_mean": {metric: float(np.mean([np.std(v, ddof=1) for v in
+                                                        (_retrain_values(f, metric) for f in fs) if len(v) > 1]))
+                                 if any(len(_retrain_values(f, metric)) > 1 for f in fs) else None
+                                 for metric, _ in METRICS},
+            "per_seed": {str(s): {metric: _retrain_values(sm["finals"][m][s], metric) for metric, _ in METRICS}
+                         for s in r["seeds"]},
+            "diff_from": {ref: sm["diffs"][ref][m] for ref in sm["diffs"] if m in sm["diffs"][ref]},
+            "cross": {"noise_aware_in_search": fs[0]["noise_aware"],
+                      "per_seed": {str(s): {metric: _retrain_values(f, metric) for metric, _ in METRICS}
+                                   for s, f in sorted(cross.items())}} if cross else None,
+            "search_time_h": r["search_time_h"], "episodes": r["episodes"]})
+    return {"format": "cimnas-uae-table3-v1", "seeds": sm["seeds"],
+            "units": "accuracies as fractions; std with ddof 1; diffs paired by search seed, 95 % Student-t interval",
+            "methods": methods}
+
+
+def table3_figure(t3: dict, path: Path) -> Path:
+    """Clean / MC mean / 95%-min of every method: mean over search seeds with std error bars, each retrain a dot;
+    the cross arm (same child, other training) as open markers."""
+    import matplotlib.pyplot as plt  # lazy: matplotlib is only needed for figures
+
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    width = 0.25
+    for j, (metric, name) in enumerate(METRICS):
+        xs = np.arange(len(t3["methods"])) + (j - 1) * width
+        ys = [100 * m[metric]["mean"] for m in t3["methods"]]
+        es = [100 * (m[metric]["std"] if m[metric]["n"] > 1 else 0.0) for m in t3["methods"]]
+        ax.errorbar(xs, ys, yerr=es, fmt="o", capsize=4, label=f"{name} (mean +- std over search seeds)", color=f"C{j}")
+        for x, m in zip(xs, t3["methods"], strict=True):
+            dots = [100 * v for seed in m["per_seed"].values() for v in seed[metric]]
+            ax.plot([x + 0.06] * len(dots), dots, ".", color=f"C{j}", alpha=0.4, markersize=4)
+            if m["cross"]:
+                other = [100 * v for seed in m["cross"]["per_seed"].values() for v in seed[metric]]
+                ax.plot([x - 0.06] * len(other), other, "x", color=f"C{j}", alpha=0.6, markersize=4)
+    ax.set_xticks(np.arange(len(t3["methods"])), [m["label"] for m in t3["methods"]])
+    return finish(fig, ax, path, xlabel="method", ylabel="test accuracy (%)", title="UAE Table 3: dots = retrains "
+                  "of the chosen child, x = the same child with the other training", title_size=9)
+
+
 # ============================================================================ report
-def report(out: str | Path, figures_dir: str | Path | None = None) -> str:
-    """Write OUT/table3.md, OUT/search_stats.md and the per-seed figures (in `figures_dir`, default OUT/figures);
+def report(out: str | Path, figures_dir: str | Path | None = None, json_out: str | Path | None = None) -> str:
+    """Write OUT/table3.md, OUT/table3.json, OUT/search_stats.md and the figures (in `figures_dir`, default
+    OUT/figures: uae_table3.png and the per-seed ones); with `json_out` table3.json is also written there;
     returns table3.md's text."""
     out = Path(out)
     sm = summary(out)
+    t3 = table3_json(sm)
+    blob = (json.dumps(t3, indent=1) + "\n").encode()
+    atomic_write_bytes(out / "table3.json", blob)
+    if json_out is not None:
+        atomic_write_bytes(Path(json_out), blob)
     labels = {m: r["label"] for m, r in sm["rows"].items()}
     text = table3_markdown(sm, out)
     atomic_write_bytes(out / "table3.md", text.encode())
@@ -304,4 +368,5 @@ def report(out: str | Path, figures_dir: str | Path | None = None) -> str:
         stats += ["", f"## Seed {s}", "", search_stats(seed_dir, methods, labels)]
         seed_figures(seed_dir, s, methods, labels, fig_dir)
     atomic_write_bytes(out / "search_stats.md", "\n".join(stats).encode())
+    table3_figure(t3, fig_dir / "uae_table3.png")
     return text

@@ -85,11 +85,13 @@ def analyze(model: nn.Module, x: torch.Tensor, noise: NoiseConfig, s: AnalysisSe
     `values` (S, n_out) is returned too for plotting."""
     check_mc_work(s.samples, model_weights(model), "analysis samples")
     t0 = time.perf_counter()
-    values = output_change(model, x, noise.sigma, s.samples, noise.mode, s.seed if seed is None else seed,
+    values = output_change(model, x, noise.gaussian_sigma, s.samples, noise.gaussian_mode,
+                           s.seed if seed is None else seed,
                            cell_bits=noise.cell_bits, weight_bits=noise.weight_bits, progress=progress)
     t_mc = time.perf_counter() - t0
     fit_ = gaussian_fit_stats(values, s.bins, s.span)
-    return {**fit_.to_dict(), "sigma": noise.sigma, "mode": noise.mode, "seconds_monte_carlo": t_mc,
+    return {**fit_.to_dict(), "gaussian_sigma": noise.gaussian_sigma, "gaussian_mode": noise.gaussian_mode,
+            "seconds_monte_carlo": t_mc,
             "values": values}
 
 
@@ -143,7 +145,8 @@ def run_analysis(cfg: AnalysisConfig, out: str | Path, *, resume: bool = False, 
         run.figures.mkdir(exist_ok=True)
         plot_output_change(values[:, e].cpu(), res["mean"][e], res["std"][e], fig_path, bins=cfg.analysis.bins,
                            span=cfg.analysis.span, chi2=res["chi2"][e],
-                           title=f"{info['model']} output {e}, sigma={cfg.noise.sigma} ({cfg.noise.mode})")
+                           title=f"{info['model']} output {e}, "
+                                 f"sigma={cfg.noise.gaussian_sigma} ({cfg.noise.gaussian_mode})")
         run.log(f"chi2_mean {res['chi2_mean']:.4g}, mse_mean {res['mse_mean']:.4g} ({cfg.analysis.samples} samples "
                 f"in {res['seconds_monte_carlo']:.1f} s)", echo=False)
         return {**res, "figure": str(fig_path)}

@@ -4,20 +4,18 @@ plain data, so it can be shipped to a worker unchanged (DESIGN.md, "ready to sca
 
 from __future__ import annotations
 
-import functools
 import time
 from typing import Any
 
 import torch
 
 from cimnas.config import OptimConfig
-from cimnas.hardware.crossbar import load_spec
 from cimnas.hardware.energy import estimate
 from cimnas.nn.counting import trace_layers
 from cimnas.nn.models.uae_cnn import build_uae_cnn
 from cimnas.nn.quantizers import FixedPoint
 from cimnas.pipelines.uae.config import UAESearchConfig
-from cimnas.pipelines.uae.noise import evaluate_under_noise, noise_batch_context
+from cimnas.pipelines.uae.noise import device_noise, evaluate_under_noise, noise_batch_context
 from cimnas.search.uae_rewards import summarize
 from cimnas.search.uae_space import UAEArch, UAESpaceConfig
 from cimnas.train import fit
@@ -58,14 +56,14 @@ def build_child(arch: UAEArch, space: UAESpaceConfig, in_channels: int, num_clas
     return representable_init(model) if init == "representable" else model
 
 
-@functools.lru_cache(maxsize=8)
-def _crossbar_spec(preset: str) -> Any:
-    return load_spec(preset)
+def child_energy_uj(model: torch.nn.Module, input_shape: tuple[int, int, int], hardware: Any) -> float:
+    """Energy (uJ) of one inference from the shared hardware model, under the config's `hardware` section."""
+    return float(estimate(trace_layers(model, input_shape), hardware.spec(("energy",)))["energy_uj"])
 
 
-def child_energy_uj(model: torch.nn.Module, input_shape: tuple[int, int, int], preset: str) -> float:
-    """Energy (uJ) of one inference from the shared hardware model."""
-    return float(estimate(trace_layers(model, input_shape), _crossbar_spec(preset))["energy_uj"])
+def uae_noise(cfg: UAESearchConfig) -> Any:
+    """The noise of a UAE run: the device preset on crossbars (`noise.device`), else UAE's Gaussian (Eq. 1)."""
+    return device_noise(cfg.noise, cfg.hardware.spec()) or cfg.noise.defect()
 
 
 def train_child(model: torch.nn.Module, split: Any, cfg: UAESearchConfig, train: OptimConfig, seed: int,
@@ -74,7 +72,7 @@ def train_child(model: torch.nn.Module, split: Any, cfg: UAESearchConfig, train:
     batch order from derive_seed(seed, "order"), training noise from derive_seed(seed, "train-noise")."""
     ctx = None
     if cfg.noise_aware():
-        ctx = noise_batch_context(cfg.noise.defect(), make_generator(derive_seed(seed, "train-noise"), device))
+        ctx = noise_batch_context(uae_noise(cfg), make_generator(derive_seed(seed, "train-noise"), device))
     return fit(model, split, train, device=device, seed=derive_seed(seed, "order"), batch_context=ctx, desc=desc)
 
 
@@ -86,10 +84,10 @@ def evaluate_child(arch: UAEArch, cfg: UAESearchConfig, splits: Any, seed: int,
     shape = (splits.in_channels, splits.image_size, splits.image_size)
     model = build_child(arch, cfg.space, splits.in_channels, splits.num_classes, splits.image_size, seed,
                         cfg.train.init).to(device)
-    energy = child_energy_uj(model, shape, cfg.search.hardware_preset)
+    energy = child_energy_uj(model, shape, cfg.hardware)
     train_child(model, splits.search_train, cfg, cfg.train, seed, device)
     t1 = time.perf_counter()
-    clean, accs = evaluate_under_noise(model, splits.search_eval, k=cfg.eval.k, noise=cfg.noise.defect(),
+    clean, accs = evaluate_under_noise(model, splits.search_eval, k=cfg.eval.k, noise=uae_noise(cfg),
                                        seed=derive_seed(seed, "eval-noise"), batch_size=cfg.eval.batch_size,
                                        max_samples=cfg.eval.max_samples, device=device)
     t2 = time.perf_counter()

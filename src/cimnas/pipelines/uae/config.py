@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from cimnas.config import DataConfig, OptimConfig
 from cimnas.errors import check
+from cimnas.hardware.crossbar import HardwareConfig
 from cimnas.hardware.defects import GaussianNoise, check_gaussian
 from cimnas.search.uae_rewards import canonical_statistic, statistic_quantile
 from cimnas.search.uae_space import UAESpaceConfig
@@ -28,16 +29,26 @@ MAX_SAMPLES = 10_000_000
 class NoiseConfig:
     """Additive Gaussian weight noise N(0, sigma) of UAE Eq. 1 (the hardware model's `gaussian` defect)."""
 
-    sigma: float = 0.04  # std of the device noise (weight units in `absolute` mode; UAE: 0.04)
-    mode: Literal["absolute", "relative", "bitsliced"] = "absolute"  # cimnas.hardware.defects.NOISE_MODES
+    gaussian_sigma: float = 0.04  # std of the device noise (weight units in `absolute` mode; UAE: 0.04)
+    gaussian_mode: Literal["absolute", "relative", "bitsliced"] = "absolute"  # cimnas.hardware.defects.NOISE_MODES
     cell_bits: int = 4  # bitsliced mode: bits per device
     weight_bits: int = 8  # bitsliced mode, float layers: bits of the integer code
+    device: str = "ideal"  # device preset (`cimnas devices`) acting on the child mapped onto the `hardware` section
+    device_time_s: float = 0.0  # seconds since programming at which the chip is read (drift, relaxation)
 
     def validate(self) -> None:
-        check_gaussian(self.sigma, self.mode, self.cell_bits, self.weight_bits, "noise.")
+        check_gaussian(self.gaussian_sigma, self.gaussian_mode, self.cell_bits, self.weight_bits, "noise.")
+        check(self.device_time_s >= 0, f"noise.device_time_s must be >= 0, got {self.device_time_s}")
+        check(self.device == "ideal" or self.gaussian_mode != "bitsliced", "noise.gaussian_mode bitsliced counts "
+              "noise.cell_bits per device, but with noise.device the crossbar's bits_per_cell hold the weights: use "
+              "absolute or relative (or noise.gaussian_sigma: 0 for the device alone)")
+        from cimnas.hardware.devices import load_device
+
+        load_device(self.device)  # an unknown preset is refused at load time
 
     def defect(self) -> GaussianNoise:
-        return GaussianNoise(self.sigma, self.mode, cell_bits=self.cell_bits, weight_bits=self.weight_bits)
+        return GaussianNoise(self.gaussian_sigma, self.gaussian_mode, cell_bits=self.cell_bits,
+                             weight_bits=self.weight_bits)
 
 
 def check_samples(value: Any, key: str, minimum: int = 1) -> None:
@@ -111,7 +122,6 @@ class SearchSection:
     stop_repeats: int = 10  # stop when the same child is proposed this many times in a row (0 = never)
     energy_weight: float = 0.0  # reward -= energy_weight * energy_uj / energy_ref_uj (0 = the paper's reward)
     energy_ref_uj: float | None = None  # energy scale of the penalty (None = the space's largest child)
-    hardware_preset: str = "mnsim-default"  # crossbar preset of cimnas.hardware for the per-child energy
 
     def validate(self) -> None:
         check(1 <= self.episodes <= 10_000_000, f"search.episodes must be in 1..10,000,000, got {self.episodes}")
@@ -129,9 +139,12 @@ class FinalSection:
     samples: int = 10000  # Monte-Carlo noise samples on the test set (UAE: 10k)
     lr: float | None = None  # None = train.lr
     max_test_samples: int | None = None
+    retrains: int = 1  # independent retrains of the chosen child (training seeds); final.json holds each and the mean
 
     def validate(self) -> None:
         check(self.epochs >= 0, f"final.epochs must be >= 0, got {self.epochs}")
+        check(1 <= self.retrains <= 100,
+              f"final.retrains must be an integer in 1..100, got {self.retrains!r}")
         check_samples(self.samples, "final.samples (Monte-Carlo samples)", 2)
         check(self.lr is None or 0 < self.lr <= 10, f"final.lr must be in (0, 10] (or null), got {self.lr}")
         check(self.max_test_samples is None or self.max_test_samples >= 1,
@@ -155,6 +168,7 @@ class UAESearchConfig:
     controller: ControllerSection = field(default_factory=ControllerSection)
     search: SearchSection = field(default_factory=SearchSection)
     final: FinalSection = field(default_factory=FinalSection)
+    hardware: HardwareConfig = field(default_factory=HardwareConfig)  # crossbar spec of the per-child energy
 
     def noise_aware(self) -> bool:
         return self.train.noise_aware if self.train.noise_aware is not None else self.eval.k > 0

@@ -11,21 +11,63 @@ is the weight the accelerator is programmed with, i.e. the *quantized* weight `q
   clean `W` (the paper's save W / perturb / backprop / restore W loop with an exact restore).
 - evaluation (`evaluate_under_noise`): K trials of `cimnas.hardware.montecarlo.evaluate_trials` (weight-level,
   no crossbar): each sample is drawn once and held for the whole split (one deployed chip = one sample).
+- any device (`noise.device: PRESET`, `DeviceNoise`): the child is mapped onto the config's `hardware` section's
+  crossbar and the preset's models (programming / read noise, drift, relaxation, ...) act on its conductances,
+  in training (one chip per batch, `device_perturbed_weights`) and in the K-sample evaluation (one chip per trial).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
-from cimnas.hardware.defects import GaussianNoise
-from cimnas.hardware.montecarlo import CachedBatches, accuracy, evaluate_trials
+from cimnas.hardware.aging import device_models
+from cimnas.hardware.chip import Chip
+from cimnas.hardware.crossbar import CrossbarSpec
+from cimnas.hardware.defects import DefectConfig, DefectModel, GaussianNoise
+from cimnas.hardware.mapping import map_model
+from cimnas.hardware.montecarlo import CachedBatches, accuracy, evaluate_trials, mapped_draw
+from cimnas.hardware.periphery import PeripheryConfig
 from cimnas.nn.layers import quant_layers
 from cimnas.nn.overrides import weight_overrides
+
+
+@dataclass
+class DeviceNoise:
+    """A device preset on a child mapped onto crossbars (`noise.device`): the crossbar, the chip's models (the
+    device's, with UAE's Gaussian among them, `cimnas.hardware.aging.chip_models`) and the periphery."""
+
+    spec: CrossbarSpec
+    models: list[DefectModel]
+    periphery: PeripheryConfig
+
+
+def device_noise(noise: Any, spec: CrossbarSpec) -> DeviceNoise | None:
+    """The DeviceNoise of a UAE `noise:` section (None for `device: ideal`: the weight-level Gaussian path)."""
+    if noise.device == "ideal":
+        return None
+    gauss = DefectConfig(gaussian_sigma=noise.gaussian_sigma, gaussian_mode=noise.gaussian_mode)
+    preset, models = device_models(noise.device, noise.device_time_s, gauss)
+    return DeviceNoise(spec, models, preset.periphery)
+
+
+@contextmanager
+def device_perturbed_weights(model: nn.Module, dn: DeviceNoise, generator: torch.Generator) -> Iterator[None]:
+    """Noise-aware training under a device: the model is mapped (its current weights), one chip is drawn (and
+    read once), and every layer computes with q(W) + (W_chip - q(W)).detach(): the device's error as an additive
+    term, with UAE's straight-through gradient to W."""
+    with torch.no_grad():
+        drawn = mapped_draw(map_model(model, dn.spec), dn.models)(generator)
+        chip = drawn.weights() if isinstance(drawn, Chip) else drawn
+    layers = quant_layers(model)
+    qw = [m.quantized_weight() for _, m in layers]
+    with weight_overrides(model, [q + (chip[n] - q).detach() for (n, _), q in zip(layers, qw, strict=True)]):
+        yield
 
 
 @contextmanager
@@ -42,18 +84,20 @@ def perturbed_weights(model: nn.Module, noise: GaussianNoise, generator: torch.G
         yield
 
 
-def noise_batch_context(noise: GaussianNoise, generator: torch.Generator
+def noise_batch_context(noise: GaussianNoise | DeviceNoise, generator: torch.Generator
                         ) -> Callable[[nn.Module], AbstractContextManager]:
-    """`batch_context` for `cimnas.train.fit`: a fresh noise sample around every batch's forward/backward,
-    removed before `optimizer.step()` (UAE Sec. 4.2)."""
+    """`batch_context` for `cimnas.train.fit`: a fresh noise sample (or device chip) around every batch's
+    forward/backward, removed before `optimizer.step()` (UAE Sec. 4.2)."""
 
     def ctx(model: nn.Module) -> AbstractContextManager:
+        if isinstance(noise, DeviceNoise):
+            return device_perturbed_weights(model, noise, generator)
         return perturbed_weights(model, noise, generator)
 
     return ctx
 
 
-def evaluate_under_noise(model: nn.Module, split: Any, *, k: int, noise: GaussianNoise, seed: int,
+def evaluate_under_noise(model: nn.Module, split: Any, *, k: int, noise: GaussianNoise | DeviceNoise, seed: int,
                          batch_size: int = 512, max_samples: int | None = None, device: torch.device | str = "cpu",
                          progress: bool = False) -> tuple[float, list[float]]:
     """UAE uncertainty-aware evaluation: (clean accuracy, [accuracy under each of k noise samples]).
@@ -71,5 +115,9 @@ def evaluate_under_noise(model: nn.Module, split: Any, *, k: int, noise: Gaussia
         model.train(was_training)
     if k == 0:
         return clean, []
-    res = evaluate_trials(model, None, None, [noise], k, seed, device=device, batches=batches, progress=progress)
+    if isinstance(noise, DeviceNoise):  # a device: the child mapped onto crossbars, one chip per trial
+        res = evaluate_trials(model, None, noise.spec, noise.models, k, seed, device=device, batches=batches,
+                              progress=progress, periphery=noise.periphery)
+    else:
+        res = evaluate_trials(model, None, None, [noise], k, seed, device=device, batches=batches, progress=progress)
     return clean, res.accs

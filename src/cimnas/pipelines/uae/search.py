@@ -39,6 +39,7 @@ from cimnas.pipelines.uae.config import SEARCH_RESUMABLE, UAESearchConfig
 from cimnas.runs import RunFolder, guarded
 from cimnas.search.agents.controller import LSTMController
 from cimnas.search.uae_rewards import uae_reward
+from cimnas.stats import at_chance
 from cimnas.utils.seed import derive_seed, resolve_device
 
 KIND = "uae-search"
@@ -98,7 +99,7 @@ def _energy_ref(cfg: UAESearchConfig, splits: Any) -> float:
     big = build_child(cfg.space.largest_arch(), cfg.space, splits.in_channels, splits.num_classes,
                       splits.image_size, 0)
     return child_energy_uj(big, (splits.in_channels, splits.image_size, splits.image_size),
-                           cfg.search.hardware_preset)
+                           cfg.hardware)
 
 
 def check_final_work(cfg: UAESearchConfig, splits: Any) -> None:
@@ -188,6 +189,12 @@ def search(run: RunFolder, cfg: UAESearchConfig, splits: Any, device: torch.devi
     run.write_result("best_arch.json", summary)
     run.log(f"search: {len(log)} episodes ({stop}), best reward {best['reward']:.4f} ({best['arch_key']})",
             echo=cfg.progress)
+    samples = min(len(splits.search_eval), cfg.eval.max_samples or len(splits.search_eval))
+    chance = {r["arch_key"] for r in log if at_chance(r["clean_acc"], splits.num_classes, samples)}
+    if chance:
+        run.log(f"warning: {len(chance)} of {len(cache)} children scored at chance (clean accuracy near "
+                f"1/{splits.num_classes}): they learned nothing in train.epochs={cfg.train.epochs}; their rewards "
+                "rank nothing: train children longer or check train.lr")
     return summary
 
 
@@ -270,7 +277,7 @@ def _record(cfg: UAESearchConfig, res: dict, arch: Any, decisions: list[int], i:
     """One episodes.jsonl line (the same fields as `_episode`; time_s = the child's train + eval time)."""
     reward = uae_reward(res["clean_acc"], res["noisy_accs"], cfg.eval.statistic, res["energy_uj"],
                         cfg.search.energy_weight, energy_ref)
-    return {"episode": i, "arch_key": arch.key(), "arch": arch.to_dict(), "decisions": decisions, "reward": reward,
+    return {"episode": i + 1, "arch_key": arch.key(), "arch": arch.to_dict(), "decisions": decisions, "reward": reward,
             "clean_acc": res["clean_acc"], "noisy": res["noisy"], "noisy_accs": res["noisy_accs"],
             "energy_uj": res["energy_uj"], "params": res["params"], "train_s": res["train_s"],
             "eval_s": res["eval_s"], "time_s": 0.0 if hit else res["train_s"] + res["eval_s"], "cache_hit": hit}

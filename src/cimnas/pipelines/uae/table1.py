@@ -9,6 +9,7 @@ in runs.jsonl; a resume may add seeds. Each (row, seed) is a function of its inp
 from __future__ import annotations
 
 import dataclasses
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,8 @@ def _load_small(cfg: Table1Config) -> tuple[Any, str]:
         if cfg.fallback_dataset in ("", cfg.data.name):
             raise
         note = f"{cfg.fallback_dataset} (fallback: {cfg.data.name} could not be loaded: {e})"
+        sys.stderr.write(f"cimnas: warning: {cfg.data.name} could not be loaded ({e}); Table 1 runs on "
+                         f"{cfg.fallback_dataset} instead (fallback_dataset)\n")
         data = dataclasses.replace(cfg.data, name=cfg.fallback_dataset, data_dir=None, options={})
         return load_splits(data, cfg.seed), note
 
@@ -111,14 +114,19 @@ def run_table1(cfg: Table1Config, out: str | Path, *, resume: bool = False, prog
             for seed in cfg.seeds:
                 if (row.label, seed) in done:
                     continue
+                if progress:
+                    sys.stderr.write(f"table1: {row.label}, init {cfg.seeds.index(seed) + 1}/{len(cfg.seeds)} on "
+                                     f"{datasets[row.label]}: training {cfg.train.epochs} epochs, then "
+                                     f"{cfg.analysis.samples} noise samples\n")
                 rec = run_one(row, splits, seed, cfg, cfg.device, progress)
                 rec["dataset"] = datasets[row.label]
                 run.append("runs.jsonl", rec)
         runs = [r for r in run.records("runs.jsonl") if r["seed"] in cfg.seeds]
         agg = aggregate(runs, cfg.rows)
         result = {"rows": agg, "notes": notes, "datasets": datasets, "paper": PAPER_TABLE1,
-                  "bins": cfg.analysis.bins, "samples": cfg.analysis.samples, "sigma": cfg.noise.sigma,
-                  "mode": cfg.noise.mode}
+                  "bins": cfg.analysis.bins, "samples": cfg.analysis.samples,
+                  "gaussian_sigma": cfg.noise.gaussian_sigma,
+                  "gaussian_mode": cfg.noise.gaussian_mode}
         run.write_result("table1.json", result)
         atomic_write_bytes(run.path("table1.md"), table1_markdown(agg, notes, datasets).encode())
         return result
