@@ -56,7 +56,7 @@ def test_seeds_and_aligned_baseline_in_stage_c(tmp_path):
     s = sc2["searched"]["seed_runs"]["test_accuracy"]
     for row in comp["differences"]:
         d, lo, hi = (100 * x for x in _welch(s, sc2[row["baseline"]]["seed_runs"]["test_accuracy"]))
-        assert (row["test_accuracy"]["diff"], row["test_accuracy"]["low"], row["test_accuracy"]["high"]) == \
+        assert (row["test"]["diff"], row["test"]["low"], row["test"]["high"]) == \
             pytest.approx((d, lo, hi))
         verdict = EXCEEDS if lo > 0 or hi < 0 else INSIDE
         assert row["verdict"] == verdict
@@ -86,7 +86,7 @@ def test_compare_verdicts_by_hand():
     assert set(rows) == {"far", "near", "one"}
     for name in ("far", "near"):
         d, lo, hi = (100 * x for x in _welch(a, runs[name]["test_accuracy"]))
-        assert rows[name]["test_accuracy"]["low"] == pytest.approx(lo)
+        assert rows[name]["test"]["low"] == pytest.approx(lo)
     assert rows["far"]["verdict"] == EXCEEDS and rows["near"]["verdict"] == INSIDE  # 12 points apart vs 0.7
     assert rows["one"]["verdict"] == "one seed: no spread" and "detectable" not in rows["one"]
     assert out["sentence"].startswith("Test accuracy, searched net (3 training seeds) minus far (3 seeds)")

@@ -332,9 +332,9 @@ def stage_c_seeds(stage_c: dict, final: dict) -> str:
         if rows else ""
     sc = final.get("seed_comparison") if isinstance(final.get("seed_comparison"), dict) else None
     if sc and isinstance(sc.get("sentence"), str):
-        diffs = [[r.get("baseline", "-"), num((r.get("test_accuracy") or {}).get("diff"), "+.2f"),
-                  f"[{num((r.get('test_accuracy') or {}).get('low'), '+.2f')}, "
-                  f"{num((r.get('test_accuracy') or {}).get('high'), '+.2f')}]",
+        diffs = [[r.get("baseline", "-"), num((r.get("test") or {}).get("diff"), "+.2f"),
+                  f"[{num((r.get('test') or {}).get('low'), '+.2f')}, "
+                  f"{num((r.get('test') or {}).get('high'), '+.2f')}]",
                   num(r.get("detectable"), ".2f"), r.get("verdict", "-")] for r in sc.get("differences") or []
                  if isinstance(r, dict)]
         out += f"<p><b>{esc(sc['sentence'])}</b></p>" + table(

@@ -9,10 +9,12 @@ in stage_c_seeds.json so stage_c.json keeps one entry per model. When all are tr
 `retrain.aligned_baseline: true` adds the aligned-uniform net of largest energy at or below the searched net's
 (`cimnas.hardware.align.aligned_uniform`), labelled AU-<width per group> like the aligned study.
 
-`seed_comparison`: the searched net against the aligned-uniform net and U-1x. For each pair, Welch's 95 % interval
-of the difference of mean test accuracies (`cimnas.stats.diff_ci`; validation too, for the record); the difference
-"exceeds the seed spread" when that interval excludes 0, else it is "inside the seed spread". Nothing is chosen from
-these numbers: the nets are fixed before stage C (search on search_eval, the baseline by energy).
+`seed_comparison` ({models: {label: {test, val: {n, mean, std}}}, differences: [{baseline, test, val: {diff, low,
+high} in points, detectable, verdict}], sentence}): the searched net against the aligned-uniform net and U-1x.
+For each pair, Welch's 95 % interval of the difference of mean test accuracies (`cimnas.stats.diff_ci`;
+validation too, for the record); the difference "exceeds the spread" when that interval excludes 0, else it is
+"inside the seed spread". Nothing is chosen from these numbers: the nets are fixed before stage C (search on
+search_eval, the baseline by energy).
 """
 
 from __future__ import annotations
@@ -79,21 +81,22 @@ def compare(runs: dict[str, dict], baselines: list[str], searched: str = "search
     mean / std / n of each net, the difference (points) with Welch's 95 % interval, the smallest difference the
     design detects (`stats.detectable_difference`, 80 % power, pooled std), the verdict, and one sentence."""
     s = runs[searched]
-    out: dict = {"models": {k: {sp: _stats(v[sp]) for sp in ("test_accuracy", "val_accuracy")}
+    splits = {"test": "test_accuracy", "val": "val_accuracy"}  # short keys: these hold counts and points too
+    out: dict = {"models": {k: {sp: _stats(v[key]) for sp, key in splits.items()}
                             for k, v in runs.items() if k == searched or k in baselines}, "differences": []}
     clauses = []
     for b in [b for b in baselines if b in runs]:
         row: dict = {"baseline": b}
-        for sp in ("test_accuracy", "val_accuracy"):
-            d, lo, hi = diff_ci(s[sp], runs[b][sp])
+        for sp, key in splits.items():
+            d, lo, hi = diff_ci(s[key], runs[b][key])
             row[sp] = {"diff": 100 * d, "low": 100 * lo, "high": 100 * hi}
         na, nb = len(s["test_accuracy"]), len(runs[b]["test_accuracy"])
-        t = row["test_accuracy"]
+        t = row["test"]
         if min(na, nb) < 2:
             row["verdict"] = "one seed: no spread"
             clauses.append(f"minus {b}: {t['diff']:+.2f} points from one seed (no spread measured)")
         else:
-            sds = [out["models"][k]["test_accuracy"]["std"] for k in (searched, b)]
+            sds = [out["models"][k]["test"]["std"] for k in (searched, b)]
             row["detectable"] = 100 * detectable_difference(math.sqrt((sds[0] ** 2 + sds[1] ** 2) / 2), na, nb)
             row["verdict"] = EXCEEDS if t["low"] > 0 or t["high"] < 0 else INSIDE
             clauses.append(f"minus {b} ({nb} seeds): {t['diff']:+.2f} points (95 % Welch interval "
