@@ -113,3 +113,21 @@ def test_bad_study_configs(tmp_path):
         _cfg(tmp_path, bad)
     with pytest.raises(CimnasError, match="folder name"):
         _cfg(tmp_path, dict(TOY, arms=[{"name": "../x"}]))
+
+
+def test_study_stored_before_the_vocabulary_change_resumes(tmp_path) -> None:
+    """A study folder written with the old keys (`hardware_preset`, `hawis.defects.sigma`) reads back as today's
+    config, so its resume is not refused for keys that only changed name."""
+    import yaml
+
+    from cimnas.config import diff_configs, to_dict
+    from cimnas.pipelines.studies.hawis_aligned import AlignedStudyConfig
+    from cimnas.runs import RunFolder
+
+    new = to_dict(AlignedStudyConfig())
+    old = yaml.safe_load(yaml.safe_dump(new))
+    del old["hardware"]
+    old["hardware_preset"] = new["hardware"]["preset"]
+    old["hawis"]["defects"]["sigma"] = old["hawis"]["defects"].pop("variation_sigma")
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(old))
+    assert diff_configs(RunFolder(tmp_path, "hawis-aligned").stored_config(AlignedStudyConfig), new) == []

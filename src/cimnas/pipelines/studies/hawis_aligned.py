@@ -81,7 +81,8 @@ class AlignedStudyConfig:
     lambda_seeds: int = 5
     poll_s: float = 120.0  # wait between looks at a uniform sub-study another process is training
     d: int = 4
-    hardware_preset: str = "mnsim-default"
+    hardware: HardwareConfig = field(default_factory=HardwareConfig)  # the shared section (stored before the
+    # one-vocabulary change as `hardware_preset`, which config.RENAMED moves here on resume)
 
     def validate(self) -> None:
         check(1.0 in self.uniform and len(self.uniform) >= 2, "uniform must hold 1.0 (U-1x) and one more k")
@@ -92,12 +93,6 @@ class AlignedStudyConfig:
         names = [a.name for a in self.arms]
         check(len(names) == len(set(names)) and "pretrain" not in names, "arm names must be unique, not 'pretrain'")
         check(self.lam is None or 0 < self.lam < 1, f"lam must be in (0, 1), got {self.lam}")
-
-    @property
-    def hardware(self) -> HardwareConfig:
-        """The shared `hardware` section of this preset (the key stays `hardware_preset` here, so study folders
-        started before the one-vocabulary change resume; a later change may move it to a `hardware` section)."""
-        return HardwareConfig(preset=self.hardware_preset)
 
     def headroom(self) -> headroom.HeadroomConfig:
         return headroom.HeadroomConfig(base=self.base, uniform=list(self.uniform), uniform_seeds=self.retrain_seeds,
