@@ -14,8 +14,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	# torch first and pinned: pip takes the CPU build from this machine's disk
 	$(BIN)/pip install -q torch==2.13.0
-	# the distributed extra (Ray) too: the ray-marked tests run in CI
-	$(BIN)/pip install -q -e '.[dev,distributed]'
+	# the distributed (Ray), groups (torch-pruning) and tensorboard extras too: their tests run in CI, not skip
+	$(BIN)/pip install -q -e '.[dev,distributed,groups,tensorboard]'
 	touch $(STAMP)
 
 demo: $(STAMP)
