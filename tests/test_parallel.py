@@ -140,7 +140,10 @@ def test_bad_settings_are_one_line_errors(bad, match) -> None:
         run_tasks(noise_task, {0: 1}, shared={"seed": 0}, progress=False, **bad)
 
 
-def test_parallelism_flags() -> None:
+def test_parallelism_flags(monkeypatch) -> None:
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)  # --task-gpus is refused up front on a GPU-less host
     ap = argparse.ArgumentParser()
     add_parallel_args(ap)
     par = parallelism_from_args(ap.parse_args(["--workers", "3", "--task-gpus", "0.25"]))
