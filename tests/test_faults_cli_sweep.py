@@ -122,9 +122,9 @@ def test_energy_flags(capsys, argv, needle):
     (["--device", "nosuch"], "unknown device 'nosuch'"),  # was a RuntimeError traceback from torch.device
     (["--device", "cuda:99"], "cuda:99"),  # was an AssertionError / CUDA traceback
     (["--out", "somewhere"], "--out applies to --sweep only"),  # nothing was written, silently
-    (["--sa0-levels", "0.1,0.2"], "--sa0-levels applies to --sweep only"),
+    (["--sa0-levels", "0.1,0.2"], "--sa0-rate-levels applies to --sweep only"),
     (["--sweep", "--sa0", "0.1"], "--sa0"),  # the sweep ignored --sa0
-    (["--sweep", "--sa0-levels", ",,"], "--sa0-levels is empty"),  # was silently the default levels
+    (["--sweep", "--sa0-levels", ",,"], "--sa0-rate-levels is empty"),  # was silently the default levels
     (["--seed", "-1"], "--seed must be in 0 .. 2**63 - 1"),
     (["--data-dir", "no/such/folder"], "--data-dir no/such/folder not found"),
 ])

@@ -97,9 +97,13 @@ def register(subparsers) -> None:
     r.add_argument("--batch-size", type=int, default=512, help="evaluation batch size")
     r.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
     r.add_argument("--sweep", action="store_true", help="sweep SA0, SA1 and variation levels (Fig. 3)")
-    r.add_argument("--sa0-levels", default=None, help="comma-separated SA0 rates for --sweep")
-    r.add_argument("--sa1-levels", default=None, help="comma-separated SA1 rates for --sweep")
-    r.add_argument("--sigma-levels", default=None, help="comma-separated variation sigmas for --sweep")
+    r.add_argument("--sa0-rate-levels", "--sa0-levels", dest="sa0_rate_levels", default=None,
+                   help="comma-separated SA0 rates for --sweep (--sa0-levels: the old name, kept for one release)")
+    r.add_argument("--sa1-rate-levels", "--sa1-levels", dest="sa1_rate_levels", default=None,
+                   help="comma-separated SA1 rates for --sweep (--sa1-levels: the old name, kept for one release)")
+    r.add_argument("--variation-sigma-levels", "--sigma-levels", dest="variation_sigma_levels", default=None,
+                   help="comma-separated variation sigmas for --sweep (--sigma-levels: the old name, kept for one "
+                   "release)")
     r.add_argument("--out", default=None, help="folder for robustness.json and robustness.png (--sweep)")
     r.add_argument("--json", action="store_true", help="print JSON instead of a table")
     _spec_args(r)
@@ -336,12 +340,13 @@ def _float_list(text: str | None, what: str) -> list[float] | None:
 def _check_sweep_flags(args) -> None:
     """--sweep sweeps one defect kind at a time over its own levels; the single-point flags do not apply to it, and
     the sweep's flags do not apply without it (either would be silently ignored)."""
-    levels = [f for f in ("sa0_levels", "sa1_levels", "sigma_levels") if getattr(args, f) is not None]
+    levels = [f for f in ("sa0_rate_levels", "sa1_rate_levels", "variation_sigma_levels")
+              if getattr(args, f) is not None]
     if args.sweep:
         point = [f"--{f.replace('_', '-')}" for f in ("sa0_rate", "sa1_rate", "variation_sigma", "gaussian_sigma")
                  if getattr(args, f) != 0.0]
         check(not point, f"{', '.join(point)}: one defect model, but --sweep sweeps each kind over its own levels "
-              "(--sa0-levels, --sa1-levels, --sigma-levels); drop them or --sweep")
+              "(--sa0-rate-levels, --sa1-rate-levels, --variation-sigma-levels); drop them or --sweep")
         return
     check(not levels, f"--{levels[0].replace('_', '-') if levels else ''} applies to --sweep only; add --sweep or "
           "use --sa0-rate / --sa1-rate / --variation-sigma for one defect model")
@@ -407,9 +412,10 @@ def cmd_robustness(args) -> int:
     check(len(set(labels)) == len(labels), "curve labels must be distinct; pass --labels")
     sweep = None
     if args.sweep:
-        sweep = {"sa0": _float_list(args.sa0_levels, "--sa0-levels") or DEFAULT_SWEEP["sa0"],
-                 "sa1": _float_list(args.sa1_levels, "--sa1-levels") or DEFAULT_SWEEP["sa1"],
-                 "variation": _float_list(args.sigma_levels, "--sigma-levels") or DEFAULT_SWEEP["variation"]}
+        sweep = {"sa0": _float_list(args.sa0_rate_levels, "--sa0-rate-levels") or DEFAULT_SWEEP["sa0"],
+                 "sa1": _float_list(args.sa1_rate_levels, "--sa1-rate-levels") or DEFAULT_SWEEP["sa1"],
+                 "variation": (_float_list(args.variation_sigma_levels, "--variation-sigma-levels")
+                               or DEFAULT_SWEEP["variation"])}
         for kind, levels in sweep.items():
             for lv in levels:
                 check(lv >= 0 and (kind == "variation" or lv <= 1), f"{kind} level {lv} out of range")
