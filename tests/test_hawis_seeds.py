@@ -72,7 +72,7 @@ def test_seeds_and_aligned_baseline_in_stage_c(tmp_path):
     html = write_report([two], tmp_path / "report.html")[0].read_text()
     assert html.count(comp["sentence"]) >= 2  # the run's facts and the "Seed spread" section
     sd = 100 * float(np.std(s, ddof=1))
-    assert f"<td>searched</td><td>test</td><td>{100 * np.mean(s):.2f} %</td><td>{sd:.2f} %</td><td>2</td>" in html
+    assert f"<td>searched</td><td>test</td><td>{100 * np.mean(s):.2f}%</td><td>{sd:.2f}%</td><td>2</td>" in html
 
 
 def test_compare_verdicts_by_hand():

@@ -58,7 +58,7 @@ def chromium(args: list[str], tmp: Path) -> subprocess.CompletedProcess:
 
 
 def pct(v: float) -> str:
-    return f"{100 * v:.2f} %"
+    return f"{100 * v:.2f}%"
 
 
 def test_page_in_headless_chromium_shows_the_key_numbers(folders, tmp_path):
@@ -112,7 +112,7 @@ def test_several_runs_get_a_comparison_with_seed_statistics(folders, tmp_path):
     m, s = float(np.mean(accs)), float(np.std(accs, ddof=1))
     half = student_t.ppf(0.975, 1) * s / math.sqrt(2)  # hand computation of the 95 % t interval, n = 2
     row = re.search(r"<tr><td>U-1x</td>(.*?)</tr>", html.split("<h2>HAWIS runs over seeds</h2>")[1]).group(1)
-    assert f"{100 * m:.2f} %" in row and f"{100 * s:.2f} %" in row and "<td>2</td>" in row
+    assert f"{100 * m:.2f}%" in row and f"{100 * s:.2f}%" in row and "<td>2</td>" in row
     assert f"[{100 * (m - half):.2f}, {100 * (m + half):.2f}]" in row
     # a `hawis_study spread` file in the run folder: its seeds' mean, std, n and interval
     spread = {"widths": [16], "accuracies": {"U-1x-rep0": 0.80, "U-1x-rep1": 0.84, "U-1x-rep2": 0.85},
@@ -121,7 +121,7 @@ def test_several_runs_get_a_comparison_with_seed_statistics(folders, tmp_path):
     (tmp_path / "h0s" / "spread_U-1x.json").write_text(json.dumps(spread))
     html = write_report([tmp_path / "h0s"], tmp_path / "spread.html")[0].read_text()
     sd = float(np.std([0.80, 0.84, 0.85], ddof=1))
-    assert f"<td>spread_U-1x.json</td><td>test</td><td>83.00 %</td><td>{100 * sd:.2f} %</td><td>3</td>" in html
+    assert f"<td>spread_U-1x.json</td><td>test</td><td>83.00%</td><td>{100 * sd:.2f}%</td><td>3</td>" in html
     # the headroom table gives n and an interval per model
     page, _ = write_report([folders["root"] / "headroom"], tmp_path / "hr.html")
     vals = folders["headroom"]["rows"][0]["test_acc"]["values"]
@@ -227,7 +227,7 @@ def test_real_hawis_run_renders_every_section(tmp_path):
     for heading in ("Search curves", "Per-layer widths and crossbar fill", "Energy per component and per layer",
                     "Robustness", "Config"):
         assert f"<h2>{heading}</h2>" in html
-    assert f"{100 * final['test_accuracy']:.2f} %" in html
+    assert f"{100 * final['test_accuracy']:.2f}%" in html
 
 
 def test_show_with_rich_when_installed(folders):
@@ -243,7 +243,7 @@ def test_aligned_study_shows_seed_statistics_and_baselines(tmp_path):
     m, s = float(np.mean(test)), float(np.std(test, ddof=1))
     lo, hi = student_t.interval(0.95, len(test) - 1, loc=m, scale=s / math.sqrt(len(test)))  # by hand
     row = re.search(r"<tr><td>ddpg-s0</td>(.*?)</tr>", html).group(1)
-    assert f"{m:.2f} %" in row and f"{s:.2f} %" in row and "<td>4</td>" in row and f"[{lo:.2f}, {hi:.2f}]" in row
+    assert f"{m:.2f}%" in row and f"{s:.2f}%" in row and "<td>4</td>" in row and f"[{lo:.2f}, {hi:.2f}]" in row
     d = res["rows"][-1]["test_vs_baseline"]
     assert f"{d['diff_points']:+.2f} [{d['ci95_points'][0]:+.2f}, {d['ci95_points'][1]:+.2f}]" in row
     assert "AU-16-28-56" in row and "no difference detected" in html and html.count("<img") == 1

@@ -33,6 +33,7 @@ from cimnas.errors import CimnasError  # noqa: E402
 from cimnas.reports.folder import Folder, open_folder  # noqa: E402
 from cimnas.stats import mean_ci, summarize  # noqa: E402
 from cimnas.utils.io import atomic_write_bytes, read_regular  # noqa: E402
+from cimnas.utils.units import pct_or_dash  # noqa: E402
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 MAX_PNG_BYTES = 4 << 20  # an existing figure larger than this is not inlined (the page stays mailable)
@@ -64,8 +65,8 @@ def esc(x: Any) -> str:
 
 
 def pct(v: Any, digits: int = 2) -> str:
-    """An accuracy (0..1) as a percentage, '-' when absent."""
-    return "-" if isinstance(v, bool) or not isinstance(v, int | float) else f"{100 * v:.{digits}f} %"
+    """An accuracy (0..1) as a percentage, '-' when absent (`utils.units`: one convention with the logs)."""
+    return pct_or_dash(v, digits)
 
 
 def num(v: Any, fmt: str = ".4g", unit: str = "") -> str:

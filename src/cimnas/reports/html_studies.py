@@ -124,7 +124,7 @@ def _hawis_aligned(f: Folder) -> str:
         stats = ([pct(t["mean_pct"] / 100), pct(t["std_pct"] / 100), str(t["n"]),
                   ci_from_summary(t["mean_pct"] / 100, t["std_pct"] / 100, int(t["n"]))] if t else ["-"] * 4)
         rows.append([r["label"], r["kind"], num(r["energy_uj"], ".4g"), *stats,
-                     f"{v['mean_pct']:.2f} ± {v['std_pct']:.2f} %" if v else "-",
+                     f"{v['mean_pct']:.2f}% ± {v['std_pct']:.2f}" if v else "-",
                      diff(r.get("val_vs_baseline")), diff(r.get("test_vs_baseline")), r.get("baseline", "")])
         if t:
             pts.append((r, t))

@@ -7,6 +7,7 @@ import re
 from typing import Any
 
 from cimnas.reports.folder import Folder, open_folder
+from cimnas.utils.units import pct_or_dash as _pct
 
 #: the file a finished run or study of each kind holds (a run without it stopped or is still running)
 RESULT_FILE = {"study-headroom": "headroom.json", "hawis-study": "compare.md", "uae-study": "table3.md",
@@ -24,10 +25,6 @@ def is_aligned(label: str) -> bool:
     """An aligned-uniform baseline (crossbar-filling widths, `cimnas align`): a label naming 'align', of the form
     A-kx, or the aligned study's AU-<widths per group>."""
     return "align" in label.lower() or bool(re.match(r"^(A-[0-9.]+x|AU-[0-9-]+)$", label))
-
-
-def _pct(v: Any) -> str:
-    return f"{100 * v:.2f} %" if isinstance(v, int | float) and not isinstance(v, bool) else "-"
 
 
 def _g(v: Any, unit: str = "") -> str:

@@ -5,9 +5,14 @@ episodes counted from 1. Files (JSON, JSONL) keep accuracies as fractions in [0,
 from __future__ import annotations
 
 
-def pct(fraction: float) -> str:
+def pct(fraction: float, digits: int = 2) -> str:
     """An accuracy (a fraction in [0, 1]) as shown: `78.82%`."""
-    return f"{100 * float(fraction):.2f}%"
+    return f"{100 * float(fraction):.{digits}f}%"
+
+
+def pct_or_dash(value: object, digits: int = 2) -> str:
+    """`pct` of a number read from a file, '-' where there is none (absent, a boolean, not a number)."""
+    return pct(value, digits) if isinstance(value, int | float) and not isinstance(value, bool) else "-"
 
 
 def uj(energy_uj: float) -> str:
