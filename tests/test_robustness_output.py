@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from cimnas.cli import main
-from cimnas.commands.hardware import default_labels
+from cimnas.commands.robustness import default_labels
 
 
 def test_default_labels_are_run_folders_and_unique():
