@@ -1,4 +1,4 @@
-"""`cimnas energy`, `cimnas presets`: the crossbar hardware model from the CLI (`cimnas robustness` is in robustness.py)."""
+"""`cimnas energy`, `cimnas presets`: the crossbar hardware model from the CLI (robustness: robustness.py)."""
 
 from __future__ import annotations
 
