@@ -407,11 +407,15 @@ class ModelConfig:
     options: dict = field(default_factory=dict)  # further build_model keyword arguments of this model
     rules: dict = field(default_factory=dict)  # outside models: {name pattern: precision} (cimnas.nn.convert)
     weights: str | None = None  # outside models: a state_dict / checkpoint file loaded before conversion
+    # outside models: HAWIS re-factorization after the conversion (activation modules -> Identity, max-pools into
+    # strides, topology_mod / thermometer as above; cimnas.nn.convert.refactor_converted)
+    refactor: bool = False
 
     def validate(self) -> None:
         outside = ":" in self.name  # cimnas.nn.zoo.is_external
-        check(outside or (not self.rules and self.weights is None), "model.rules and model.weights apply to outside "
-              "models only (model.name PATH.py:FACTORY, torchvision:NAME or timm:NAME)")
+        check(outside or (not self.rules and self.weights is None and not self.refactor), "model.rules, "
+              "model.weights and model.refactor apply to outside models only (model.name PATH.py:FACTORY, "
+              "torchvision:NAME or timm:NAME; cimnas's own models are re-factorized by precision: binary)")
         if isinstance(self.widths, list):
             check(len(self.widths) > 0, "model.widths: empty list; use null for the 1x widths")
             bad = [w for w in self.widths if w <= 0]

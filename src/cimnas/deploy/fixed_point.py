@@ -24,12 +24,12 @@ alpha Z + b up to ties closer than alpha 2^-P.
 from __future__ import annotations
 
 import torch
-from torch import nn
+from torch import fx, nn
 
 from cimnas.errors import CimnasError, check
-from cimnas.nn.fusion import IntegerAffine, ThresholdComparator, _IntegerLayer, fuse_model
+from cimnas.deploy.streams import trace_streams
+from cimnas.nn.fusion import IntegerAffine, ThresholdComparator, _IntegerLayer, bn_producers, fuse_model
 from cimnas.nn.layers import QConv2d, QLinear
-from cimnas.nn.models.resnet_cifar import CifarResNet
 from cimnas.nn.quantizers import BinaryActivation, BinaryWeight, DoReFaActivation, DoReFaWeight
 from cimnas.nn.refactor import ThermometerInput, _replace, execution_order
 
@@ -139,26 +139,7 @@ def stream_threshold(exponents: torch.Tensor) -> torch.Tensor:
     return torch.where(exponents >= 1, 2 ** (exponents - 1).clamp_min(0), torch.zeros_like(exponents)) + 1
 
 
-# ---------------------------------------------------------------- ResNet streams
-def resnet_segments(model: CifarResNet) -> tuple[list[list[tuple[str, str]]], dict[str, int]]:
-    """Residual segments of a CIFAR ResNet: per segment its writers (bn, conv) in order, and for each reader
-    (a layer whose input is a stream) the segment it reads."""
-    check(isinstance(model.pool, nn.Identity), "the integer residual path needs the topology modification "
-          "(model.topology_mod: true, no avg-pool before the classifier); this model averages the stream")
-    segs: list[list[tuple[str, str]]] = [[("bn1", "conv1")]]
-    readers: dict[str, int] = {}
-    for k, blk in enumerate(model.blocks):
-        p = f"blocks.{k}."
-        readers[p + "conv1"] = len(segs) - 1
-        if blk.has_conv_shortcut:
-            readers[p + "shortcut_conv"] = len(segs) - 1
-            segs.append([(p + "bn2", p + "conv2"), (p + "shortcut_bn", p + "shortcut_conv")])
-        else:
-            segs[-1].append((p + "bn2", p + "conv2"))
-    readers["fc"] = len(segs) - 1
-    return segs, readers
-
-
+# ---------------------------------------------------------------- residual streams
 def term_bound(affine: IntegerAffine, layer: _IntegerLayer, bn: nn.Module, sigmas: float | None) -> torch.Tensor:
     """t_c = max |a_c Z + b_c| over Z in [-n_neg_c, n_pos_c] (binary inputs, +-1 weights); with `sigmas` = k,
     at most |beta_c| + k |gamma_c| (the BN output's mean and std on the training data: k standard deviations)."""
@@ -212,29 +193,39 @@ def _last_layer(order) -> str:
     return [n for n, m in order if isinstance(m, QConv2d | QLinear)][-1]
 
 
-def _fix_resnet(model: CifarResNet, fused: nn.Module, bits: int, sigmas: float | None, plan: dict) -> None:
-    """Residual BNs -> FixedAffine in their segment's exponents, stream readers -> StreamCode, adds -> Saturate."""
-    segs, readers = resnet_segments(model)
+def _fix_streams(model: nn.Module, fused: nn.Module, bits: int, sigmas: float | None, plan: dict) -> nn.Module:
+    """Residual BNs -> FixedAffine in their segment's exponents, stream readers -> StreamCode, a Saturate after
+    every add; segments, readers and adds come from the traced graph (`cimnas.deploy.streams`). Returns the
+    fused model as an fx.GraphModule with the Saturate nodes."""
+    shape = tuple(model.input_shape)
+    sg = trace_streams(fused, shape)
+    producer = bn_producers(model, shape)
     exps = []
-    for seg in segs:
-        bounds = [term_bound(fused.get_submodule(bn), fused.get_submodule(conv), model.get_submodule(bn), sigmas)
-                  for bn, conv in seg]
+    for seg in sg.segments:
+        bounds = [term_bound(fused.get_submodule(bn), fused.get_submodule(producer[bn]), model.get_submodule(bn),
+                             sigmas) for bn in seg]
         exps.append(segment_exponents(bounds, bits))
-        plan["segments"].append({"writers": [bn for bn, _ in seg], "exponents": exps[-1]})
-        for bn, _ in seg:
+        plan["segments"].append({"writers": list(seg), "exponents": exps[-1]})
+        for bn in seg:
             _replace(fused, bn, fixed_affine(fused.get_submodule(bn), exps[-1], bits))
-    for name, s in readers.items():
+    for name, stream in sg.readers.items():
         layer = fused.get_submodule(name)
-        c_in = int(layer.signs.shape[1])
-        if layer.signs.dim() == 2:  # the classifier reads the flattened (c, h, w) stream: theta per position
-            c = _stream_channels(model, fused)
-            theta = torch.repeat_interleave(stream_threshold(exps[s][:c]), c_in // c)
-        else:
-            theta = stream_threshold(exps[s][:c_in])
+        theta = stream_threshold(exps[sg.reader_segment[name]][: stream.channels])
+        if stream.flat:  # the classifier reads the flattened (c, h, w) stream: theta per position
+            theta = torch.repeat_interleave(theta, stream.positions)
+        check(theta.numel() == int(layer.signs.shape[1]), f"layer {name} reads {layer.signs.shape[1]} inputs from a "
+              f"stream of {theta.numel()} values")
         layer.input_code = StreamCode(theta)
         plan["readers"][name] = theta
-    for name in ["act1"] + [f"blocks.{k}.act2" for k in range(len(model.blocks))]:
-        _replace(fused, name, Saturate(bits))
+    plan["graph"] = sg
+    gm = fx.GraphModule(fused, sg.graph, class_name=type(model).__name__ + "Fixed")
+    for k, node in enumerate(sg.adds):
+        gm.add_module(f"saturate_{k}", Saturate(bits))
+        with gm.graph.inserting_after(node):
+            sat = gm.graph.call_module(f"saturate_{k}", (node,))
+        node.replace_all_uses_with(sat, delete_user_cb=lambda user, sat=sat: user is not sat)
+    gm.recompile()
+    return gm
 
 
 @torch.no_grad()
@@ -248,20 +239,12 @@ def fixed_residual_model(model: nn.Module, bits: int, sigmas: float | None = Non
     fused = fuse_model(model)
     plan: dict = {"bits": bits, "segments": [], "readers": {}}
     last = _last_layer(execution_order(model, tuple(model.input_shape)))
-    if isinstance(model, CifarResNet):
-        _fix_resnet(model, fused, bits, sigmas, plan)
+    if any(isinstance(m, IntegerAffine) for m in fused.modules()):  # BNs feeding residual adds
+        fused = _fix_streams(model, fused, bits, sigmas, plan)
     else:
-        check(not any(isinstance(m, IntegerAffine) for m in fused.modules()),
-              f"{type(model).__name__} has BatchNorms that feed neither a binarizer nor a known residual add; "
-              "the integer path knows the CIFAR ResNets, LeNet-5 and the MLP")
         _chain_comparators(model, fused)
     _replace(fused, last, IntegerLogits(fused.get_submodule(last)))
     return fused, plan
-
-
-def _stream_channels(model: CifarResNet, fused: nn.Module) -> int:
-    """Channels of the last stream (the last block's conv2 output)."""
-    return int(fused.get_submodule(f"blocks.{len(model.blocks) - 1}.conv2").signs.shape[0])
 
 
 __all__ = ["FixedAffine", "IntegerLogits", "Saturate", "StreamCode", "fixed_residual_model", "integer_kind",

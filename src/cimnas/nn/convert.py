@@ -35,7 +35,7 @@ import fnmatch
 import re
 import weakref
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
@@ -46,6 +46,7 @@ from torch.overrides import TorchFunctionMode
 from cimnas.errors import CimnasError
 from cimnas.nn.layers import QConv2d, QLinear
 from cimnas.nn.quantizers import BinaryActivation, BinaryWeight, DoReFaActivation, DoReFaWeight, Identity, Quantizer
+from cimnas.nn.refactor import RefactorOptions, _inside, modify_topology
 
 #: digital layer class -> crossbar layer class (exact classes: a subclass may change forward, see UNMAPPABLE)
 CONVERSIONS: dict[type[nn.Module], type[nn.Module]] = {nn.Conv2d: QConv2d, nn.Linear: QLinear}
@@ -112,21 +113,24 @@ class Conversion:
     rules: dict[str, str]
     layers: dict[str, str] = field(default_factory=dict)  # every convertible layer -> its precision
     digital: list[str] = field(default_factory=list)  # modules kept digital by rule (incl. unmappable ones)
+    refactor: dict | None = None  # the HAWIS topology modification applied after the conversion (RefactorOptions)
 
     @property
     def converted(self) -> list[str]:
         return [n for n, p in self.layers.items() if p != "digital"]
 
     def to_dict(self) -> dict:
-        return {"default": self.default, "rules": dict(self.rules), "layers": dict(self.layers),
-                "digital": list(self.digital)}
+        d = {"default": self.default, "rules": dict(self.rules), "layers": dict(self.layers),
+             "digital": list(self.digital)}
+        return d if self.refactor is None else {**d, "refactor": dict(self.refactor)}
 
     @classmethod
     def from_dict(cls, d: Any) -> Conversion:
         if not isinstance(d, dict) or not isinstance(d.get("layers"), dict):
             raise CimnasError("the conversion recipe must be a dict with a 'layers' mapping; the checkpoint is corrupt")
+        ref = d.get("refactor")
         return cls(str(d.get("default", "binary")), dict(d.get("rules") or {}), dict(d["layers"]),
-                   list(d.get("digital") or []))
+                   list(d.get("digital") or []), None if ref is None else asdict(RefactorOptions.from_any(ref)))
 
     def summary(self) -> str:
         """One line: how many layers at which precision, which stay digital."""
@@ -261,10 +265,6 @@ def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
     setattr(model.get_submodule(parent) if parent else model, attr, new)
 
 
-def _inside(name: str, prefixes: list[str]) -> bool:
-    return any(name == p or name.startswith(p + ".") for p in prefixes)
-
-
 def check_modules(model: nn.Module, digital: list[str] | None = None) -> None:
     """Refuse (one line naming the layer) a module the crossbar model cannot map and no rule keeps digital."""
     digital = list(digital or [])
@@ -281,13 +281,15 @@ def check_modules(model: nn.Module, digital: list[str] | None = None) -> None:
 
 
 def convert(model: nn.Module, rules: Mapping[str, Any] | None = None, *, default: Any = "binary",
-            input_shape: tuple[int, ...] | None = None) -> Conversion:
+            input_shape: tuple[int, ...] | None = None, refactor: bool | dict | RefactorOptions | None = None
+            ) -> Conversion:
     """Replace every plain `nn.Conv2d` / `nn.Linear` of `model` in place by its crossbar layer (module docstring).
 
     `rules`: ordered {pattern: precision}; `default`: the precision of layers no rule names; `input_shape`
     (C, H, W): resolves the words first / last in execution order and checks the model runs on it (functional
-    matmuls and convolutions are checked there too, `check_mappable`). Returns the `Conversion` (also kept as
-    `model.cimnas_conversion`, which the hardware model and `model_payload` read).
+    matmuls and convolutions are checked there too, `check_mappable`). `refactor` (True or RefactorOptions
+    fields): then apply HAWIS's topology modification (`refactor_converted`). Returns the `Conversion` (also kept
+    as `model.cimnas_conversion`, which the hardware model and `model_payload` read).
     """
     if not isinstance(model, nn.Module):
         raise CimnasError(f"convert needs a torch.nn.Module, got {type(model).__name__}")
@@ -311,10 +313,48 @@ def convert(model: nn.Module, rules: Mapping[str, Any] | None = None, *, default
     prior = getattr(model, "cimnas_conversion", None)
     if isinstance(prior, Conversion):  # a second convert() refines the first: keep the layers it converted
         conv.layers = {**{n: p for n, p in prior.layers.items() if p != "digital"}, **conv.layers}
+        conv.refactor = prior.refactor
     model.cimnas_conversion = conv
+    if refactor is not None and refactor is not False:
+        if input_shape is None:
+            raise CimnasError("convert(refactor=...) needs input_shape=(C, H, W): the re-factorization is traced")
+        conv.refactor = refactor_converted(model, conv, None if refactor is True else refactor, input_shape)
     if input_shape is not None:
         check_mappable(model, input_shape)
     return conv
+
+
+_ACTIVATION_FUNCS = {F.relu, F.relu_, torch.relu, torch.relu_, torch.Tensor.relu, torch.Tensor.relu_, F.relu6,
+                     F.hardtanh, F.hardtanh_, F.leaky_relu, F.gelu, F.silu, F.sigmoid, F.tanh, torch.sigmoid,
+                     torch.tanh, torch.Tensor.sigmoid, torch.Tensor.tanh}
+
+
+def refactor_converted(model: nn.Module, conv: Conversion, options: dict | RefactorOptions | None,
+                       input_shape: tuple[int, ...]) -> dict:
+    """HAWIS's re-factorization (Sec. III-A-1, `cimnas.nn.refactor.modify_topology`) on a converted model, in
+    place, outside the subtrees its rules keep digital: activation modules -> Identity (a ReLU before a binarized
+    layer makes every input >= 0, so round(clip(x, 0, 1)) sees no sign: BN -> binarizer is the non-linearity),
+    max-pools folded into the conv stride before them, the avg-pool before the classifier removed (topology_mod;
+    the classifier re-sized to C*H*W inputs, freshly initialised), optionally a thermometer-coded first layer.
+    The precision of every layer stays what the rules gave it. An activation computed by a function call
+    (torch.relu / F.relu ...) cannot be removed: a one-line error names its module. Returns the options applied."""
+    opts = RefactorOptions.from_any(options)
+    if not (opts.binarize_first and opts.binarize_last):
+        raise CimnasError("refactor: binarize_first / binarize_last do not apply to a converted model; the rules "
+                          "decide each layer's precision (e.g. {'first': 'digital'})")
+    if opts.thermometer:
+        first = _execution_order(model, list(conv.layers), tuple(input_shape))[0]
+        if conv.layers[first] != "binary":
+            raise CimnasError(f"refactor.thermometer feeds the first layer a binary code, but {first!r} is "
+                              f"{conv.layers[first]}; make it binary or drop thermometer")
+    modify_topology(model, tuple(input_shape), opts, keep=tuple(conv.digital))
+    for where, op in _scan(model, input_shape, _ACTIVATION_FUNCS):
+        if not _inside(where, conv.digital):
+            whom = f"module {where!r}" if where else "the model's own forward"
+            raise CimnasError(f"refactor: {whom} applies {op} as a function call, which the re-factorization cannot "
+                              "remove (only activation modules, nn.ReLU ...); write it as a module or keep the module "
+                              "digital")
+    return asdict(opts)
 
 
 # ---------------------------------------------------------------- what a forward pass does outside the layers
@@ -332,20 +372,48 @@ _SCANNED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 class _OpScan(TorchFunctionMode):
-    """Records matmuls / convolutions a forward pass runs outside a Conv2d / Linear module's own forward."""
+    """Records matmuls / convolutions a forward pass runs outside a Conv2d / Linear module's own forward (or, with
+    `watch`, every call of those functions outside a crossbar layer and its quantizers)."""
 
-    def __init__(self, stack: list[tuple[str, nn.Module]]):
+    def __init__(self, stack: list[tuple[str, nn.Module]], watch: set | None = None):
         super().__init__()
-        self.stack = stack
+        self.stack, self.watch = stack, watch
         self.found: list[tuple[str, str]] = []
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
-        if func in _MATMULS or func in _CONVS or func in _LAYER_OPS:
+        if self.watch is not None:
+            if func in self.watch and not any(isinstance(m, QConv2d | QLinear | Quantizer) for _, m in self.stack):
+                self.found.append((next((n for n, _ in reversed(self.stack) if n), ""),
+                                   getattr(func, "__name__", str(func))))
+        elif func in _MATMULS or func in _CONVS or func in _LAYER_OPS:
             in_layer = bool(self.stack) and isinstance(self.stack[-1][1], nn.Conv2d | nn.Linear)
             if func in _MATMULS or func in _CONVS or not in_layer:
                 where = next((n for n, _ in reversed(self.stack) if n), "")
                 self.found.append((where, getattr(func, "__name__", str(func))))
         return func(*args, **(kwargs or {}))
+
+
+def _scan(model: nn.Module, input_shape: tuple[int, ...], watch: set | None = None) -> list[tuple[str, str]]:
+    """(innermost module name, function) of what `_OpScan` records in one traced forward pass."""
+    names = {m: n for n, m in model.named_modules()}
+    stack: list[tuple[str, nn.Module]] = []
+
+    def pre(mod, _args):
+        stack.append((names[mod], mod))
+
+    def post(mod, _args, _out):
+        if stack and stack[-1][1] is mod:
+            stack.pop()
+
+    hooks = [m.register_forward_pre_hook(pre) for m in names] + [m.register_forward_hook(post) for m in names]
+    scan = _OpScan(stack, watch)
+    try:
+        with scan:
+            probe_forward(model, input_shape)
+    finally:
+        for h in hooks:
+            h.remove()
+    return scan.found
 
 
 def check_converted(model: nn.Module) -> list[str]:
@@ -380,25 +448,7 @@ def check_mappable(model: nn.Module, input_shape: tuple[int, ...]) -> list[str]:
     key = tuple(int(v) for v in input_shape)
     if key in _SCANNED.get(model, ()):  # the forward pass was scanned already (convert, then estimate)
         return digital
-    names = {m: n for n, m in model.named_modules()}
-    stack: list[tuple[str, nn.Module]] = []
-
-    def pre(mod, _args):
-        stack.append((names[mod], mod))
-
-    def post(mod, _args, _out):
-        if stack and stack[-1][1] is mod:
-            stack.pop()
-
-    hooks = [m.register_forward_pre_hook(pre) for m in names] + [m.register_forward_hook(post) for m in names]
-    scan = _OpScan(stack)
-    try:
-        with scan:
-            probe_forward(model, input_shape)
-    finally:
-        for h in hooks:
-            h.remove()
-    for where, op in scan.found:
+    for where, op in _scan(model, input_shape):
         if not _inside(where, digital):
             whom = f"module {where!r}" if where else "the model's own forward"
             raise CimnasError(f"{whom} computes a {op} outside any Conv2d / Linear layer (e.g. attention or a "
@@ -424,11 +474,11 @@ def apply_recipe(model: nn.Module, recipe: Any, input_shape: tuple[int, ...] | N
                           "names; rebuild it with the same factory the checkpoint was trained with")
     rules = {n: p for n, p in stored.layers.items()}
     rules.update({n: "digital" for n in stored.digital if n not in rules})
-    conv = convert(model, rules, default=stored.default, input_shape=input_shape)
+    conv = convert(model, rules, default=stored.default, input_shape=input_shape, refactor=stored.refactor)
     conv.rules, conv.default = stored.rules, stored.default
     return conv
 
 
 __all__ = ["CONVERSIONS", "PRECISIONS", "UNMAPPABLE", "Conversion", "Rule", "apply_recipe", "check_converted",
            "check_mappable", "probe_forward",
-           "check_modules", "conversion_of", "convert", "resolve_rules"]
+           "check_modules", "conversion_of", "convert", "refactor_converted", "resolve_rules"]

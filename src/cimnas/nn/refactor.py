@@ -154,7 +154,7 @@ def _remove_max_pools(model: nn.Module, order) -> None:
     """Max-pool -> Identity; the conv executed before it gets stride * pool stride (HAWIS III-A-1)."""
     last_conv = None
     for name, m in order:
-        if isinstance(m, QConv2d):
+        if isinstance(m, nn.Conv2d):  # QConv2d, or a conv a convert() rule keeps digital
             last_conv = m
         elif isinstance(m, nn.MaxPool2d | nn.AdaptiveMaxPool2d):
             if isinstance(m, nn.AdaptiveMaxPool2d) or last_conv is None:
@@ -238,6 +238,28 @@ def rebuild_linear_inputs(model: nn.Module, input_shape: tuple[int, ...]) -> Non
     raise CimnasError("could not resolve the classifier input sizes after re-factorization")
 
 
+def modify_topology(model: nn.Module, input_shape: tuple[int, ...], opts: RefactorOptions,
+                    keep: tuple[str, ...] = ()) -> None:
+    """Steps 2-4 of the module docstring (and the thermometer first layer), in place: activation modules ->
+    Identity, max-pools folded into the stride of the conv before them, with `opts.topology_mod` the avg-pool
+    before the classifier -> Identity (the classifier re-sized). Modules inside `keep` (names of subtrees kept
+    digital by `cimnas.convert` rules) are left as they are."""
+    order = [(n, m) for n, m in execution_order(model, input_shape) if not _inside(n, keep)]
+    _remove_max_pools(model, order)
+    for name, m in list(model.named_modules()):
+        if isinstance(m, ACTIVATION_TYPES) and not _inside(name, keep):
+            _replace(model, name, nn.Identity())
+    if opts.topology_mod:
+        _remove_classifier_pool(model, order)
+    rebuild_linear_inputs(model, input_shape)
+    if opts.thermometer:
+        _thermometer_first(model, order, opts.thermometer_levels)
+
+
+def _inside(name: str, prefixes: tuple[str, ...] | list[str]) -> bool:
+    return any(name == p or name.startswith(p + ".") for p in prefixes)
+
+
 def refactor(model: nn.Module, options: RefactorOptions | dict | None = None,
              input_shape: tuple[int, ...] | None = None) -> nn.Module:
     """Turn a float cimnas model into a fully binarized one in place (see module docstring).
@@ -256,16 +278,7 @@ def refactor(model: nn.Module, options: RefactorOptions | dict | None = None,
     if not _q_layers(order):
         raise CimnasError(f"{type(model).__name__} has no QConv2d/QLinear layers to binarize")
 
-    _remove_max_pools(model, order)
-    for name, m in list(model.named_modules()):
-        if isinstance(m, ACTIVATION_TYPES):
-            _replace(model, name, nn.Identity())
-    if opts.topology_mod:
-        _remove_classifier_pool(model, order)
-    rebuild_linear_inputs(model, input_shape)
-    if opts.thermometer:
-        _thermometer_first(model, order, opts.thermometer_levels)
-
+    modify_topology(model, input_shape, opts)
     q = _q_layers(execution_order(model, input_shape))
     for i, (_, layer) in enumerate(q):
         binary = (opts.binarize_first or i > 0) and (opts.binarize_last or i < len(q) - 1)
@@ -290,5 +303,5 @@ def quantize_kbit(model: nn.Module, bits: int = 8) -> nn.Module:
     return model
 
 
-__all__ = ["RefactorOptions", "ThermometerInput", "execution_order", "quantize_kbit", "rebuild_linear_inputs",
-           "refactor"]
+__all__ = ["RefactorOptions", "ThermometerInput", "execution_order", "modify_topology", "quantize_kbit",
+           "rebuild_linear_inputs", "refactor"]

@@ -189,11 +189,12 @@ def load_weights(model: nn.Module, path: str | Path) -> None:
 
 def external_model(source: str | ModelSource, *, in_channels: int, num_classes: int, image_size: Any,
                    rules: Mapping[str, Any] | None = None, default: Any = "binary", weights: str | Path | None = None,
-                   recipe: dict | None = None, seed: int | None = None) -> nn.Module:
+                   recipe: dict | None = None, seed: int | None = None, refactor: Any = None) -> nn.Module:
     """Build, (optionally) load weights into, and convert a model from outside (module docstring).
 
-    `recipe`: a stored `Conversion.to_dict()` (a checkpoint's) instead of `rules` / `default`. `seed` seeds the
-    initialisation (the global RNG is left untouched).
+    `recipe`: a stored `Conversion.to_dict()` (a checkpoint's) instead of `rules` / `default` / `refactor`.
+    `refactor` (True or RefactorOptions fields): HAWIS's topology modification after the conversion
+    (`cimnas.nn.convert.refactor_converted`). `seed` seeds the initialisation (the global RNG is left untouched).
     """
     src = source if isinstance(source, ModelSource) else parse_source(source)
     size = tuple(image_size) if isinstance(image_size, list | tuple) else (int(image_size), int(image_size))
@@ -205,8 +206,11 @@ def external_model(source: str | ModelSource, *, in_channels: int, num_classes: 
         model = build_source(src, in_channels=in_channels, num_classes=num_classes, image_size=image_arg)
     if weights is not None:
         load_weights(model, weights)
-    conv = apply_recipe(model, recipe, shape) if recipe is not None else convert(model, rules, default=default,
-                                                                                  input_shape=shape)
+    with torch.random.fork_rng(devices=[]):  # a classifier the re-factorization re-sizes is initialised here
+        if seed is not None:
+            torch.manual_seed(int(seed) + 1)
+        conv = apply_recipe(model, recipe, shape) if recipe is not None else convert(
+            model, rules, default=default, input_shape=shape, refactor=refactor)
     model.input_shape = shape
     model.arch_meta = {"name": src.spec, "source": src.spec, "in_channels": int(in_channels),
                        "num_classes": int(num_classes), "image_size": list(size) if size[0] != size[1] else size[0],

@@ -91,9 +91,11 @@ def build_from_config(cfg: ModelConfig, splits: Any, seed: int) -> nn.Module:
     others at `precision` (kbit at `bits`)."""
     if is_external(cfg.name):
         default = f"kbit:{cfg.bits}" if cfg.precision == "kbit" else cfg.precision
+        refactor = {"topology_mod": cfg.topology_mod, "thermometer": cfg.thermometer,
+                    "thermometer_levels": cfg.thermometer_levels} if cfg.refactor else None
         return external_model(cfg.name, in_channels=splits.in_channels, num_classes=splits.num_classes,
                               image_size=splits.image_size, rules=cfg.rules, default=default, weights=cfg.weights,
-                              seed=seed)
+                              seed=seed, refactor=refactor)
     refactor = None
     if cfg.precision == "binary":
         refactor = RefactorOptions(topology_mod=cfg.topology_mod, thermometer=cfg.thermometer,
