@@ -22,6 +22,9 @@ def register(subparsers) -> None:
                     "the same bytes.")
     e.add_argument("--checkpoint", required=True, help="model checkpoint (cimnas train / hawis)")
     e.add_argument("--out", required=True, help="folder for model.json and arrays.npz (new, empty or an export)")
+    e.add_argument("--model-file", default=None, metavar="PATH.py:FACTORY",
+                   help="the factory of a converted outside model's checkpoint (cimnas never runs code a checkpoint "
+                        "names)")
     e.add_argument("--residual-bits", type=int, default=DEFAULT_RESIDUAL_BITS,
                    help=f"width B of the fixed-point residual streams (default {DEFAULT_RESIDUAL_BITS}; docs/deploy.md)"
                         )
@@ -73,7 +76,7 @@ def cmd_export(args) -> int:
     check_bits(args.residual_bits)
     check(args.range_sigmas >= 0 and args.range_sigmas < 1e6, f"--range-sigmas must be >= 0, got {args.range_sigmas}")
     spec = spec_from_args(args)
-    model, ckpt = load_model(args.checkpoint)
+    model, ckpt = load_model(args.checkpoint, model_file=args.model_file)
     kind = integer_kind(model)
     sigmas = args.range_sigmas or None
     ops, arrays = lower(model, args.residual_bits, spec, sigmas)

@@ -26,8 +26,8 @@ from __future__ import annotations
 import torch
 from torch import fx, nn
 
-from cimnas.errors import CimnasError, check
 from cimnas.deploy.streams import trace_streams
+from cimnas.errors import CimnasError, check
 from cimnas.nn.fusion import IntegerAffine, ThresholdComparator, _IntegerLayer, bn_producers, fuse_model
 from cimnas.nn.layers import QConv2d, QLinear
 from cimnas.nn.quantizers import BinaryActivation, BinaryWeight, DoReFaActivation, DoReFaWeight

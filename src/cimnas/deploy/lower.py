@@ -19,16 +19,18 @@ from __future__ import annotations
 
 import copy
 import math
+import operator
 
 import numpy as np
 import torch
-from torch import nn
+from torch import fx, nn
 
 from cimnas.deploy.fixed_point import (
     LOGIT_SHIFT,
     MULT_SHIFT,
     FixedAffine,
     IntegerLogits,
+    Saturate,
     StreamCode,
     fixed_residual_model,
     integer_kind,
@@ -36,9 +38,8 @@ from cimnas.deploy.fixed_point import (
 from cimnas.errors import CimnasError, check
 from cimnas.hardware.crossbar import CrossbarSpec
 from cimnas.hardware.mapping import map_layer
-from cimnas.nn.fusion import ThresholdComparator
-from cimnas.nn.layers import QConv2d, QLinear
-from cimnas.nn.models.resnet_cifar import CifarResNet
+from cimnas.nn.fusion import ThresholdComparator, _IntegerLayer
+from cimnas.nn.layers import QConv2d, QLinear, match_channels
 from cimnas.nn.quantizers import BinaryActivation, DoReFaActivation
 from cimnas.nn.refactor import ThermometerInput, execution_order
 
@@ -79,6 +80,7 @@ class _Builder:
         self.ops: list[dict] = []
         self.arrays: dict[str, np.ndarray] = {}
         self.shapes = _trace_shapes(model)
+        self.adds: set[fx.Node] = set()  # the residual adds of the traced graph
 
     def op(self, op: str, name: str, inputs: list[str], **fields) -> str:
         self.ops.append({"op": op, "name": name, "inputs": inputs, **fields})
@@ -168,21 +170,68 @@ def _trace_shapes(model: nn.Module) -> dict[str, tuple[tuple[int, ...], tuple[in
     return shapes
 
 
-def _lower_resnet(b: _Builder, model: CifarResNet, bits: int) -> None:
-    t = b.crossbar("conv1", b.encode("conv1"))
-    stream = b.requant("bn1", t, bits)
-    for k, blk in enumerate(model.blocks):
-        p = f"blocks.{k}."
-        bits_in = b.stream_code(p + "conv1", stream, b.shapes[p + "conv1"][0][0])
-        t = b.compare(p + "bn1", b.crossbar(p + "conv1", bits_in))
-        term = b.requant(p + "bn2", b.crossbar(p + "conv2", t), bits)
-        if blk.has_conv_shortcut:
-            sc = b.requant(p + "shortcut_bn", b.crossbar(p + "shortcut_conv", bits_in), bits)
-            stream = b.op("add", p + "out", [term, sc], stride=1, bits=bits)
-        else:
-            stream = b.op("add", p + "out", [term, stream], stride=blk.stride, bits=bits)
-    channels = b.shapes[f"blocks.{len(model.blocks) - 1}.conv2"][1][0]
-    b.logits("fc", b.crossbar("fc", b.stream_code("fc", stream, channels)))
+def _through(node: fx.Node, fixed: nn.Module) -> tuple[fx.Node, int]:
+    """(the stream node an add operand or a reader's input comes from, its option-A stride): follows
+    x[:, :, ::s, ::s], match_channels, flatten, nn.Identity and Saturate (the add op subsamples, pads and
+    saturates itself; the crossbar op flattens)."""
+    stride = 1
+    while True:
+        if node.op == "call_function" and node.target is operator.getitem:
+            steps = {sl.step or 1 for sl in node.args[1][2:]}
+            check(len(steps) == 1, f"graph node {node.name!r}: the export subsamples both spatial dims alike")
+            stride *= steps.pop()
+        elif not (node.target in (match_channels, torch.flatten, "flatten") or (
+                node.op == "call_module" and isinstance(fixed.get_submodule(node.target),
+                                                        nn.Identity | Saturate | nn.Flatten))):
+            return node, stride
+        node = node.args[0]
+
+
+def _lower_graph(b: _Builder, fixed: fx.GraphModule, bits: int) -> None:
+    """The ops of a residual model, node by node of its traced graph (`cimnas.deploy.streams`): crossbar layers,
+    comparators, stream terms (requant), adds (a term + a shortcut: the stream, subsampled / padded, or a 1x1
+    conv + BN term), stream codes before each stream reader, integer logits."""
+    names: dict[fx.Node, str] = {}
+    codes: dict[str, str] = {}  # stream tensor -> its {0,1} code (one stream_code op per stream)
+    for node in fixed.graph.nodes:
+        src = node.args[0] if node.args and isinstance(node.args[0], fx.Node) else None
+        if node.op == "call_module":
+            mod = fixed.get_submodule(node.target)
+            layer = mod.layer if isinstance(mod, IntegerLogits) else mod
+            if isinstance(layer, _IntegerLayer):
+                if src.op == "placeholder":
+                    bits_in = b.encode(node.target)
+                elif isinstance(layer.input_code, StreamCode):
+                    base, stride = _through(src, fixed)
+                    check(stride == 1, f"layer {node.target} reads a subsampled stream; the export does not")
+                    if names[base] not in codes:
+                        codes[names[base]] = b.stream_code(node.target, names[base], _stream_width(base))
+                    bits_in = codes[names[base]]
+                else:
+                    bits_in = names[src]
+                z = b.crossbar(node.target, bits_in)
+                names[node] = b.logits(node.target, z) if isinstance(mod, IntegerLogits) else z
+            elif isinstance(mod, ThresholdComparator):
+                names[node] = b.compare(node.target, names[src])
+            elif isinstance(mod, FixedAffine):
+                names[node] = b.requant(node.target, names[src], bits)
+            elif isinstance(mod, nn.Identity | Saturate | nn.Flatten):
+                names[node] = names[src]
+            else:
+                raise CimnasError(f"the export does not know module {node.target!r} ({type(mod).__name__})")
+        elif node.op in ("call_function", "call_method"):
+            if node in b.adds:
+                (term, _), (short, stride) = (_through(a, fixed) for a in node.args[:2])
+                names[node] = b.op("add", f"{node.name}.out", [names[term], names[short]], stride=stride, bits=bits)
+            elif node.target in (torch.flatten, "flatten") and src in names:
+                names[node] = names[src]
+        elif node.op == "output":
+            check(names.get(node.args[0]) == "logits", "the model's output is not its classifier's logits")
+
+
+def _stream_width(node: fx.Node) -> int:
+    """Channels of a stream tensor (the traced shape before any flatten)."""
+    return int(node.meta["tensor_meta"].shape[1])
 
 
 def _lower_chain(b: _Builder, model: nn.Module) -> None:
@@ -231,10 +280,11 @@ def lower(model: nn.Module, bits: int, spec: CrossbarSpec, sigmas: float | None)
         b = _Builder(model.eval(), model, spec)
         lower_kbit(b, model)
         return b.ops, b.arrays
-    fixed, _ = fixed_residual_model(model, bits, sigmas)
+    fixed, plan = fixed_residual_model(model, bits, sigmas)
     b = _Builder(model.eval(), fixed, spec)
-    if isinstance(model, CifarResNet):
-        _lower_resnet(b, model, bits)
+    if "graph" in plan:
+        b.adds = set(plan["graph"].adds)
+        _lower_graph(b, fixed, bits)
     else:
         _lower_chain(b, model)
     if not b.ops:

@@ -1,11 +1,12 @@
 """Accuracy of the integer residual path against the float-residual fused model, per stream width.
 
     python -m cimnas.deploy.sweep --checkpoint runs/x/checkpoints/checkpoint.pt [--bits 6-16,18] [--range-sigmas 4]
-        [--dataset NAME] [--max-samples N] [--json]
+        [--dataset NAME] [--max-samples N] [--model-file PATH.py:FACTORY] [--json]
 
 For each width B: test accuracy of `fixed_residual_model(model, B)`, its change against `fuse_model(model)` (the
 float-residual model, which equals the trained model) in points, and the share of test images on which both
-predict the same class. docs/deploy.md quotes the tables.
+predict the same class. `--model-file` names the factory of a converted outside model's checkpoint (cimnas never
+runs code a checkpoint names). docs/deploy.md quotes the tables.
 """
 
 from __future__ import annotations
@@ -24,14 +25,14 @@ def _accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch: i
 
 
 def sweep(checkpoint: str, bits: list[int], sigmas: float | None, dataset: str | None,
-          max_samples: int | None) -> dict:
+          max_samples: int | None, model_file: str | None = None) -> dict:
     """{'float_residual': acc, 'rows': [{bits, accuracy, delta_points, agreement}]} on the test split."""
     from cimnas.data import load_dataset
     from cimnas.deploy.fixed_point import fixed_residual_model
     from cimnas.nn.fusion import fuse_model
     from cimnas.nn.models import load_model
 
-    model, ckpt = load_model(checkpoint)
+    model, ckpt = load_model(checkpoint, model_file=model_file)
     name = dataset or ckpt["dataset"]["name"]
     split = load_dataset(name, seed=0).test
     x, y = split.tensors()
@@ -68,11 +69,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--range-sigmas", type=float, default=4.0, help="0 = the provable bound")
     p.add_argument("--dataset", default=None)
     p.add_argument("--max-samples", type=int, default=None)
+    p.add_argument("--model-file", default=None, help="PATH.py:FACTORY of a converted outside model's checkpoint")
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
 
     def run() -> int:
-        res = sweep(args.checkpoint, _bits(args.bits), args.range_sigmas or None, args.dataset, args.max_samples)
+        res = sweep(args.checkpoint, _bits(args.bits), args.range_sigmas or None, args.dataset, args.max_samples,
+                    args.model_file)
         if args.json:
             print(json.dumps(res, indent=2))
             return 0
