@@ -211,10 +211,13 @@ def test_what_the_tracer_cannot_place_is_one_line():
 def test_model_refactor_is_for_outside_models_and_trains_through_the_pipeline():
     from cimnas.config import ModelConfig
     from cimnas.nn.models import model_payload, rebuild_model
+    from cimnas.pipelines.hawis.config import HawisModelConfig
     from cimnas.pipelines.train import build_from_config
 
     with pytest.raises(CimnasError, match="outside models only"):
         ModelConfig(name="resnet20", refactor=True).validate()
+    with pytest.raises(CimnasError, match="not wired into the HAWIS search"):
+        HawisModelConfig(name=f"{EXAMPLE}:resnet8", refactor=True, thermometer=False).validate()
     cfg = ModelConfig(name=f"{EXAMPLE}:resnet8", refactor=True, thermometer=True, thermometer_levels=2)
 
     class Splits:

@@ -220,8 +220,11 @@ def _lower_graph(b: _Builder, fixed: fx.GraphModule, bits: int) -> None:
             else:
                 raise CimnasError(f"the export does not know module {node.target!r} ({type(mod).__name__})")
         elif node.op in ("call_function", "call_method"):
-            if node in b.adds:
-                (term, _), (short, stride) = (_through(a, fixed) for a in node.args[:2])
+            if node in b.adds:  # the add op subsamples / pads its second operand: put the shortcut second
+                (term, s_term), (short, stride) = sorted((_through(a, fixed) for a in node.args[:2]),
+                                                         key=lambda t: t[1] > 1)
+                check(s_term == 1 and _stream_width(term) == _stream_width(node), f"graph node {node.name!r}: the "
+                      "export takes an add of a term and a shortcut; here both operands are subsampled or padded")
                 names[node] = b.op("add", f"{node.name}.out", [names[term], names[short]], stride=stride, bits=bits)
             elif node.target in (torch.flatten, "flatten") and src in names:
                 names[node] = names[src]

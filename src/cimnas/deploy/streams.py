@@ -119,7 +119,8 @@ def trace_streams(fused: nn.Module, input_shape: tuple[int, ...]) -> StreamGraph
     def refuse(node: fx.Node, what: str) -> None:
         raise CimnasError(f"the residual stream reaches {what} (graph node {node.name!r}), which the integer path "
                           "does not support: it knows residual adds of BN terms, identity, option-A and 1x1 conv + "
-                          "BN shortcuts, and a flatten before the classifier (remove the avg-pool: topology_mod)")
+                          "BN shortcuts, and a flatten before the classifier; re-factorize the model (no ReLU, no "
+                          "avg-pool: model.refactor: true, cimnas.convert(refactor=True))")
 
     for node in graph.nodes:
         ins = _streams_in((node.args, node.kwargs), info)

@@ -61,6 +61,8 @@ class HawisModelConfig(ModelConfig):
             parse_source(self.name)  # the form only: the factory runs when the run starts
             check(not self.thermometer, f"model.thermometer applies to cimnas's own models; for {self.name} set "
                   "model.thermometer: false (your first layer reads the input as it is)")
+            check(not self.refactor, "model.refactor is not wired into the HAWIS search of your network (the "
+                  "group search slices the model as it is built); it applies to cimnas train")
             check(not self.options, f"model.options ({', '.join(sorted(self.options))}) are build arguments of "
                   "cimnas's own models; for your network use model.rules (per-layer precision) and model.weights")
         check(self.precision == "binary", f"model.precision is {self.precision!r}: HAWIS searches fully binarized "
