@@ -134,6 +134,17 @@ def test_toy_study_json_and_resume(tmp_path):
         p: s for p, s in stamps.items() if p.parent != lost}
     assert (lost / "final.json").is_file()
     assert [r["n"] for r in again["rows"]] == [r["n"] for r in res["rows"]]
+    # --report-only: the JSON comes back from the finished models, nothing trains
+    from cimnas.pipelines.studies.hawis_aligned import main
+
+    (out / "hawis_aligned.json").unlink()
+    lost2 = out / "runs" / au / "seed0"
+    for p in sorted(lost2.rglob("*"), reverse=True):
+        p.unlink() if p.is_file() else p.rmdir()
+    lost2.rmdir()
+    assert main([str(tmp_path / "study.yaml"), str(out), "--report-only"]) == 0
+    rep = json.loads((out / "hawis_aligned.json").read_text())
+    assert not lost2.exists() and {r["label"]: r["n"] for r in rep["rows"]}[au] == 1
 
 
 def test_bad_study_configs(tmp_path):
