@@ -8,6 +8,7 @@ final.py; headroom: cimnas.pipelines.studies.headroom `analyse`. Numbers are mad
 from __future__ import annotations
 
 import random
+import statistics
 from pathlib import Path
 
 import yaml
@@ -151,6 +152,12 @@ def aligned_study(root: Path) -> dict:
             if base:
                 est, lo, hi = diff_ci(vals[label][name], vals[base][name])
                 row[f"{name}_vs_baseline"] = {"diff_points": est, "ci95_points": [lo, hi]}
+                if name == "test":  # seed-matched differences (seed k = list index k), by hand
+                    d = [x - y for x, y in zip(vals[label][name], vals[base][name], strict=True)]
+                    half = 3.182446 * statistics.stdev(d) / 2.0  # t_{.975, 3} sd / sqrt(4)
+                    md = statistics.mean(d)
+                    row["test_vs_baseline_paired"] = {"diff_points": md, "n_pairs": 4,
+                                                      "ci95_points": [md - half, md + half]}
         rows.append(row)
     search = rows[-1]
     arms = {"ddpg": {"nets": ["ddpg-s0"], "aligned_uniform_nets": [], "val_vs_baseline": search["val_vs_baseline"],

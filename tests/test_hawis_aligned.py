@@ -11,7 +11,7 @@ import yaml
 from cimnas.config import load_config
 from cimnas.errors import CimnasError
 from cimnas.pipelines.studies.hawis_aligned import AlignedStudyConfig, Study, tangent_lambda
-from cimnas.stats import detectable_difference
+from cimnas.stats import detectable_difference, detectable_paired, paired_ci
 
 DATA = {"name": "digits", "limit": 200, "test_limit": 80, "seed": 0}
 MODEL = {"name": "mlp", "precision": "binary", "thermometer": True, "thermometer_levels": 4,
@@ -59,6 +59,28 @@ def test_detectable_difference_matches_the_reference_design():
     assert detectable_difference(0.75, 37, 37) == pytest.approx(0.5, abs=0.03)
 
 
+def test_paired_ci_by_hand():
+    # seeds 0..2 in both (seed 3 only in b): differences 1, 2, 3 -> mean 2, std 1, half width t_{.975,2} / sqrt(3)
+    est, lo, hi, n = paired_ci({0: 1.0, 1: 3.0, 2: 5.0}, {0: 0.0, 1: 1.0, 2: 2.0, 3: 9.0})
+    assert (est, n) == (2.0, 3) and est - lo == pytest.approx(hi - est)
+    assert hi - est == pytest.approx(4.302653 / math.sqrt(3), rel=1e-5)
+    assert paired_ci({0: 1.0, 1: 2.0}, {1: 0.0, 2: 0.0}) is None  # one common seed: no interval
+
+
+def test_detectable_paired_has_its_power():
+    # a paired t test at the detectable difference rejects in about 80 % of simulated designs
+    import numpy as np
+    from scipy import stats as st
+
+    n, sd = 20, 1.2
+    delta = detectable_paired(sd, n)
+    rng = np.random.default_rng(0)
+    d = rng.normal(delta, sd, size=(4000, n))
+    power = float(np.mean(st.ttest_1samp(d, 0.0, axis=1).pvalue < 0.05))
+    assert 0.76 <= power <= 0.84
+    assert detectable_paired(sd, 4 * n) == pytest.approx(delta / 2, rel=0.05)  # ~1 / sqrt(n)
+
+
 def test_toy_study_json_and_resume(tmp_path):
     out = tmp_path / "study"
     study = Study(_cfg(tmp_path), out)
@@ -81,10 +103,17 @@ def test_toy_study_json_and_resume(tmp_path):
             assert {"n", "mean_pct", "std_pct"} <= set(r[key])
             lo, hi = r[f"{key}_vs_baseline"]["ci95_points"]
             assert lo <= r[f"{key}_vs_baseline"]["diff_points"] <= hi
+            p = r[f"{key}_vs_baseline_paired"]  # same seeds on both sides: mean of differences = difference of means
+            assert p["n_pairs"] == 2 and p["diff_points"] == pytest.approx(r[f"{key}_vs_baseline"]["diff_points"])
+            assert p["ci95_points"][0] <= p["diff_points"] <= p["ci95_points"][1]
         assert r["widths"] and r["energy_uj"] > 0
     assert set(res["arms"]) == {"ddpg", "random"}
-    assert all("verdict_on_val" in a for a in res["arms"].values())
+    for a in res["arms"].values():  # one search seed per arm: the arm's paired difference is its net's
+        net = rows[a["nets"][0]]
+        assert a["val_vs_baseline_paired"]["diff_points"] == pytest.approx(net["val_vs_baseline_paired"]["diff_points"])
+        assert a["verdict_on_val"] in ("above the baseline", "below the baseline", "no difference detected")
     assert res["design"]["detectable_points"] > 0 and res["lambda"] == 0.05
+    assert res["design"]["detectable_points_paired"] > 0 and res["design"]["paired_diff_std_points"] >= 0
     assert (out / "figures" / "hawis_aligned.png").is_file()
     pub = json.loads((tmp_path / "pub" / "hawis_aligned_study.json").read_text())
     assert pub["rows"] == json.loads(json.dumps(res["rows"]))
@@ -105,6 +134,17 @@ def test_toy_study_json_and_resume(tmp_path):
         p: s for p, s in stamps.items() if p.parent != lost}
     assert (lost / "final.json").is_file()
     assert [r["n"] for r in again["rows"]] == [r["n"] for r in res["rows"]]
+    # --report-only: the JSON comes back from the finished models, nothing trains
+    from cimnas.pipelines.studies.hawis_aligned import main
+
+    (out / "hawis_aligned.json").unlink()
+    lost2 = out / "runs" / au / "seed0"
+    for p in sorted(lost2.rglob("*"), reverse=True):
+        p.unlink() if p.is_file() else p.rmdir()
+    lost2.rmdir()
+    assert main([str(tmp_path / "study.yaml"), str(out), "--report-only"]) == 0
+    rep = json.loads((out / "hawis_aligned.json").read_text())
+    assert not lost2.exists() and {r["label"]: r["n"] for r in rep["rows"]}[au] == 1
 
 
 def test_bad_study_configs(tmp_path):

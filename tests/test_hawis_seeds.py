@@ -66,6 +66,8 @@ def test_seeds_and_aligned_baseline_in_stage_c(tmp_path):
     assert comp["sentence"].endswith(".") and ". " not in comp["sentence"]  # one sentence
     table = (two / "table.md").read_text()
     assert comp["sentence"] in table and "| HAWIS (searched) |" in table
+    au_row = next(x for x in table.splitlines() if x.startswith(f"| {au['label']} (aligned uniform) |"))
+    assert au_row.split("|")[3].strip() == f"{100 * sc2[au['label']]['test_accuracy']:.2f}"  # the top table too
     # the HTML report: the verdict, each net's seeds as mean / std / n, the same html-escaped numbers
     from cimnas.reports.html import write_report
 

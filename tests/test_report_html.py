@@ -244,6 +244,8 @@ def test_aligned_study_shows_seed_statistics_and_baselines(tmp_path):
     lo, hi = student_t.interval(0.95, len(test) - 1, loc=m, scale=s / math.sqrt(len(test)))  # by hand
     row = re.search(r"<tr><td>ddpg-s0</td>(.*?)</tr>", html).group(1)
     assert f"{m:.2f}%" in row and f"{s:.2f}%" in row and "<td>4</td>" in row and f"[{lo:.2f}, {hi:.2f}]" in row
-    d = res["rows"][-1]["test_vs_baseline"]
+    d = res["rows"][-1]["test_vs_baseline_paired"]  # the seed-paired interval is shown where the study has it
     assert f"{d['diff_points']:+.2f} [{d['ci95_points'][0]:+.2f}, {d['ci95_points'][1]:+.2f}]" in row
+    w = res["rows"][-1]["test_vs_baseline"]
+    assert f"[{w['ci95_points'][0]:+.2f}, {w['ci95_points'][1]:+.2f}]" not in row and "paired by training seed" in html
     assert "AU-16-28-56" in row and "no difference detected" in html and html.count("<img") == 1

@@ -90,6 +90,25 @@ def combination_ci(samples: Sequence[Sequence[float]], coefs: Sequence[float],
     return est, est - half, est + half
 
 
+def paired_ci(a: dict, b: dict, level: float = 0.95) -> tuple[float, float, float, int] | None:
+    """(mean of a[k] - b[k], low, high, n) over the keys both hold (e.g. training seeds): the Student-t interval of
+    matched differences (`mean_ci`). Matching by training seed removes what a seed does to every net alike (its
+    data order, its validation draw); None with fewer than 2 common keys."""
+    keys = sorted(set(a) & set(b))
+    if len(keys) < 2:
+        return None
+    return (*mean_ci([a[k] - b[k] for k in keys], level), len(keys))
+
+
+def detectable_paired(std_diff: float, n: int, alpha: float = 0.05, power: float = 0.8) -> float:
+    """Smallest true mean difference a two-sided paired t test at level `alpha` detects with probability `power`
+    from n matched pairs whose differences have standard deviation `std_diff`:
+    (t_{1 - alpha/2, n-1} + t_{power, n-1}) * std_diff / sqrt(n)."""
+    check(n >= 2, f"a paired detectable difference needs at least 2 pairs, got {n}")
+    check(std_diff >= 0 and 0 < alpha < 1 and 0 < power < 1, "need std >= 0, alpha and power in (0, 1)")
+    return float((_st.t.ppf(1 - alpha / 2, n - 1) + _st.t.ppf(power, n - 1)) * std_diff / np.sqrt(n))
+
+
 def detectable_difference(std: float, n_a: int, n_b: int, alpha: float = 0.05, power: float = 0.8) -> float:
     """Smallest true difference of two means that a two-sided t test at level `alpha` detects with probability
     `power`, for samples of n_a and n_b with standard deviation `std`:

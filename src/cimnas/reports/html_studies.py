@@ -118,6 +118,11 @@ def _hawis_aligned(f: Folder) -> str:
     def diff(d: dict | None) -> str:
         return f"{d['diff_points']:+.2f} [{d['ci95_points'][0]:+.2f}, {d['ci95_points'][1]:+.2f}]" if d else "-"
 
+    def best(e: dict, key: str) -> dict | None:  # the seed-paired interval (the study's verdict), else Welch's
+        return e.get(f"{key}_vs_baseline_paired") or e.get(f"{key}_vs_baseline")
+
+    paired = any("test_vs_baseline_paired" in e for e in [*res["rows"], *(res.get("arms") or {}).values()])
+    how = "paired by training seed" if paired else "Welch interval"
     rows, pts = [], []
     for r in res["rows"]:
         t, v = r.get("test"), r.get("val")
@@ -125,7 +130,7 @@ def _hawis_aligned(f: Folder) -> str:
                   ci_from_summary(t["mean_pct"] / 100, t["std_pct"] / 100, int(t["n"]))] if t else ["-"] * 4)
         rows.append([r["label"], r["kind"], num(r["energy_uj"], ".4g"), *stats,
                      f"{v['mean_pct']:.2f}% ± {v['std_pct']:.2f}" if v else "-",
-                     diff(r.get("val_vs_baseline")), diff(r.get("test_vs_baseline")), r.get("baseline", "")])
+                     diff(best(r, "val")), diff(best(r, "test")), r.get("baseline", "")])
         if t:
             pts.append((r, t))
     out = ""
@@ -150,8 +155,8 @@ def _hawis_aligned(f: Folder) -> str:
         out += figure(fig, "searched vs aligned-uniform vs U-kx")
     out += table(["net", "kind", "energy (µJ)", *(f"test {h}" for h in STAT_HEADS), "held-out mean ± std",
                   "held-out - baseline, points [95 % CI]", "test - baseline [95 % CI]", "baseline"], rows,
-                 "each net trained from scratch per seed; baselines: its aligned-uniform net (Welch interval)")
-    arms = [[a, len(e.get("nets", [])), diff(e.get("val_vs_baseline")), diff(e.get("test_vs_baseline")),
+                 f"each net trained from scratch per seed; baselines: its aligned-uniform net ({how})")
+    arms = [[a, len(e.get("nets", [])), diff(best(e, "val")), diff(best(e, "test")),
              e.get("verdict_on_val", "-")] for a, e in (res.get("arms") or {}).items()]
     if arms:
         out += table(["arm", "search seeds", "held-out - baseline [95 % CI]", "test - baseline [95 % CI]",
@@ -161,6 +166,10 @@ def _hawis_aligned(f: Folder) -> str:
         out += (f"<p class='muted'>Design: {esc(d.get('planned_seeds_per_net'))} seeds per net, pooled seed std "
                 f"{d['pooled_seed_std_points']:.2f} points: smallest detectable difference "
                 f"{d['detectable_points']:.2f} points ({esc(d.get('test', ''))}).</p>")
+    if d.get("detectable_points_paired") is not None:
+        out += (f"<p class='muted'>Paired by training seed: std of the seed-matched differences "
+                f"{d['paired_diff_std_points']:.2f} points: smallest detectable difference "
+                f"{d['detectable_points_paired']:.2f} points ({esc(d.get('test_paired', ''))}).</p>")
     return out
 
 

@@ -1,4 +1,4 @@
-"""Table II-style markdown table of a HAWIS run: energy and accuracy of FP, 8-bit, U-kx, searched."""
+"""Table II-style markdown table of a HAWIS run: energy and accuracy of FP, 8-bit, U-kx, aligned uniform, searched."""
 
 from __future__ import annotations
 
@@ -36,6 +36,10 @@ def table_rows(run_dir: str | Path) -> list[dict]:
         trained = stage_c.get(label, {})
         rows.append({"model": label, "energy_uj": uniform[label], "accuracy": trained.get("test_accuracy"),
                      "robust_accuracy": _robust(trained)})
+    for label, e in stage_c.items():  # the aligned-uniform baseline(s) (`retrain.aligned_baseline`, cimnas align)
+        if label.startswith("AU-"):
+            rows.append({"model": f"{label} (aligned uniform)", "energy_uj": e.get("energy_uj"),
+                         "accuracy": e.get("test_accuracy"), "robust_accuracy": _robust(e)})
     for label, e in stage_c.items():
         if label.startswith("pareto-"):
             rows.append({"model": f"HAWIS {label}", "energy_uj": e.get("energy_uj"),

@@ -11,12 +11,14 @@ error e of U-1x, lambda = exp(-e / s), the tangent of R = -Error (log(Q / Q_1x) 
 here reads a test accuracy before the report; the verdict per arm is taken on validation accuracy.
 
     python -m cimnas.pipelines.studies.hawis_aligned CONFIG OUT [--set KEY=VALUE ...] [--workers N] [--publish DIR]
+        [--report-only]
 
 Study folder OUT: config.yaml, run.log, lambda.txt, `uniform_dir` (default uniform/: the headroom sub-study of the
 U-kx curve; when another process holds it, its finished models are read and the study waits for the lambda seeds),
 search/pretrain/seed<s>/ and search/<arm>/seed<s>/ (HAWIS run folders, stages A and B), runs/<label>/seed<k>/
 (`cimnas train` run folders), hawis_aligned.json and figures/hawis_aligned.png after every finished model.
-Rerun the same command to resume. `--publish DIR` also writes DIR/hawis_aligned_study.{json,png}.
+Rerun the same command to resume. `--publish DIR` also writes DIR/hawis_aligned_study.{json,png}; `--report-only`
+rewrites the JSON and the figure from the finished models (the study must not be running).
 """
 
 from __future__ import annotations
@@ -303,6 +305,8 @@ def main(argv: list[str] | None = None, prog: str = "python -m cimnas.pipelines.
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override one config value (repeatable)")
     p.add_argument("--publish", default=None, metavar="DIR", help="also write DIR/hawis_aligned_study.{json,png}")
+    p.add_argument("--report-only", action="store_true",
+                   help="rewrite the JSON and the figure from the finished models and train nothing")
     add_parallel_args(p)
     args = p.parse_args(argv)
 
@@ -310,7 +314,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m cimnas.pipelines.
         cfg = load_config(AlignedStudyConfig, args.config, args.set)
         study = Study(cfg, args.out, parallelism_from_args(args))
         try:
-            res = study.go(args.publish)
+            res = study.report(args.publish) if args.report_only else study.go(args.publish)
         finally:
             study.run.close()
         print(res["summary"])
