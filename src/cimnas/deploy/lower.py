@@ -269,7 +269,8 @@ def verify_export(model: nn.Module, doc: dict, arrays: dict, spec: CrossbarSpec,
     got = predict(Chip(doc, arrays, spec), pix.numpy(), 255)
     check(bool((torch.from_numpy(got) == ref).all()), f"the lowered {type(model).__name__} does not reproduce the "
           "model on random inputs (a structure the export does not know, e.g. a residual add in a k-bit model); "
-          "the export covers the CIFAR ResNets, LeNet-5, the MLP and chains of conv / FC layers")
+          "the export covers residual models the trace follows (deploy.streams), LeNet-5, the MLP and chains of "
+          "conv / FC layers")
 
 
 def lower(model: nn.Module, bits: int, spec: CrossbarSpec, sigmas: float | None) -> tuple[list[dict], dict]:
