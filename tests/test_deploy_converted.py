@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
 
 import numpy as np
@@ -227,3 +228,26 @@ def test_model_refactor_is_for_outside_models_and_trains_through_the_pipeline():
     assert isinstance(model.conv1.input_quantizer, ThermometerInput) and model.fc.in_features == 256
     again = rebuild_model(model_payload(model)["arch"], model_file=f"{EXAMPLE}:resnet8")
     again.load_state_dict(model.state_dict(), strict=True)
+
+
+def test_export_simulate_and_sweep_commands_take_the_model_file(tmp_path, capsys):
+    """`cimnas export` / the sweep rebuild a converted model's checkpoint only from a named --model-file (one line
+    otherwise, nothing written); export -> simulate then runs on digits."""
+    from cimnas.cli import main
+    from cimnas.deploy import sweep
+    from cimnas.nn.models import save_model_checkpoint
+    from cimnas.nn.zoo import external_model
+    from faultkit import assert_one_line
+
+    model = calibrate(external_model(f"{EXAMPLE}:resnet8", in_channels=1, num_classes=10, image_size=8,
+                                     refactor=REFACTOR, seed=0))
+    ckpt, out = tmp_path / "plain.pt", tmp_path / "export"
+    save_model_checkpoint(ckpt, model, {"name": "digits", "in_channels": 1, "image_size": 8, "num_classes": 10})
+    line = assert_one_line(main(["export", "--checkpoint", str(ckpt), "--out", str(out)]), capsys.readouterr().err)
+    assert "--model-file" in line and not out.exists()
+    assert main(["export", "--checkpoint", str(ckpt), "--out", str(out), "--model-file", f"{EXAMPLE}:resnet8"]) == 0
+    assert main(["simulate", str(out), "--max-samples", "16", "--json"]) == 0
+    assert "accuracy" in capsys.readouterr().out
+    assert sweep.main(["--checkpoint", str(ckpt), "--model-file", f"{EXAMPLE}:resnet8", "--bits", "22",
+                       "--max-samples", "16", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["rows"][0]["bits"] == 22
