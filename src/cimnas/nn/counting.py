@@ -25,7 +25,7 @@ from torch import nn
 
 from cimnas.errors import CimnasError
 from cimnas.limits import check_params
-from cimnas.nn.convert import probe_forward
+from cimnas.nn.forward_scan import probe_forward
 from cimnas.nn.layers import QConv2d, QLinear
 from cimnas.nn.models import MODELS, PRECISIONS, build_model
 from cimnas.nn.models._common import check_widths, image_hw, named_widths, uniform_widths

@@ -45,7 +45,7 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten
 
 from cimnas.errors import CimnasError
-from cimnas.nn.convert import probe_forward
+from cimnas.nn.forward_scan import probe_forward
 from cimnas.nn.layers import QConv2d, QLinear
 from cimnas.nn.quantizers import BinaryActivation, BinaryWeight
 from cimnas.nn.refactor import ThermometerInput, _replace, execution_order
