@@ -90,6 +90,11 @@ def test_toy_study_json_and_resume(tmp_path):
         study.run.close()
     rows = {r["label"]: r for r in res["rows"]}
     assert {"U-0.5x", "U-1x", "ddpg-s0", "random-s0"} <= set(rows)
+    # each search is followed by its chosen net's trainings and its baseline's, before the next search ends
+    first = out / "runs" / "ddpg-s0" / "seed1" / "final.json"
+    base0 = out / "runs" / rows["ddpg-s0"]["baseline"] / "seed1" / "final.json"
+    later = out / "search" / "random" / "seed0" / "best_arch.json"
+    assert first.stat().st_mtime_ns < later.stat().st_mtime_ns and base0.stat().st_mtime_ns < later.stat().st_mtime_ns
     aus = [r for r in res["rows"] if r["kind"] == "aligned-uniform"]
     assert aus and all(r["label"].startswith("AU-") for r in aus)
     # mlp 32-32 (U-1x) fills its crossbars already: it is its own aligned-uniform net, no second copy trains

@@ -101,12 +101,64 @@ class AlignedStudyConfig:
                                        allocations=[], d=self.d, hardware=self.hardware)
 
 
+# ---------------------------------------------------------------------------- sizing
+class Sizing:
+    """The study's geometry (`headroom.Geometry`: widths, groups, energy) and its `ArchProbe`, built once per
+    process; `baseline(energy)` is the aligned-uniform net of largest energy at or below `energy`."""
+
+    _cache: dict[str, Sizing] = {}
+
+    def __init__(self, cfg: AlignedStudyConfig):
+        self.cfg = cfg
+        splits = load_splits(cfg.base.data, cfg.base.seed, torch.device("cpu"))
+        self.geo = g = headroom.Geometry(cfg, splits)
+        self.probe = ArchProbe(g.model_name, g.spec, in_channels=g.input_shape[0], num_classes=g.num_classes,
+                               image_size=g.input_shape[1], precision="binary", refactor=g.refactor,
+                               **cfg.base.model.options)
+        self._baselines: dict[float, dict] = {}
+
+    @classmethod
+    def of(cls, cfg: AlignedStudyConfig, root: str) -> Sizing:
+        if root not in cls._cache:
+            cls._cache[root] = cls(cfg)
+        return cls._cache[root]
+
+    def baseline(self, energy: float) -> dict:
+        if energy not in self._baselines:
+            au = aligned_uniform(self.geo.model_name, self.geo.spec, energy_budget=energy, d=self.cfg.d,
+                                 probe=self.probe)
+            groups = width_groups(self.probe.base)
+            self._baselines[energy] = {"label": "AU-" + "-".join(str(au["widths"][g[0]]) for g in groups),
+                                       "kind": "aligned-uniform", "widths": au["widths"],
+                                       "from_width_mult": au["width_mult"]}
+        return self._baselines[energy]
+
+
 # ---------------------------------------------------------------------------- tasks
 def task(task_id: tuple, payload: dict, shared: dict) -> dict:
-    """One task of the study: a HAWIS run (`hawis_study.study_task`) or one training (`headroom.train_one`)."""
-    if payload["kind"] == "hawis":
-        return hawis_task(task_id[1], payload, {"base": shared["hawis"], "root": shared["root"]})
-    return headroom.train_one(task_id[1:], payload, {"cfg": shared["cfg"], "root": shared["root"]})
+    """One task of the study: a HAWIS run (`hawis_study.study_task`) or one training (`headroom.train_one`).
+
+    A search with `then_train` {label, seeds} goes on, in the same worker, to train its chosen net (the best-reward
+    episode, `best_arch.json`) with every seed, then the seeds of that net's aligned-uniform baseline that no other
+    worker is training: a study stopped part-way holds whole comparisons, not nine half-finished searches (the
+    retrain phase trains whatever is left)."""
+    train_shared = {"cfg": shared["cfg"], "root": shared["root"]}
+    if payload["kind"] != "hawis":
+        return headroom.train_one(task_id[1:], payload, train_shared)
+    out = hawis_task(task_id[1], payload, {"base": shared["hawis"], "root": shared["root"]})
+    then = payload.get("then_train")
+    if then:
+        widths = list(read_json(Path(shared["root"]) / payload["out"] / "best_arch.json")["widths"])
+        out["trained"] = [headroom.train_one((then["label"], s), {"kind": "train", "widths": widths}, train_shared)
+                          for s in then["seeds"]]
+        size = Sizing.of(shared["cfg"], shared["root"])
+        b = size.baseline(size.geo.energy(widths))
+        uniform = [size.geo.uniform(k) for k in shared["cfg"].uniform]  # a U-kx baseline trains in uniform/
+        if b["widths"] != widths and b["widths"] not in uniform:
+            for s in then["seeds"]:
+                if not lock_held(headroom.model_dir(Path(shared["root"]), b["label"], s)):
+                    headroom.train_one((b["label"], s), {"kind": "train", "widths": b["widths"]}, train_shared)
+    return out
 
 
 def finished(root: Path, label: str, seeds: range) -> list[dict]:
@@ -138,14 +190,9 @@ class Study:
                                            resumable=RESUMABLE)
         self.root = self.run.root
         self.udir = self.root / cfg.uniform_dir
-        splits = load_splits(cfg.base.data, cfg.base.seed, torch.device("cpu"))
-        self.geo = headroom.Geometry(cfg, splits)
-        g = self.geo
-        self.probe = ArchProbe(g.model_name, g.spec, in_channels=g.input_shape[0], num_classes=g.num_classes,
-                               image_size=g.input_shape[1], precision="binary", refactor=g.refactor,
-                               **cfg.base.model.options)
+        self.size = Sizing(cfg)
+        self.geo, self.probe = self.size.geo, self.size.probe
         self.seeds = range(cfg.retrain_seeds)
-        self._baselines: dict[float, dict] = {}
         self.shared = {"cfg": cfg, "root": str(self.root), "hawis": to_dict(cfg.hawis)}
 
     def tasks(self, todo: dict, desc: str, publish: str | None) -> None:
@@ -214,15 +261,7 @@ class Study:
         return [e for p in paths if p.is_file() for e in read_jsonl(p)]
 
     def baseline(self, energy: float) -> dict:
-        if energy not in self._baselines:
-            self._baselines[energy] = self._baseline(energy)
-        return self._baselines[energy]
-
-    def _baseline(self, energy: float) -> dict:
-        au = aligned_uniform(self.geo.model_name, self.geo.spec, energy_budget=energy, d=self.cfg.d, probe=self.probe)
-        groups = width_groups(self.probe.base)
-        return {"label": "AU-" + "-".join(str(au["widths"][g[0]]) for g in groups), "kind": "aligned-uniform",
-                "widths": au["widths"], "from_width_mult": au["width_mult"]}
+        return self.size.baseline(energy)
 
     def plan(self) -> list[dict]:
         """Every net to compare: U-kx, the searched nets, and the aligned-uniform baseline of each."""
@@ -280,9 +319,10 @@ class Study:
         search = {("hawis", f"{a.name}-s{s}"): {
             "kind": "hawis", "out": f"search/{a.name}/seed{s}", "stages": ["pretrain", "search"],
             "overrides": [f"seed={s}", f"pretrain.from_run={self.root / 'search' / 'pretrain' / f'seed{s}'}",
-                          f"search.env.lam={lam}", "retrain.baselines=[]", *a.overrides]}
-            for a in c.arms for s in c.search_seeds}
-        self.tasks(search, "searches", publish)
+                          f"search.env.lam={lam}", "retrain.baselines=[]", *a.overrides],
+            "then_train": {"label": f"{a.name}-s{s}", "seeds": list(self.seeds)}}
+            for s in c.search_seeds for a in c.arms}  # seed-major: every arm's first search comes first
+        self.tasks(search, "searches (each followed by its chosen net's trainings)", publish)
         todo = {("train", r["label"], s): {"kind": "train", "widths": r["widths"]} for r in self.plan()
                 if r["kind"] != "uniform" for s in self.seeds}
         self.tasks(todo, "retrain", publish)
