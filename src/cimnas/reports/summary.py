@@ -79,7 +79,9 @@ def _hawis(f: Folder) -> list[tuple[str, str, bool]]:
         out.append(("episodes", str(len(eps)), False))
     if best:
         out.append(("search best", f"episode {best.get('episode')}, reward {_g(best.get('reward'))}, held-out "
-                    f"{_pct(best.get('accuracy'))}, {_g(best.get('energy_uj'), ' µJ')}", False))
+                    f"{_pct(best.get('accuracy'))}, {_g(best.get('energy_uj'), ' µJ')}"
+                    + (f" (re-ranked on the final super-net; search reward {_g(best.get('search_reward'))})"
+                       if best.get("reranked") else ""), False))
     return out
 
 

@@ -11,7 +11,9 @@ Given a candidate width vector chosen by the agent, one episode does:
     hardware model (optionally a Monte-Carlo robust accuracy under device defects);
 (d) the reward of Eq. 5, with the clean error or the robust error.
 
-Switching (a) / (b) off reproduces the Table V ablation. The environment is the only bridge from
+Switching (a) / (b) off reproduces the Table V ablation. `run_episode(..., finetune_supernet=False)` scores a
+candidate without (a) and restores the whole super-net afterwards (stage B's final re-rank: candidates compared on
+one super-net state). The environment is the only bridge from
 the agent (vectors) to the model, the data and the hardware model (DESIGN.md).
 """
 
@@ -190,8 +192,12 @@ class HawisEnv:
         return count
 
     # ------------------------------------------------------------------ one episode
-    def run_episode(self, widths: Sequence[int], seed: int) -> EpisodeResult:
-        """Phases (a)-(d) for candidate `widths`; all random draws come from `seed`."""
+    def run_episode(self, widths: Sequence[int], seed: int, *, finetune_supernet: bool = True) -> EpisodeResult:
+        """Phases (a)-(d) for candidate `widths`; all random draws come from `seed`.
+
+        `finetune_supernet=False` scores the candidate on the super-net as it is: phases (b)-(d) only, and the
+        super-net's whole state (BN running statistics included) is restored afterwards, so candidates scored
+        one after another all see the same super-net state (the final re-rank of stage B)."""
         cfg = self.cfg
         widths = self.supernet.check_widths(widths)
         width_gen = make_generator(derive_seed(seed, "subnet-widths"))  # phase (a) sub-net draws
@@ -199,14 +205,15 @@ class HawisEnv:
         times = dict.fromkeys(PHASES, 0.0)
 
         t = time.perf_counter()
-        if cfg.slimmable_ft:
+        if cfg.slimmable_ft and finetune_supernet:
             self.slimmable_finetune(widths, width_gen, gen)
         times["slimmable_ft"] = time.perf_counter() - t
 
         saved = None
         t = time.perf_counter()
-        if cfg.candidate_ft:
+        if cfg.candidate_ft or not finetune_supernet:
             saved = {k: v.detach().clone() for k, v in self.supernet.state_dict().items()}
+        if cfg.candidate_ft:
             self.candidate_finetune(widths, gen)
         times["candidate_ft"] = time.perf_counter() - t
         try:

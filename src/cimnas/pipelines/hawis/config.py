@@ -10,6 +10,7 @@ group of it (cimnas.nn.groups), up to its built channels (space.r_max <= 1).
 Resume (RunFolder.open + `resume_changes`): the stored config must equal the given one except
 - always: `pretrain.progress`, `retrain.progress`, `report.*` (they change no computed result);
 - `search.episodes`: may grow (never below the episodes already done) while stage C has not started;
+- `search.rerank_top`: while stage C has not started (the re-rank reruns what it lacks, stage_b.rerank);
 - `retrain.*`: while stage C has not started (no stage_c.json yet), since nothing computed depends on it.
 """
 
@@ -33,7 +34,7 @@ from cimnas.search.env import EnvConfig
 #: Keys that may differ on --resume at any time.
 RESUMABLE_ALWAYS = ("pretrain.progress", "retrain.progress", "report.", "tensorboard")
 #: Keys that may differ on --resume only while stage C has not started (search.episodes: only upwards).
-RESUMABLE_BEFORE_C = ("search.episodes", "retrain.")
+RESUMABLE_BEFORE_C = ("search.episodes", "search.rerank_top", "retrain.")
 #: Largest space.r_max (and U-kx multiplier): the paper uses 5, and 16x widths are far past any budget.
 MAX_RATIO = 16.0
 REFACTOR_FIELDS = ("topology_mod", "thermometer", "thermometer_levels")
@@ -132,9 +133,12 @@ class SearchConfig:
     agent_options: dict = field(default_factory=dict)  # fields of the agent's config (e.g. warmup_episodes)
     env: EnvConfig = field(default_factory=EnvConfig)
     aligned: bool = False  # offer only crossbar-filling widths (cimnas.hardware.align.aligned_choices, space.json)
+    rerank_top: int = 0  # > 0: re-score the K best unique candidates on the final super-net, choose among them
 
     def validate(self) -> None:
         check(1 <= self.episodes <= 1_000_000, f"search.episodes must be in 1..1000000, got {self.episodes}")
+        check(isinstance(self.rerank_top, int) and 0 <= self.rerank_top <= 1_000_000, "search.rerank_top must be "
+              f"an integer in 0..1000000 (0 = off), got {self.rerank_top!r}")
         AGENTS.get(self.agent)  # unknown name -> one-line error listing the agents
         agent_cfg = from_dict(AGENT_CONFIGS[self.agent], dict(self.agent_options),
                               prefix="search.agent_options.")

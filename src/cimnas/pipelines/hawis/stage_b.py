@@ -5,6 +5,15 @@ state_dict with its RNGs, the episode records) is saved atomically in `checkpoin
 episode, and every random draw of episode e comes from `derive_seed(seed, "episode", e)`; so a killed run resumed
 with the same config repeats exactly what an uninterrupted run does (CPU). episodes.jsonl is rewritten to the
 checkpointed records on resume (a torn or extra line goes).
+
+Re-rank (`search.rerank_top` K > 0): phase (a) fine-tunes the super-net in every episode, so episodes are scored on
+different super-net states and the proxy accuracy drifts upwards with the episode index (docs/hawis.md). After the
+last episode the K best-reward unique width vectors are re-scored on the final super-net, phases (b)-(d) only
+(`HawisEnv.run_episode(..., finetune_supernet=False)`, which restores the super-net after each), candidate of search
+rank r with the seed `derive_seed(seed, "rerank", r)`; the best re-scored reward is the chosen net (best_arch.json
+`reranked: true`, stage C). One record per candidate in rerank.jsonl; a resume keeps the finished ones that still
+match the candidate list (every score is a function of the final super-net and its seed, so the result equals an
+uninterrupted run's).
 """
 
 from __future__ import annotations
@@ -26,6 +35,7 @@ from cimnas.utils.seed import derive_seed
 from cimnas.utils.units import pct, uj
 
 STATE = "search_state.pt"
+RERANK = "rerank.jsonl"
 STATE_FIELDS = {"state_dict": dict, "optimizer": dict, "agent": dict, "records": str, "episode": int}
 
 
@@ -125,8 +135,91 @@ def stage_search(ctx: Context, net: SuperNet, *, stop_after: int | None = None) 
         ran += 1
         if stop_after is not None and ran >= stop_after:
             raise RuntimeError(f"test hook: simulated kill after episode {episode + 1}")
-    write_search_summary(run, records)
+    write_search_summary(run, records, rerank(ctx, env, records))
     return records
+
+
+def rerank_candidates(records: list[dict], k: int) -> list[dict]:
+    """The `k` best-reward unique width vectors of the search (ties: the earlier episode first), each as the record
+    of its best-reward episode; fewer when the search has fewer unique vectors."""
+    out: list[dict] = []
+    seen: set[tuple[int, ...]] = set()
+    for r in sorted(records, key=lambda r: (-r["reward"], r["episode"])):
+        if len(out) >= k:
+            break
+        if tuple(r["widths"]) not in seen:
+            seen.add(tuple(r["widths"]))
+            out.append(r)
+    return out
+
+
+def _rerank_kept(run: RunFolder, cands: list[dict], n_episodes: int) -> list[dict]:
+    """The finished re-rank records of rerank.jsonl that belong to `cands` (same rank, widths, episode and search
+    length), in rank order up to the first that does not."""
+    kept: list[dict] = []
+    for i, (c, r) in enumerate(zip(cands, run.records(RERANK) if run.has(RERANK) else [], strict=False)):
+        if (r.get("rank"), r.get("widths"), r.get("episode"), r.get("search_episodes")) != (
+                i + 1, c["widths"], c["episode"], n_episodes):
+            break
+        kept.append(r)
+    return kept
+
+
+def rerank(ctx: Context, env: HawisEnv, records: list[dict]) -> list[dict] | None:
+    """Re-score the `search.rerank_top` best unique candidates on the final super-net (module docstring);
+    returns the rerank.jsonl records, or None when the re-rank is off."""
+    run, k = ctx.run, ctx.cfg.search.rerank_top
+    if k <= 0:
+        if run.has(RERANK):  # left by an earlier resume with the re-rank on: it no longer chooses anything
+            run.rewrite_records(RERANK, [])
+        return None
+    cands = rerank_candidates(records, k)
+    kept = _rerank_kept(run, cands, len(records))
+    run.rewrite_records(RERANK, kept)
+    if kept:
+        run.log(f"re-rank: resuming after {len(kept)} of {len(cands)} candidates")
+    for rank in range(len(kept) + 1, len(cands) + 1):
+        c = cands[rank - 1]
+        res = env.run_episode(c["widths"], derive_seed(ctx.cfg.seed, "rerank", rank), finetune_supernet=False)
+        rec = {"rank": rank, "widths": res.widths, "episode": c["episode"], "search_episodes": len(records),
+               "search_reward": c["reward"], "search_accuracy": c["accuracy"], "reward": res.reward,
+               "accuracy": res.accuracy, "energy_uj": res.energy_uj, "reward_accuracy": res.reward_accuracy,
+               "robust": res.robust, "times_s": res.times_s}
+        run.append(RERANK, rec)
+        kept.append(rec)
+        run.log(f"re-rank {rank}/{len(cands)} (episode {c['episode']}): reward {c['reward']:+.4f} -> "
+                f"{res.reward:+.4f}, acc {pct(c['accuracy'])} -> {pct(res.accuracy)}, energy {uj(res.energy_uj)}")
+    best = rerank_best(kept)
+    clamped = f" (search.rerank_top = {k}, only {len(cands)} unique widths)" if len(cands) < k else ""
+    run.log(f"re-rank: top {len(cands)} of {len(records)} episodes{clamped} on the final super-net: chosen "
+            f"episode {best['episode']} (search rank {best['rank']}), reward {best['search_reward']:+.4f} -> "
+            f"{best['reward']:+.4f}; the search's best, episode {kept[0]['episode']}, re-scored "
+            f"{kept[0]['reward']:+.4f}")
+    return kept
+
+
+def rerank_best(reranked: list[dict]) -> dict:
+    """Highest re-scored reward; ties go to the better search rank."""
+    return max(reranked, key=lambda r: (r["reward"], -r["rank"]))
+
+
+def chosen_record(run: RunFolder, records: list[dict], k: int) -> dict:
+    """The searched net stage C retrains: `best_record(records)`, or with the re-rank on (k > 0) the best
+    re-scored candidate of rerank.jsonl (which must be complete)."""
+    if k <= 0:
+        return best_record(records)
+    cands = rerank_candidates(records, k)
+    kept = _rerank_kept(run, cands, len(records))
+    check(bool(cands) and len(kept) == len(cands), f"{run.root}: the re-rank (search.rerank_top = {k}) has not "
+          f"finished ({len(kept)} of {len(cands)} candidates); resume the search (cimnas hawis search --resume)")
+    return _rerank_summary(rerank_best(kept))
+
+
+def _rerank_summary(best: dict) -> dict:
+    return {"widths": best["widths"], "episode": best["episode"], "reward": best["reward"],
+            "accuracy": best["accuracy"], "energy_uj": best["energy_uj"], "reranked": True,
+            "search_reward": best["search_reward"], "search_accuracy": best["search_accuracy"],
+            "search_rank": best["rank"]}
 
 
 def pareto_front(records: list[dict]) -> list[dict]:
@@ -147,8 +240,13 @@ def best_record(records: list[dict]) -> dict:
     return max(records, key=lambda r: (r["reward"], -r["episode"]))
 
 
-def write_search_summary(run: RunFolder, records: list[dict]) -> None:
-    best = best_record(records)
-    run.write_result("best_arch.json", {k: best[k] for k in ("widths", "episode", "reward", "accuracy", "energy_uj")})
+def write_search_summary(run: RunFolder, records: list[dict], reranked: list[dict] | None = None) -> None:
+    """best_arch.json (the best search record, or the best re-ranked one) and pareto.json (the search's front)."""
+    if reranked:
+        run.write_result("best_arch.json", _rerank_summary(rerank_best(reranked)))
+    else:
+        best = best_record(records)
+        run.write_result("best_arch.json", {k: best[k] for k in ("widths", "episode", "reward", "accuracy",
+                                                                  "energy_uj")})
     run.write_result("pareto.json", [{k: r[k] for k in ("episode", "widths", "reward", "accuracy", "energy_uj")}
                                      for r in pareto_front(records)])

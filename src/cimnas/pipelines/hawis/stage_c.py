@@ -25,7 +25,7 @@ from cimnas.parallel import Parallelism, run_tasks
 from cimnas.pipelines.hawis import seeds
 from cimnas.pipelines.hawis.config import RetrainConfig
 from cimnas.pipelines.hawis.context import REFERENCE_PRECISION, Context, arch_probe, mc_accuracies
-from cimnas.pipelines.hawis.stage_b import best_record, pareto_front
+from cimnas.pipelines.hawis.stage_b import chosen_record, pareto_front
 from cimnas.stats import at_chance, summarize
 from cimnas.train import evaluate, fit, make_optimizer, make_scheduler
 from cimnas.utils.seed import derive_seed, resolve_device, seed_everything
@@ -69,7 +69,7 @@ def jobs_for(ctx: Context, records: list[dict] | None) -> tuple[dict, list[tuple
         best = {"widths": list(rcfg.widths), "source": "retrain.widths"}
     else:
         records = records if records is not None else ctx.run.records("episodes.jsonl")
-        best = dict(best_record(records), source="search")
+        best = dict(chosen_record(ctx.run, records, ctx.cfg.search.rerank_top), source="search")
     jobs: list[tuple[str, list[int] | None, str]] = [("searched", best["widths"], "binary")]
     if rcfg.widths is None and rcfg.pareto_models > 0:
         for r in pareto_front(records)[: rcfg.pareto_models]:
@@ -194,8 +194,9 @@ def stage_retrain(ctx: Context, records: list[dict] | None = None, parallel: Par
     if cfg.retrain.seeds > 1 or cfg.retrain.aligned_baseline:
         _seed_comparison(ctx, results, best)
     final = dict(results["searched"])
-    final.update({"source": best["source"], "search_metrics": {k: best.get(k) for k in ("episode", "reward",
-                                                                                        "accuracy", "energy_uj")}})
+    metrics = ("episode", "reward", "accuracy", "energy_uj") + (("reranked", "search_reward", "search_rank")
+                                                                 if best.get("reranked") else ())
+    final.update({"source": best["source"], "search_metrics": {k: best.get(k) for k in metrics}})
     final["uniform_energy_uj"] = uniform_energies(ctx)
     ks = sorted({float(k) for k in range(1, int(math.ceil(cfg.space.r_max)) + 1)} | {cfg.report.compare_uniform})
     final["uniform_widths"] = {f"U-{k:g}x": ctx.uniform(k) for k in ks}  # for the reports (Fig. 5)
