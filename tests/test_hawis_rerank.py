@@ -9,16 +9,17 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_hawis_pipeline import _cfg, _episodes
 
 from cimnas.data import load_dataset
 from cimnas.errors import CimnasError
 from cimnas.nn.supernet import SuperNet
 from cimnas.pipelines.hawis import best_record, run_pipeline
 from cimnas.pipelines.hawis.stage_b import rerank_candidates
+from cimnas.reports.summary import show_text
 from cimnas.search.env import EnvConfig, HawisEnv
 from cimnas.search.spaces import WidthSpace
 from cimnas.utils.seed import derive_seed
+from test_hawis_pipeline import _cfg, _episodes
 
 SEARCH = ("pretrain", "search")
 
@@ -107,6 +108,9 @@ def test_rerank_scores_every_candidate_on_the_final_super_net(tmp_path, scored):
     assert best["reranked"] is True and best["widths"] == top["widths"] and best["reward"] == top["reward"]
     assert best["episode"] == top["episode"] and best["search_reward"] == eps[top["episode"] - 1]["reward"]
     assert f"chosen episode {top['episode']} (search rank {top['rank']})" in (on / "run.log").read_text()
+    text, _ = show_text(str(on), use_rich=False)  # cimnas show reads the new best_arch.json fields
+    assert f"episode {top['episode']}" in text and "re-ranked on the final super-net" in text
+    assert "re-ranked" not in show_text(str(off), use_rich=False)[0]
 
 
 def test_duplicate_widths_count_once_and_k_is_clamped():
