@@ -133,6 +133,16 @@ class Sizing:
                                        "from_width_mult": au["width_mult"]}
         return self._baselines[energy]
 
+    def baseline_of(self, widths: list[int], energy: float | None = None) -> dict | None:
+        """The baseline a net is compared with: None when the net fills its crossbars already (it is its own
+        baseline); a U-kx of the curve when the aligned-uniform net is one (label U-kx, kind uniform: no second
+        copy is trained); else the aligned-uniform net (`baseline`)."""
+        b = self.baseline(self.geo.energy(widths) if energy is None else energy)
+        if b["widths"] == list(widths):
+            return None
+        k = next((k for k in self.cfg.uniform if self.geo.uniform(k) == b["widths"]), None)
+        return b if k is None else {**b, "label": f"U-{k:g}x", "kind": "uniform"}
+
 
 # ---------------------------------------------------------------------------- tasks
 def task(task_id: tuple, payload: dict, shared: dict) -> dict:
@@ -151,10 +161,8 @@ def task(task_id: tuple, payload: dict, shared: dict) -> dict:
         widths = list(read_json(Path(shared["root"]) / payload["out"] / "best_arch.json")["widths"])
         out["trained"] = [headroom.train_one((then["label"], s), {"kind": "train", "widths": widths}, train_shared)
                           for s in then["seeds"]]
-        size = Sizing.of(shared["cfg"], shared["root"])
-        b = size.baseline(size.geo.energy(widths))
-        uniform = [size.geo.uniform(k) for k in shared["cfg"].uniform]  # a U-kx baseline trains in uniform/
-        if b["widths"] != widths and b["widths"] not in uniform:
+        b = Sizing.of(shared["cfg"], shared["root"]).baseline_of(widths)
+        if b is not None and b["kind"] == "aligned-uniform":  # a U-kx baseline trains in uniform/
             for s in then["seeds"]:
                 if not lock_held(headroom.model_dir(Path(shared["root"]), b["label"], s)):
                     headroom.train_one((b["label"], s), {"kind": "train", "widths": b["widths"]}, train_shared)
@@ -260,9 +268,6 @@ class Study:
         paths = [self.search_dir(arm, s) / "episodes.jsonl" for s in self.cfg.search_seeds]
         return [e for p in paths if p.is_file() for e in read_jsonl(p)]
 
-    def baseline(self, energy: float) -> dict:
-        return self.size.baseline(energy)
-
     def plan(self) -> list[dict]:
         """Every net to compare: U-kx, the searched nets, and the aligned-uniform baseline of each."""
         rows = [{"label": f"U-{k:g}x", "kind": "uniform", "widths": self.geo.uniform(k), "root": self.udir}
@@ -271,14 +276,13 @@ class Study:
         for r in rows:
             r["energy_uj"] = self.geo.energy(r["widths"])
         base: dict[str, dict] = {}
-        uniform = {tuple(r["widths"]): r["label"] for r in rows if r["kind"] == "uniform"}
         for r in rows:
             if r["kind"] == "search" or r["label"] == "U-1x":
-                b = self.baseline(r["energy_uj"])
-                if b["widths"] == r["widths"]:
+                b = self.size.baseline_of(r["widths"], r["energy_uj"])
+                if b is None:
                     continue  # the net fills its crossbars already: it is its own baseline
-                r["baseline"] = uniform.get(tuple(b["widths"]), b["label"])  # a U-kx that fills: no second copy
-                if r["baseline"] == b["label"]:
+                r["baseline"] = b["label"]
+                if b["kind"] == "aligned-uniform":
                     base.setdefault(b["label"], {**b, "energy_uj": self.geo.energy(b["widths"])})
         for r in rows + list(base.values()):
             r.setdefault("root", self.root)
