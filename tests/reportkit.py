@@ -161,7 +161,8 @@ def aligned_study(root: Path) -> dict:
         rows.append(row)
     search = rows[-1]
     arms = {"ddpg": {"nets": ["ddpg-s0"], "aligned_uniform_nets": [], "val_vs_baseline": search["val_vs_baseline"],
-                     "test_vs_baseline": search["test_vs_baseline"], "verdict_on_val": "no difference detected"}}
+                     "test_vs_baseline": search["test_vs_baseline"], "verdict_on_val": "no difference detected",
+                     "test_vs_baseline_by_search": {"diff_points": 0.7, "ci95_points": [-3.1, 4.5], "n_searches": 3}}}
     result = {"rows": rows, "arms": arms, "design": {"planned_seeds_per_net": 4, "pooled_seed_std_points": 0.3,
                                                      "detectable_points": 0.61, "test": "two-sided Welch t, 5 %, "
                                                                                         "power 80 %"},

@@ -176,3 +176,31 @@ def test_study_stored_before_the_vocabulary_change_resumes(tmp_path) -> None:
     old["hawis"]["defects"]["sigma"] = old["hawis"]["defects"].pop("variation_sigma")
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(old))
     assert diff_configs(RunFolder(tmp_path, "hawis-aligned").stored_config(AlignedStudyConfig), new) == []
+
+
+def test_arm_intervals_over_training_and_over_search_seeds_by_hand():
+    from cimnas.pipelines.studies.hawis_aligned_report import analyse
+
+    def runs(vals):
+        return [{"seed": i, "val_acc": v / 100, "test_acc": v / 100} for i, v in enumerate(vals)]
+
+    base = {"label": "AU", "kind": "aligned-uniform", "widths": [8], "energy_uj": 1.0, "runs": runs([70, 72, 74])}
+    nets = [{"label": f"ddpg-s{k}", "kind": "search", "widths": [9], "energy_uj": 1.1, "arm": "ddpg",
+             "search_seed": k, "baseline": "AU", "runs": runs([70 + d, 72 + d, 74 + d + e])}
+            for k, (d, e) in enumerate([(1.0, 0.0), (2.0, 1.5), (-0.5, 0.0)])]
+    res = analyse([base, *nets], planned_n=3)
+    arm = res["arms"]["ddpg"]
+    # per net, paired: ddpg-s0 +1 +1 +1, ddpg-s1 +2 +2 +3.5, ddpg-s2 -0.5 -0.5 -0.5
+    per_net = [1.0, 2.5, -0.5]
+    by_search = arm["val_vs_baseline_by_search"]
+    assert by_search["n_searches"] == 3 and by_search["diff_points"] == pytest.approx(1.0)
+    half = 4.302653 * math.sqrt(sum((x - 1.0) ** 2 for x in per_net) / 2) / math.sqrt(3)
+    assert by_search["ci95_points"] == pytest.approx([1.0 - half, 1.0 + half], rel=1e-5)
+    # over training seeds, the search seeds held fixed: per seed the mean over nets, (2.5/3, 2.5/3, 4/3)
+    paired = arm["val_vs_baseline_paired"]
+    assert paired["n_pairs"] == 3 and paired["diff_points"] == pytest.approx(1.0)
+    assert paired["ci95_points"][1] - paired["ci95_points"][0] < by_search["ci95_points"][1] - by_search["ci95_points"][0]
+    assert "over search seeds: val +1.00" in res["summary"]
+    # a net without a finished baseline leaves the arm's interval out rather than averaging fewer searches
+    res2 = analyse([dict(base, runs=[]), *nets], planned_n=3)
+    assert "val_vs_baseline_by_search" not in res2["arms"]["ddpg"]

@@ -249,3 +249,5 @@ def test_aligned_study_shows_seed_statistics_and_baselines(tmp_path):
     w = res["rows"][-1]["test_vs_baseline"]
     assert f"[{w['ci95_points'][0]:+.2f}, {w['ci95_points'][1]:+.2f}]" not in row and "paired by training seed" in html
     assert "AU-16-28-56" in row and "no difference detected" in html and html.count("<img") == 1
+    arm = re.search(r"<tr><td>ddpg</td>(.*?)</tr>", html).group(1)  # the interval over search seeds, beside the verdict
+    assert "+0.70 [-3.10, +4.50]" in arm and "over the search seeds" in html

@@ -157,10 +157,14 @@ def _hawis_aligned(f: Folder) -> str:
                   "held-out - baseline, points [95 % CI]", "test - baseline [95 % CI]", "baseline"], rows,
                  f"each net trained from scratch per seed; baselines: its aligned-uniform net ({how})")
     arms = [[a, len(e.get("nets", [])), diff(best(e, "val")), diff(best(e, "test")),
-             e.get("verdict_on_val", "-")] for a, e in (res.get("arms") or {}).items()]
+             e.get("verdict_on_val", "-"), diff(e.get("val_vs_baseline_by_search")),
+             diff(e.get("test_vs_baseline_by_search"))] for a, e in (res.get("arms") or {}).items()]
     if arms:
         out += table(["arm", "search seeds", "held-out - baseline [95 % CI]", "test - baseline [95 % CI]",
-                      "verdict (on held-out)"], arms, "each search arm against its aligned-uniform baselines")
+                      "verdict (on held-out)", "held-out, over search seeds [95 % CI]",
+                      "test, over search seeds [95 % CI]"], arms,
+                     "each search arm against its aligned-uniform baselines: the verdict's interval is over training "
+                     "seeds with the searched nets held fixed; the last two are over the search seeds")
     d = res.get("design") or {}
     if d.get("detectable_points") is not None:
         out += (f"<p class='muted'>Design: {esc(d.get('planned_seeds_per_net'))} seeds per net, pooled seed std "
