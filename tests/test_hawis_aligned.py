@@ -118,6 +118,7 @@ def test_toy_study_json_and_resume(tmp_path):
         assert a["val_vs_baseline_paired"]["diff_points"] == pytest.approx(net["val_vs_baseline_paired"]["diff_points"])
         assert a["verdict_on_val"] in ("above the baseline", "below the baseline", "no difference detected")
     assert res["design"]["detectable_points"] > 0 and res["lambda"] == 0.05
+    assert res["proxy_drift"] == {}  # 2 episodes per search: too few to fit a drift
     assert res["design"]["detectable_points_paired"] > 0 and res["design"]["paired_diff_std_points"] >= 0
     assert (out / "figures" / "hawis_aligned.png").is_file()
     pub = json.loads((tmp_path / "pub" / "hawis_aligned_study.json").read_text())
@@ -205,3 +206,19 @@ def test_arm_intervals_over_training_and_over_search_seeds_by_hand():
     # a net without a finished baseline leaves the arm's interval out rather than averaging fewer searches
     res2 = analyse([dict(base, runs=[]), *nets], planned_n=3)
     assert "val_vs_baseline_by_search" not in res2["arms"]["ddpg"]
+
+
+def test_proxy_drift_recovers_a_known_drift():
+    from cimnas.pipelines.studies.hawis_aligned_report import proxy_drift
+
+    # proxy accuracy = 70 + 0.2 per episode + 1.5 per e-fold of energy (exact): the fit gives back both slopes
+    energies = [2.0, 5.0, 3.0, 8.0, 4.0, 6.0] * 4
+    eps = [{"episode": i + 1, "energy_uj": q, "accuracy": (70 + 0.2 * (i + 1) + 1.5 * math.log(q / 4.0)) / 100}
+           for i, q in enumerate(energies)]
+    d = proxy_drift({"random-s0": eps, "short": eps[:5]}, q_ref=4.0, window=5)
+    assert set(d) == {"random-s0"}  # too few episodes for a first and a last window: left out
+    r = d["random-s0"]
+    assert r["points_per_episode"] == pytest.approx(0.2) and r["points_per_efold_energy"] == pytest.approx(1.5)
+    first = sum(100 * e["accuracy"] for e in eps[:5]) / 5
+    assert r["episodes"] == 24 and r["first_5_pct"] == pytest.approx(first) and r["last_5_pct"] > r["first_5_pct"]
+    assert 0 < r["corr_episode_accuracy"] <= 1

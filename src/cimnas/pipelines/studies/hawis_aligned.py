@@ -290,7 +290,7 @@ class Study:
 
     def report(self, publish: str | None = None, figure: bool = True) -> dict:
         """hawis_aligned.json (and, with `figure`, the figure) of every finished model; a copy in `publish`."""
-        from cimnas.pipelines.studies.hawis_aligned_report import analyse, plot
+        from cimnas.pipelines.studies.hawis_aligned_report import analyse, plot, proxy_drift
 
         rows = self.plan()
         for r in rows:
@@ -299,6 +299,13 @@ class Study:
         lam = self.run.path("lambda.txt")
         result["lambda"] = float(lam.read_text()) if lam.is_file() else self.cfg.lam
         proxy = {a.name: self.episodes(a.name) for a in self.cfg.arms}
+        done = {f"{a.name}-s{s}": read_jsonl(self.search_dir(a.name, s) / "episodes.jsonl") for a in self.cfg.arms
+                for s in self.cfg.search_seeds if (self.search_dir(a.name, s) / "best_arch.json").is_file()}
+        result["proxy_drift"] = drift = proxy_drift(done, self.geo.energy(self.geo.uniform(1.0)))
+        result["summary"] += "".join(
+            f"\nproxy drift {k}: {d['points_per_episode']:+.3f} points per episode, "
+            f"{d['points_per_efold_energy']:+.2f} per e-fold of energy, corr(episode, proxy) {d['corr_episode_accuracy']:.2f}, first / last 10 episodes "
+            f"{d['first_10_pct']:.1f} / {d['last_10_pct']:.1f} %" for k, d in drift.items())
         self.run.write_result("hawis_aligned.json", result)
         if figure:
             plot(result, proxy, self.run.figures / "hawis_aligned.png")

@@ -134,6 +134,29 @@ def analyse(rows: list[dict], planned_n: int) -> dict:
     return {"rows": out, "arms": arms, "design": design, "summary": summary_text(out, arms, design)}
 
 
+def proxy_drift(searches: dict[str, list[dict]], q_ref: float, window: int = 10) -> dict:
+    """Per search, how its proxy accuracy (percent) moves with the episode: the least-squares fit
+    acc = a + b * episode + c * log(energy / q_ref) (b: points per episode, c: points per e-fold of energy), the
+    correlation of episode and proxy accuracy, and the mean proxy accuracy of the first and the last `window`
+    episodes. A proxy that drifts up with the episode (the super-net is fine-tuned in every episode) makes the
+    best-reward episode a late one whatever its widths."""
+    out = {}
+    for label, eps in searches.items():
+        if len(eps) < max(4, 2 * window):
+            continue
+        ep = np.array([e["episode"] for e in eps], dtype=float)
+        acc = 100.0 * np.array([e["accuracy"] for e in eps])
+        x = np.column_stack([np.ones_like(ep), ep, np.log(np.array([e["energy_uj"] for e in eps]) / q_ref)])
+        coef = np.linalg.lstsq(x, acc, rcond=None)[0]
+        order = np.argsort(ep)
+        out[label] = {"episodes": len(eps), "points_per_episode": float(coef[1]),
+                      "points_per_efold_energy": float(coef[2]),
+                      "corr_episode_accuracy": float(np.corrcoef(ep, acc)[0, 1]),
+                      f"first_{window}_pct": float(acc[order[:window]].mean()),
+                      f"last_{window}_pct": float(acc[order[-window:]].mean())}
+    return out
+
+
 def summary_text(rows: list[dict], arms: dict, design: dict) -> str:
     def acc(r: dict, k: str) -> str:
         s = r.get(k)
