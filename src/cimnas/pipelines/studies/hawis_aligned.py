@@ -304,7 +304,8 @@ class Study:
         result["proxy_drift"] = drift = proxy_drift(done, self.geo.energy(self.geo.uniform(1.0)))
         result["summary"] += "".join(
             f"\nproxy drift {k}: {d['points_per_episode']:+.3f} points per episode, "
-            f"{d['points_per_efold_energy']:+.2f} per e-fold of energy, corr(episode, proxy) {d['corr_episode_accuracy']:.2f}, first / last 10 episodes "
+            f"{d['points_per_efold_energy']:+.2f} per e-fold of energy, corr(episode, proxy) "
+            f"{d['corr_episode_accuracy']:.2f}, first / last 10 episodes "
             f"{d['first_10_pct']:.1f} / {d['last_10_pct']:.1f} %" for k, d in drift.items())
         self.run.write_result("hawis_aligned.json", result)
         if figure:
