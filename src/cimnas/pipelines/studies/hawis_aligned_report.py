@@ -203,20 +203,24 @@ def plot(result: dict, proxy: dict[str, list[dict]], path: Path) -> None:
     if uni:
         ax.errorbar([r["energy_uj"] for r in uni], [r["test"]["mean_pct"] for r in uni],
                     yerr=[r["test"]["std_pct"] for r in uni], fmt="o-", color="k", capsize=3, label="U-kx")
-    styles = {"aligned-uniform": ("s", "tab:green")}
-    markers = iter(["^", "v", "D", "P", "X", "*"])
-    colors = iter(plt.rcParams["axes.prop_cycle"].by_key()["color"])
-    for key in ["aligned-uniform"] + sorted({r["arm"] for r in rows if r.get("arm")}):
+    # one colour per search arm in both panels, none of them the aligned-uniform nets' green
+    arms = sorted({r["arm"] for r in rows if r.get("arm")} | set(proxy))
+    palette = ["tab:blue", "tab:orange", "tab:purple", "tab:red", "tab:brown", "tab:pink", "tab:olive", "tab:cyan"]
+    styles = {"aligned-uniform": ("s", "tab:green"),
+              **{a: (["^", "v", "D", "P", "X", "*"][i % 6], palette[i % len(palette)]) for i, a in enumerate(arms)}}
+    for key in ["aligned-uniform"] + arms:
         pts = [r for r in rows if (r["kind"] == key or r.get("arm") == key)]
         if not pts:
             continue
-        m, c = styles.get(key) or (next(markers), next(colors))
+        m, c = styles[key]
         ns = sorted({r["test"]["n"] for r in pts})
         ax.errorbar([r["energy_uj"] for r in pts], [r["test"]["mean_pct"] for r in pts],
                     yerr=[r["test"]["std_pct"] for r in pts], fmt=m, color=c, capsize=3,
                     label=f"{key} (n = {ns[0]}" + (f"-{ns[-1]})" if len(ns) > 1 else ")"))
     for a in (ax, bx):
         a.set_xscale("log")
+        a.xaxis.set_major_locator(matplotlib.ticker.LogLocator(base=10, subs=(1.0, 2.0, 3.0, 5.0)))
+        a.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())  # 2, 3, 5, 10 rather than one 10^1
         a.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # minor labels overlap on a short range
     ax.set_xlabel("crossbar energy per inference (µJ)")
     ax.set_ylabel("test accuracy (%), trained nets, mean +- std over seeds")
@@ -225,7 +229,8 @@ def plot(result: dict, proxy: dict[str, list[dict]], path: Path) -> None:
         ax.legend(fontsize=8)
     for arm, eps in proxy.items():
         if eps:
-            bx.scatter([e["energy_uj"] for e in eps], [100 * e["accuracy"] for e in eps], s=8, alpha=0.5, label=arm)
+            bx.scatter([e["energy_uj"] for e in eps], [100 * e["accuracy"] for e in eps], s=8, alpha=0.5, label=arm,
+                       color=styles[arm][1])
     finish(fig, bx, path, xlabel="crossbar energy per inference (µJ)",
            ylabel="held-out accuracy in the search (%), proxy", title="Search proxy (every episode)",
            legend=any(proxy.values()))
