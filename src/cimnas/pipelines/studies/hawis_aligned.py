@@ -263,10 +263,11 @@ class Study:
                                  "proxy": {k: b[k] for k in ("episode", "reward", "accuracy", "energy_uj")}})
         return rows
 
-    def episodes(self, arm: str) -> list[dict]:
-        """Every finished episode of an arm's searches (the proxy accuracies)."""
-        paths = [self.search_dir(arm, s) / "episodes.jsonl" for s in self.cfg.search_seeds]
-        return [e for p in paths if p.is_file() for e in read_jsonl(p)]
+    def episodes(self) -> dict[tuple[str, int], list[dict]]:
+        """Every finished episode of every search so far (the proxy accuracies), by (arm, search seed)."""
+        paths = {(a.name, s): self.search_dir(a.name, s) / "episodes.jsonl" for a in self.cfg.arms
+                 for s in self.cfg.search_seeds}
+        return {key: read_jsonl(p) for key, p in paths.items() if p.is_file()}
 
     def plan(self) -> list[dict]:
         """Every net to compare: U-kx, the searched nets, and the aligned-uniform baseline of each."""
@@ -290,23 +291,19 @@ class Study:
 
     def report(self, publish: str | None = None, figure: bool = True) -> dict:
         """hawis_aligned.json (and, with `figure`, the figure) of every finished model; a copy in `publish`."""
-        from cimnas.pipelines.studies.hawis_aligned_report import analyse, plot, proxy_drift
+        from cimnas.pipelines.studies.hawis_aligned_report import analyse, plot
 
         rows = self.plan()
         for r in rows:
             r["runs"] = finished(Path(r.pop("root")), r["label"], self.seeds)
-        result = analyse(rows, self.cfg.retrain_seeds)
+        eps = self.episodes()
+        finished_searches = {f"{a}-s{s}": e for (a, s), e in eps.items()
+                             if (self.search_dir(a, s) / "best_arch.json").is_file()}
+        result = analyse(rows, self.cfg.retrain_seeds, searches=finished_searches,
+                         q_ref=self.geo.energy(self.geo.uniform(1.0)))
         lam = self.run.path("lambda.txt")
         result["lambda"] = float(lam.read_text()) if lam.is_file() else self.cfg.lam
-        proxy = {a.name: self.episodes(a.name) for a in self.cfg.arms}
-        done = {f"{a.name}-s{s}": read_jsonl(self.search_dir(a.name, s) / "episodes.jsonl") for a in self.cfg.arms
-                for s in self.cfg.search_seeds if (self.search_dir(a.name, s) / "best_arch.json").is_file()}
-        result["proxy_drift"] = drift = proxy_drift(done, self.geo.energy(self.geo.uniform(1.0)))
-        result["summary"] += "".join(
-            f"\nproxy drift {k}: {d['points_per_episode']:+.3f} points per episode, "
-            f"{d['points_per_efold_energy']:+.2f} per e-fold of energy, corr(episode, proxy) "
-            f"{d['corr_episode_accuracy']:.2f}, first / last 10 episodes "
-            f"{d['first_10_pct']:.1f} / {d['last_10_pct']:.1f} %" for k, d in drift.items())
+        proxy = {a.name: [e for (arm, _), es in eps.items() if arm == a.name for e in es] for a in self.cfg.arms}
         self.run.write_result("hawis_aligned.json", result)
         if figure:
             plot(result, proxy, self.run.figures / "hawis_aligned.png")

@@ -74,7 +74,10 @@ def verdict(iv: dict | None) -> str:
     return "above the baseline" if lo > 0 else "below the baseline" if hi < 0 else "no difference detected"
 
 
-def analyse(rows: list[dict], planned_n: int) -> dict:
+def analyse(rows: list[dict], planned_n: int, searches: dict[str, list[dict]] | None = None,
+            q_ref: float = 1.0) -> dict:
+    """The study's JSON: per net and per arm the differences from the baselines, the design, and with `searches`
+    (finished searches' episodes by label) the proxy drift of each (`proxy_drift`, energies relative to `q_ref`)."""
     by = {r["label"]: r for r in rows}
     out = []
     for r in rows:
@@ -131,7 +134,9 @@ def analyse(rows: list[dict], planned_n: int) -> dict:
               "paired_diff_std_points": pooled_d,
               "detectable_points_paired": detectable_paired(pooled_d, planned_n) if pooled_d else None,
               "test_paired": "two-sided paired t over training seeds, 5 %, power 80 % (the verdict)"}
-    return {"rows": out, "arms": arms, "design": design, "summary": summary_text(out, arms, design)}
+    drift = proxy_drift(searches or {}, q_ref)
+    return {"rows": out, "arms": arms, "design": design, "proxy_drift": drift,
+            "summary": summary_text(out, arms, design, drift)}
 
 
 def proxy_drift(searches: dict[str, list[dict]], q_ref: float, window: int = 10) -> dict:
@@ -157,7 +162,7 @@ def proxy_drift(searches: dict[str, list[dict]], q_ref: float, window: int = 10)
     return out
 
 
-def summary_text(rows: list[dict], arms: dict, design: dict) -> str:
+def summary_text(rows: list[dict], arms: dict, design: dict, drift: dict | None = None) -> str:
     def acc(r: dict, k: str) -> str:
         s = r.get(k)
         return f"{s['mean_pct']:.2f} +- {s['std_pct']:.2f}" if s else "-"
@@ -186,6 +191,13 @@ def summary_text(rows: list[dict], arms: dict, design: dict) -> str:
         lines.append(f"Paired by seed: std of the seed-matched differences {design['paired_diff_std_points']:.2f} "
                      f"points -> smallest detectable difference {design['detectable_points_paired']:.2f} points "
                      f"({design['test_paired']}).")
+    if drift:
+        lines.append("")
+    for k, d in (drift or {}).items():
+        lines.append(f"proxy drift {k}: {d['points_per_episode']:+.3f} points per episode, "
+                     f"{d['points_per_efold_energy']:+.2f} per e-fold of energy, corr(episode, proxy) "
+                     f"{d['corr_episode_accuracy']:.2f}, first / last 10 episodes {d['first_10_pct']:.1f} / "
+                     f"{d['last_10_pct']:.1f} %")
     return "\n".join(lines) + "\n"
 
 
